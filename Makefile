@@ -1,0 +1,38 @@
+# One entry for set-up: every target creates .venv and installs on first use; later runs are no-ops.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SPEC ?= examples/quickstart.yaml
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-unit system-deps lint clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $@
+
+install: $(STAMP)
+
+## The main job, end to end on the embedded default (local Ray, torchrun, TorchServe).
+demo: $(STAMP)
+	$(BIN)/mlkube run $(SPEC)
+
+## System services the integration tests start for real (Prometheus, etcd, shellcheck).
+system-deps:
+	@bash deploy/system-deps.sh
+
+## The whole test suite.
+test: $(STAMP) system-deps
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -m unit $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check mlkube trainer serving tests benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,72 @@
+"""Shared fixtures: one Ray (a real two-node cluster on this machine) per test session; hardware markers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MLKUBE = [sys.executable, "-m", "mlkube.cli"]
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def _docker_engine() -> bool:
+    if not (shutil.which("docker") and shutil.which("kind")):
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` and `kind` tests skip, with the reason printed, where the hardware is absent; nothing else skips."""
+    reasons = {}
+    if any("gpu" in item.keywords for item in items) and not _has_cuda():
+        reasons["gpu"] = "needs a CUDA GPU (torch.cuda.is_available() is False on this machine)"
+    if any("kind" in item.keywords for item in items) and not _docker_engine():
+        reasons["kind"] = "needs a Docker engine and the kind binary (docker info failed or kind is not on PATH)"
+    for item in items:
+        for marker, reason in reasons.items():
+            if marker in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real two-node Ray cluster (head + one worker node, 1 CPU each), connected for the whole session."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
+    cluster.wait_for_nodes()
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
+@pytest.fixture
+def run_cli(tmp_path):
+    """Run the `mlkube` command in a subprocess (as a user would), in tmp_path."""
+
+    def run(*args: str, check: bool = False, env: dict | None = None, timeout: float = 600):
+        full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+        proc = subprocess.run([*MLKUBE, *map(str, args)], cwd=tmp_path, capture_output=True, text=True,
+                              env=full_env, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"mlkube {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    return run

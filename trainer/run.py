@@ -1,0 +1,218 @@
+"""The run directory `runs/<run-id>/`: the only place results are written.
+
+Every write is atomic (a temp file in the same folder, then `os.replace`), so a killed process never leaves a
+partial file under a final name. `stages.json` records which stages finished; `--resume` continues from there, and a
+finished run is never rewritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import secrets
+import socket
+import tempfile
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from trainer.errors import MlkubeError
+
+TMP_MARK = ".tmp-"
+LIBRARIES = ("numpy", "pandas", "scikit-learn", "ray", "torch", "numba", "optuna", "pydantic", "skops",
+             "torchserve", "torch-model-archiver", "kubernetes", "matplotlib")
+
+
+# ----------------------------------------------------------------------------------------- atomic writes
+@contextlib.contextmanager
+def atomic_path(final: Path | str) -> Iterator[Path]:
+    """Yield a temp path beside `final`; on success it is renamed onto `final`, on error removed.
+
+    For libraries that write files themselves (savefig, torch.save, skops.dump).
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}{TMP_MARK}", suffix=final.suffix, dir=final.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, final)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(final: Path | str, data: bytes) -> Path:
+    with atomic_path(final) as tmp:
+        tmp.write_bytes(data)
+    return Path(final)
+
+
+def atomic_write_text(final: Path | str, text: str) -> Path:
+    return atomic_write_bytes(final, text.encode())
+
+
+def atomic_write_json(final: Path | str, obj: Any) -> Path:
+    return atomic_write_text(final, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):  # numpy scalars
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, (Path, dt.date)):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def read_json(path: Path | str) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def sha256_file(path: Path | str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def remove_partial_files(folder: Path) -> list[Path]:
+    """Delete temp files left by a killed writer; return what was removed."""
+    removed = [p for p in folder.rglob(f".*{TMP_MARK}*") if p.is_file()]
+    for p in removed:
+        p.unlink(missing_ok=True)
+    return removed
+
+
+# ------------------------------------------------------------------------------------------------ the run
+def new_run_id() -> str:
+    """A sortable, unique run id: UTC time plus 4 random hex digits."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    return versions
+
+
+class Run:
+    """One run directory. Create with `Run.start` (new or resumed) or open a finished one with `Run.open`."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.id = self.path.name
+
+    # -- locations
+    @property
+    def figures(self) -> Path:
+        return self.path / "figures"
+
+    @property
+    def models(self) -> Path:
+        return self.path / "models"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    def stage_file(self, stage: str) -> Path:
+        """The plain-data result of one stage (`stages/<stage>.json`)."""
+        return self.path / "stages" / f"{stage}.json"
+
+    # -- creation / resume
+    @classmethod
+    def start(cls, spec_yaml: str, run_root: Path, run_id: str | None = None, resume: bool = False) -> Run:
+        """Create `run_root/<run_id>/`, or reopen it with `resume=True` (same spec required)."""
+        run_id = run_id or new_run_id()
+        if not run_id.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            raise MlkubeError(f"run id {run_id!r} may hold only letters, digits, '-', '_' and '.'", "pick another --run-id")
+        run = cls(Path(run_root) / run_id)
+        if run.path.exists() and (run.path / "spec.yaml").exists():
+            if not resume:
+                raise MlkubeError(
+                    f"run {run_id!r} already exists at {run.path}",
+                    f"continue it with `--resume {run_id}`, or pick another --run-id",
+                )
+            run._check_resumable(spec_yaml)
+            remove_partial_files(run.path)
+            return run
+        if resume:
+            raise MlkubeError(f"cannot resume run {run_id!r}: no such run under {run_root}", "check the id with `ls runs/`")
+        run.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run.path / "spec.yaml", spec_yaml)
+        atomic_write_json(run.path / "stages.json", {"done": []})
+        return run
+
+    @classmethod
+    def open(cls, ref: str | Path, run_root: Path = Path("runs")) -> Run:
+        """Open an existing run by path or by id under `run_root`."""
+        path = Path(ref)
+        if not (path / "spec.yaml").exists():
+            path = Path(run_root) / str(ref)
+        if not (path / "spec.yaml").exists():
+            raise MlkubeError(f"no run at {ref!r} (looked in {Path(ref)} and {path})", "give a run folder or an id under runs/")
+        return cls(path)
+
+    def _check_resumable(self, spec_yaml: str) -> None:
+        if self.finished:
+            raise MlkubeError(f"run {self.id!r} is finished and is never rewritten", "start a new run (another --run-id)")
+        saved = (self.path / "spec.yaml").read_text()
+        if saved != spec_yaml:
+            raise MlkubeError(
+                f"the spec differs from the one run {self.id!r} started with ({self.path / 'spec.yaml'})",
+                "resume with the same spec, or start a new run",
+            )
+
+    # -- stage bookkeeping
+    @property
+    def done_stages(self) -> list[str]:
+        path = self.path / "stages.json"
+        return read_json(path)["done"] if path.exists() else []
+
+    def is_done(self, stage: str) -> bool:
+        return stage in self.done_stages
+
+    def mark_done(self, stage: str) -> None:
+        done = self.done_stages
+        if stage not in done:
+            atomic_write_json(self.path / "stages.json", {"done": [*done, stage]})
+
+    @property
+    def finished(self) -> bool:
+        env = self.path / "env.json"
+        return env.exists() and read_json(env).get("end_time") is not None
+
+    # -- env.json
+    def write_env(self, seed: int, data_hash: str | None = None, end: bool = False, **extra: Any) -> None:
+        """Write env.json (versions, seed, data hash, host, start/end times), keeping the first start time."""
+        path = self.path / "env.json"
+        env = read_json(path) if path.exists() else {}
+        env.setdefault("start_time", now_iso())
+        env.update({
+            "run_id": self.id,
+            "seed": seed,
+            "hostname": socket.gethostname(),
+            "platform": platform.platform(),
+            "versions": library_versions(),
+            "end_time": now_iso() if end else None,
+        })
+        if data_hash is not None:
+            env["data_hash"] = data_hash
+        env.update(extra)
+        atomic_write_json(path, env)

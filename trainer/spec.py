@@ -1,0 +1,413 @@
+"""The experiment spec: one typed object (pydantic v2), loaded from YAML and validated before any work starts.
+
+Every section has defaults, so a three-line spec runs. Unknown keys are errors. Field descriptions are user-facing:
+the README's spec reference is generated from them (`python -m trainer.spec --markdown`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from trainer.errors import SpecError
+
+TABULAR_DATASETS = ("iris", "wine", "breast_cancer", "diabetes")
+TIMESERIES_DATASETS = ("camels_us_sample", "synthetic")
+
+
+class Section(BaseModel):
+    """Base of every spec section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ----------------------------------------------------------------------------------------------------- data
+class DataSpec(Section):
+    """The tabular data set for the classical stages: a built-in by name, or a CSV/Parquet file."""
+
+    name: Literal["iris", "wine", "breast_cancer", "diabetes"] | None = Field(
+        None, description="Built-in data set shipped with scikit-learn (no download): iris, wine, breast_cancer, diabetes."
+    )
+    path: Path | None = Field(None, description="A CSV or Parquet file with one row per sample (instead of `name`).")
+    target: str | None = Field(None, description="Target column of `path` (built-ins know theirs).")
+    features: list[str] | None = Field(None, description="Feature columns of `path`; default: every column but the target and groups.")
+    groups: str | None = Field(None, description="Column holding group labels, for `cv.scheme: group`.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSpec:
+        if self.name is None and self.path is None:
+            raise ValueError("give either `name` (a built-in: iris, wine, breast_cancer, diabetes) or `path` (a CSV/Parquet file)")
+        if self.name is not None and self.path is not None:
+            raise ValueError("give `name` or `path`, not both")
+        if self.path is not None and not self.target:
+            raise ValueError("`target` is required with `path`: name the column to predict")
+        return self
+
+
+# ------------------------------------------------------------------------------------------------ preprocess
+class PreprocessSpec(Section):
+    """Preprocessing: scaling for tabular models; gap filling and normalisation for time series (Numba kernels)."""
+
+    scaler: Literal["auto", "standard", "minmax", "none"] = Field(
+        "auto", description="Tabular scaling inside each model's pipeline. auto: only models that need it (LR, KNN, SVM, ...)."
+    )
+    impute: Literal["none", "mean", "median"] = Field("none", description="Tabular missing-value imputation inside the pipeline.")
+    fill_max_gap: int = Field(5, ge=0, description="Time series: longest gap (days) filled by linear interpolation; longer gaps stay NaN and are masked in the loss.")
+    log_target: bool = Field(False, description="Time series: train on log(target + 0.1) (skewed streamflow).")
+    normalization: Literal["global", "per_site"] = Field("global", description="Time series: standardise inputs with statistics over all sites or per site (training period only).")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the Numba kernels run: auto picks CUDA when present.")
+
+
+# ------------------------------------------------------------------------------------------------ classical
+Scheme = Literal["holdout", "kfold", "stratified", "repeated", "loocv", "group", "timeseries", "nested"]
+
+
+class CVSpec(Section):
+    """A cross-validation scheme, built from scikit-learn's splitters."""
+
+    scheme: Scheme = Field("stratified", description="holdout, kfold, stratified, repeated, loocv, group, timeseries or nested.")
+    folds: int = Field(5, ge=2, description="Number of folds (k) for kfold, stratified, repeated, group and timeseries.")
+    repeats: int = Field(3, ge=1, description="Repeats for `repeated` (repeated stratified k-fold for classification).")
+    test_size: float = Field(0.25, gt=0, lt=1, description="Test fraction for `holdout`.")
+    shuffle: bool = Field(True, description="Shuffle before splitting (kfold, stratified); seeded by `seed`.")
+    gap: int = Field(0, ge=0, description="`timeseries`: samples left out between train and test.")
+    inner: CVSpec | None = Field(None, description="`nested`: the inner scheme that tunes.")
+    outer: CVSpec | None = Field(None, description="`nested`: the outer scheme that scores the tuned pipeline.")
+
+    @model_validator(mode="after")
+    def _nested_parts(self) -> CVSpec:
+        if self.scheme == "nested":
+            if self.inner is None or self.outer is None:
+                raise ValueError("`nested` needs both `inner` and `outer` schemes, e.g. inner: {scheme: stratified, folds: 3}")
+            if "nested" in (self.inner.scheme, self.outer.scheme):
+                raise ValueError("`inner` and `outer` cannot themselves be nested")
+        elif self.inner is not None or self.outer is not None:
+            raise ValueError(f"`inner`/`outer` only apply to scheme `nested`, not `{self.scheme}`")
+        return self
+
+
+class HoldoutSpec(Section):
+    """A final validation split taken before any cross-validation and scored once by the best model."""
+
+    test_size: float = Field(0.2, gt=0, lt=1, description="Fraction of rows kept aside for the final validation.")
+
+
+class SearchSpec(Section):
+    """Hyperparameter search on Ray Tune."""
+
+    algorithm: Literal["grid", "random", "tpe"] = Field("grid", description="grid (every combination), random, or tpe (Optuna TPE).")
+    space: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per model, per parameter: a list of values, or {loguniform|uniform: [lo, hi]}, {randint: [lo, hi]}, {choice: [...]}.",
+    )
+    trials: int = Field(20, ge=1, description="Trials per model for random and tpe (grid runs every combination).")
+    scheduler: Literal["none", "asha"] = Field("none", description="asha stops weak trials after a few folds.")
+    grace_folds: int = Field(2, ge=1, description="ASHA: folds every trial runs before it may be stopped.")
+
+
+class ResourcesSpec(Section):
+    """Resources one trial holds."""
+
+    cpu: float = Field(1, gt=0, description="CPUs per trial.")
+    gpu: float = Field(0, ge=0, description="GPUs per trial.")
+
+
+class ClassicalSpec(Section):
+    """Spot-check and tuning of scikit-learn models (stages evaluate and improve)."""
+
+    enabled: bool = Field(True, description="Run the classical stages (they need a `data` section).")
+    task: Literal["auto", "classification", "regression"] = Field("auto", description="auto infers it from the target.")
+    models: list[str] | None = Field(None, description="Model short names; default: the task's whole zoo.")
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Fixed parameters per model, e.g. {SVM: {gamma: auto}}.")
+    metric: str = Field("auto", description="A scikit-learn scorer name; auto: accuracy (classification) or r2 (regression).")
+    holdout: HoldoutSpec | None = Field(None, description="Final validation split scored once by the best model.")
+    cv: CVSpec = Field(default_factory=CVSpec, description="The cross-validation scheme of the spot-check.")
+    search: SearchSpec | None = Field(None, description="Hyperparameter search (stage improve); none: spot-check only.")
+    max_concurrent: int | None = Field(None, ge=1, description="Trials running at once; default: as many as the resources allow.")
+    resources_per_trial: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Resources one trial holds.")
+    max_failures: int = Field(1, ge=0, description="Retries of a trial whose worker died.")
+    parallel_folds: bool = Field(False, description="Run the folds of one trial as parallel Ray tasks (big data sets).")
+
+
+# ------------------------------------------------------------------------------------------------------ lstm
+class TimeSeriesDataSpec(Section):
+    """Multi-site daily time series for the LSTM."""
+
+    name: Literal["camels_us_sample", "synthetic"] | None = Field(
+        "camels_us_sample", description="Built-in: camels_us_sample (4 real CAMELS-US basins, shipped) or synthetic (bucket model)."
+    )
+    path: Path | None = Field(None, description="A CAMELS-US folder, a folder of one CSV/Parquet per site, or one long table with a `site` column.")
+    sites: list[str] | None = Field(None, description="Sites (basins) to use; default: all.")
+    dynamic_inputs: list[str] | None = Field(None, description="Daily input variables; default: the data set's forcings.")
+    static_inputs: list[str] = Field(default_factory=list, description="Static site attributes appended to every day.")
+    target: str | None = Field(None, description="Daily target variable; default: the data set's (streamflow in mm/day).")
+    train_period: tuple[dt.date, dt.date] | None = Field(None, description="[start, end] dates, inclusive.")
+    validation_period: tuple[dt.date, dt.date] | None = Field(None, description="[start, end] dates, inclusive.")
+    test_period: tuple[dt.date, dt.date] | None = Field(None, description="[start, end] dates, inclusive.")
+    synthetic_sites: int = Field(8, ge=1, description="`synthetic`: number of sites generated.")
+    synthetic_years: int = Field(4, ge=1, description="`synthetic`: years of daily data generated.")
+
+
+class LstmModelSpec(Section):
+    """The network: input linear layer, nn.LSTM (cuDNN on CUDA), linear head."""
+
+    hidden_size: int = Field(64, ge=1, description="LSTM hidden units.")
+    num_layers: int = Field(1, ge=1, description="Stacked LSTM layers.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout before the head (and between layers).")
+    static_embedding: int | None = Field(None, ge=1, description="Embed static attributes to this size; none: feed them raw.")
+
+
+class LstmTrainSpec(Section):
+    """Optimisation."""
+
+    epochs: int = Field(10, ge=1, description="Epochs (an epoch is `steps_per_epoch` batches).")
+    steps_per_epoch: int = Field(50, ge=1, description="Batches per epoch.")
+    batch_size: int = Field(64, ge=1, description="Global batch (sequences), split evenly over workers.")
+    learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate.")
+    schedule: Literal["none", "step", "cosine"] = Field("none", description="Learning-rate schedule.")
+    clip_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping; none: off.")
+    loss: Literal["nse", "mse"] = Field("nse", description="nse: per-site variance weighted (neuralhydrology); mse.")
+    warmup_days: int = Field(0, ge=0, description="First days of each sequence left out of the loss.")
+    early_stopping_patience: int | None = Field(None, ge=1, description="Epochs without better validation NSE before stopping.")
+    checkpoint_every: int = Field(50, ge=1, description="Steps between checkpoints (rank 0, atomic).")
+    mixed_precision: bool = Field(True, description="bfloat16/float16 autocast on CUDA (ignored on CPU).")
+
+
+class ElasticSpec(Section):
+    """torch elastic (torchrun) launch."""
+
+    nproc_per_node: int = Field(2, ge=1, description="Worker processes on this node.")
+    min_nodes: int = Field(1, ge=1, description="Elastic membership: fewest nodes.")
+    max_nodes: int = Field(1, ge=1, description="Elastic membership: most nodes.")
+    max_restarts: int = Field(3, ge=0, description="Worker-group restarts after a failure.")
+    rdzv_backend: Literal["c10d", "etcd", "etcd-v2", "static"] = Field("c10d", description="Rendezvous backend.")
+    rdzv_endpoint: str | None = Field(None, description="host:port of the rendezvous; default: local.")
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> ElasticSpec:
+        if self.min_nodes > self.max_nodes:
+            raise ValueError(f"min_nodes ({self.min_nodes}) must be ≤ max_nodes ({self.max_nodes})")
+        return self
+
+
+class LstmSpec(Section):
+    """The deep stage: an LSTM on multi-site daily series, trained under torch elastic."""
+
+    enabled: bool = Field(True, description="Run the deep stage.")
+    data: TimeSeriesDataSpec = Field(default_factory=TimeSeriesDataSpec, description="The time-series data set.")
+    sequence_length: int = Field(365, ge=2, description="Days the LSTM sees per sample.")
+    horizon: int = Field(1, ge=1, description="Predict the target this many days ahead of the last input day (1: same day).")
+    model: LstmModelSpec = Field(default_factory=LstmModelSpec, description="The network.")
+    train: LstmTrainSpec = Field(default_factory=LstmTrainSpec, description="Optimisation.")
+    elastic: ElasticSpec = Field(default_factory=ElasticSpec, description="torchrun launch.")
+
+
+# ----------------------------------------------------------------------------------------------------- serve
+class ServeSpec(Section):
+    """TorchServe for the best models."""
+
+    host: str = Field("127.0.0.1", description="Bind address (loopback by default).")
+    inference_port: int = Field(8080, ge=1, le=65535, description="Inference API port.")
+    management_port: int = Field(8081, ge=1, le=65535, description="Management API port.")
+    metrics_port: int = Field(8082, ge=1, le=65535, description="Prometheus metrics port.")
+    token_auth: bool = Field(True, description="TorchServe token authorization (keep on).")
+    batch_size: int = Field(8, ge=1, description="Dynamic batching: requests per batch.")
+    max_batch_delay_ms: int = Field(5, ge=0, description="Dynamic batching: wait this long to fill a batch.")
+    workers: int = Field(1, ge=1, description="Workers per model.")
+    max_request_bytes: int = Field(1_048_576, ge=1024, description="Largest request body.")
+
+
+# --------------------------------------------------------------------------------------------------- cluster
+class ClusterSpec(Section):
+    """Where the work runs: the embedded default, or a cluster."""
+
+    ray_address: str | None = Field(None, description="Ray cluster to join (`ray://...` or `auto`); default: $RAY_ADDRESS, else a local Ray.")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of the local Ray; default: all.")
+    namespace: str = Field("default", description="Kubernetes namespace for `mlkube submit`.")
+    image: str = Field("mlkube:latest", description="Container image for cluster jobs.")
+    gpu: bool = Field(False, description="Request nvidia.com/gpu for training pods (false on kind).")
+
+
+class MetricsSpec(Section):
+    """Prometheus exporters of mlkube's own processes."""
+
+    port: int | None = Field(None, ge=0, le=65535, description="Exporter port (training rank r uses port + r); none: off.")
+
+
+# ------------------------------------------------------------------------------------------------------ spec
+class Spec(Section):
+    """An mlkube experiment."""
+
+    seed: int = Field(0, ge=0, description="Seeds splits, models and batches: same seed, same results.")
+    run_dir: Path = Field(Path("runs"), description="Folder that holds one sub-folder per run.")
+    data: DataSpec | None = Field(None, description="Tabular data for the classical stages.")
+    preprocess: PreprocessSpec = Field(default_factory=PreprocessSpec, description="Preprocessing.")
+    classical: ClassicalSpec = Field(default_factory=ClassicalSpec, description="Spot-check and tuning.")
+    lstm: LstmSpec | None = Field(None, description="The deep stage; absent: no LSTM.")
+    serve: ServeSpec = Field(default_factory=ServeSpec, description="Serving.")
+    cluster: ClusterSpec = Field(default_factory=ClusterSpec, description="Where it runs.")
+    metrics: MetricsSpec = Field(default_factory=MetricsSpec, description="Prometheus exporters.")
+
+    @field_validator("classical")
+    @classmethod
+    def _models_unique(cls, value: ClassicalSpec) -> ClassicalSpec:
+        if value.models is not None and len(set(value.models)) != len(value.models):
+            raise ValueError("`models` lists a model twice")
+        return value
+
+    @property
+    def runs_classical(self) -> bool:
+        return self.data is not None and self.classical.enabled
+
+    @property
+    def runs_lstm(self) -> bool:
+        return self.lstm is not None and self.lstm.enabled
+
+    def to_yaml(self) -> str:
+        """The resolved spec (every default filled in), as YAML."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# ------------------------------------------------------------------------------------------------- loading
+def load_spec(source: str | Path, base_dir: Path | None = None) -> Spec:
+    """Read and validate a spec file; raise SpecError with one line per problem.
+
+    Relative paths in the spec are resolved against the spec file's folder (or `base_dir`).
+    """
+    path = Path(source)
+    if not path.is_file():
+        raise SpecError([f"spec file not found: {path}"], source=str(path))
+    text = path.read_text()
+    spec = parse_spec(text, source=str(path))
+    return _resolve_paths(spec, base_dir or path.parent)
+
+
+def parse_spec(text: str, source: str = "<spec>") -> Spec:
+    """Validate YAML text into a Spec."""
+    try:
+        raw = yaml.safe_load(text)
+        lines = _line_map(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise SpecError([f"not valid YAML{where}: {getattr(exc, 'problem', exc)}"], source=source) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise SpecError([f"the spec must be a mapping of sections (seed, data, classical, ...), got {type(raw).__name__}"], source=source)
+    try:
+        return Spec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError([_describe(err, lines) for err in exc.errors()], source=source) from None
+
+
+def _describe(err: dict, lines: dict[tuple, int]) -> str:
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
+    path = ".".join(str(p) for p in loc) or "<top level>"
+    line = _nearest_line(loc, lines)
+    where = f" (line {line})" if line else ""
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return f"{path}{where}: unknown key — remove it or check its spelling ({_allowed_keys(loc)})"
+    if kind == "missing":
+        return f"{path}{where}: required but missing"
+    value = err.get("input")
+    msg = err["msg"].removeprefix("Value error, ")
+    shown = repr(value) if not isinstance(value, dict) else "{...}"
+    return f"{path}{where}: {shown} — {msg}"
+
+
+def _allowed_keys(loc: tuple) -> str:
+    model: type[BaseModel] | None = Spec
+    for part in loc[:-1]:
+        if model is None or not isinstance(part, str) or part not in model.model_fields:
+            return "see `mlkube validate --help`"
+        model = _section_type(model.model_fields[part].annotation)
+    if model is None:
+        return "see the spec reference"
+    return "allowed: " + ", ".join(model.model_fields)
+
+
+def _section_type(annotation: Any) -> type[BaseModel] | None:
+    candidates = getattr(annotation, "__args__", (annotation,))
+    for cand in candidates:
+        if isinstance(cand, type) and issubclass(cand, BaseModel):
+            return cand
+    return None
+
+
+def _line_map(text: str) -> dict[tuple, int]:
+    """Map each key path of the YAML document to its 1-based line number."""
+    lines: dict[tuple, int] = {}
+
+    def walk(node: yaml.Node, path: tuple) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                sub = (*path, key.value)
+                lines[sub] = key.start_mark.line + 1
+                walk(value, sub)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                lines[(*path, i)] = item.start_mark.line + 1
+                walk(item, (*path, i))
+
+    root = yaml.compose(text)
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _nearest_line(loc: tuple, lines: dict[tuple, int]) -> int | None:
+    for end in range(len(loc), 0, -1):
+        key = tuple(str(p) if not isinstance(p, int) else p for p in loc[:end])
+        if key in lines:
+            return lines[key]
+    return None
+
+
+def _resolve_paths(spec: Spec, base: Path) -> Spec:
+    def absolute(p: Path | None) -> Path | None:
+        return p if p is None or p.is_absolute() else (base / p).resolve()
+
+    if spec.data is not None:
+        spec.data.path = absolute(spec.data.path)
+    if spec.lstm is not None:
+        spec.lstm.data.path = absolute(spec.lstm.data.path)
+    return spec
+
+
+# ------------------------------------------------------------------------------------------ spec reference
+def reference_markdown() -> str:
+    """The spec reference for the README, generated from the field descriptions so it cannot drift."""
+    out: list[str] = []
+
+    def section(model: type[BaseModel], prefix: str) -> None:
+        out.append(f"\n### `{prefix or 'top level'}`\n\n{(model.__doc__ or '').strip()}\n")
+        out.append("| key | default | meaning |\n|---|---|---|")
+        nested = []
+        for name, field in model.model_fields.items():
+            sub = _section_type(field.annotation)
+            default = field.get_default(call_default_factory=True)
+            shown = "(section)" if isinstance(default, BaseModel) else f"`{_short(default)}`"
+            out.append(f"| `{name}` | {shown} | {field.description or ''} |")
+            if sub is not None and sub is not model:
+                nested.append((sub, f"{prefix}.{name}" if prefix else name))
+        for sub, name in nested:
+            section(sub, name)
+
+    section(Spec, "")
+    return "\n".join(out) + "\n"
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, Path):
+        return str(value)
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+if __name__ == "__main__":
+    print(reference_markdown())
