@@ -1,0 +1,83 @@
+"""The hydrology LSTM: input linear layer → nn.LSTM (cuDNN on CUDA by itself) → dropout → linear head.
+
+Its artifact is `models/lstm/{model.pt, model.json}`: the state dict (loadable with `weights_only=True`) and, in
+model.json, `architecture` (the constructor arguments) and `preprocessing` (input/target statistics, sequence length,
+variable names), which is all a handler needs to rebuild and run it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from trainer.artifacts import read_model_json, write_model_json
+from trainer.run import atomic_path
+
+ARCHITECTURE_KEYS = ("n_dynamic", "n_static", "hidden_size", "num_layers", "dropout", "static_embedding")
+# model.json["preprocessing"]: what inference needs to turn raw forcings into the network's input and back.
+PREPROCESSING_KEYS = (
+    "sequence_length",  # days of input per prediction
+    "horizon",  # the target is predicted this many days after the last input day (1: same day)
+    "dynamic_inputs",  # names, in input order
+    "static_inputs",  # names, in input order (after the dynamic ones)
+    "dynamic_mean", "dynamic_std",  # per dynamic input (global statistics of the training period)
+    "static_mean", "static_std",  # per static input
+    "target_mean", "target_std",  # de-standardise the output
+    "log_target",  # the target was trained as log(y + 0.1)
+)
+
+
+def build_model(architecture: dict[str, Any]):
+    """Build the network from its `architecture` dict (the keys of ARCHITECTURE_KEYS)."""
+    import torch
+    from torch import nn
+
+    class HydroLSTM(nn.Module):
+        """x: [batch, days, n_dynamic + n_static] (statics broadcast over days) → [batch, days] target."""
+
+        def __init__(self, n_dynamic: int, n_static: int, hidden_size: int, num_layers: int, dropout: float,
+                     static_embedding: int | None):
+            super().__init__()
+            self.n_dynamic = n_dynamic
+            self.n_static = n_static
+            embed = static_embedding if (static_embedding and n_static) else None
+            self.static_embed = nn.Linear(n_static, embed) if embed else None
+            self.input = nn.Linear(n_dynamic + (embed or n_static), hidden_size)
+            self.lstm = nn.LSTM(hidden_size, hidden_size, num_layers=num_layers, batch_first=True,
+                                dropout=dropout if num_layers > 1 else 0.0)
+            self.dropout = nn.Dropout(dropout)
+            self.head = nn.Linear(hidden_size, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if self.static_embed is not None:
+                dynamic, static = x[..., : self.n_dynamic], x[..., self.n_dynamic:]
+                x = torch.cat([dynamic, torch.tanh(self.static_embed(static))], dim=-1)
+            out, _ = self.lstm(torch.relu(self.input(x)))
+            return self.head(self.dropout(out)).squeeze(-1)
+
+    return HydroLSTM(**{k: architecture[k] for k in ARCHITECTURE_KEYS})
+
+
+def save_lstm_model(folder: Path, model: Any, meta: dict[str, Any]) -> Path:
+    """Save the state dict atomically and model.json (`meta` must hold `architecture` and `preprocessing`)."""
+    import torch
+
+    missing = [k for k in ("architecture", "preprocessing") if k not in meta]
+    if missing:
+        raise ValueError(f"LSTM model.json needs {missing}")
+    folder = Path(folder)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(folder / "model.pt") as tmp:
+        torch.save(state, tmp)
+    return write_model_json(folder, {**meta, "framework": "torch", "weights": "model.pt"})
+
+
+def load_lstm_model(folder: Path, device: str = "cpu"):
+    """Rebuild the network from model.json and load its checked weights with `weights_only=True`."""
+    import torch
+
+    meta = read_model_json(folder)
+    weights = Path(folder) / meta["weights"]
+    model = build_model(meta["architecture"])
+    model.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
+    return model.to(device).eval(), meta
