@@ -40,6 +40,7 @@ def atomic_path(final: Path | str) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}{TMP_MARK}", suffix=final.suffix, dir=final.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    tmp_path.chmod(0o666 & ~_umask())  # mkstemp makes 0600; results are read by other users and containers
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
@@ -47,6 +48,12 @@ def atomic_path(final: Path | str) -> Iterator[Path]:
         os.replace(tmp_path, final)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(final: Path | str, data: bytes) -> Path:

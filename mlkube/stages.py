@@ -1,0 +1,31 @@
+"""Stages that span the science packages: prepare (load and describe the data) and present (report)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trainer.run import atomic_write_json
+
+
+def prepare(ctx) -> None:
+    """Load every data set the spec names, check it, and record its shape and hash."""
+    spec, out = ctx.spec, {}
+    hashes: dict[str, Any] = {}
+    if spec.runs_classical:
+        from trainer.classical.stages import classical_data
+
+        cd = classical_data(spec)
+        out["classical"] = {**cd.data.summary(), "class_names": cd.data.class_names, "train_rows": int(len(cd.train)),
+                            "holdout_rows": 0 if cd.holdout is None else int(len(cd.holdout))}
+        hashes["classical"] = cd.data.digest()
+        ctx.progress.say(f"data: {cd.data.source}, {cd.data.n_rows} rows × {len(cd.data.feature_names)} features, {cd.data.task}")
+    atomic_write_json(ctx.run.stage_file("prepare"), out)
+    ctx.run.write_env(seed=spec.seed, data_hash=hashes)
+
+
+def present(ctx) -> None:
+    """leaderboard.json, cv_scores.csv, figures/*.png and report.html, from the stages' results."""
+    from trainer.report import present as write_report
+
+    write_report(ctx.run)
+    ctx.progress.say(f"report: {ctx.run.path / 'report.html'}")

@@ -1,0 +1,283 @@
+"""Ray Tune for scikit-learn: one trial = (model, params); each fold is one reported step, so a scheduler (ASHA) can
+stop weak trials after a few folds. The data and the folds go to the object store once (`tune.with_parameters`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from trainer.classical import zoo
+from trainer.errors import MlkubeError
+from trainer.progress import Progress
+
+SAMPLERS = {"loguniform", "uniform", "randint", "choice"}
+_owned_ray = False  # True when this process started the local Ray (and so shuts it down)
+
+
+# ------------------------------------------------------------------------------------------------ ray
+def connect_ray(ray_address: str | None, num_cpus: int | None, progress: Progress) -> None:
+    """Join `ray_address` / $RAY_ADDRESS (a KubeRay cluster), or start a local Ray on this machine's CPUs."""
+    global _owned_ray
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = ray_address or os.environ.get("RAY_ADDRESS")
+    quiet = {"logging_level": "ERROR", "log_to_driver": False}
+    if address:
+        progress.say(f"joining the Ray cluster at {address}")
+        ray.init(address=address, **quiet)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, **quiet)
+        _owned_ray = True
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    progress.say(f"Ray: {len(nodes)} node(s), {int(ray.cluster_resources().get('CPU', 0))} CPU(s)")
+
+
+def release_ray() -> None:
+    """Shut down the local Ray this process started (never a cluster it joined)."""
+    global _owned_ray
+    import ray
+
+    if _owned_ray and ray.is_initialized():
+        ray.shutdown()
+    _owned_ray = False
+
+
+# ----------------------------------------------------------------------------------------- the trial
+@dataclass
+class Step:
+    """One reported step of a trial: a fold (label like "3" or "outer2/inner1") with its index arrays."""
+
+    label: str
+    train: np.ndarray
+    test: np.ndarray
+
+
+@dataclass
+class TrialData:
+    """Everything a trial needs, put in the object store once."""
+
+    X: np.ndarray
+    y: np.ndarray
+    steps: list[Step]
+    task: str
+    metric: str
+    scaler: str
+    impute: str
+    n_classes: int
+    seed: int
+    fixed_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    parallel_folds: bool = False
+    cpus_per_fold: float = 1
+
+
+def fit_and_score(pipeline, X, y, train, test, metric: str) -> tuple[float, float]:
+    """Fit a clone on `train`, score on `test`; (score, fit seconds). A NaN score is an error."""
+    from sklearn.base import clone
+    from sklearn.metrics import get_scorer
+
+    model = clone(pipeline)
+    start = time.perf_counter()
+    model.fit(X[train], y[train])
+    fit_time = time.perf_counter() - start
+    score = float(get_scorer(metric)(model, X[test], y[test]))
+    if not math.isfinite(score):
+        raise FloatingPointError(f"{metric} is {score} (the model's predictions are not finite)")
+    return score, fit_time
+
+
+def trial_pipeline(config: dict[str, Any], data: TrialData):
+    params = {**data.fixed_params.get(config["model"], {}), **config.get("params", {})}
+    plan = zoo.plan(config["model"], data.task, params, data.scaler, data.n_classes, data.seed)
+    return plan, zoo.build_pipeline(plan, data.impute)
+
+
+def _fold_results(pipeline, data: TrialData) -> Iterator[tuple[str, float, float]]:
+    if not data.parallel_folds:
+        for step in data.steps:
+            yield (step.label, *fit_and_score(pipeline, data.X, data.y, step.train, step.test, data.metric))
+        return
+    import ray
+
+    remote = ray.remote(num_cpus=data.cpus_per_fold)(fit_and_score)
+    X, y = ray.put(data.X), ray.put(data.y)
+    futures = [remote.remote(pipeline, X, y, s.train, s.test, data.metric) for s in data.steps]
+    try:
+        for step, future in zip(data.steps, futures):
+            yield (step.label, *ray.get(future))
+    finally:
+        for future in futures:
+            ray.cancel(future)
+
+
+def fold_trainable(config: dict[str, Any], data: TrialData) -> None:
+    """The Tune trainable: walk the folds, report each score (and the running mean) as one step."""
+    import ray
+    from ray import tune
+
+    _, pipeline = trial_pipeline(config, data)
+    node = ray.get_runtime_context().get_node_id()
+    scores: list[float] = []
+    for label, score, fit_time in _fold_results(pipeline, data):
+        scores.append(score)
+        tune.report({"score": score, "mean_score": float(np.mean(scores)), "fold": label,
+                     "fit_time": fit_time, "node": node})
+
+
+# ------------------------------------------------------------------------------------- search spaces
+def tune_space(space: dict[str, Any], algorithm: str, where: str) -> dict[str, Any]:
+    """Spec search space → Ray Tune: lists are grid axes (grid) or choices (random, tpe); dicts are samplers."""
+    from ray import tune
+
+    out = {}
+    for param, value in space.items():
+        if isinstance(value, list):
+            out[param] = tune.grid_search(value) if algorithm == "grid" else tune.choice(value)
+        elif isinstance(value, dict) and len(value) == 1 and next(iter(value)) in SAMPLERS:
+            if algorithm == "grid":
+                raise MlkubeError(f"{where}.{param}: grid search needs a list of values, not {value}",
+                                  "give a list, or use algorithm: random or tpe")
+            kind, args = next(iter(value.items()))
+            out[param] = tune.choice(args) if kind == "choice" else getattr(tune, kind)(*args)
+        else:
+            raise MlkubeError(f"{where}.{param}: {value!r} is not a search axis",
+                              "give a list of values, or one of {loguniform|uniform|randint: [lo, hi]}, {choice: [...]}")
+    return out
+
+
+def grid_size(space: dict[str, Any]) -> int:
+    return math.prod(len(v) for v in space.values() if isinstance(v, list)) if space else 1
+
+
+# ----------------------------------------------------------------------------------------- running
+@dataclass
+class SearchSettings:
+    algorithm: str = "grid"  # grid | random | tpe
+    trials: int = 1
+    scheduler: str = "none"  # none | asha
+    grace_folds: int = 1
+    max_concurrent: int | None = None
+    cpu: float = 1
+    gpu: float = 0
+    max_failures: int = 1
+
+
+def run_trials(name: str, param_space: dict[str, Any], data: TrialData, settings: SearchSettings,
+               progress: Progress) -> list[dict[str, Any]]:
+    """Run one Tune experiment and return one row per trial (see `trial_row`)."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's tables would drown the progress lines
+    from ray import tune
+
+    trainable = tune.with_resources(tune.with_parameters(fold_trainable, data=data),
+                                    {"cpu": settings.cpu, "gpu": settings.gpu})
+    n_trials = settings.trials if settings.algorithm != "grid" else 1
+    with tempfile.TemporaryDirectory(prefix="mlkube-tune-") as storage:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space,
+            tune_config=tune.TuneConfig(metric="mean_score", mode="max", num_samples=n_trials,
+                                        search_alg=_search_alg(settings, data.seed),
+                                        scheduler=_scheduler(settings, len(data.steps)),
+                                        max_concurrent_trials=settings.max_concurrent, reuse_actors=True),
+            run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0,
+                                      failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+                                      callbacks=[_progress_callback(name, progress)]),
+        )
+        results = tuner.fit()
+        return [trial_row(r, data) for r in results]
+
+
+def _search_alg(settings: SearchSettings, seed: int):
+    if settings.algorithm == "tpe":
+        from ray.tune.search.optuna import OptunaSearch
+
+        return OptunaSearch(seed=seed)
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    return BasicVariantGenerator(random_state=seed, max_concurrent=settings.max_concurrent or 0)
+
+
+def _scheduler(settings: SearchSettings, n_steps: int):
+    if settings.scheduler != "asha" or n_steps <= settings.grace_folds:
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(time_attr="training_iteration", max_t=n_steps, grace_period=settings.grace_folds,
+                         reduction_factor=2)
+
+
+def _progress_callback(name: str, progress: Progress):
+    from ray import tune
+
+    class TrialProgress(tune.Callback):
+        done = 0
+
+        def _say(self, trials, trial, what: str) -> None:
+            self.done += 1
+            config = trial.config
+            params = config.get("params") or ""
+            progress.say(f"{name}: trial {self.done}/{len(trials)} {config['model']} {params} {what}")
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            last = trial.last_result or {}
+            self._say(trials, trial, f"mean {last.get('mean_score', float('nan')):.4f} "
+                                     f"({last.get('training_iteration', 0)} folds)")
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self._say(trials, trial, "FAILED")
+
+    return TrialProgress()
+
+
+def trial_row(result, data: TrialData) -> dict[str, Any]:
+    """A leaderboard row: model, params, mean, std, per-fold scores, fit time, node, status (and error)."""
+    config = result.config
+    plan, _ = trial_pipeline(config, data)
+    frame = result.metrics_dataframe
+    folds: dict[str, tuple[float, float, str]] = {}
+    if frame is not None and "score" in frame:
+        for label, score, fit_time, node in zip(frame["fold"], frame["score"], frame["fit_time"], frame["node"]):
+            folds[str(label)] = (float(score), float(fit_time), str(node))  # a retried trial reports a fold again
+    ordered = [folds[s.label] for s in data.steps if s.label in folds]
+    scores = [f[0] for f in ordered]
+    status = "failed" if result.error else ("ok" if len(scores) == len(data.steps) else "early_stopped")
+    row = {
+        "model": config["model"],
+        "params": plan.describe(),
+        "mean": float(np.mean(scores)) if scores else None,
+        "std": float(np.std(scores)) if scores else None,
+        "scores": scores,
+        "folds": [s.label for s in data.steps if s.label in folds],
+        "fit_time": float(np.mean([f[1] for f in ordered])) if ordered else None,
+        "node": ordered[-1][2] if ordered else None,
+        "status": status,
+    }
+    if result.error:
+        row["error"] = _error_message(result.error)
+    return row
+
+
+def _error_message(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    lines = [line for line in text if line.strip()]
+    return lines[-1][:500] if lines else type(error).__name__
+
+
+def rank(rows: list[dict[str, Any]], model_order: list[str]) -> list[dict[str, Any]]:
+    """Best first: finished trials by mean (ties: spec order), then early-stopped, then failed."""
+    status_order = {"ok": 0, "early_stopped": 1, "failed": 2}
+
+    def key(row):
+        mean = row["mean"] if row["mean"] is not None else -math.inf
+        return (status_order[row["status"]], -mean, model_order.index(row["model"]), repr(sorted(row["params"].items())))
+
+    return sorted(rows, key=key)

@@ -1,0 +1,290 @@
+"""The classical stages. evaluate: spot-check every model (fixed params) under the spec's CV scheme. improve: search
+each model's space (grid / random / TPE) with nested CV where asked, pick the best pipeline, refit it on all training
+data, score it once on the holdout and save it to `models/classical/`.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from trainer.artifacts import save_sklearn_model
+from trainer.classical import cv as cvlib
+from trainer.classical import zoo
+from trainer.classical.search import (
+    SearchSettings, Step, TrialData, connect_ray, fit_and_score, rank, run_trials, tune_space,
+)
+from trainer.data import TabularData, load_tabular
+from trainer.errors import MlkubeError
+from trainer.run import atomic_write_json, read_json
+from trainer.spec import Spec
+
+DEFAULT_METRIC = {"classification": "accuracy", "regression": "r2"}
+REGRESSION_METRIC_MARKS = ("r2", "explained_variance", "max_error", "neg_mean", "neg_median", "neg_root", "d2_")
+
+
+# ------------------------------------------------------------------------------------------ the data
+@dataclass
+class ClassicalData:
+    """The tabular data, its task, and the rows kept aside for the final validation."""
+
+    data: TabularData
+    train: np.ndarray  # row indices used for CV and the final refit
+    holdout: np.ndarray | None
+
+    @property
+    def X(self) -> np.ndarray:
+        return self.data.X[self.train]
+
+    @property
+    def y(self) -> np.ndarray:
+        return self.data.y[self.train]
+
+    @property
+    def groups(self) -> np.ndarray | None:
+        return None if self.data.groups is None else self.data.groups[self.train]
+
+
+def classical_data(spec: Spec) -> ClassicalData:
+    return _classical_data(spec.data.model_dump_json(), spec.classical.model_dump_json(), spec.seed)
+
+
+@functools.lru_cache(maxsize=2)
+def _classical_data(data_json: str, classical_json: str, seed: int) -> ClassicalData:
+    from trainer.spec import ClassicalSpec, DataSpec
+
+    data_spec, classical = DataSpec.model_validate_json(data_json), ClassicalSpec.model_validate_json(classical_json)
+    data = load_tabular(data_spec, classical.task)
+    if classical.holdout is None:
+        return ClassicalData(data, np.arange(data.n_rows), None)
+    ordered = classical.cv.scheme == "timeseries"
+    train, holdout = cvlib.holdout_split(classical.holdout.test_size, data.y, data.task, seed, ordered=ordered)
+    return ClassicalData(data, train, holdout)
+
+
+def metric_for(spec: Spec, task: str) -> str:
+    from sklearn.metrics import get_scorer_names
+
+    metric = spec.classical.metric
+    if metric == "auto":
+        return DEFAULT_METRIC[task]
+    if metric not in get_scorer_names():
+        raise MlkubeError(f"classical.metric: unknown scorer {metric!r}",
+                          "use a scikit-learn scorer name, e.g. accuracy, f1_macro, roc_auc, r2, neg_root_mean_squared_error")
+    is_regression_metric = metric.startswith(REGRESSION_METRIC_MARKS)
+    if is_regression_metric != (task == "regression"):
+        raise MlkubeError(f"classical.metric: {metric} is a {'regression' if is_regression_metric else 'classification'} "
+                          f"metric, but the target is a {task} target", f"use e.g. {DEFAULT_METRIC[task]}")
+    return metric
+
+
+def model_names(spec: Spec, task: str) -> list[str]:
+    return spec.classical.models or zoo.DEFAULT_MODELS[task]
+
+
+# ----------------------------------------------------------------------------------------- checking
+def check_classical(spec: Spec) -> None:
+    """Everything that can be refused before a trial runs: data, task, models, params, metric, scheme, space."""
+    cd = classical_data(spec)
+    task, c = cd.data.task, spec.classical
+    metric_for(spec, task)
+    names = model_names(spec, task)
+    n_classes = len(cd.data.class_names)
+    for name in names:
+        zoo.plan(name, task, c.params.get(name, {}), spec.preprocess.scaler, n_classes, spec.seed)
+    unused = [m for m in c.params if m not in names]
+    if unused:
+        raise MlkubeError(f"classical.params: {unused} not among the models {names}", "add them to classical.models or remove their params")
+    scheme = c.cv.outer if c.cv.scheme == "nested" else c.cv
+    cvlib.check_scheme(scheme, cd.y, task, cd.groups)
+    if c.cv.scheme == "nested" and c.search is None:
+        raise MlkubeError("classical.cv.scheme: nested CV scores a tuned pipeline, but there is no classical.search",
+                          "add a search section, or use a non-nested scheme")
+    if c.search is not None:
+        _check_space(spec, names, task, n_classes)
+
+
+def _check_space(spec: Spec, names: list[str], task: str, n_classes: int) -> None:
+    search = spec.classical.search
+    if not search.space:
+        raise MlkubeError("classical.search.space is empty", "give e.g. space: {SVM: {C: [0.1, 1, 10]}}")
+    for model, space in search.space.items():
+        if model not in names:
+            raise MlkubeError(f"classical.search.space: {model} is not among the models {names}", "add it to classical.models")
+        where = f"classical.search.space.{model}"
+        tune_space(space, search.algorithm, where)
+        fixed = spec.classical.params.get(model, {})
+        for param, values in space.items():
+            for value in values if isinstance(values, list) else []:
+                zoo.plan(model, task, {**fixed, param: value}, spec.preprocess.scaler, n_classes, spec.seed)
+
+
+# ---------------------------------------------------------------------------------------- settings
+def _trial_data(spec: Spec, cd: ClassicalData, steps: list[Step]) -> TrialData:
+    c = spec.classical
+    return TrialData(X=cd.X, y=cd.y, steps=steps, task=cd.data.task, metric=metric_for(spec, cd.data.task),
+                     scaler=spec.preprocess.scaler, impute=spec.preprocess.impute, n_classes=len(cd.data.class_names),
+                     seed=spec.seed, fixed_params=c.params, parallel_folds=c.parallel_folds,
+                     cpus_per_fold=c.resources_per_trial.cpu)
+
+
+def _settings(spec: Spec, search: bool) -> SearchSettings:
+    c = spec.classical
+    common = {"max_concurrent": c.max_concurrent, "cpu": c.resources_per_trial.cpu, "gpu": c.resources_per_trial.gpu,
+              "max_failures": c.max_failures}
+    if not search:
+        return SearchSettings(**common)
+    s = c.search
+    return SearchSettings(algorithm=s.algorithm, trials=s.trials, scheduler=s.scheduler, grace_folds=s.grace_folds, **common)
+
+
+def _steps(splits: list[cvlib.Split], prefix: str = "") -> list[Step]:
+    return [Step(f"{prefix}{i}", tr, te) for i, (tr, te) in enumerate(splits)]
+
+
+def _connect(ctx) -> None:
+    cluster = ctx.spec.cluster
+    connect_ray(cluster.ray_address, cluster.num_cpus, ctx.progress)
+
+
+# ---------------------------------------------------------------------------------------- evaluate
+def evaluate(ctx) -> None:
+    """Spot-check: one trial per model with its fixed params, every fold of the scheme."""
+    from ray import tune
+
+    spec, cd = ctx.spec, classical_data(ctx.spec)
+    c = spec.classical
+    scheme = c.cv.outer if c.cv.scheme == "nested" else c.cv
+    steps = _steps(cvlib.splits(scheme, cd.X, cd.y, cd.data.task, spec.seed, cd.groups))
+    names = model_names(spec, cd.data.task)
+    ctx.progress.say(f"spot-check: {len(names)} models × {len(steps)} folds ({scheme.scheme}) on {len(cd.train)} rows")
+    _connect(ctx)
+    rows = run_trials("evaluate", {"model": tune.grid_search(names)}, _trial_data(spec, cd, steps),
+                      _settings(spec, search=False), ctx.progress)
+    for row in rows:
+        row["stage"] = "evaluate"
+    atomic_write_json(ctx.run.stage_file("evaluate"), {
+        "metric": metric_for(spec, cd.data.task), "task": cd.data.task, "scheme": scheme.model_dump(mode="json"),
+        "folds": [s.label for s in steps], "rows": rank(rows, names),
+    })
+
+
+# ----------------------------------------------------------------------------------------- improve
+def improve(ctx) -> None:
+    """Tune each model in the search space (nested CV where asked), then refit and save the best pipeline."""
+    spec, cd = ctx.spec, classical_data(ctx.spec)
+    spot = read_json(ctx.run.stage_file("evaluate"))
+    tuned, trials, nested = ([], [], {}) if spec.classical.search is None else _tune(ctx, cd)
+    best = _pick_best(spot["rows"] + tuned)
+    ctx.progress.say(f"best: {best['model']} {best['params']} mean {best['mean']:.4f} ({best['stage']})")
+    final = _refit_and_save(ctx, cd, best)
+    atomic_write_json(ctx.run.stage_file("improve"), {"tuned": tuned, "trials": trials, "nested": nested, "best": final})
+
+
+def _tune(ctx, cd: ClassicalData) -> tuple[list[dict], list[dict], dict]:
+    """Search each model's space; return the best row per model, every trial, and the nested estimates."""
+    spec = ctx.spec
+    c, task = spec.classical, cd.data.task
+    names = model_names(spec, task)
+    is_nested = c.cv.scheme == "nested"
+    if is_nested:
+        ns = cvlib.nested_splits(c.cv, cd.X, cd.y, task, spec.seed, cd.groups)
+        full_inner = cvlib.splits(c.cv.inner, cd.X, cd.y, task, spec.seed, cd.groups)
+        steps = [s for k, inner in enumerate(ns.inner) for s in _steps(inner, f"outer{k}/inner")] + _steps(full_inner, "all/inner")
+    else:
+        steps = _steps(cvlib.splits(c.cv, cd.X, cd.y, task, spec.seed, cd.groups))
+    _connect(ctx)
+    data = _trial_data(spec, cd, steps)
+    all_trials, best_rows, nested = [], [], {}
+    for model, space in c.search.space.items():
+        ctx.progress.say(f"search {model}: {c.search.algorithm}, {len(steps)} folds per trial")
+        param_space = {"model": model, "params": tune_space(space, c.search.algorithm, f"classical.search.space.{model}")}
+        rows = run_trials(f"improve-{model}", param_space, data, _settings(spec, search=True), ctx.progress)
+        all_trials += [{**r, "stage": "improve"} for r in rows]
+        if is_nested:
+            nested[model] = _nested_estimate(rows, ns, data)
+            best_rows.append(_nested_row(model, rows, nested[model], data))
+        else:
+            ok = rank([r for r in rows if r["status"] == "ok"], names)
+            if ok:
+                best_rows.append({**ok[0], "stage": "improve"})
+    return rank(best_rows, names), all_trials, nested
+
+
+def _fold_mean(row: dict, prefix: str) -> float:
+    scores = [s for s, label in zip(row["scores"], row["folds"]) if label.startswith(prefix)]
+    return float(np.mean(scores)) if scores else -np.inf
+
+
+def _nested_estimate(rows: list[dict], ns: cvlib.NestedSplits, data: TrialData) -> dict[str, Any]:
+    """Per outer fold: pick params by inner CV only, refit on the outer training part, score the outer test part."""
+    import ray
+
+    ok = [r for r in rows if r["status"] == "ok"]
+    if not ok:
+        return {"error": "every trial failed"}
+    remote = ray.remote(num_cpus=data.cpus_per_fold)(fit_and_score)
+    chosen, futures, inner_best = [], [], []
+    for k, (train, test) in enumerate(ns.outer):
+        best = max(ok, key=lambda r: _fold_mean(r, f"outer{k}/"))
+        inner_best.append(_fold_mean(best, f"outer{k}/"))
+        chosen.append(best["params"])
+        pipeline = zoo.build_pipeline(_plan_from_row(best, data), data.impute)
+        futures.append(remote.remote(pipeline, data.X, data.y, train, test, data.metric))
+    outer = [score for score, _ in ray.get(futures)]
+    return {"outer_scores": outer, "nested_mean": float(np.mean(outer)), "nested_std": float(np.std(outer)),
+            "inner_mean": float(np.mean(inner_best)), "optimism": float(np.mean(inner_best) - np.mean(outer)),
+            "chosen_params": chosen}
+
+
+def _nested_row(model: str, rows: list[dict], estimate: dict, data: TrialData) -> dict[str, Any]:
+    ok = [r for r in rows if r["status"] == "ok"]
+    if "error" in estimate:
+        return {"model": model, "params": {}, "mean": None, "std": None, "scores": [], "folds": [], "fit_time": None,
+                "node": None, "status": "failed", "error": estimate["error"], "stage": "improve"}
+    best = max(ok, key=lambda r: _fold_mean(r, "all/"))
+    return {**best, "mean": estimate["nested_mean"], "std": estimate["nested_std"], "scores": estimate["outer_scores"],
+            "folds": [f"outer{k}" for k in range(len(estimate["outer_scores"]))], "stage": "improve",
+            "inner_mean": _fold_mean(best, "all/")}
+
+
+def _plan_from_row(row: dict, data: TrialData) -> zoo.ModelPlan:
+    params = {k: v for k, v in row["params"].items() if k not in ("scaling", "multiclass")}
+    return zoo.plan(row["model"], data.task, params, data.scaler, data.n_classes, data.seed)
+
+
+def _pick_best(rows: list[dict]) -> dict:
+    ok = [r for r in rows if r["status"] == "ok" and r["mean"] is not None]
+    if not ok:
+        raise MlkubeError("every model failed; see the errors in stages/evaluate.json", "check the models' params")
+    return max(ok, key=lambda r: r["mean"])
+
+
+def _refit_and_save(ctx, cd: ClassicalData, best: dict) -> dict[str, Any]:
+    """Refit the best pipeline on all training rows, score it on the holdout once, save it with model.json."""
+    spec = ctx.spec
+    data = _trial_data(spec, cd, [])
+    pipeline = zoo.build_pipeline(_plan_from_row(best, data), data.impute).fit(cd.X, cd.y)
+    final = {"model": best["model"], "params": best["params"], "cv_mean": best["mean"], "cv_std": best["std"],
+             "stage": best["stage"], "metric": data.metric, "holdout_score": None, "artifact": "models/classical"}
+    if cd.holdout is not None:
+        from sklearn.metrics import get_scorer
+
+        X_hold, y_hold = cd.data.X[cd.holdout], cd.data.y[cd.holdout]
+        final["holdout_score"] = float(get_scorer(data.metric)(pipeline, X_hold, y_hold))
+        final["holdout_rows"] = int(len(cd.holdout))
+        if cd.data.task == "classification":
+            from sklearn.metrics import confusion_matrix
+
+            labels = np.arange(len(cd.data.class_names))
+            final["confusion_matrix"] = confusion_matrix(y_hold, pipeline.predict(X_hold), labels=labels).tolist()
+    save_sklearn_model(ctx.run.models / "classical", pipeline, {
+        "name": "classical", "task": cd.data.task, "estimator": best["model"], "params": best["params"],
+        "features": cd.data.feature_names, "target": cd.data.target_name, "classes": cd.data.class_names,
+        "metrics": {data.metric: {"cv_mean": best["mean"], "cv_std": best["std"], "holdout": final["holdout_score"]}},
+        "run_id": ctx.run.id,
+    })
+    return final

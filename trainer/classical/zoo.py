@@ -1,0 +1,135 @@
+"""The model zoo: short name → scikit-learn estimator, per task. Adding a model is adding a line (and a test).
+
+Every model is built as a Pipeline (imputation and scaling inside it, so nothing leaks across folds). Scaling is in a
+model's pipeline where the spec asks for it (`preprocess.scaler: standard|minmax`) or, with `auto`, where the model
+is known to need it (distance-, margin- or penalty-based models).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from trainer.errors import MlkubeError
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One model: its estimator class (dotted path, imported on use), whether it needs scaled inputs."""
+
+    estimator: str
+    needs_scaling: bool
+
+    def cls(self) -> type:
+        module, name = self.estimator.rsplit(".", 1)
+        return getattr(importlib.import_module(module), name)
+
+
+CLASSIFIERS: dict[str, ZooEntry] = {
+    "LR": ZooEntry("sklearn.linear_model.LogisticRegression", True),
+    "LDA": ZooEntry("sklearn.discriminant_analysis.LinearDiscriminantAnalysis", False),
+    "KNN": ZooEntry("sklearn.neighbors.KNeighborsClassifier", True),
+    "CART": ZooEntry("sklearn.tree.DecisionTreeClassifier", False),
+    "NB": ZooEntry("sklearn.naive_bayes.GaussianNB", False),
+    "SVM": ZooEntry("sklearn.svm.SVC", True),
+    "RF": ZooEntry("sklearn.ensemble.RandomForestClassifier", False),
+    "GBM": ZooEntry("sklearn.ensemble.HistGradientBoostingClassifier", False),
+}
+REGRESSORS: dict[str, ZooEntry] = {
+    "LinReg": ZooEntry("sklearn.linear_model.LinearRegression", False),
+    "Ridge": ZooEntry("sklearn.linear_model.Ridge", True),
+    "Lasso": ZooEntry("sklearn.linear_model.Lasso", True),
+    "EN": ZooEntry("sklearn.linear_model.ElasticNet", True),
+    "KNN": ZooEntry("sklearn.neighbors.KNeighborsRegressor", True),
+    "CART": ZooEntry("sklearn.tree.DecisionTreeRegressor", False),
+    "SVR": ZooEntry("sklearn.svm.SVR", True),
+    "RF": ZooEntry("sklearn.ensemble.RandomForestRegressor", False),
+    "GBM": ZooEntry("sklearn.ensemble.HistGradientBoostingRegressor", False),
+}
+ZOOS = {"classification": CLASSIFIERS, "regression": REGRESSORS}
+DEFAULT_MODELS = {
+    "classification": ["LR", "LDA", "KNN", "CART", "NB", "SVM", "RF", "GBM"],
+    "regression": ["LinReg", "Ridge", "Lasso", "EN", "KNN", "CART", "SVR", "RF", "GBM"],
+}
+SCALERS = {"standard": "sklearn.preprocessing.StandardScaler", "minmax": "sklearn.preprocessing.MinMaxScaler"}
+BINARY_ONLY_SOLVERS = {"liblinear"}
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """How a model is built for one task: what the leaderboard records beside the params."""
+
+    name: str
+    task: str
+    params: dict[str, Any]
+    scaled: str | None  # "standard", "minmax" or None
+    one_vs_rest: bool
+
+    def describe(self) -> dict[str, Any]:
+        """The params as the leaderboard shows them, with what the pipeline added."""
+        out = dict(self.params)
+        if self.scaled:
+            out["scaling"] = self.scaled
+        if self.one_vs_rest:
+            out["multiclass"] = "one-vs-rest (solver is binary-only)"
+        return out
+
+
+def entry(name: str, task: str) -> ZooEntry:
+    zoo = ZOOS[task]
+    if name in zoo:
+        return zoo[name]
+    other = "regression" if task == "classification" else "classification"
+    if name in ZOOS[other]:
+        raise MlkubeError(f"classical.models: {name} is a {other} model, but the target is a {task} target",
+                          f"{task} models: {', '.join(zoo)}")
+    raise MlkubeError(f"classical.models: unknown model {name!r}", f"{task} models: {', '.join(zoo)}")
+
+
+def plan(name: str, task: str, params: dict[str, Any], scaler: str, n_classes: int, seed: int) -> ModelPlan:
+    """Decide scaling, one-vs-rest wrapping and the seed for a model; check its params."""
+    zoo_entry = entry(name, task)
+    params = dict(params)
+    if "random_state" in zoo_entry.cls()().get_params() and "random_state" not in params:
+        params["random_state"] = seed
+    check_params(name, zoo_entry, params)
+    if scaler == "auto":
+        scaled = "standard" if zoo_entry.needs_scaling else None
+    else:
+        scaled = None if scaler == "none" else scaler
+    one_vs_rest = task == "classification" and n_classes > 2 and params.get("solver") in BINARY_ONLY_SOLVERS
+    return ModelPlan(name=name, task=task, params=params, scaled=scaled, one_vs_rest=one_vs_rest)
+
+
+def check_params(name: str, zoo_entry: ZooEntry, params: dict[str, Any]) -> None:
+    """Unknown parameter names and values outside scikit-learn's declared constraints are user errors."""
+    cls = zoo_entry.cls()
+    valid = cls().get_params()
+    unknown = [p for p in params if p not in valid]
+    if unknown:
+        raise MlkubeError(f"classical.params.{name}: unknown parameter(s) {unknown} for {cls.__name__}",
+                          f"valid parameters: {', '.join(sorted(valid))}")
+    try:
+        cls(**params)._validate_params()
+    except (ValueError, TypeError) as exc:
+        raise MlkubeError(f"classical.params.{name}: {exc}", f"see the {cls.__name__} documentation") from None
+
+
+def build_pipeline(model: ModelPlan, impute: str = "none"):
+    """The scikit-learn Pipeline for a plan: [impute] → [scale] → model (one-vs-rest where needed)."""
+    from sklearn.impute import SimpleImputer
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.pipeline import Pipeline
+
+    estimator = entry(model.name, model.task).cls()(**model.params)
+    if model.one_vs_rest:
+        estimator = OneVsRestClassifier(estimator)
+    steps = []
+    if impute != "none":
+        steps.append(("impute", SimpleImputer(strategy=impute)))
+    if model.scaled:
+        module, cls = SCALERS[model.scaled].rsplit(".", 1)
+        steps.append(("scale", getattr(importlib.import_module(module), cls)()))
+    steps.append(("model", estimator))
+    return Pipeline(steps)
