@@ -70,3 +70,20 @@ def run_cli(tmp_path):
         return proc
 
     return run
+
+
+@pytest.fixture
+def run_spec(tmp_path):
+    """Run a spec's stages in this process (sharing the session's Ray) and return the Run."""
+    from mlkube.pipeline import check_inputs, run_pipeline
+    from trainer.progress import Progress
+    from trainer.run import Run
+    from trainer.spec import parse_spec
+
+    def run(text: str, run_id: str = "t", stages: str | None = None):
+        spec = parse_spec(text)
+        check_inputs(spec)
+        run = Run.start(spec.to_yaml(), tmp_path / "runs", run_id=run_id)
+        return run_pipeline(spec, run, Progress(quiet=True), only=stages)
+
+    return run
