@@ -9,10 +9,10 @@ import time
 class Progress:
     def __init__(self, quiet: bool = False, stream=None):
         self.quiet = quiet
-        self.stream = stream or sys.stderr
+        self.stream = stream  # None: sys.stderr at print time (keeps Progress picklable for Tune callbacks)
         self.start = time.perf_counter()
 
     def say(self, message: str) -> None:
         if not self.quiet:
             elapsed = time.perf_counter() - self.start
-            print(f"[{elapsed:7.1f}s] {message}", file=self.stream, flush=True)
+            print(f"[{elapsed:7.1f}s] {message}", file=self.stream or sys.stderr, flush=True)

@@ -1,0 +1,236 @@
+"""Classical ML on a real two-node Ray cluster: spot-check, every CV scheme, search, nested CV, faults."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.integration
+
+IRIS = """
+seed: 1
+data: {name: iris}
+classical:
+  holdout: {test_size: 0.2}
+  cv: {scheme: stratified, folds: 10}
+  models: [LR, LDA, KNN, CART, NB, SVM]
+  params: {LR: {solver: liblinear}, SVM: {gamma: auto}}
+  metric: accuracy
+"""
+
+
+def _board(run):
+    return json.loads((run.path / "leaderboard.json").read_text())
+
+
+def _tutorial_pipelines(seed: int):
+    """The six tutorial models as plain scikit-learn pipelines, written independently of mlkube's zoo."""
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.naive_bayes import GaussianNB
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+    from sklearn.tree import DecisionTreeClassifier
+
+    return {
+        "LR": make_pipeline(StandardScaler(), OneVsRestClassifier(LogisticRegression(solver="liblinear", random_state=seed))),
+        "LDA": make_pipeline(LinearDiscriminantAnalysis()),
+        "KNN": make_pipeline(StandardScaler(), KNeighborsClassifier()),
+        "CART": make_pipeline(DecisionTreeClassifier(random_state=seed)),
+        "NB": make_pipeline(GaussianNB()),
+        "SVM": make_pipeline(StandardScaler(), SVC(gamma="auto", random_state=seed)),
+    }
+
+
+@pytest.fixture(scope="module")
+def iris_run(ray_cluster, tmp_path_factory):
+    from mlkube.pipeline import run_pipeline
+    from trainer.progress import Progress
+    from trainer.run import Run
+    from trainer.spec import parse_spec
+
+    spec = parse_spec(IRIS)
+    run = Run.start(spec.to_yaml(), tmp_path_factory.mktemp("iris") / "runs", run_id="t")
+    return run_pipeline(spec, run, Progress(quiet=True))
+
+
+def test_iris_leaderboard_follows_the_contract(iris_run):
+    board = _board(iris_run)
+    assert board["metric"] == "accuracy"
+    assert {r["model"] for r in board["rows"]} == {"LR", "LDA", "KNN", "CART", "NB", "SVM"}
+    for row in board["rows"]:
+        assert {"model", "params", "mean", "std", "scores", "fit_time", "node"} <= row.keys()
+        assert len(row["scores"]) == 10 and row["status"] == "ok"
+    means = [r["mean"] for r in board["rows"]]
+    assert means == sorted(means, reverse=True)
+    assert board["best"]["model"] == board["rows"][0]["model"]
+    assert 0.8 <= board["best"]["holdout_score"] <= 1.0
+    lr = next(r for r in board["rows"] if r["model"] == "LR")
+    assert "one-vs-rest" in lr["params"]["multiclass"] and lr["params"]["scaling"] == "standard"
+    assert "scaling" not in next(r for r in board["rows"] if r["model"] == "LDA")["params"]
+
+
+def test_spotcheck_scores_equal_cross_val_score_for_the_six_tutorial_models(iris_run):
+    from sklearn.datasets import load_iris
+    from sklearn.model_selection import StratifiedKFold, cross_val_score, train_test_split
+
+    X, y = load_iris(return_X_y=True)
+    train, _ = train_test_split(np.arange(len(y)), test_size=0.2, random_state=1, stratify=y)
+    folds = StratifiedKFold(n_splits=10, shuffle=True, random_state=1)
+    rows = {r["model"]: r for r in _board(iris_run)["rows"]}
+    for name, pipeline in _tutorial_pipelines(seed=1).items():
+        expected = cross_val_score(pipeline, X[train], y[train], cv=folds, scoring="accuracy")
+        assert rows[name]["scores"] == pytest.approx(list(expected), abs=1e-12), name
+
+
+def test_trials_spread_over_both_nodes(iris_run, ray_cluster):
+    import ray
+
+    alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    used = {r["node"] for r in _board(iris_run)["rows"]}
+    assert len(alive) == 2 and used == alive
+
+
+def test_outputs_of_a_finished_run(iris_run):
+    from trainer.artifacts import load_sklearn_model
+
+    path = iris_run.path
+    assert (path / "figures" / "algorithm_comparison.png").read_bytes()[:4] == b"\x89PNG"
+    assert (path / "figures" / "confusion_matrix.png").exists()
+    lines = (path / "cv_scores.csv").read_text().splitlines()
+    assert lines[0] == "model,stage,params,fold,score" and len(lines) == 1 + 6 * 10
+    model, meta = load_sklearn_model(path / "models" / "classical")
+    assert meta["estimator"] == _board(iris_run)["best"]["model"]
+    assert meta["features"] == ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
+    assert list(model.predict(np.array([[5.1, 3.5, 1.4, 0.2]]))) == [0]
+    env = json.loads((path / "env.json").read_text())
+    assert env["seed"] == 1 and env["end_time"] and len(env["data_hash"]["classical"]) == 64
+
+
+SCHEMES = {
+    "holdout": ("{scheme: holdout, test_size: 0.3}", 1),
+    "kfold": ("{scheme: kfold, folds: 4}", 4),
+    "repeated": ("{scheme: repeated, folds: 3, repeats: 2}", 6),
+    "loocv": ("{scheme: loocv}", 150),
+    "timeseries": ("{scheme: timeseries, folds: 3}", 3),
+}
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_every_cv_scheme_runs_with_the_splitters_folds(scheme, ray_cluster, run_spec):
+    cv, n_folds = SCHEMES[scheme]
+    run = run_spec(f"seed: 3\ndata: {{name: iris}}\nclassical: {{models: [LDA, NB], cv: {cv}}}\n")
+    board = _board(run)
+    assert [len(r["scores"]) for r in board["rows"]] == [n_folds, n_folds]
+    assert board["scheme"]["scheme"] == scheme
+
+
+def test_group_scheme_keeps_each_group_in_one_fold(ray_cluster, run_spec, tmp_path):
+    from sklearn.datasets import make_classification
+    from sklearn.model_selection import GroupKFold, cross_val_score
+    from sklearn.naive_bayes import GaussianNB
+
+    X, y = make_classification(n_samples=120, n_features=5, random_state=0)
+    groups = np.repeat(np.arange(12), 10)
+    table = "\n".join(",".join(map(str, [*x, t, g])) for x, t, g in zip(X, y, groups))
+    (tmp_path / "g.csv").write_text("a,b,c,d,e,label,site\n" + table + "\n")
+    run = run_spec(f"data: {{path: {tmp_path / 'g.csv'}, target: label, groups: site}}\n"
+                   "classical: {models: [NB], cv: {scheme: group, folds: 4}}\n")
+    expected = cross_val_score(GaussianNB(), X, y, groups=groups, cv=GroupKFold(4))
+    assert _board(run)["rows"][0]["scores"] == pytest.approx(list(expected), abs=1e-12)
+
+
+def test_grid_search_scores_equal_grid_search_cv(ray_cluster, run_spec):
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    run = run_spec("seed: 5\ndata: {name: breast_cancer}\nclassical:\n  models: [SVM]\n  cv: {scheme: stratified, folds: 3}\n"
+                   "  search: {algorithm: grid, space: {SVM: {C: [0.1, 1, 10], gamma: [0.01, 0.1]}}}\n")
+    trials = json.loads(run.stage_file("improve").read_text())["trials"]
+    assert len(trials) == 6
+    X, y = load_breast_cancer(return_X_y=True)
+    grid = GridSearchCV(make_pipeline(StandardScaler(), SVC(random_state=5)),
+                        {"svc__C": [0.1, 1, 10], "svc__gamma": [0.01, 0.1]},
+                        cv=StratifiedKFold(3, shuffle=True, random_state=5), scoring="accuracy").fit(X, y)
+    for i, params in enumerate(grid.cv_results_["params"]):
+        trial = next(t for t in trials if t["params"]["C"] == params["svc__C"] and t["params"]["gamma"] == params["svc__gamma"])
+        expected = [grid.cv_results_[f"split{k}_test_score"][i] for k in range(3)]
+        assert trial["scores"] == pytest.approx(expected, abs=1e-9)
+    best = json.loads(run.stage_file("improve").read_text())["best"]
+    assert best["params"]["C"] == grid.best_params_["svc__C"] and best["params"]["gamma"] == grid.best_params_["svc__gamma"]
+
+
+@pytest.mark.parametrize("algorithm", ["random", "tpe"])
+def test_random_and_tpe_search_sample_the_space(algorithm, ray_cluster, run_spec):
+    run = run_spec(f"seed: 2\ndata: {{name: wine}}\nclassical:\n  models: [KNN]\n  cv: {{scheme: kfold, folds: 3}}\n"
+                   f"  search: {{algorithm: {algorithm}, trials: 4, space: {{KNN: {{n_neighbors: {{randint: [1, 30]}}, "
+                   f"weights: [uniform, distance]}}}}}}\n")
+    trials = json.loads(run.stage_file("improve").read_text())["trials"]
+    assert len(trials) == 4 and all(t["status"] == "ok" for t in trials)
+    assert all(1 <= t["params"]["n_neighbors"] < 30 and t["params"]["weights"] in ("uniform", "distance") for t in trials)
+
+
+def test_asha_stops_weak_trials_after_the_grace_folds(ray_cluster, run_spec):
+    run = run_spec("seed: 0\ndata: {name: breast_cancer}\nclassical:\n  models: [KNN]\n  max_concurrent: 1\n"
+                   "  cv: {scheme: stratified, folds: 8}\n"
+                   "  search: {algorithm: grid, scheduler: asha, grace_folds: 1, "
+                   "space: {KNN: {n_neighbors: [5, 300, 350, 400]}}}\n")
+    trials = json.loads(run.stage_file("improve").read_text())["trials"]
+    stopped = [t for t in trials if t["status"] == "early_stopped"]
+    assert stopped and all(t["params"]["n_neighbors"] >= 300 and len(t["scores"]) < 8 for t in stopped)
+    assert [len(t["scores"]) for t in trials if t["params"]["n_neighbors"] == 5] == [8]
+
+
+def test_nested_cv_equals_a_hand_written_nested_loop(ray_cluster, run_spec):
+    from sklearn.datasets import load_wine
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    run = run_spec("seed: 4\ndata: {name: wine}\nclassical:\n  models: [SVM]\n"
+                   "  cv: {scheme: nested, outer: {scheme: stratified, folds: 3}, inner: {scheme: stratified, folds: 3}}\n"
+                   "  search: {space: {SVM: {C: [0.01, 1, 100]}}}\n")
+    nested = json.loads(run.stage_file("improve").read_text())["nested"]["SVM"]
+    X, y = load_wine(return_X_y=True)
+    expected = []
+    for train, test in StratifiedKFold(3, shuffle=True, random_state=4).split(X, y):
+        inner = StratifiedKFold(3, shuffle=True, random_state=4)
+        pipe = lambda c: make_pipeline(StandardScaler(), SVC(C=c, random_state=4))  # noqa: E731
+        best_c = max([0.01, 1, 100], key=lambda c: cross_val_score(pipe(c), X[train], y[train], cv=inner).mean())
+        expected.append(pipe(best_c).fit(X[train], y[train]).score(X[test], y[test]))
+    assert nested["outer_scores"] == pytest.approx(expected, abs=1e-12)
+    assert nested["optimism"] == pytest.approx(nested["inner_mean"] - nested["nested_mean"])
+    tuned = json.loads(run.stage_file("improve").read_text())["tuned"]
+    assert tuned[0]["scores"] == nested["outer_scores"]
+
+
+def test_a_failing_trial_is_recorded_and_the_others_finish(ray_cluster, run_spec, tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 3))
+    X[::7, 1] = np.nan  # models without native NaN support fail; GBM handles missing values
+    y = (rng.normal(size=80) > 0).astype(int)
+    rows = "\n".join(",".join("" if np.isnan(v) else str(v) for v in x) + f",{t}" for x, t in zip(X, y))
+    (tmp_path / "nan.csv").write_text("a,b,c,y\n" + rows + "\n")
+    run = run_spec(f"data: {{path: {tmp_path / 'nan.csv'}, target: y}}\nclassical: {{models: [GBM, LR], max_failures: 0}}\n")
+    board = _board(run)
+    status = {r["model"]: r for r in board["rows"]}
+    assert status["GBM"]["status"] == "ok" and status["LR"]["status"] == "failed"
+    assert "NaN" in status["LR"]["error"]
+    assert board["failed"] == [{"model": "LR", "error": status["LR"]["error"]}]
+    assert board["rows"][-1]["model"] == "LR"
+
+
+def test_same_seed_gives_identical_scores(ray_cluster, run_spec):
+    text = "seed: 9\ndata: {name: wine}\nclassical: {models: [CART, RF], cv: {scheme: kfold, folds: 3}}\n"
+    first = _board(run_spec(text, run_id="a"))
+    second = _board(run_spec(text, run_id="b"))
+    assert [(r["model"], r["scores"]) for r in first["rows"]] == [(r["model"], r["scores"]) for r in second["rows"]]
