@@ -234,3 +234,47 @@ def test_same_seed_gives_identical_scores(ray_cluster, run_spec):
     first = _board(run_spec(text, run_id="a"))
     second = _board(run_spec(text, run_id="b"))
     assert [(r["model"], r["scores"]) for r in first["rows"]] == [(r["model"], r["scores"]) for r in second["rows"]]
+
+
+def _kill_first_trial_worker(killed: list[int], deadline: float) -> None:
+    """SIGKILL the first Tune trial worker process seen (once it has run for a moment)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    while time.monotonic() < deadline and not killed:
+        table = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+        pids = [int(line.split()[0]) for line in table.splitlines() if "ray::ImplicitFunc.train" in line]
+        if pids:
+            time.sleep(0.5)
+            os.kill(pids[0], signal.SIGKILL)
+            killed.append(pids[0])
+        time.sleep(0.05)
+
+
+def test_a_killed_trial_worker_is_retried_and_the_trial_finishes(ray_cluster):
+    import threading
+    import time
+
+    from ray import tune
+    from sklearn.datasets import make_classification
+    from sklearn.model_selection import KFold
+
+    from trainer.classical.search import SearchSettings, Step, TrialData, run_trials
+    from trainer.progress import Progress
+
+    X, y = make_classification(n_samples=3000, n_features=20, random_state=0)
+    steps = [Step(str(i), tr, te) for i, (tr, te) in enumerate(KFold(5).split(X))]
+    data = TrialData(X=X, y=y, steps=steps, task="classification", metric="accuracy", scaler="auto", impute="none",
+                     n_classes=2, seed=0)
+    killed: list[int] = []
+    killer = threading.Thread(target=_kill_first_trial_worker, args=(killed, time.monotonic() + 60))
+    killer.start()
+    rows = run_trials("fault", {"model": tune.grid_search(["RF", "GBM"])}, data, SearchSettings(max_failures=2),
+                      Progress(quiet=True))
+    killer.join()
+    assert killed, "no trial worker was seen to kill"
+    assert [r["status"] for r in rows] == ["ok", "ok"] and all(len(r["scores"]) == 5 for r in rows)
+    calm = run_trials("calm", {"model": tune.grid_search(["RF", "GBM"])}, data, SearchSettings(), Progress(quiet=True))
+    assert {r["model"]: r["scores"] for r in rows} == {r["model"]: r["scores"] for r in calm}
