@@ -1,0 +1,73 @@
+"""A small client of TorchServe's inference API. The key is read from TorchServe's key file (or a secret mounted as a
+file), never taken from the command line, and never printed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from trainer.errors import MlkubeError
+from trainer.run import Run, read_json
+
+
+def read_key(token_file: Path, api: str = "inference") -> str:
+    """The `api` key (inference, management or API) from TorchServe's key_file.json."""
+    try:
+        return read_json(token_file)[api]["key"]
+    except FileNotFoundError:
+        raise MlkubeError(f"no token file at {token_file}", "start the server with `mlkube serve RUN`, or point at the "
+                                                            "key_file.json that TorchServe wrote") from None
+
+
+def auth_header(token_file: Path | None, api: str = "inference") -> dict[str, str]:
+    """The Authorization header for `api`; none when the server runs without token authorization."""
+    return {} if token_file is None else {"Authorization": f"Bearer {read_key(token_file, api)}"}
+
+
+class Client:
+    """Predictions from one TorchServe over one keep-alive HTTP session."""
+
+    def __init__(self, url: str, token_file: Path | None = None, timeout: float = 30):
+        import requests
+
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.session.headers.update({"Content-Type": "application/json", **auth_header(token_file)})
+
+    def predict(self, model: str, payload: dict[str, Any] | bytes) -> dict[str, Any]:
+        """POST `payload` (a request object, or its JSON bytes) to the model; MlkubeError with the server's message
+        on any status but 200."""
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        answer = self.session.post(f"{self.url}/predictions/{model}", data=body, timeout=self.timeout)
+        if answer.status_code != 200:
+            raise MlkubeError(f"{model}: HTTP {answer.status_code}: {error_message(answer)}",
+                              "the message names the problem; request schemas are in docs/serving.md")
+        return answer.json()
+
+
+def error_message(answer: Any) -> str:
+    """The message of an error answer: the handler's `error`, or TorchServe's own `message`."""
+    try:
+        body = answer.json()
+    except ValueError:
+        return answer.text.strip()[:500]
+    return str(body.get("error") or body.get("message") or body) if isinstance(body, dict) else str(body)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from serving.server import running_server
+
+    run = Run.open(args.run)
+    server = running_server(run.path / "serving")
+    if server is None:
+        raise MlkubeError(f"no TorchServe runs for {run.id}", f"start it with `mlkube serve {run.path}`")
+    if args.model not in server.models:
+        raise MlkubeError(f"the server of {run.id} does not serve {args.model!r}", f"choose from {server.models}")
+    source = server.example(args.model) if args.input is None else args.input
+    payload = sys.stdin.buffer.read() if str(source) == "-" else Path(source).read_bytes()
+    print(json.dumps(server.predict(args.model, payload), indent=2))
+    return 0

@@ -1,0 +1,55 @@
+"""TorchServe handlers, one per framework of the model contract (model.json's `framework`).
+
+A handler file is packed into its `.mar` and imported by the TorchServe worker under its bare file name; it imports
+`serving.handlers.base` and `trainer`'s artifact contract from the installed mlkube. `InProcess` calls a handler in
+this process exactly as a worker does (same TorchServe context object): the reference for tests and the benchmark.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+from trainer.artifacts import read_model_json
+from trainer.errors import MlkubeError
+
+# framework → (module under serving.handlers, handler class)
+HANDLERS = {"sklearn": ("sklearn_handler", "SklearnHandler"), "torch": ("lstm_handler", "LstmHandler")}
+
+
+def handler_for(framework: str) -> tuple[Path, type]:
+    """The handler's source file (packed into the .mar) and its class, for a model.json `framework`."""
+    if framework not in HANDLERS:
+        raise MlkubeError(f"no TorchServe handler for framework {framework!r}", f"mlkube serves {sorted(HANDLERS)} models")
+    module_name, class_name = HANDLERS[framework]
+    module = importlib.import_module(f"{__name__}.{module_name}")
+    return Path(module.__file__), getattr(module, class_name)
+
+
+class InProcess:
+    """A model folder's handler, initialised and called in this process the way a TorchServe worker does."""
+
+    def __init__(self, model_dir: Path, version: str = "in-process"):
+        from ts.context import Context
+        from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
+
+        meta = read_model_json(model_dir)
+        _, handler_class = handler_for(meta["framework"])
+        metrics = MetricsCacheYamlImpl(str(Path(importlib.import_module("ts").__file__).parent / "configs" / "metrics.yaml"))
+        metrics.initialize_cache()
+        metrics.model_name = meta["name"]
+        manifest = {"model": {"modelName": meta["name"], "modelVersion": version}}
+        self.context = Context(meta["name"], str(model_dir), manifest, 1, None, "in-process", metrics=metrics)
+        self.handler = handler_class()
+        self.handler.initialize(self.context)
+
+    def __call__(self, bodies: list[bytes]) -> list[tuple[int, dict[str, Any]]]:
+        """(HTTP status, JSON answer) for each request body of one batch."""
+        from ts.context import RequestProcessor
+
+        self.context.request_processor = [RequestProcessor({}) for _ in bodies]
+        self.context.metrics.set_request_ids({i: str(i) for i in range(len(bodies))})
+        answers = self.handler.handle([{"body": body} for body in bodies], self.context)
+        return [(self.context.get_response_status(i)[0], json.loads(a)) for i, a in enumerate(answers)]

@@ -1,0 +1,348 @@
+"""A local TorchServe for a run's model archives: config.properties, start, health, stop.
+
+Everything lives in the run's `serving/` folder: `config.properties`, `metrics.yaml`, `model-store/` (the .mar files),
+`key_file.json` (TorchServe's token file, readable by the owner only), `logs/`, `tmp/` (TMPDIR and java.io.tmpdir,
+where TorchServe unpacks the models) and `server.json` (pid, addresses) while a server runs. Addresses are loopback
+by default, token authorization is on, the model-management API stays off, metrics are in Prometheus format.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from serving.archive import archive_run, model_names, model_store, verify_archives
+from serving.handlers.base import METRICS
+from trainer.errors import MlkubeError
+from trainer.run import Run, atomic_write_json, atomic_write_text, now_iso, read_json
+from trainer.spec import ServeSpec, parse_spec
+
+SERVER_JSON = "server.json"
+KEY_FILE = "key_file.json"  # TorchServe writes it in its working directory, the serving folder
+START_TIMEOUT_S = 120
+RESPONSE_TIMEOUT_S = 120
+
+
+@dataclass
+class Server:
+    """A TorchServe started for one run. `stop()` ends it (its whole process group)."""
+
+    folder: Path
+    host: str
+    ports: dict[str, int]  # inference, management, metrics
+    models: list[str]
+    token_auth: bool
+    pid: int
+    started: str = field(default_factory=now_iso)
+    process: subprocess.Popen | None = field(default=None, repr=False, compare=False)
+
+    def url(self, api: str) -> str:
+        """Base URL of `api`: inference, management or metrics."""
+        return f"http://{self.host}:{self.ports[api]}"
+
+    @property
+    def token_file(self) -> Path | None:
+        return self.folder / KEY_FILE if self.token_auth else None
+
+    def predict(self, model: str, payload: dict[str, Any] | bytes) -> dict[str, Any]:
+        from serving.client import Client
+
+        return Client(self.url("inference"), self.token_file).predict(model, payload)
+
+    def example(self, model: str) -> Path:
+        """A valid example request for `model` (written at start), for a first prediction or the curl line."""
+        return self.folder / "examples" / f"{model}.json"
+
+    def stop(self, timeout: float = 30) -> None:
+        """Terminate the process group (launcher, Java frontend, Python workers); kill it after `timeout` s."""
+        if self.alive():
+            os.killpg(self.pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while self.alive() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if self.alive():
+                os.killpg(self.pid, signal.SIGKILL)
+        if self.process is not None:
+            self.process.wait()
+        # What TorchServe's own --stop removes (the keys), and the models it unpacked.
+        for path in (self.folder / SERVER_JSON, self.folder / KEY_FILE):
+            path.unlink(missing_ok=True)
+        shutil.rmtree(self.folder / "tmp", ignore_errors=True)
+
+    def alive(self) -> bool:
+        """Whether any process of the server's group still runs."""
+        if self.process is not None:
+            self.process.poll()  # reaps our launcher if it ended, so that its zombie does not count
+        try:
+            os.killpg(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def record(self) -> dict[str, Any]:
+        """What server.json keeps, so that another process can find and stop this server."""
+        return {"folder": str(self.folder), "host": self.host, "ports": self.ports, "models": self.models,
+                "token_auth": self.token_auth, "pid": self.pid, "started": self.started}
+
+
+# --------------------------------------------------------------------------------------------- start
+def serve_run(run: Run | Path, serve: ServeSpec | None = None, names: list[str] | None = None,
+              timeout: float = START_TIMEOUT_S) -> Server:
+    """Archive the run's models (those not yet archived), start TorchServe on them and wait until every model
+    answers. `serve` defaults to the run's own spec; `names` to every model of the run."""
+    run = run if isinstance(run, Run) else Run.open(run)
+    serve = serve or run_serve_spec(run)
+    names = model_names(run, names)
+    archive_run(run, names)
+    verify_archives(run, names)
+    server = start(run, serve, names)
+    try:
+        wait_ready(server, timeout)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def run_serve_spec(run: Run) -> ServeSpec:
+    return parse_spec((run.path / "spec.yaml").read_text(), source=str(run.path / "spec.yaml")).serve
+
+
+def start(run: Run, serve: ServeSpec, names: list[str]) -> Server:
+    """Write the configuration and start TorchServe in its own process group (returns at once)."""
+    folder = run.path / "serving"
+    refuse_if_running(folder)
+    ports = {"inference": serve.inference_port, "management": serve.management_port, "metrics": serve.metrics_port}
+    for api, port in ports.items():
+        check_port_free(serve.host, port, api)
+    for sub in ("logs", "tmp", "examples"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    write_examples(run, names, folder / "examples")
+    atomic_write_text(folder / "metrics.yaml", metrics_yaml())
+    config = atomic_write_text(folder / "config.properties", config_properties(folder, serve, names, run.id))
+    env = {**os.environ, "TMPDIR": str(folder / "tmp"), "LOG_LOCATION": str(folder / "logs"),
+           "METRICS_LOCATION": str(folder / "logs")}
+    command = [sys.executable, "-m", "ts.model_server", "--start", "--foreground", "--ncs",
+               "--ts-config", str(config), "--model-store", str(model_store(run))]
+    with open(os.open(folder / "logs" / "torchserve.out", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as out:
+        # umask 077: the key file, logs and unpacked models are the owner's only.
+        process = subprocess.Popen(command, cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True, umask=0o077)
+    server = Server(folder, serve.host, ports, names, serve.token_auth, process.pid, process=process)
+    try:
+        atomic_write_json(folder / SERVER_JSON, server.record())
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def refuse_if_running(folder: Path) -> None:
+    server = running_server(folder)
+    if server is not None:
+        raise MlkubeError(f"TorchServe already serves this run (pid {server.pid}, {server.url('inference')})",
+                          f"stop it first: `mlkube serve {folder.parent} --stop`")
+
+
+def running_server(folder: Path) -> Server | None:
+    """The server recorded in `folder/server.json` if it still runs; a stale record is removed."""
+    path = folder / SERVER_JSON
+    if not path.is_file():
+        return None
+    record = read_json(path)
+    server = Server(**{**record, "folder": Path(record["folder"])})
+    if server.alive() and _serves_folder(server.pid, folder):
+        return server
+    path.unlink(missing_ok=True)
+    return None
+
+
+def _serves_folder(pgid: int, folder: Path) -> bool:
+    """Whether process group `pgid` is still a TorchServe of `folder` (and not a reused process id)."""
+    import psutil
+
+    config = str(folder / "config.properties")
+    for process in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error, ProcessLookupError):
+            if os.getpgid(process.pid) == pgid and config in (process.info["cmdline"] or []):
+                return True
+    return False
+
+
+def check_port_free(host: str, port: int, api: str) -> None:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError as err:
+            raise MlkubeError(f"cannot serve the {api} API on {host}:{port}: {err.strerror}",
+                              f"stop what uses port {port}, or set serve.{api}_port in the spec") from None
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def config_properties(folder: Path, serve: ServeSpec, names: list[str], version: str) -> str:
+    """TorchServe's config.properties: loopback addresses, token auth, Prometheus metrics, dynamic batching."""
+    models = {name: {version: {"defaultVersion": True, "marName": f"{name}.mar", "minWorkers": serve.workers,
+                               "maxWorkers": serve.workers, "batchSize": serve.batch_size,
+                               "maxBatchDelay": serve.max_batch_delay_ms, "responseTimeout": RESPONSE_TIMEOUT_S}}
+              for name in names}
+    props = {
+        "inference_address": f"http://{serve.host}:{serve.inference_port}",
+        "management_address": f"http://{serve.host}:{serve.management_port}",
+        "metrics_address": f"http://{serve.host}:{serve.metrics_port}",
+        # gRPC cannot be switched off: bind it to free ports on the same host so it never takes 7070/7071.
+        "grpc_inference_address": serve.host,
+        "grpc_inference_port": free_port(serve.host),
+        "grpc_management_address": serve.host,
+        "grpc_management_port": free_port(serve.host),
+        "model_store": str(folder / "model-store"),
+        "load_models": ",".join(f"{name}.mar" for name in names),
+        "models": json.dumps(models),
+        "disable_token_authorization": str(not serve.token_auth).lower(),
+        "enable_model_api": "false",
+        "enable_envvars_config": "false",
+        "metrics_mode": "prometheus",
+        "metrics_config": str(folder / "metrics.yaml"),
+        "max_request_size": serve.max_request_bytes,
+        # The handlers parse the raw body themselves, so malformed JSON and NaN get a 400 naming the problem.
+        "decode_input_request": "false",
+        "install_py_dep_per_model": "false",
+        "vmargs": f"-Djava.io.tmpdir={folder / 'tmp'} -XX:-UsePerfData",
+    }
+    return "".join(f"{key}={value}\n" for key, value in props.items())
+
+
+def metrics_yaml() -> str:
+    """TorchServe's default metrics plus the handlers' custom ones (only declared metrics reach Prometheus)."""
+    import ts
+    import yaml
+
+    config = yaml.safe_load((Path(ts.__file__).parent / "configs" / "metrics.yaml").read_text())
+    for name, (kind, unit) in METRICS.items():
+        config["model_metrics"].setdefault(kind, []).append({"name": name, "unit": unit, "dimensions": ["ModelName", "Level"]})
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def write_examples(run: Run, names: list[str], folder: Path) -> None:
+    from serving.handlers import handler_for
+    from trainer.artifacts import read_model_json
+
+    for name in names:
+        meta = read_model_json(run.models / name, verify=False)
+        _, handler = handler_for(meta["framework"])
+        atomic_write_json(folder / f"{name}.json", handler.example(meta))
+
+
+# -------------------------------------------------------------------------------------------- health
+def wait_ready(server: Server, timeout: float) -> None:
+    """Wait until every model has a ready worker; fail early, naming the cause, if TorchServe or a model fails."""
+    deadline = time.monotonic() + timeout
+    while not models_ready(server):
+        if server.process is not None and server.process.poll() is not None:
+            raise MlkubeError(f"TorchServe exited during start-up (exit code {server.process.returncode}): "
+                              f"{log_tail(server.folder / 'logs' / 'torchserve.out')}",
+                              "see the logs in " + str(server.folder / "logs"))
+        failure = model_load_failure(server.folder / "logs" / "model_log.log")
+        if failure:
+            raise MlkubeError(f"TorchServe refused to load a model: {failure}",
+                              "re-create the model with `mlkube run`, then `mlkube archive RUN --force`")
+        if time.monotonic() > deadline:
+            raise MlkubeError(f"TorchServe was not ready within {timeout:.0f} s", f"see the logs in {server.folder / 'logs'}")
+        time.sleep(0.2)
+
+
+def models_ready(server: Server) -> bool:
+    """Whether every model of `server` has all its workers READY (asked on the management API)."""
+    import requests
+
+    from serving.client import auth_header
+
+    if server.token_file is not None and not server.token_file.is_file():
+        return False  # TorchServe has not written its keys yet
+    try:
+        headers = auth_header(server.token_file, "management")
+        for name in server.models:
+            answer = requests.get(f"{server.url('management')}/models/{name}", headers=headers, timeout=2)
+            workers = answer.json()[0]["workers"] if answer.ok else []
+            if not workers or any(w["status"] != "READY" for w in workers):
+                return False
+    except (requests.ConnectionError, KeyError, ValueError):
+        return False  # not listening yet, or the key file is half written
+    return True
+
+
+def model_load_failure(model_log: Path) -> str | None:
+    """The first mlkube error a worker raised while loading a model (an integrity check, a refused type)."""
+    if not model_log.is_file():
+        return None
+    for line in model_log.read_text(errors="replace").splitlines():
+        if "MlkubeError: " in line:
+            return line.split("MlkubeError: ", 1)[1].strip()
+    return None
+
+
+def log_tail(path: Path, lines: int = 5) -> str:
+    return " | ".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.is_file() else "(no log)"
+
+
+# ------------------------------------------------------------------------------------------- command
+def cmd_serve(args: argparse.Namespace) -> int:
+    run = Run.open(args.run)
+    if args.stop:
+        server = running_server(run.path / "serving")
+        if server is None:
+            print(f"no TorchServe runs for {run.id}")
+            return 0
+        server.stop()
+        print(f"stopped TorchServe of {run.id} (pid {server.pid})")
+        return 0
+    server = serve_run(run, names=args.model)
+    print(describe(server))
+    if args.foreground:
+        wait_for_interrupt(server)
+    return 0
+
+
+def describe(server: Server) -> str:
+    """The URLs, the token file and a ready-to-paste curl line (the key is read from the file, never printed)."""
+    first = server.models[0]
+    lines = [f"TorchServe (pid {server.pid}) serves {', '.join(server.models)}",
+             f"  inference:  {server.url('inference')}/predictions/<model>",
+             f"  management: {server.url('management')}/models",
+             f"  metrics:    {server.url('metrics')}/metrics",
+             f"  logs:       {server.folder / 'logs'}"]
+    auth = ""
+    if server.token_file:
+        lines.append(f"  token file: {server.token_file} (keys expire after 60 min)")
+        read_key = (f"python3 -c 'import json,sys; print(\"Authorization: Bearer \" + "
+                    f"json.load(open(sys.argv[1]))[\"inference\"][\"key\"])' {server.token_file}")
+        auth = f" -H @<({read_key})"
+    curl = (f"curl -s -H 'Content-Type: application/json'{auth} --data @{server.example(first)} "
+            f"{server.url('inference')}/predictions/{first}")
+    lines += ["try it:", f"  {curl}"]
+    return "\n".join(lines)
+
+
+def wait_for_interrupt(server: Server) -> None:
+    try:
+        while server.alive():
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()

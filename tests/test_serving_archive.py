@@ -1,0 +1,86 @@
+"""Model archives (real torch-model-archiver) and the TorchServe configuration written for a run."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import pytest
+
+from tests.serving_fixtures import RUN_ID, make_run, serve_spec
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def run(tmp_path):
+    from trainer.run import Run
+
+    return Run.open(make_run(tmp_path))
+
+
+def test_archive_packs_handler_model_json_and_weights_versioned_by_run_id(run):
+    from serving.archive import archive_run
+
+    for mar in archive_run(run):
+        with zipfile.ZipFile(mar) as z:
+            manifest = json.loads(z.read("MAR-INF/MANIFEST.json"))["model"]
+            meta = json.loads(z.read("model.json"))
+            assert set(z.namelist()) == {"MAR-INF/MANIFEST.json", "model.json", meta["weights"], manifest["handler"]}
+        assert (manifest["modelName"], manifest["modelVersion"]) == (mar.stem, RUN_ID)
+        assert manifest["handler"] == {"classical": "sklearn_handler.py", "lstm": "lstm_handler.py"}[mar.stem]
+
+
+def test_an_up_to_date_archive_is_kept_and_force_rebuilds_it(run):
+    from serving.archive import archive_run
+
+    [mar] = archive_run(run, ["classical"])
+    first = mar.stat().st_mtime_ns
+    archive_run(run, ["classical"])
+    assert mar.stat().st_mtime_ns == first
+    archive_run(run, ["classical"], force=True)
+    assert mar.stat().st_mtime_ns != first
+
+
+def test_archive_refuses_weights_that_fail_the_integrity_check(run):
+    from serving.archive import archive_run
+    from trainer.errors import MlkubeError
+
+    (run.models / "classical" / "model.skops").write_bytes(b"not the model that was saved")
+    with pytest.raises(MlkubeError, match="integrity check failed .*model.skops"):
+        archive_run(run, ["classical"])
+
+
+def test_serving_refuses_an_archive_changed_after_it_was_made(run):
+    from serving.archive import archive_run, verify_archives
+    from trainer.errors import MlkubeError
+
+    [mar] = archive_run(run, ["lstm"])
+    with open(mar, "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(MlkubeError, match="integrity check failed .*lstm.mar"):
+        verify_archives(run, ["lstm"])
+
+
+def test_unknown_model_names_the_choices(run):
+    from serving.archive import archive_run
+    from trainer.errors import MlkubeError
+
+    with pytest.raises(MlkubeError, match=r"no model \['cnn'\].*\n.*\['classical', 'lstm'\]"):
+        archive_run(run, ["cnn"])
+
+
+def test_config_binds_loopback_keeps_token_auth_and_model_api_off_and_batches_from_spec(tmp_path):
+    from serving.server import config_properties
+
+    serve = serve_spec(batch_size=4, max_batch_delay_ms=7, max_request_bytes=2048)
+    text = config_properties(tmp_path, serve, ["classical"], RUN_ID)
+    props = dict(line.split("=", 1) for line in text.splitlines())
+    for key in ("inference_address", "management_address", "metrics_address"):
+        assert props[key].startswith("http://127.0.0.1:")
+    assert props["grpc_inference_address"] == props["grpc_management_address"] == "127.0.0.1"
+    assert (props["disable_token_authorization"], props["enable_model_api"], props["metrics_mode"]) == ("false", "false", "prometheus")
+    assert props["max_request_size"] == "2048"
+    assert f"-Djava.io.tmpdir={tmp_path / 'tmp'}" in props["vmargs"]
+    model = json.loads(props["models"])["classical"][RUN_ID]
+    assert (model["batchSize"], model["maxBatchDelay"]) == (4, 7)

@@ -1,0 +1,89 @@
+"""The TorchServe handlers called in this process exactly as a worker calls them (TorchServe's own context object)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.serving_fixtures import expected_lstm, forcing_windows, iris_instances, iris_pipeline, make_run
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def run_path(tmp_path_factory):
+    return make_run(tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture(scope="module")
+def classical(run_path):
+    from serving.handlers import InProcess
+
+    return InProcess(run_path / "models" / "classical", version="v1")
+
+
+@pytest.fixture(scope="module")
+def lstm(run_path):
+    from serving.handlers import InProcess
+
+    return InProcess(run_path / "models" / "lstm", version="v1")
+
+
+def body(instances) -> bytes:
+    return json.dumps({"instances": instances}).encode()
+
+
+def test_sklearn_handler_answers_like_the_pipeline_with_class_names(classical):
+    pipeline, meta, data = iris_pipeline()
+    rows = data.iloc[::10]
+    [(status, answer)] = classical([body(iris_instances(rows))])
+    assert status == 200
+    assert (answer["model"], answer["version"]) == ("classical", "v1")
+    assert answer["predictions"] == [meta["classes"][c] for c in pipeline.predict(rows)]
+    probabilities = np.array([[p[name] for name in meta["classes"]] for p in answer["probabilities"]])
+    np.testing.assert_allclose(probabilities, pipeline.predict_proba(rows), atol=1e-12)
+
+
+def test_lstm_handler_standardises_with_saved_statistics_and_returns_raw_units(lstm):
+    instances = forcing_windows(3)
+    [(status, answer)] = lstm([body(instances)])
+    assert status == 200
+    assert (answer["target"], answer["horizon"]) == ("QObs(mm/d)", 1)
+    np.testing.assert_allclose(answer["predictions"], expected_lstm(instances), rtol=1e-6)
+
+
+def test_one_bad_request_in_a_batch_gets_400_and_the_others_their_predictions(lstm):
+    good, other = forcing_windows(1, seed=2), forcing_windows(2, seed=3)
+    answers = lstm([body(good), b"{not json", body(other)])
+    assert [status for status, _ in answers] == [200, 400, 200]
+    assert "not valid JSON" in answers[1][1]["error"]
+    np.testing.assert_allclose(answers[0][1]["predictions"], expected_lstm(good), rtol=1e-6)
+    np.testing.assert_allclose(answers[2][1]["predictions"], expected_lstm(other), rtol=1e-6)
+
+
+def test_a_batch_of_only_bad_requests_is_answered_without_calling_the_model(classical):
+    answers = classical([b"[]", body([])])
+    assert [status for status, _ in answers] == [400, 400]
+
+
+def test_handler_refuses_weights_that_fail_the_integrity_check(tmp_path):
+    from serving.handlers import InProcess
+    from trainer.errors import MlkubeError
+
+    folder = make_run(tmp_path) / "models" / "lstm"
+    weights = folder / "model.pt"
+    weights.write_bytes(weights.read_bytes()[:-8])
+    with pytest.raises(MlkubeError, match="integrity check failed"):
+        InProcess(folder)
+
+
+def test_example_requests_are_valid_for_their_model(run_path, classical, lstm):
+    from serving.handlers import handler_for
+    from trainer.artifacts import read_model_json
+
+    for name, model in (("classical", classical), ("lstm", lstm)):
+        meta = read_model_json(run_path / "models" / name)
+        [(status, answer)] = model([json.dumps(handler_for(meta["framework"])[1].example(meta)).encode()])
+        assert status == 200 and len(answer["predictions"]) == 1

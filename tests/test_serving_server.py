@@ -1,0 +1,242 @@
+"""One real TorchServe (Java frontend, Python workers) serving both archives of a run, and a real Prometheus."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import requests
+
+from tests.conftest import ROOT
+from tests.serving_fixtures import (
+    expected_lstm,
+    forcing_windows,
+    free_port,
+    iris_instances,
+    iris_pipeline,
+    make_run,
+    serve_spec,
+)
+
+pytestmark = pytest.mark.integration
+SPEC = {"batch_size": 8, "max_batch_delay_ms": 2}
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """The session's TorchServe: both models of one run, stopped at the end."""
+    from serving.server import serve_run
+    from trainer.run import Run
+
+    path = make_run(tmp_path_factory.mktemp("runs"), serve=serve_spec(**SPEC))
+    server = serve_run(Run.open(path))
+    yield server
+    server.stop()
+
+
+def post(server, model: str, body: bytes, headers: dict | None = None) -> requests.Response:
+    """POST to the inference API, with the inference key unless `headers` says otherwise."""
+    from serving.client import auth_header
+
+    headers = {"Content-Type": "application/json", **auth_header(server.token_file)} if headers is None else headers
+    return requests.post(f"{server.url('inference')}/predictions/{model}", data=body, headers=headers, timeout=60)
+
+
+def request(instances) -> bytes:
+    return json.dumps({"instances": instances}).encode()
+
+
+def worker_pids(server, model: str) -> list[int]:
+    from serving.client import auth_header
+
+    answer = requests.get(f"{server.url('management')}/models/{model}", headers=auth_header(server.token_file, "management"), timeout=10)
+    return [w["pid"] for w in answer.json()[0]["workers"] if w["status"] == "READY"]
+
+
+def scrape(server) -> dict[tuple[str, str], float]:
+    """TorchServe's metrics endpoint, parsed: (sample name, model) → value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = requests.get(f"{server.url('metrics')}/metrics", timeout=10).text
+    return {(s.name, s.labels.get("ModelName") or s.labels.get("model_name")): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def moved(before: dict, after: dict, name: str, model: str) -> float:
+    return after.get((name, model), 0.0) - before.get((name, model), 0.0)
+
+
+IRIS_ROW = {"sepal length (cm)": 5.9, "sepal width (cm)": 3.0, "petal length (cm)": 5.1, "petal width (cm)": 1.8}
+GOOD = {"classical": request([IRIS_ROW]), "lstm": request(forcing_windows(1))}
+
+
+def with_row(**changes) -> bytes:
+    row = {k: v for k, v in {**IRIS_ROW, **changes}.items() if v is not ...}
+    return request([row])
+
+
+def with_window(change) -> bytes:
+    [instance] = forcing_windows(1)
+    change(instance)
+    return request([instance])
+
+
+BAD = {
+    "malformed JSON": ("classical", b'{"instances": [', "not valid JSON"),
+    "not an object": ("classical", b"[1, 2]", "must be a JSON object"),
+    "empty batch": ("classical", request([]), "non-empty list"),
+    "missing feature": ("classical", with_row(**{"petal width (cm)": ...}), "lacks ['petal width (cm)']"),
+    "unknown feature": ("classical", with_row(colour=1.0), "has unknown ['colour']"),
+    "NaN": ("classical", with_row().replace(b"5.9", b"NaN"), "NaN is not allowed"),
+    "infinity": ("classical", with_row().replace(b"5.9", b"1e999"), "inf is not allowed"),
+    "string for a number": ("classical", with_row(**{"sepal length (cm)": "5.9"}), "expected a number, got string"),
+    "boolean for a number": ("classical", with_row(**{"sepal length (cm)": True}), "expected a number, got boolean"),
+    "short window": ("lstm", with_window(lambda i: i["dynamic"]["prcp"].pop()), "sequence_length = 30 daily values, got 29"),
+    "null in a window": ("lstm", with_window(lambda i: i["dynamic"]["tmax"].__setitem__(3, None)), "tmax[3]: expected a number, got null"),
+    "missing static": ("lstm", with_window(lambda i: i.pop("static")), "lacks ['static']"),
+}
+
+
+def test_served_predictions_equal_the_in_process_models(server):
+    pipeline, meta, data = iris_pipeline()
+    answer = server.predict("classical", {"instances": iris_instances(data)})
+    assert answer["predictions"] == [meta["classes"][c] for c in pipeline.predict(data)]
+    served = [[p[name] for name in meta["classes"]] for p in answer["probabilities"]]
+    np.testing.assert_allclose(served, pipeline.predict_proba(data), atol=1e-6)
+
+    windows = forcing_windows(5)
+    answer = server.predict("lstm", {"instances": windows})
+    assert answer["version"] == server.folder.parent.name
+    np.testing.assert_allclose(answer["predictions"], expected_lstm(windows), atol=1e-6)
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_request_is_refused_naming_the_problem_and_the_worker_keeps_serving(server, case):
+    model, body, message = BAD[case]
+    workers = worker_pids(server, model)
+    answer = post(server, model, body)
+    assert answer.status_code == 400
+    assert message in answer.json()["error"]
+    assert post(server, model, GOOD[model]).status_code == 200
+    assert worker_pids(server, model) == workers
+
+
+def test_body_over_the_configured_size_is_refused_by_torchserve(server):
+    workers = worker_pids(server, "classical")
+    answer = post(server, "classical", b" " * 1_048_577 + GOOD["classical"])
+    assert (answer.status_code, answer.reason) == (413, "Request Entity Too Large")
+    assert post(server, "classical", GOOD["classical"]).status_code == 200
+    assert worker_pids(server, "classical") == workers
+
+
+@pytest.mark.parametrize("api", ["inference", "management"])
+@pytest.mark.parametrize("key", ["none", "wrong", "the other API's"])
+def test_requests_without_their_api_key_are_refused(server, api, key):
+    from serving.client import auth_header, read_key
+
+    other = {"inference": "management", "management": "inference"}[api]
+    headers = {"none": {}, "wrong": {"Authorization": "Bearer not-a-key"},
+               "the other API's": {"Authorization": f"Bearer {read_key(server.token_file, other)}"}}[key]
+
+    def call(headers):
+        if api == "inference":
+            return post(server, "classical", GOOD["classical"], {"Content-Type": "application/json", **headers})
+        return requests.get(f"{server.url('management')}/models", headers=headers, timeout=10)
+
+    refused = call(headers)
+    assert refused.status_code in (400, 401)
+    assert refused.json()["type"] == "InvalidKeyException"
+    assert call(auth_header(server.token_file, api)).status_code == 200
+
+
+def test_keys_never_reach_the_logs_or_the_printed_instructions(server):
+    from serving.server import describe
+
+    keys = [entry["key"] for entry in json.loads(server.token_file.read_text()).values()]
+    post(server, "classical", GOOD["classical"])
+    texts = [describe(server)] + [p.read_text(errors="replace") for p in (server.folder / "logs").iterdir()]
+    assert all(k not in text for k in keys for text in texts)
+    assert server.token_file.stat().st_mode & 0o077 == 0
+
+
+def test_dynamic_batching_from_the_spec_puts_concurrent_requests_in_one_call(server):
+    from serving.client import auth_header
+
+    [model] = requests.get(f"{server.url('management')}/models/lstm", headers=auth_header(server.token_file, "management"), timeout=10).json()
+    assert (model["batchSize"], model["maxBatchDelay"]) == (SPEC["batch_size"], SPEC["max_batch_delay_ms"])
+    before = scrape(server)
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda _: post(server, "lstm", GOOD["lstm"]).status_code, range(32)))
+    after = scrape(server)
+    assert statuses == [200] * 32
+    assert moved(before, after, "mlkube_predictions_total", "lstm") == 32
+    assert 0 < moved(before, after, "mlkube_handler_latency_ms_count", "lstm") < 32  # fewer handler calls than requests
+
+
+def test_torchserve_and_handler_metrics_count_every_request(server):
+    before = scrape(server)
+    for _ in range(3):
+        post(server, "classical", request([IRIS_ROW, IRIS_ROW]))
+    post(server, "classical", b"{")
+    after = scrape(server)
+    assert moved(before, after, "ts_inference_requests_total", "classical") == 4
+    assert moved(before, after, "mlkube_predictions_total", "classical") == 3
+    assert moved(before, after, "mlkube_rejected_total", "classical") == 1
+    assert moved(before, after, "mlkube_input_rows_total", "classical") == 6
+
+
+# --------------------------------------------------------------------------------------------- Prometheus
+@pytest.fixture
+def prometheus(server, tmp_path):
+    """A real Prometheus on loopback, scraping the server's metrics port every second."""
+    if shutil.which("prometheus") is None:
+        subprocess.run(["bash", str(ROOT / "deploy" / "system-deps.sh")], check=True)
+    port = free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(json.dumps({"global": {"scrape_interval": "1s"}, "scrape_configs": [
+        {"job_name": "torchserve", "static_configs": [{"targets": [f"127.0.0.1:{server.ports['metrics']}"]}]}]}))
+    process = subprocess.Popen(["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                                f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        until(lambda: requests.get(f"{url}/-/ready", timeout=2).status_code == 200)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def until(condition, timeout: float = 30):
+    """Poll `condition` (connection errors count as false) until true; fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.25)
+    pytest.fail(f"not true within {timeout} s: {condition}")
+
+
+def test_prometheus_sees_the_request_counter_move_by_the_requests_sent(server, prometheus):
+    query = 'sum(ts_inference_requests_total{model_name="lstm"})'
+
+    def scraped():
+        result = requests.get(f"{prometheus}/api/v1/query", params={"query": query}, timeout=5).json()["data"]["result"]
+        return float(result[0]["value"][1]) if result else None
+
+    post(server, "lstm", GOOD["lstm"])  # the series exists from here on
+    until(lambda: scraped() == scrape(server)[("ts_inference_requests_total", "lstm")])
+    start = scraped()
+    for _ in range(5):
+        assert post(server, "lstm", GOOD["lstm"]).status_code == 200
+    until(lambda: scraped() == start + 5)
+    time.sleep(1.5)  # one more scrape: the counter stays at exactly the requests sent
+    assert scraped() == start + 5
