@@ -18,7 +18,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 
 
 def _spec_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("spec", help="experiment spec (YAML)")
+    p.add_argument("spec", nargs="?", help="experiment spec (YAML)")
     p.add_argument("--reference", action="store_true", help="print the spec reference (every key, default, meaning)")
 
 
@@ -26,11 +26,62 @@ def _run_ref(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="a run folder, or a run id under ./runs")
 
 
+def _archive_args(p: argparse.ArgumentParser) -> None:
+    _run_ref(p)
+    p.add_argument("--model", action="append", help="only this model (repeatable; default: every model of the run)")
+    p.add_argument("--force", action="store_true", help="re-create archives that are up to date")
+
+
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    _run_ref(p)
+    p.add_argument("--model", action="append", help="serve only this model (repeatable; default: every model of the run)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--foreground", action="store_true", help="stay attached; Ctrl-C stops the server")
+    mode.add_argument("--stop", action="store_true", help="stop the run's TorchServe")
+
+
+def _predict_args(p: argparse.ArgumentParser) -> None:
+    _run_ref(p)
+    p.add_argument("--model", required=True, help="the served model (e.g. classical, lstm)")
+    p.add_argument("--input", help="request JSON file, '-' for stdin (default: the model's example request)")
+
+
+def _cluster_ref(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_id", help="the run id that `mlkube submit` printed")
+    p.add_argument("--namespace", "-n", help="Kubernetes namespace (default: the kubeconfig context's)")
+    p.add_argument("--context", help="kubeconfig context (default: the current one)")
+
+
+def _submit_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", help="experiment spec (YAML)")
+    p.add_argument("--kind", required=True, choices=("ray", "elastic", "serve"),
+                   help="ray: tuning on a KubeRay RayJob; elastic: the LSTM under torchrun; serve: TorchServe for --run-id")
+    p.add_argument("--run-id", help="run id (default: a fresh id); with --kind serve, the run to serve")
+    p.add_argument("--namespace", "-n", help="Kubernetes namespace (default: the spec's cluster.namespace)")
+    p.add_argument("--context", help="kubeconfig context (default: the current one)")
+    p.add_argument("--values", "-f", action="append", metavar="FILE", help="chart values file merged on top (repeatable)")
+    p.add_argument("--detach", action="store_true", help="return once the objects exist; follow with `mlkube status`")
+    p.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the job (default 3600)")
+    p.add_argument("--poll", type=float, default=5, help="seconds between status checks (default 5)")
+
+
+def _logs_args(p: argparse.ArgumentParser) -> None:
+    _cluster_ref(p)
+    p.add_argument("--follow", action="store_true", help="keep streaming until the containers end")
+
+
 # name, help, arguments, handler ("module:function", imported on use)
 COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], str]] = [
     ("run", "run the stages a spec enables, in one run directory", _run_args, "mlkube.pipeline:cmd_run"),
     ("validate", "check a spec and print every problem (exit 2 if any)", _spec_arg, "mlkube.pipeline:cmd_validate"),
     ("show", "print a run's leaderboard as a table", _run_ref, "mlkube.pipeline:cmd_show"),
+    ("archive", "package a run's models as TorchServe archives (.mar)", _archive_args, "serving.archive:cmd_archive"),
+    ("serve", "serve a run's models on a local TorchServe (token auth, Prometheus metrics)", _serve_args, "serving.server:cmd_serve"),
+    ("predict", "send a request to a model of a run's TorchServe", _predict_args, "serving.client:cmd_predict"),
+    ("submit", "run a spec's tuning, LSTM training or serving on Kubernetes", _submit_args, "trainer.cluster:cmd_submit"),
+    ("status", "state of a submitted run's jobs and pods", _cluster_ref, "trainer.cluster:cmd_status"),
+    ("logs", "logs of a submitted run's pods", _logs_args, "trainer.cluster:cmd_logs"),
+    ("delete", "delete a submitted run's objects (its results on the runs volume stay)", _cluster_ref, "trainer.cluster:cmd_delete"),
 ]
 
 

@@ -86,6 +86,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
         print(reference_markdown())
         return 0
+    if not args.spec:
+        raise MlkubeError("validate: no spec given", "mlkube validate SPEC.yaml (or --reference)")
     spec = load_spec(args.spec)
     check_inputs(spec)
     print(f"{args.spec}: valid; stages: {', '.join(enabled_stages(spec))}")

@@ -109,3 +109,10 @@ def test_reference_covers_every_field_of_every_section():
     for name, field in Spec.model_fields.items():
         assert f"| `{name}` |" in text and field.description in text
     assert "### `classical.cv`" in text and "### `lstm.elastic`" in text
+
+
+def test_the_spec_reference_in_docs_is_generated_from_the_code():
+    from pathlib import Path
+
+    docs = Path(__file__).parents[1] / "docs" / "spec-reference.md"
+    assert docs.read_text() == reference_markdown() + "\n", "regenerate: python -m trainer.spec > docs/spec-reference.md"

@@ -135,21 +135,69 @@ class ClassicalSpec(Section):
 
 # ------------------------------------------------------------------------------------------------------ lstm
 class TimeSeriesDataSpec(Section):
-    """Multi-site daily time series for the LSTM."""
+    """Multi-site daily time series for the LSTM: a built-in by name, or the user's files."""
 
     name: Literal["camels_us_sample", "synthetic"] | None = Field(
-        "camels_us_sample", description="Built-in: camels_us_sample (4 real CAMELS-US basins, shipped) or synthetic (bucket model)."
+        None, description="Built-in: camels_us_sample (4 real CAMELS-US basins, shipped; the default when `path` is "
+        "not given) or synthetic (seeded weather driving a bucket model, any size).",
     )
-    path: Path | None = Field(None, description="A CAMELS-US folder, a folder of one CSV/Parquet per site, or one long table with a `site` column.")
-    sites: list[str] | None = Field(None, description="Sites (basins) to use; default: all.")
-    dynamic_inputs: list[str] | None = Field(None, description="Daily input variables; default: the data set's forcings.")
-    static_inputs: list[str] = Field(default_factory=list, description="Static site attributes appended to every day.")
-    target: str | None = Field(None, description="Daily target variable; default: the data set's (streamflow in mm/day).")
-    train_period: tuple[dt.date, dt.date] | None = Field(None, description="[start, end] dates, inclusive.")
-    validation_period: tuple[dt.date, dt.date] | None = Field(None, description="[start, end] dates, inclusive.")
-    test_period: tuple[dt.date, dt.date] | None = Field(None, description="[start, end] dates, inclusive.")
+    path: Path | None = Field(
+        None, description="Instead of `name`: a CAMELS-US folder (the full download works as is), a folder of one "
+        "CSV/Parquet per site (file name = site), or one long CSV/Parquet/NetCDF table with `site` and `date`.",
+    )
+    sites: list[str] | None = Field(None, description="Sites (basins) to use, quoted (e.g. '01022500'); default: all.")
+    dynamic_inputs: list[str] | None = Field(
+        None, description="Daily input variables (`prcp` finds `prcp(mm/day)`); default: the data set's forcings "
+        "(CAMELS: prcp, srad, tmax, tmin, vp, dayl; tables: every numeric column but the target).",
+    )
+    static_inputs: list[str] = Field(
+        default_factory=list, description="Static site attributes appended to every day (CAMELS: e.g. area_gages2, "
+        "elev_mean, p_mean; tables: columns constant within each site).",
+    )
+    target: str | None = Field(None, description="Daily target variable; default: streamflow QObs(mm/d) (required for tables).")
+    train_period: tuple[dt.date, dt.date] | None = Field(
+        None, description="[start, end] dates, inclusive; default: the data set's (camels_us_sample: 2000-01-01 to "
+        "2001-06-30), else the first half of the days.",
+    )
+    validation_period: tuple[dt.date, dt.date] | None = Field(
+        None, description="[start, end] dates, inclusive; default: camels_us_sample 2001-07-01 to 2001-12-31, else "
+        "the third quarter of the days.",
+    )
+    test_period: tuple[dt.date, dt.date] | None = Field(
+        None, description="[start, end] dates, inclusive; default: camels_us_sample 2002, else the last quarter.",
+    )
     synthetic_sites: int = Field(8, ge=1, description="`synthetic`: number of sites generated.")
-    synthetic_years: int = Field(4, ge=1, description="`synthetic`: years of daily data generated.")
+    synthetic_years: int = Field(4, ge=1, description="`synthetic`: years of daily data generated (from 2000-01-01).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_name(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("name") is None and data.get("path") is None:
+            return {**data, "name": "camels_us_sample"}
+        return data
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TimeSeriesDataSpec:
+        if self.name is not None and self.path is not None:
+            raise ValueError("give `name` (a built-in: camels_us_sample, synthetic) or `path`, not both")
+        return self
+
+    @field_validator("sites", mode="before")
+    @classmethod
+    def _sites_quoted(cls, value: Any) -> Any:
+        if isinstance(value, list) and any(isinstance(site, int) for site in value):
+            raise ValueError("quote site ids, e.g. '01022500': YAML reads unquoted digits as a number and drops the "
+                             "leading zeros")
+        if isinstance(value, list) and len(set(value)) != len(value):
+            raise ValueError("lists a site twice")
+        return value
+
+    @field_validator("train_period", "validation_period", "test_period")
+    @classmethod
+    def _start_before_end(cls, value: tuple[dt.date, dt.date] | None) -> tuple[dt.date, dt.date] | None:
+        if value is not None and value[0] > value[1]:
+            raise ValueError("the start date comes after the end date")
+        return value
 
 
 class LstmModelSpec(Section):
@@ -383,7 +431,9 @@ def _resolve_paths(spec: Spec, base: Path) -> Spec:
 # ------------------------------------------------------------------------------------------ spec reference
 def reference_markdown() -> str:
     """The spec reference for the README, generated from the field descriptions so it cannot drift."""
-    out: list[str] = []
+    out: list[str] = ["# Spec reference", "",
+                      "Generated from the pydantic model (`python -m trainer.spec > docs/spec-reference.md`); "
+                      "a test keeps it equal to the code."]
 
     def section(model: type[BaseModel], prefix: str) -> None:
         out.append(f"\n### `{prefix or 'top level'}`\n\n{(model.__doc__ or '').strip()}\n")
