@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     except MlkubeError as err:
         print(f"mlkube: {err}", file=sys.stderr)
         return err.exit_code
+    except BrokenPipeError:  # e.g. `mlkube validate --reference | head`
+        return 0
     except KeyboardInterrupt:
         print("mlkube: interrupted; continue with --resume <run-id>", file=sys.stderr)
         return 130
