@@ -79,10 +79,10 @@ BUILTINS: dict[str, Callable[[], TabularData]] = {
 
 def load_tabular(spec: DataSpec, task: str = "auto") -> TabularData:
     """Load the data a `data:` section names; `task` overrides the inferred one."""
-    data = BUILTINS[spec.name]() if spec.name else _load_file(spec, task)
-    if task != "auto" and task != data.task:
-        data = _retask(data, task)
-    return data
+    if spec.path is not None:
+        return _load_file(spec, task)
+    data = BUILTINS[spec.name]()
+    return data if task in ("auto", data.task) else _retask(data, task)
 
 
 def _read_table(path: Path):
@@ -123,11 +123,10 @@ def _load_file(spec: DataSpec, task: str) -> TabularData:
         rows = [int(i) + 2 for i in np.flatnonzero(target.isna().to_numpy())[:5]]
         raise MlkubeError(f"data.target: column {spec.target!r} has {int(target.isna().sum())} missing value(s) (file lines {rows}…)",
                           "drop or fill those rows: a target cannot be missing")
-    y, class_names, inferred = _encode_target(target)
+    y, class_names, task = _encode_target(target, task)
     groups = table[spec.groups].to_numpy() if spec.groups else None
     return TabularData(X=table[features].to_numpy(dtype=np.float64), y=y, feature_names=features,
-                       target_name=spec.target, task=inferred if task == "auto" else task, class_names=class_names,
-                       groups=groups, source=str(spec.path))
+                       target_name=spec.target, task=task, class_names=class_names, groups=groups, source=str(spec.path))
 
 
 def _is_numeric(column) -> bool:
@@ -136,27 +135,36 @@ def _is_numeric(column) -> bool:
     return pd.api.types.is_numeric_dtype(column)  # bool counts as numeric
 
 
-def _encode_target(target) -> tuple[np.ndarray, list[str], str]:
-    """Classes → 0..k-1 with their names; numbers stay numbers. Integer targets with few values are classes."""
+def _encode_target(target, task: str) -> tuple[np.ndarray, list[str], str]:
+    """Classes → 0..k-1 with their names; numbers stay numbers. With task auto, integer targets with few values
+    are classes."""
     import pandas as pd
 
     values = target.to_numpy()
     is_number = pd.api.types.is_numeric_dtype(target) and not pd.api.types.is_bool_dtype(target)
+    if task == "regression" and not is_number:
+        raise MlkubeError(f"classical.task: regression needs a numeric target; {target.name!r} holds {target.dtype} values",
+                          "use task: classification, or auto")
     few_integers = is_number and np.all(np.mod(values, 1) == 0) and target.nunique() <= MAX_CLASSES_FOR_INTEGER_TARGET
-    if is_number and not few_integers:
+    if task == "regression" or (task == "auto" and is_number and not few_integers):
         return values.astype(np.float64), [], "regression"
+    _check_class_count(target.nunique(), str(target.name))
     classes, codes = np.unique(values, return_inverse=True)
     return codes.astype(np.int64), [str(c) for c in classes], "classification"
+
+
+def _check_class_count(n_unique: int, target: str) -> None:
+    if n_unique > MAX_CLASSES_FOR_INTEGER_TARGET * 5:
+        raise MlkubeError(f"classical.task: a classification target, but {target!r} has {n_unique} distinct values",
+                          "use task: regression, or auto")
 
 
 def _retask(data: TabularData, task: str) -> TabularData:
     if task == "regression":
         data.y = data.y.astype(np.float64)
         data.class_names = []
-    elif len(np.unique(data.y)) > MAX_CLASSES_FOR_INTEGER_TARGET * 5:
-        raise MlkubeError(f"classical.task: classification asked, but target {data.target_name!r} has "
-                          f"{len(np.unique(data.y))} distinct values", "use task: regression, or auto")
     else:
+        _check_class_count(len(np.unique(data.y)), data.target_name)
         classes, codes = np.unique(data.y, return_inverse=True)
         data.y, data.class_names = codes.astype(np.int64), [str(c) for c in classes]
     data.task = task
