@@ -1,0 +1,237 @@
+{{/* Object names: the release name, so `mlkube submit` (release mlkube-<run id>) and `helm install NAME` agree. */}}
+{{- define "mlkube.fullname" -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The run id: run folder, Ray job id and rendezvous id. */}}
+{{- define "mlkube.runId" -}}
+{{- .Values.runId | default .Release.Name -}}
+{{- end -}}
+
+{{- define "mlkube.serveRunId" -}}
+{{- .Values.serve.runId | default (include "mlkube.runId" .) -}}
+{{- end -}}
+
+{{- define "mlkube.claimName" -}}
+{{- .Values.runs.claimName | default (printf "%s-runs" (include "mlkube.fullname" .)) -}}
+{{- end -}}
+
+{{- define "mlkube.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag }}
+{{- end -}}
+
+{{/* Selector labels of one component: call with (dict "root" . "component" "serving"). */}}
+{{- define "mlkube.selectorLabels" -}}
+app.kubernetes.io/name: mlkube
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* Labels of every object; mlkube status/logs/delete find a run's objects by mlkube.dev/run-id. */}}
+{{- define "mlkube.labels" -}}
+{{ include "mlkube.selectorLabels" . }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
+mlkube.dev/run-id: {{ include "mlkube.runId" .root | quote }}
+{{- end -}}
+
+{{- define "mlkube.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .Values.security.runAsUser }}
+runAsGroup: {{ .Values.security.runAsUser }}
+fsGroup: {{ .Values.security.fsGroup }}
+seccompProfile: {type: RuntimeDefault}
+{{- end -}}
+
+{{- define "mlkube.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: {{ .Values.security.readOnlyRootFilesystem }}
+capabilities: {drop: [ALL]}
+{{- end -}}
+
+{{/* nodeSelector, tolerations and image pull secrets of a pod; (dict "root" . "gpu" true) adds the GPU tolerations. */}}
+{{- define "mlkube.scheduling" -}}
+{{- $tolerations := .root.Values.tolerations -}}
+{{- if .gpu }}{{ $tolerations = concat $tolerations .root.Values.gpuTolerations }}{{ end -}}
+{{- with .root.Values.nodeSelector }}
+nodeSelector: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $tolerations }}
+tolerations: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .root.Values.imagePullSecrets }}
+imagePullSecrets: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* Prometheus scrape annotations for mlkube's own exporter (tuning, training). */}}
+{{- define "mlkube.metricsAnnotations" -}}
+{{- if .Values.metrics.port }}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ .Values.metrics.port | quote }}
+prometheus.io/path: /metrics
+{{- end }}
+{{- end -}}
+
+{{/* Environment of every mlkube container: caches on the writable /tmp, the run id. */}}
+{{- define "mlkube.env" -}}
+- {name: MLKUBE_RUN_ID, value: {{ include "mlkube.runId" . | quote }}}
+- {name: HOME, value: /tmp}
+- {name: NUMBA_CACHE_DIR, value: /tmp/numba}
+- {name: MPLCONFIGDIR, value: /tmp/matplotlib}
+{{- end -}}
+
+{{/* Volumes of tuning and training pods: the runs claim, the spec, a writable /tmp. */}}
+{{- define "mlkube.workVolumes" -}}
+- name: runs
+  persistentVolumeClaim: {claimName: {{ include "mlkube.claimName" . }}}
+- name: spec
+  configMap: {name: {{ include "mlkube.fullname" . }}-spec}
+- name: tmp
+  emptyDir: {}
+{{- end -}}
+
+{{- define "mlkube.workMounts" -}}
+- {name: runs, mountPath: {{ .Values.runs.mountPath }}}
+- {name: spec, mountPath: /spec, readOnly: true}
+- {name: tmp, mountPath: /tmp}
+{{- end -}}
+
+{{- define "mlkube.metricsPort" -}}
+{{- if .Values.metrics.port }}
+- {name: mlkube-metrics, containerPort: {{ .Values.metrics.port }}}
+{{- end }}
+{{- end -}}
+
+{{/* torchrun's command line: (dict "root" . "backend" "c10d" "endpoint" "host:port"). The rendezvous id is the run id. */}}
+{{- define "mlkube.torchrunArgs" -}}
+{{- $v := .root.Values.elastic -}}
+{{- $runId := include "mlkube.runId" .root -}}
+- --nnodes={{ $v.minNodes }}:{{ $v.maxNodes }}
+- --nproc-per-node={{ ternary $v.gpusPerNode $v.nprocPerNode .root.Values.gpu }}
+- --rdzv-backend={{ .backend }}
+- --rdzv-endpoint={{ .endpoint }}
+- --rdzv-id={{ $runId }}
+- --max-restarts={{ $v.maxRestarts }}
+- -m
+- trainer.lstm.elastic
+- --spec
+- /spec/experiment.yaml
+- --run-dir
+- {{ .root.Values.runs.mountPath }}/{{ $runId }}
+{{- end -}}
+
+{{/* The pod template of one elastic training worker: (dict "root" . "container" NAME "backend" B "endpoint" E). */}}
+{{- define "mlkube.trainingPod" -}}
+{{- $root := .root -}}
+{{- $v := $root.Values.elastic -}}
+metadata:
+  labels:
+    {{- include "mlkube.labels" (dict "root" $root "component" "training") | nindent 4 }}
+    mlkube.dev/role: worker
+  {{- with include "mlkube.metricsAnnotations" $root }}
+  annotations: {{- . | nindent 4 }}
+  {{- end }}
+spec:
+  securityContext: {{- include "mlkube.podSecurityContext" $root | nindent 4 }}
+  {{- include "mlkube.scheduling" (dict "root" $root "gpu" $root.Values.gpu) | nindent 2 }}
+  containers:
+    - name: {{ .container }}
+      image: {{ include "mlkube.image" $root }}
+      imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+      command: [torchrun]
+      args: {{- include "mlkube.torchrunArgs" . | nindent 8 }}
+      env: {{- include "mlkube.env" $root | nindent 8 }}
+      ports:
+        - {name: rdzv, containerPort: {{ $v.rdzvPort }}}
+        {{- include "mlkube.metricsPort" $root | nindent 8 }}
+      resources:
+        {{- $resources := deepCopy $v.resources }}
+        {{- if $root.Values.gpu }}
+        {{- $_ := set $resources "limits" (merge (dict "nvidia.com/gpu" $v.gpusPerNode) ($resources.limits | default dict)) }}
+        {{- end }}
+        {{- toYaml $resources | nindent 8 }}
+      securityContext: {{- include "mlkube.containerSecurityContext" $root | nindent 8 }}
+      volumeMounts:
+        {{- include "mlkube.workMounts" $root | nindent 8 }}
+        - {name: dshm, mountPath: /dev/shm}
+  volumes:
+    {{- include "mlkube.workVolumes" $root | nindent 4 }}
+    - name: dshm
+      emptyDir: {medium: Memory}
+{{- end -}}
+
+{{/* One Ray container (head, worker): (dict "root" . "name" NAME "resources" R "gpus" N). KubeRay sets its command. */}}
+{{- define "mlkube.rayContainer" -}}
+- name: {{ .name }}
+  image: {{ include "mlkube.image" .root }}
+  imagePullPolicy: {{ .root.Values.image.pullPolicy }}
+  env: {{- include "mlkube.env" .root | nindent 4 }}
+  {{- with include "mlkube.metricsPort" .root }}
+  ports: {{- . | nindent 4 }}
+  {{- end }}
+  resources:
+    {{- $resources := deepCopy .resources }}
+    {{- if .gpus }}
+    {{- $_ := set $resources "limits" (merge (dict "nvidia.com/gpu" .gpus) ($resources.limits | default dict)) }}
+    {{- end }}
+    {{- toYaml $resources | nindent 4 }}
+  securityContext: {{- include "mlkube.containerSecurityContext" .root | nindent 4 }}
+  volumeMounts: {{- include "mlkube.workMounts" .root | nindent 4 }}
+{{- end -}}
+
+{{/* A Ray pod template: (dict "root" . "name" NAME "resources" R "gpus" N). */}}
+{{- define "mlkube.rayPod" -}}
+metadata:
+  labels:
+    {{- include "mlkube.labels" (dict "root" .root "component" "tuning") | nindent 4 }}
+    mlkube.dev/role: {{ .name }}
+  {{- with include "mlkube.metricsAnnotations" .root }}
+  annotations: {{- . | nindent 4 }}
+  {{- end }}
+spec:
+  securityContext: {{- include "mlkube.podSecurityContext" .root | nindent 4 }}
+  {{- include "mlkube.scheduling" (dict "root" .root "gpu" .gpus) | nindent 2 }}
+  containers: {{- include "mlkube.rayContainer" . | nindent 4 }}
+  volumes: {{- include "mlkube.workVolumes" .root | nindent 4 }}
+{{- end -}}
+
+{{/* The RayCluster spec of a RayJob or a long-lived RayCluster: one head, one autoscaled worker group. */}}
+{{- define "mlkube.rayClusterSpec" -}}
+{{- $ray := .Values.ray -}}
+{{- $gpus := ternary $ray.workers.gpusPerWorker 0 .Values.gpu -}}
+rayVersion: {{ $ray.version | quote }}
+enableInTreeAutoscaling: {{ $ray.autoscaling }}
+headGroupSpec:
+  rayStartParams: {dashboard-host: "0.0.0.0"}
+  template: {{- include "mlkube.rayPod" (dict "root" . "name" "ray-head" "resources" $ray.head.resources "gpus" 0) | nindent 4 }}
+workerGroupSpecs:
+  - groupName: {{ ternary "gpu" "cpu" .Values.gpu }}
+    replicas: {{ $ray.workers.replicas }}
+    minReplicas: {{ $ray.workers.minReplicas }}
+    maxReplicas: {{ $ray.workers.maxReplicas }}
+    rayStartParams: {{ if $gpus }}{num-gpus: {{ $gpus | quote }}}{{ else }}{}{{ end }}
+    template: {{- include "mlkube.rayPod" (dict "root" . "name" "ray-worker" "resources" $ray.workers.resources "gpus" $gpus) | nindent 6 }}
+{{- end -}}
+
+{{/* Rules across values that a JSON schema cannot say; each fails `helm install` with the fix. */}}
+{{- define "mlkube.validate" -}}
+{{- $e := .Values.elastic -}}
+{{- if gt (int $e.minNodes) (int $e.maxNodes) -}}
+{{- fail (printf "elastic.minNodes (%v) must be <= elastic.maxNodes (%v)" $e.minNodes $e.maxNodes) -}}
+{{- end -}}
+{{- $w := .Values.ray.workers -}}
+{{- if gt (int $w.minReplicas) (int $w.maxReplicas) -}}
+{{- fail (printf "ray.workers.minReplicas (%v) must be <= ray.workers.maxReplicas (%v)" $w.minReplicas $w.maxReplicas) -}}
+{{- end -}}
+{{- $a := .Values.serve.autoscaling -}}
+{{- if gt (int $a.minReplicas) (int $a.maxReplicas) -}}
+{{- fail (printf "serve.autoscaling.minReplicas (%v) must be <= serve.autoscaling.maxReplicas (%v)" $a.minReplicas $a.maxReplicas) -}}
+{{- end -}}
+{{- if and (not .Values.runs.create) (not .Values.runs.claimName) -}}
+{{- fail "runs.create is false: set runs.claimName to the existing claim that holds the runs" -}}
+{{- end -}}
+{{- if not (or .Values.ray.enabled .Values.elastic.enabled .Values.serve.enabled) -}}
+{{- fail "nothing to deploy: enable ray, elastic or serve (e.g. --set serve.enabled=true)" -}}
+{{- end -}}
+{{- end -}}

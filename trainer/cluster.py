@@ -1,0 +1,213 @@
+"""`mlkube submit/status/logs/delete`: run a spec's tuning, elastic training or serving on Kubernetes.
+
+submit renders the Helm chart (the objects `helm install` would create) with values from the spec, creates them after
+a server-side dry run, then waits with progress, streams the driver's log and exits 0 on success, 1 on failure.
+A run's objects carry the label mlkube.dev/run-id; status, logs and delete find them by it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from trainer.cluster_chart import check_run_id, read_values_file, release_name, render, values_for
+from trainer.cluster_kube import Kube, current_namespace
+from trainer.errors import MlkubeError, SpecError
+from trainer.progress import Progress
+from trainer.run import new_run_id
+
+
+@dataclass(frozen=True)
+class State:
+    text: str
+    done: bool = False
+    ok: bool = False
+
+
+def _rayjob_state(obj: dict) -> State:
+    status = obj.get("status") or {}
+    deployment, job = status.get("jobDeploymentStatus") or "Pending", status.get("jobStatus")
+    text = f"{deployment}, Ray job {job}" if job else deployment
+    if status.get("message") and deployment == "Failed":
+        text += f": {status['message']}"
+    done = deployment in ("Complete", "Failed") or job in ("SUCCEEDED", "FAILED", "STOPPED")
+    return State(text, done, job == "SUCCEEDED")
+
+
+def _raycluster_state(obj: dict) -> State:
+    state = (obj.get("status") or {}).get("state") or "pending"
+    return State(state, state in ("ready", "failed"), state == "ready")
+
+
+def _conditions_state(obj: dict) -> State:
+    """Training-operator style: the last condition that holds (Created, Running, Restarting, Succeeded, Failed)."""
+    held = [c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("status") == "True"]
+    if not held:
+        return State("Pending")
+    last = held[-1]
+    text = last["type"] + (f": {last['message']}" if last.get("message") else "")
+    return State(text, last["type"] in ("Succeeded", "Failed"), last["type"] == "Succeeded")
+
+
+def _deployment_state(obj: dict) -> State:
+    want = (obj.get("spec") or {}).get("replicas") or 1
+    status = obj.get("status") or {}
+    have = status.get("availableReplicas") or 0
+    stuck = any(c.get("reason") == "ProgressDeadlineExceeded" for c in status.get("conditions") or [])
+    return State(f"{have}/{want} replicas available", have >= want or stuck, have >= want)
+
+
+# The workload kinds the chart makes: apiVersion, how to read their state.
+WORKLOADS: dict[str, tuple[str, Callable[[dict], State]]] = {
+    "RayJob": ("ray.io/v1", _rayjob_state),
+    "RayCluster": ("ray.io/v1", _raycluster_state),
+    "PyTorchJob": ("kubeflow.org/v1", _conditions_state),
+    "ElasticJob": ("elastic.pytorch.org/v1alpha1", _conditions_state),
+    "Deployment": ("apps/v1", _deployment_state),
+}
+# Every other kind the chart makes with a run's label (the runs PersistentVolumeClaim has none: it is kept).
+SUPPORT_KINDS = (
+    ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
+    ("v1", "Service"),
+    ("v1", "Secret"),
+    ("v1", "ConfigMap"),
+)
+CHART_KINDS = tuple((api, kind) for kind, (api, _) in WORKLOADS.items()) + SUPPORT_KINDS
+# The pod whose log submit streams: the Ray job driver, the first training worker; serving has none to wait for.
+LOG_ROLE = {"ray": "driver", "elastic": "worker", "serve": None}
+
+
+# ------------------------------------------------------------------------------------------- commands
+def cmd_submit(args: argparse.Namespace) -> int:
+    spec = _read_spec(args.spec)
+    if args.kind == "serve" and not args.run_id:
+        raise MlkubeError("--kind serve needs the run to serve", "give its id: --run-id RUN_ID")
+    run_id = check_run_id(args.run_id or new_run_id())
+    namespace = args.namespace or spec.cluster.namespace
+    values = values_for(spec, args.kind, run_id, [read_values_file(f) for f in args.values or []])
+    rendered = render(values, release_name(run_id), namespace)
+    progress = Progress(quiet=args.quiet)
+    kube = Kube(namespace, args.context)
+    kube.apply(rendered.objects, dry_run=True)
+    for name in kube.apply(rendered.objects):
+        progress.say(f"created {name}")
+    kind, name = next((o["kind"], o["metadata"]["name"]) for o in rendered.objects if o["kind"] in WORKLOADS)
+    if args.detach:
+        print(f"run {run_id}: submitted {kind}/{name} to {namespace}; follow it with `mlkube status {run_id} -n {namespace}`")
+        return 0
+    state = wait(kube, kind, name, run_id, LOG_ROLE[args.kind], args.timeout, args.poll, progress)
+    print(f"run {run_id}: {kind}/{name} {state.text}")
+    if state.ok and args.kind == "serve":
+        print(rendered.notes)
+    return 0 if state.ok else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    kube = _kube(args)
+    workloads = [(kind, obj, read(obj)) for kind, (api, read) in WORKLOADS.items() for obj in kube.find(api, kind, args.run_id)]
+    pods = kube.pods(args.run_id)
+    if not workloads and not pods:
+        raise _no_run(args.run_id, kube.namespace)
+    for kind, obj, state in workloads:
+        print(f"{kind}/{obj['metadata']['name']}: {state.text}")
+    for pod in pods:
+        print(f"  pod {pod['metadata']['name']}: {_pod_phase(pod)}")
+    return 1 if any(state.done and not state.ok for _, _, state in workloads) else 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    kube = _kube(args)
+    pods = kube.pods(args.run_id)
+    if not pods:
+        raise _no_run(args.run_id, kube.namespace)
+    for pod in pods:
+        name = pod["metadata"]["name"]
+        print(f"==> pod {name} <==", flush=True)
+        for line in kube.log_lines(name, follow=args.follow):
+            print(line, flush=True)
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    kube = _kube(args)
+    deleted = []
+    for api, kind in CHART_KINDS:
+        for obj in kube.find(api, kind, args.run_id):
+            kube.delete(api, kind, obj["metadata"]["name"])
+            deleted.append(f"{kind}/{obj['metadata']['name']}")
+    if not deleted:
+        raise _no_run(args.run_id, kube.namespace)
+    print(f"run {args.run_id}: deleted {', '.join(deleted)} (the runs volume and its results are kept)")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- waiting
+def wait(kube: Kube, kind: str, name: str, run_id: str, log_role: str | None, timeout: float, poll: float,
+         progress: Progress) -> State:
+    """Poll the workload until it is done, saying each new state; stream the log of each pod of `log_role` once."""
+    api, read = WORKLOADS[kind]
+    resource = kube.resource(api, kind)
+    deadline = time.monotonic() + timeout
+    streamed: set[str] = set()
+    said = None
+    while True:
+        obj = kube.get(resource, name)
+        if obj is None:
+            raise MlkubeError(f"{kind}/{name} was deleted while mlkube waited for it", f"see `kubectl -n {kube.namespace} get events`")
+        state = read(obj)
+        if state.text != said:
+            progress.say(f"{kind}/{name}: {state.text}")
+            said = state.text
+        if state.done:
+            return state
+        if time.monotonic() > deadline:
+            raise MlkubeError(f"{kind}/{name} is still {state.text} after {timeout:.0f} s",
+                              f"follow it with `mlkube status {run_id}`, or stop it with `mlkube delete {run_id}`")
+        pod = _pod_with_log(kube, run_id, log_role, streamed) if log_role else None
+        if pod:
+            streamed.add(pod)
+            progress.say(f"log of pod {pod}:")
+            for line in kube.log_lines(pod, follow=True):
+                print(line, flush=True)
+        else:
+            time.sleep(poll)
+
+
+def _pod_with_log(kube: Kube, run_id: str, role: str, streamed: set[str]) -> str | None:
+    """The first pod of `role` that has started and whose log was not streamed yet."""
+    for pod in kube.pods(run_id, role):
+        name = pod["metadata"]["name"]
+        if name not in streamed and (pod.get("status") or {}).get("phase") in ("Running", "Succeeded", "Failed"):
+            return name
+    return None
+
+
+# ------------------------------------------------------------------------------------------- helpers
+def _read_spec(path: str):
+    """Validate the spec as the pods will read it: paths stay as written (they name places inside the pod)."""
+    from trainer.spec import parse_spec
+
+    file = Path(path)
+    if not file.is_file():
+        raise SpecError([f"spec file not found: {file}"], source=str(file))
+    return parse_spec(file.read_text(), source=str(file))
+
+
+def _kube(args: argparse.Namespace) -> Kube:
+    return Kube(args.namespace or current_namespace(args.context), args.context)
+
+
+def _pod_phase(pod: dict) -> str:
+    status = pod.get("status") or {}
+    restarts = sum(c.get("restartCount") or 0 for c in status.get("containerStatuses") or [])
+    return (status.get("phase") or "Unknown") + (f", {restarts} restarts" if restarts else "")
+
+
+def _no_run(run_id: str, namespace: str) -> MlkubeError:
+    return MlkubeError(f"no objects of run {run_id!r} in namespace {namespace}",
+                       f"check the id and the namespace (-n): kubectl get pods -A -l mlkube.dev/run-id={run_id}")
