@@ -13,18 +13,28 @@ import yaml
 
 from tests.fixtures.k8s.schemas import CRDS, crd_schemas, problems
 from trainer.cluster import CHART_KINDS
-from trainer.cluster_chart import CHART, render, values_for
+from trainer.cluster_chart import CHART, deep_merge, render, values_for
 from trainer.errors import MlkubeError
 from trainer.spec import parse_spec
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
-VALUES_FILES = {"defaults": None, **{p.stem: p for p in sorted((CHART / "ci").glob("*.yaml"))}}  # ids never equal a marker
+KIND = ROOT / "deploy" / "kind"
+# Ids never equal a marker name (a test id `gpu` would be skipped as a gpu test).
+VALUES_FILES = {"defaults": None, "kind-values": KIND / "values.yaml",
+                **{p.stem: p for p in sorted((CHART / "ci").glob("*.yaml"))}}
 
 
 def values_of(name: str) -> dict:
     path = VALUES_FILES[name]
     return yaml.safe_load(path.read_text()) if path else {}
+
+
+def kind_everything() -> dict:
+    """deploy/kind's values with every workload on and the e2e experiment."""
+    experiment = yaml.safe_load((KIND / "experiment.yaml").read_text())
+    return deep_merge(values_of("kind-values"), {"elastic": {"enabled": True}, "serve": {"enabled": True},
+                                                 "experiment": experiment})
 
 
 def objects(values: dict, release: str = "demo", namespace: str = "ml") -> list[dict]:
@@ -170,7 +180,7 @@ def test_gpu_values_request_gpus_and_ray_workers_declare_them():
 
 
 def test_cpu_fallback_requests_no_gpu_anywhere():
-    text = json.dumps(objects(values_of("kind-values")))
+    text = json.dumps(objects(kind_everything()))
     assert "nvidia.com/gpu" not in text and "num-gpus" not in text
 
 
@@ -199,7 +209,7 @@ def test_every_pod_runs_as_non_root_without_privilege_escalation_and_with_limits
 
 
 def test_tuning_training_and_serving_share_one_runs_claim():
-    objs = objects(values_of("kind-values"))
+    objs = objects(kind_everything())
     claims = {v["persistentVolumeClaim"]["claimName"] for o in objs for t in pod_templates(o)
               for v in t["spec"].get("volumes", []) if "persistentVolumeClaim" in v}
     assert claims == {"demo-runs"} and only(objs, "PersistentVolumeClaim")["metadata"]["name"] == "demo-runs"
@@ -213,7 +223,7 @@ def test_an_existing_claim_is_used_and_not_created():
 
 
 def test_the_mounted_spec_is_a_valid_experiment_that_writes_to_the_runs_volume():
-    config = only(objects(values_of("kind-values")), "ConfigMap")
+    config = only(objects(kind_everything()), "ConfigMap")
     spec = parse_spec(config["data"]["experiment.yaml"])
     assert str(spec.run_dir) == "/runs" and spec.serve.host == "0.0.0.0" and spec.metrics.port == 9400
     assert spec.runs_classical and spec.runs_lstm
@@ -297,7 +307,7 @@ def test_submit_values_files_override_the_spec():
 
 
 def test_objects_come_in_apply_order_storage_and_config_first():
-    kinds = [o["kind"] for o in objects(values_of("kind-values"))]
+    kinds = [o["kind"] for o in objects(kind_everything())]
     assert kinds.index("PersistentVolumeClaim") < kinds.index("ConfigMap") < kinds.index("Secret") < kinds.index("RayJob")
 
 
