@@ -76,14 +76,26 @@ def test_cpu_kernel_equals_numpy_reference(case):
 
 SIMULATOR_CHECK = """
 import json, numpy as np
-from trainer.preprocess import cpu, gpu, reference
-from tests.test_preprocess import as_tuple, kernel_cases
+from trainer.preprocess import BatchSampler, cpu, fit_statistics, gpu, reference
+from trainer.spec import PreprocessSpec
+from tests.test_preprocess import as_tuple, kernel_cases, make_data
+
+def host(a):
+    return a if isinstance(a, np.ndarray) else a.copy_to_host()
+
+def same(a, b):
+    return all(np.array_equal(host(x), host(y), equal_nan=True) for x, y in zip(as_tuple(a), as_tuple(b), strict=True))
+
 report = {}
 for case, args in kernel_cases(1).items():
     name = case.split()[0]
-    twins = [as_tuple(getattr(m, name)(*args)) for m in (gpu, cpu, reference)]
-    twins[0] = tuple(a if isinstance(a, np.ndarray) else a.copy_to_host() for a in twins[0])
-    report[case] = [all(np.array_equal(a, b, equal_nan=True) for a, b in zip(twins[0], other)) for other in twins[1:]]
+    twin = getattr(gpu, name)(*args)
+    report[case] = same(twin, getattr(cpu, name)(*args)) and same(twin, getattr(reference, name)(*args))
+data = make_data()
+cuda, cpu_ = (BatchSampler(data, 10, 0, horizon=2, device=d).batch(3, 6) for d in ("cuda", "cpu"))
+report["sampler"] = same((cuda.x, cuda.y, cuda.site), (cpu_.x, cpu_.y, cpu_.site))
+on_gpu, on_cpu = (fit_statistics(data, PreprocessSpec(device=d, log_target=True)) for d in ("cuda", "cpu"))
+report["statistics"] = all(np.array_equal(getattr(on_gpu, f), getattr(on_cpu, f)) for f in on_cpu.__dataclass_fields__)
 print(json.dumps(report))
 """
 
@@ -91,12 +103,11 @@ print(json.dumps(report))
 def test_cuda_twins_equal_cpu_and_reference_under_the_simulator():
     env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-c", SIMULATOR_CHECK], cwd=ROOT, env=env, capture_output=True, text=True,
-                          check=False,
-                          timeout=300)
+                          check=False, timeout=300)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert set(report) == set(kernel_cases())
-    assert report == {case: [True, True] for case in report}, "CUDA twin differs from [cpu, reference]"
+    assert set(report) == {*kernel_cases(), "sampler", "statistics"}
+    assert [case for case, equal in report.items() if not equal] == [], "CUDA twin differs from the CPU one or NumPy"
 
 
 # ---------------------------------------------------------------------------------------------- gap filling
