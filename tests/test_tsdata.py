@@ -148,6 +148,7 @@ def test_user_tables_in_every_layout_give_the_same_data(tmp_path, layout):
     np.testing.assert_allclose(data.target[1], tables["b"]["flow"], rtol=1e-6)
     np.testing.assert_array_equal(data.static[:, 0], [100, 101, 102])
     assert data.periods == {"train": (0, 200), "validation": (200, 300), "test": (300, 400)}
+    assert load({"path": str(path), "target": "flow"}, sequence_length=30).dynamic_inputs == ("rain", "temp")
 
 
 def test_netcdf_without_xarray_says_what_to_install(tmp_path, monkeypatch):
@@ -158,28 +159,32 @@ def test_netcdf_without_xarray_says_what_to_install(tmp_path, monkeypatch):
 
 
 # -------------------------------------------------------------------------------------------------- synthetic
-def test_synthetic_target_is_the_bucket_model_of_its_own_forcings():
-    source = synthetic_source(n_sites=3, years=2, seed=5)
+def synthetic_run(sites: int, years: int, seed: int) -> tuple[dict, pd.DataFrame, dict]:
+    """A synthetic source's series by name (float64), its attributes, and the bucket model re-run on its forcings."""
+    source = synthetic_source(n_sites=sites, years=years, seed=seed)
     _, values = source.read(source.sites, source.variables)
-    column = {name: values[:, :, i].astype(np.float64) for i, name in enumerate(source.variables)}
+    series = {name: values[:, :, i].astype(np.float64) for i, name in enumerate(source.variables)}
     site = source.attributes
-    truth = bucket_model(column["prcp(mm/day)"], column["tmax(C)"], column["tmin(C)"], column["pet(mm/day)"],
+    truth = bucket_model(series["prcp(mm/day)"], series["tmax(C)"], series["tmin(C)"], series["pet(mm/day)"],
                          site["soil_capacity"].to_numpy(), site["recession"].to_numpy(), site["melt_factor"].to_numpy())
-    np.testing.assert_allclose(column[CAMELS_TARGET], truth["q"], rtol=1e-4, atol=1e-4)
+    return series, site, truth
+
+
+def test_synthetic_target_is_the_bucket_model_of_its_own_forcings():
+    series, site, truth = synthetic_run(3, 2, seed=5)
+    np.testing.assert_allclose(series[CAMELS_TARGET], truth["q"], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(series["swe(mm)"], truth["snow"], rtol=1e-4, atol=1e-3)
     assert list(site.columns) == list(SYNTHETIC_ATTRIBUTES)
 
 
 def test_bucket_model_closes_the_water_balance():
-    source = synthetic_source(n_sites=4, years=3, seed=1)
-    _, values = source.read(source.sites, source.variables)
-    v = {name: values[:, :, i].astype(np.float64) for i, name in enumerate(source.variables)}
-    capacity = source.attributes["soil_capacity"].to_numpy()
-    out = bucket_model(v["prcp(mm/day)"], v["tmax(C)"], v["tmin(C)"], v["pet(mm/day)"], capacity,
-                       source.attributes["recession"].to_numpy(), source.attributes["melt_factor"].to_numpy())
-    storage_change = out["snow"][:, -1] + out["soil"][:, -1] - capacity / 2
-    inflow, outflow = v["prcp(mm/day)"].sum(axis=1), (out["q"] + out["et"]).sum(axis=1)
+    series, site, truth = synthetic_run(4, 3, seed=1)
+    capacity = site["soil_capacity"].to_numpy()
+    storage_change = truth["snow"][:, -1] + truth["soil"][:, -1] - capacity / 2
+    inflow, outflow = series["prcp(mm/day)"].sum(axis=1), (truth["q"] + truth["et"]).sum(axis=1)
     np.testing.assert_allclose(inflow, outflow + storage_change, rtol=1e-9)
-    assert (out["q"] >= 0).all() and (out["soil"] <= capacity[:, None] + 1e-9).all()
+    assert (truth["q"] >= 0).all() and (truth["soil"] <= capacity[:, None] + 1e-9).all()
+    assert (truth["snow"] > 0).any()  # some sites are cold enough for snow
 
 
 def test_synthetic_data_follow_the_seed():
@@ -241,6 +246,13 @@ def test_a_site_without_target_in_the_train_period_is_named(camels_copy):
 
     edit_lines(camels_copy / "streamflow" / "02064000_streamflow_qc.txt", blank_2000)
     fails(r"site\(s\) 02064000 have no valid QObs\(mm/d\) in lstm.data.train_period", {"path": str(camels_copy)})
+
+
+def test_a_period_without_any_observed_target_is_refused():
+    # 01022500 has forcings for 2003 but streamflow only to 2002: the days load, with the target missing
+    error = fails(r"test_period \(2003-01-01..2003-12-31\) holds no valid QObs\(mm/d\) at any site",
+                  {"sites": ["01022500"], "test_period": ["2003-01-01", "2003-12-31"]})
+    assert "observations" in error.fix
 
 
 def test_a_missing_static_attribute_names_the_site(camels_copy):

@@ -116,16 +116,14 @@ def load_timeseries(lstm: LstmSpec, preprocess: PreprocessSpec, seed: int) -> Ti
         dynamic_inputs=tuple(dynamic_inputs), static_inputs=tuple(static_inputs), target_name=target,
         periods={name: (lo - first, hi - first) for name, (lo, hi) in periods.items()},
     )
-    _check_train_target(data)
+    _check_targets(data)
     return data
 
 
 def open_source(spec: TimeSeriesDataSpec, seed: int) -> Source:
     """The source `spec` names: a built-in (`name`) or the user's files (`path`)."""
-    if spec.name == "camels_us_sample":
-        return camels_source(DATASETS / "camels_us_sample", "camels_us_sample", CAMELS_SAMPLE_PERIODS)
-    if spec.name == "synthetic":
-        return synthetic_source(spec.synthetic_sites, spec.synthetic_years, seed)
+    if spec.name is not None:
+        return BUILTINS[spec.name](spec, seed)
     return _path_source(Path(spec.path))
 
 
@@ -176,7 +174,8 @@ def _forcing_header(path: Path) -> tuple[float, list[str]]:
 
 
 def _camels_site(forcing: Path, streamflow: Path) -> pd.DataFrame:
-    """One gauge's forcings and streamflow (converted from cfs to mm/day over the basin), on the days both have."""
+    """One gauge's forcings and streamflow (converted from cfs to mm/day over the basin) on the forcing's days;
+    NaN where the streamflow has no record."""
     area, _ = _forcing_header(forcing)
     frame = pd.read_csv(forcing, sep=r"\s+", skiprows=3)
     frame.index = _dates(frame["Year"], frame["Mnth"], frame["Day"])
@@ -184,7 +183,7 @@ def _camels_site(forcing: Path, streamflow: Path) -> pd.DataFrame:
     flow = pd.read_csv(streamflow, sep=r"\s+", header=None, usecols=[1, 2, 3, 4], names=["y", "m", "d", "cfs"])
     cfs = flow["cfs"].where(flow["cfs"] >= 0)  # -999: missing
     mm_per_day = pd.Series((cfs * CUBIC_FOOT * 86400 * 1000 / area).to_numpy(), index=_dates(flow.y, flow.m, flow.d))
-    return frame.join(mm_per_day.rename(CAMELS_TARGET), how="inner")
+    return frame.join(mm_per_day.rename(CAMELS_TARGET), how="left")
 
 
 def _camels_attributes(root: Path) -> pd.DataFrame:
@@ -239,7 +238,7 @@ def _read_site_folder(root: Path) -> pd.DataFrame:
 
 def table_source(table: pd.DataFrame, name: str) -> Source:
     """A long table (`site`, `date`, variables...): numeric columns are daily variables, columns constant within
-    every site are static attributes."""
+    every site are static attributes (and no default input)."""
     missing = [k for k in KEYS if k not in table.columns]
     if missing:
         raise MlkubeError(f"{name} has no column {missing}; it has {list(table.columns)}",
@@ -255,7 +254,9 @@ def table_source(table: pd.DataFrame, name: str) -> Source:
     def read(chosen: list[str], names: list[str]) -> tuple[np.ndarray, np.ndarray]:
         return _stack({s: by_site[s] for s in chosen}, names, name)
 
-    return Source(name, list(by_site), variables, _constant_columns(table), read, tuple(variables))
+    attributes = _constant_columns(table)
+    dynamic = tuple(v for v in variables if v not in attributes.columns)
+    return Source(name, list(by_site), variables, attributes, read, dynamic)
 
 
 def _constant_columns(table: pd.DataFrame) -> pd.DataFrame:
@@ -421,6 +422,13 @@ def bucket_model(prcp, tmax, tmin, pet, soil_capacity, recession, melt_factor) -
     return out
 
 
+BUILTINS: dict[str, Callable[[TimeSeriesDataSpec, int], Source]] = {
+    "camels_us_sample": lambda spec, seed: camels_source(DATASETS / "camels_us_sample", "camels_us_sample",
+                                                         CAMELS_SAMPLE_PERIODS),
+    "synthetic": lambda spec, seed: synthetic_source(spec.synthetic_sites, spec.synthetic_years, seed),
+}
+
+
 # ------------------------------------------------------------------------------------------------ the checks
 def _listing(names: list[str], limit: int = 30) -> str:
     shown = ", ".join(names[:limit])
@@ -521,7 +529,8 @@ def _check_lengths(lstm: LstmSpec, periods: dict[str, tuple[int, int]], dates: n
     return first, max(hi for _, hi in periods.values())
 
 
-def _check_train_target(data: TimeSeriesData) -> None:
+def _check_targets(data: TimeSeriesData) -> None:
+    """Every site needs a finite target in the train period; validation and test need one at some site."""
     lo, hi = data.periods["train"]
     empty = [site for site, row in zip(data.sites, data.target[:, lo:hi]) if np.isnan(row).all()]
     if empty:
@@ -529,6 +538,12 @@ def _check_train_target(data: TimeSeriesData) -> None:
         raise MlkubeError(f"site(s) {_listing(empty)} have no valid {data.target_name} in lstm.data.train_period "
                           f"({first}..{last})", "drop them from lstm.data.sites, or move the train period to days "
                           "where they have data")
+    for period in ("validation", "test"):
+        lo, hi = data.periods[period]
+        if np.isnan(data.target[:, lo:hi]).all():
+            first, last = data.period_dates(period)
+            raise MlkubeError(f"lstm.data.{period}_period ({first}..{last}) holds no valid {data.target_name} at any "
+                              "site, so nothing could be scored there", "move it to days with observations")
 
 
 def _date(day: np.datetime64) -> dt.date:
