@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -23,7 +24,7 @@ SCRIPTS = ("up.sh", "e2e.sh", "down.sh")
 def dry_run(script: str, **env: str) -> list[str]:
     """The commands a script would run (DRY_RUN=1), one string each."""
     proc = subprocess.run(["bash", str(KIND / script)], env={**os.environ, "DRY_RUN": "1", "RUN_ID": "e2e-1", **env},
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     return [line[2:] for line in proc.stderr.splitlines() if line.startswith("+ ")]
 
@@ -42,7 +43,7 @@ def dockerfile() -> list:
 # ------------------------------------------------------------------------------------------- scripts
 def test_scripts_pass_shellcheck():
     proc = subprocess.run([str(BIN / "shellcheck"), "-x", "--severity=style", *SCRIPTS, "common.sh"], cwd=KIND,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout
 
 
@@ -98,10 +99,9 @@ def test_down_deletes_the_cluster():
 
 def test_a_missing_tool_stops_up_with_the_install_hint(tmp_path):
     for tool in ("bash", "dirname", "basename", "cat"):
-        (tmp_path / tool).symlink_to(subprocess.run(["bash", "-c", f"command -v {tool}"], capture_output=True,
-                                                    text=True).stdout.strip())
+        (tmp_path / tool).symlink_to(shutil.which(tool))
     proc = subprocess.run([str(tmp_path / "bash"), str(KIND / "up.sh")], env={"PATH": str(tmp_path)},
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     assert proc.returncode == 1 and "up.sh: docker not found: install Docker" in proc.stderr
 
 
@@ -120,13 +120,15 @@ def test_elasticjob_v1_crd_is_valid_and_keeps_the_vendored_fields():
     v1 = yaml.safe_load((KIND / "elasticjob" / "crd.yaml").read_text())
     assert problems(v1) == []
     vendored = yaml.safe_load((CRDS / "elastic.pytorch.org_elasticjobs.yaml").read_text())
-    spec = lambda schema: set(schema["properties"]["spec"]["properties"])  # noqa: E731
-    assert spec(v1["spec"]["versions"][0]["schema"]["openAPIV3Schema"]) == spec(vendored["spec"]["validation"]["openAPIV3Schema"])
+    v1_schema = v1["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    vendored_schema = vendored["spec"]["validation"]["openAPIV3Schema"]
+    assert set(v1_schema["properties"]["spec"]["properties"]) == set(vendored_schema["properties"]["spec"]["properties"])
 
 
 # ------------------------------------------------------------------------------------------- the image
 def test_dockerfile_passes_hadolint():
-    proc = subprocess.run([str(BIN / "hadolint"), "--no-color", "Dockerfile"], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run([str(BIN / "hadolint"), "--no-color", "Dockerfile"], cwd=ROOT, capture_output=True, text=True,
+                          check=False)
     assert proc.returncode == 0, proc.stdout
 
 
