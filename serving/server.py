@@ -2,7 +2,8 @@
 
 Everything lives in the run's `serving/` folder: `config.properties`, `metrics.yaml`, `model-store/` (the .mar files),
 `key_file.json` (TorchServe's token file, readable by the owner only), `logs/`, `tmp/` (TMPDIR and java.io.tmpdir,
-where TorchServe unpacks the models) and `server.json` (pid, addresses) while a server runs. Addresses are loopback
+where TorchServe unpacks the models and puts its worker sockets) and `server.json` (pid, addresses) while a server
+runs. Addresses are loopback
 by default, token authorization is on, the model-management API stays off, metrics are in Prometheus format.
 """
 
@@ -17,12 +18,13 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from serving.archive import archive_run, model_names, model_store, verify_archives
+from serving.archive import archive_run, model_names, verify_archives
 from serving.handlers.base import METRICS
 from trainer.errors import MlkubeError
 from trainer.run import Run, atomic_write_json, atomic_write_text, now_iso, read_json
@@ -30,6 +32,7 @@ from trainer.spec import ServeSpec, parse_spec
 
 SERVER_JSON = "server.json"
 KEY_FILE = "key_file.json"  # TorchServe writes it in its working directory, the serving folder
+SOCKET_PATH_MAX = 107  # bytes of a Unix socket path (sun_path holds 108 with the NUL)
 START_TIMEOUT_S = 120
 RESPONSE_TIMEOUT_S = 120
 
@@ -44,6 +47,7 @@ class Server:
     models: list[str]
     token_auth: bool
     pid: int
+    tmpdir: str  # java.io.tmpdir: the folder's tmp/, or a short link to it (see java_tmpdir)
     started: str = field(default_factory=now_iso)
     process: subprocess.Popen | None = field(default=None, repr=False, compare=False)
 
@@ -79,6 +83,8 @@ class Server:
         for path in (self.folder / SERVER_JSON, self.folder / KEY_FILE):
             path.unlink(missing_ok=True)
         shutil.rmtree(self.folder / "tmp", ignore_errors=True)
+        if Path(self.tmpdir) != self.folder / "tmp":
+            shutil.rmtree(Path(self.tmpdir).parent, ignore_errors=True)  # the link's private folder, not its target
 
     def alive(self) -> bool:
         """Whether any process of the server's group still runs."""
@@ -93,7 +99,7 @@ class Server:
     def record(self) -> dict[str, Any]:
         """What server.json keeps, so that another process can find and stop this server."""
         return {"folder": str(self.folder), "host": self.host, "ports": self.ports, "models": self.models,
-                "token_auth": self.token_auth, "pid": self.pid, "started": self.started}
+                "token_auth": self.token_auth, "pid": self.pid, "tmpdir": self.tmpdir, "started": self.started}
 
 
 # --------------------------------------------------------------------------------------------- start
@@ -121,7 +127,7 @@ def run_serve_spec(run: Run) -> ServeSpec:
 
 def start(run: Run, serve: ServeSpec, names: list[str]) -> Server:
     """Write the configuration and start TorchServe in its own process group (returns at once)."""
-    folder = run.path / "serving"
+    folder = run.path.resolve() / "serving"  # TorchServe runs in this folder: every path it gets is absolute
     refuse_if_running(folder)
     ports = {"inference": serve.inference_port, "management": serve.management_port, "metrics": serve.metrics_port}
     for api, port in ports.items():
@@ -130,16 +136,17 @@ def start(run: Run, serve: ServeSpec, names: list[str]) -> Server:
         (folder / sub).mkdir(parents=True, exist_ok=True)
     write_examples(run, names, folder / "examples")
     atomic_write_text(folder / "metrics.yaml", metrics_yaml())
-    config = atomic_write_text(folder / "config.properties", config_properties(folder, serve, names, run.id))
+    tmpdir = java_tmpdir(folder / "tmp")
+    config = atomic_write_text(folder / "config.properties", config_properties(folder, serve, names, run.id, tmpdir))
     env = {**os.environ, "TMPDIR": str(folder / "tmp"), "LOG_LOCATION": str(folder / "logs"),
            "METRICS_LOCATION": str(folder / "logs")}
     command = [sys.executable, "-m", "ts.model_server", "--start", "--foreground", "--ncs",
-               "--ts-config", str(config), "--model-store", str(model_store(run))]
+               "--ts-config", str(config), "--model-store", str(folder / "model-store")]
     with open(os.open(folder / "logs" / "torchserve.out", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as out:
         # umask 077: the key file, logs and unpacked models are the owner's only.
         process = subprocess.Popen(command, cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True, umask=0o077)
-    server = Server(folder, serve.host, ports, names, serve.token_auth, process.pid, process=process)
+    server = Server(folder, serve.host, ports, names, serve.token_auth, process.pid, str(tmpdir), process=process)
     try:
         atomic_write_json(folder / SERVER_JSON, server.record())
     except BaseException:
@@ -162,7 +169,7 @@ def running_server(folder: Path) -> Server | None:
         return None
     record = read_json(path)
     server = Server(**{**record, "folder": Path(record["folder"])})
-    if server.alive() and _serves_folder(server.pid, folder):
+    if server.alive() and _serves_folder(server.pid, server.folder):
         return server
     path.unlink(missing_ok=True)
     return None
@@ -195,7 +202,17 @@ def free_port(host: str) -> int:
         return s.getsockname()[1]
 
 
-def config_properties(folder: Path, serve: ServeSpec, names: list[str], version: str) -> str:
+def java_tmpdir(tmp: Path) -> Path:
+    """`tmp`, or a link to it from a short private folder when the workers' socket paths (`<tmpdir>/.ts.sock.<n>`)
+    would be too long for Unix (deep run folders): TorchServe cannot start workers then."""
+    if len(os.fsencode(tmp / ".ts.sock.65535")) <= SOCKET_PATH_MAX:
+        return tmp
+    link = Path(tempfile.mkdtemp(prefix="mlkube-ts-")) / "tmp"
+    link.symlink_to(tmp)
+    return link
+
+
+def config_properties(folder: Path, serve: ServeSpec, names: list[str], version: str, tmpdir: Path) -> str:
     """TorchServe's config.properties: loopback addresses, token auth, Prometheus metrics, dynamic batching."""
     models = {name: {version: {"defaultVersion": True, "marName": f"{name}.mar", "minWorkers": serve.workers,
                                "maxWorkers": serve.workers, "batchSize": serve.batch_size,
@@ -222,7 +239,7 @@ def config_properties(folder: Path, serve: ServeSpec, names: list[str], version:
         # The handlers parse the raw body themselves, so malformed JSON and NaN get a 400 naming the problem.
         "decode_input_request": "false",
         "install_py_dep_per_model": "false",
-        "vmargs": f"-Djava.io.tmpdir={folder / 'tmp'} -XX:-UsePerfData",
+        "vmargs": f"-Djava.io.tmpdir={tmpdir} -XX:-UsePerfData",
     }
     return "".join(f"{key}={value}\n" for key, value in props.items())
 
@@ -262,7 +279,8 @@ def wait_ready(server: Server, timeout: float) -> None:
             raise MlkubeError(f"TorchServe refused to load a model: {failure}",
                               "re-create the model with `mlkube run`, then `mlkube archive RUN --force`")
         if time.monotonic() > deadline:
-            raise MlkubeError(f"TorchServe was not ready within {timeout:.0f} s", f"see the logs in {server.folder / 'logs'}")
+            raise MlkubeError(f"TorchServe was not ready within {timeout:.0f} s: "
+                              f"{log_tail(server.folder / 'logs' / 'torchserve.out')}", f"see the logs in {server.folder / 'logs'}")
         time.sleep(0.2)
 
 

@@ -74,13 +74,29 @@ def test_config_binds_loopback_keeps_token_auth_and_model_api_off_and_batches_fr
     from serving.server import config_properties
 
     serve = serve_spec(batch_size=4, max_batch_delay_ms=7, max_request_bytes=2048)
-    text = config_properties(tmp_path, serve, ["classical"], RUN_ID)
+    text = config_properties(tmp_path, serve, ["classical"], RUN_ID, tmp_path / "tmp")
     props = dict(line.split("=", 1) for line in text.splitlines())
     for key in ("inference_address", "management_address", "metrics_address"):
         assert props[key].startswith("http://127.0.0.1:")
     assert props["grpc_inference_address"] == props["grpc_management_address"] == "127.0.0.1"
     assert (props["disable_token_authorization"], props["enable_model_api"], props["metrics_mode"]) == ("false", "false", "prometheus")
     assert props["max_request_size"] == "2048"
-    assert f"-Djava.io.tmpdir={tmp_path / 'tmp'}" in props["vmargs"]
     model = json.loads(props["models"])["classical"][RUN_ID]
     assert (model["batchSize"], model["maxBatchDelay"]) == (4, 7)
+
+
+def test_worker_sockets_of_a_deep_run_folder_get_a_short_path_to_the_same_folder(tmp_path):
+    import os
+    import shutil
+
+    from serving.server import SOCKET_PATH_MAX, java_tmpdir
+
+    assert java_tmpdir(tmp_path / "tmp") == tmp_path / "tmp"
+    deep = tmp_path.joinpath(*["a-long-folder-name"] * 6, "serving", "tmp")
+    deep.mkdir(parents=True)
+    link = java_tmpdir(deep)
+    try:
+        assert len(os.fsencode(link / ".ts.sock.65535")) <= SOCKET_PATH_MAX
+        assert link.resolve() == deep.resolve()
+    finally:
+        shutil.rmtree(link.parent)

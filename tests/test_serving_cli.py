@@ -1,0 +1,64 @@
+"""`mlkube archive`, `mlkube serve` and `mlkube predict` as a user runs them (subprocesses, real TorchServe)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from tests.serving_fixtures import RUN_ID, make_run, serve_spec
+
+pytestmark = pytest.mark.integration
+
+
+def test_archive_prints_one_archive_per_model(run_cli, tmp_path):
+    run = make_run(tmp_path / "runs")
+    done = run_cli("archive", run, check=True)
+    store = run / "serving" / "model-store"
+    assert done.stdout.split() == [str(store / "classical.mar"), str(store / "lstm.mar")]
+
+
+def test_serve_prints_a_working_curl_line_then_predict_answers_and_stop_ends_it(run_cli, tmp_path):
+    run = make_run(tmp_path / "runs", serve=serve_spec())
+    key_file = run / "serving" / "key_file.json"
+    relative = run.relative_to(tmp_path)  # as a user types it, from the folder run_cli works in
+    try:
+        served = run_cli("serve", relative, check=True)
+        assert str(key_file) in served.stdout
+        assert all(entry["key"] not in served.stdout for entry in json.loads(key_file.read_text()).values())
+        curl = next(line.strip() for line in served.stdout.splitlines() if line.strip().startswith("curl "))
+        answer = json.loads(subprocess.run(["bash", "-c", curl], capture_output=True, text=True, check=True).stdout)
+        assert (answer["model"], len(answer["predictions"])) == ("classical", 1)
+        predicted = run_cli("predict", relative, "--model", "lstm", check=True)
+        assert json.loads(predicted.stdout)["version"] == RUN_ID
+        again = run_cli("serve", relative)
+        assert (again.returncode, "already serves" in again.stderr) == (2, True)
+    finally:
+        stopped = run_cli("serve", relative, "--stop")
+    assert "stopped TorchServe" in stopped.stdout
+    assert not (run / "serving" / "server.json").exists() and not key_file.exists()
+    refused = run_cli("predict", relative, "--model", "lstm")
+    assert (refused.returncode, "no TorchServe runs" in refused.stderr) == (2, True)
+
+
+def test_serve_refuses_a_model_whose_weights_fail_the_integrity_check_in_the_worker(run_cli, tmp_path):
+    """An archive whose weights differ from its model.json's SHA-256 (made outside `mlkube archive`)."""
+    from serving.archive import ARCHIVES_JSON, archive_model
+    from trainer.artifacts import read_model_json
+    from trainer.run import atomic_write_json
+
+    run = make_run(tmp_path / "runs", serve=serve_spec())
+    meta = read_model_json(run / "models" / "classical")
+    forged = shutil.copytree(run / "models" / "classical", tmp_path / "forged")
+    (forged / meta["weights"]).write_bytes(b"other weights")
+    store = run / "serving" / "model-store"
+    record = archive_model(forged, meta, store / "classical.mar", RUN_ID)
+    atomic_write_json(store / ARCHIVES_JSON, {"classical": record})
+
+    done = run_cli("serve", run, "--model", "classical")
+    assert done.returncode == 2
+    assert "TorchServe refused to load a model: integrity check failed" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (run / "serving" / "server.json").exists()
