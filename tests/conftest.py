@@ -31,15 +31,15 @@ def _docker_engine() -> bool:
 
 def pytest_collection_modifyitems(config, items):
     """`gpu` and `kind` tests skip, with the reason printed, where the hardware is absent; nothing else skips."""
+    marked = {name: [item for item in items if item.get_closest_marker(name)] for name in ("gpu", "kind")}
     reasons = {}
-    if any("gpu" in item.keywords for item in items) and not _has_cuda():
+    if marked["gpu"] and not _has_cuda():
         reasons["gpu"] = "needs a CUDA GPU (torch.cuda.is_available() is False on this machine)"
-    if any("kind" in item.keywords for item in items) and not _docker_engine():
+    if marked["kind"] and not _docker_engine():
         reasons["kind"] = "needs a Docker engine and the kind binary (docker info failed or kind is not on PATH)"
-    for item in items:
-        for marker, reason in reasons.items():
-            if marker in item.keywords:
-                item.add_marker(pytest.mark.skip(reason=reason))
+    for name, reason in reasons.items():
+        for item in marked[name]:
+            item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture(scope="session")

@@ -229,11 +229,13 @@ def test_a_failing_trial_is_recorded_and_the_others_finish(ray_cluster, run_spec
     assert board["rows"][-1]["model"] == "LR"
 
 
-def test_same_seed_gives_identical_scores(ray_cluster, run_spec):
+def test_same_seed_gives_identical_scores_with_folds_in_trials_or_as_parallel_tasks(ray_cluster, run_spec):
     text = "seed: 9\ndata: {name: wine}\nclassical: {models: [CART, RF], cv: {scheme: kfold, folds: 3}}\n"
     first = _board(run_spec(text, run_id="a"))
     second = _board(run_spec(text, run_id="b"))
-    assert [(r["model"], r["scores"]) for r in first["rows"]] == [(r["model"], r["scores"]) for r in second["rows"]]
+    parallel = _board(run_spec(text.replace("folds: 3}", "folds: 3}, parallel_folds: true, resources_per_trial: {cpu: 0.5}"), run_id="c"))
+    scores = [[(r["model"], r["scores"]) for r in board["rows"]] for board in (first, second, parallel)]
+    assert scores[0] == scores[1] == scores[2]
 
 
 def _kill_first_trial_worker(killed: list[int], deadline: float) -> None:

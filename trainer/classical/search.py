@@ -177,8 +177,7 @@ def run_trials(name: str, param_space: dict[str, Any], data: TrialData, settings
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's tables would drown the progress lines
     from ray import tune
 
-    trainable = tune.with_resources(tune.with_parameters(fold_trainable, data=data),
-                                    {"cpu": settings.cpu, "gpu": settings.gpu})
+    trainable = tune.with_resources(tune.with_parameters(fold_trainable, data=data), _trial_resources(settings, data))
     n_trials = settings.trials if settings.algorithm != "grid" else 1
     with tempfile.TemporaryDirectory(prefix="mlkube-tune-") as storage:
         tuner = tune.Tuner(
@@ -194,6 +193,22 @@ def run_trials(name: str, param_space: dict[str, Any], data: TrialData, settings
         )
         results = tuner.fit()
         return [trial_row(r, data) for r in results]
+
+
+def _trial_resources(settings: SearchSettings, data: TrialData):
+    """What one trial reserves: its own CPUs, or, with parallel folds, a small head plus one bundle per fold task
+    (as many as the cluster's CPUs allow), so the fold tasks run inside the trial's placement group."""
+    from ray import tune
+
+    if not data.parallel_folds:
+        return {"cpu": settings.cpu, "gpu": settings.gpu}
+    import ray
+
+    head = 0.01  # the trial itself only waits for its fold tasks; Ray refuses an empty bundle
+    free = ray.cluster_resources().get("CPU", 1) - head
+    fold_tasks = max(1, min(len(data.steps), int(free // settings.cpu)))
+    bundle = {"CPU": settings.cpu, "GPU": settings.gpu} if settings.gpu else {"CPU": settings.cpu}
+    return tune.PlacementGroupFactory([{"CPU": head}] + [bundle] * fold_tasks)
 
 
 def _search_alg(settings: SearchSettings, seed: int):
