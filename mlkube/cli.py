@@ -70,11 +70,18 @@ def _logs_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--follow", action="store_true", help="keep streaming until the containers end")
 
 
+def _watch_args(p: argparse.ArgumentParser) -> None:
+    _run_ref(p)
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between looks (default 2)")
+    p.add_argument("--once", action="store_true", help="print once and exit")
+
+
 # name, help, arguments, handler ("module:function", imported on use)
 COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], str]] = [
     ("run", "run the stages a spec enables, in one run directory", _run_args, "mlkube.pipeline:cmd_run"),
     ("validate", "check a spec and print every problem (exit 2 if any)", _spec_arg, "mlkube.pipeline:cmd_validate"),
     ("show", "print a run's leaderboard as a table", _run_ref, "mlkube.pipeline:cmd_show"),
+    ("watch", "print a run's live progress until it finishes", _watch_args, "mlkube.watch:cmd_watch"),
     ("archive", "package a run's models as TorchServe archives (.mar)", _archive_args, "serving.archive:cmd_archive"),
     ("serve", "serve a run's models on a local TorchServe (token auth, Prometheus metrics)", _serve_args, "serving.server:cmd_serve"),
     ("predict", "send a request to a model of a run's TorchServe", _predict_args, "serving.client:cmd_predict"),

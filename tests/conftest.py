@@ -87,3 +87,80 @@ def run_spec(tmp_path):
         return run_pipeline(spec, run, Progress(quiet=True), only=stages)
 
     return run
+
+
+class PrometheusServer:
+    """A real Prometheus on loopback; tests add scrape targets (file-based discovery, picked up at once)."""
+
+    def __init__(self, url: str, targets: Path):
+        self.url = url
+        self.targets = targets
+
+    def scrape(self, address: str, component: str) -> None:
+        import json
+
+        (self.targets / f"{component}.json").write_text(json.dumps([{"targets": [address], "labels": {"component": component}}]))
+
+    def query(self, promql: str) -> list[dict]:
+        import requests
+
+        reply = requests.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=5).json()
+        return reply["data"]["result"]
+
+    def wait_for(self, promql: str, condition, timeout: float = 60) -> list[dict]:
+        """Poll the query until `condition(result)` holds; fail after `timeout` seconds."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        result: list[dict] = []
+        while time.monotonic() < deadline:
+            result = self.query(promql)
+            if condition(result):
+                return result
+            time.sleep(0.5)
+        pytest.fail(f"Prometheus query {promql!r} never met the condition; last result {result}")
+
+
+def free_tcp_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def prometheus_server(tmp_path_factory):
+    """One real Prometheus (Debian's package, installed by deploy/system-deps.sh) per test session."""
+    import json
+    import time
+
+    import requests
+
+    if shutil.which("prometheus") is None:
+        subprocess.run(["bash", str(ROOT / "deploy" / "system-deps.sh")], check=True)
+    folder = tmp_path_factory.mktemp("prometheus")
+    targets = folder / "targets"
+    targets.mkdir()
+    config = folder / "prometheus.yml"
+    config.write_text(json.dumps({"global": {"scrape_interval": "1s", "scrape_timeout": "1s"}, "scrape_configs": [
+        {"job_name": "mlkube", "file_sd_configs": [{"files": [str(targets / "*.json")], "refresh_interval": "1s"}]}]}))
+    port = free_tcp_port()
+    process = subprocess.Popen(["prometheus", f"--config.file={config}", f"--storage.tsdb.path={folder / 'tsdb'}",
+                                f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if requests.get(f"{url}/-/ready", timeout=2).status_code == 200:
+                break
+        except requests.ConnectionError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("Prometheus did not become ready in 30 s")
+        time.sleep(0.2)
+    yield PrometheusServer(url, targets)
+    process.terminate()
+    process.wait(timeout=30)

@@ -117,6 +117,8 @@ def test_run_and_show_from_the_command_line(ray_cluster, run_cli):
     assert "report: " in run.stdout and "leaderboard: " in run.stdout
     shown = run_cli("show", "t", check=True).stdout
     assert "best: " in shown and "LDA" in shown
+    watched = run_cli("watch", "t", check=True).stdout  # a finished run: one look, then exit
+    assert "(finished)" in watched and "stages done: prepare" in watched and '"finished": 6' in watched
     again = run_cli("run", ROOT / "examples" / "iris.yaml", "--run-id", "t", env=env)
     assert again.returncode == 2 and "already exists" in again.stderr
     finished = run_cli("run", ROOT / "examples" / "iris.yaml", "--resume", "t", env=env)

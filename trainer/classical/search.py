@@ -169,6 +169,8 @@ class SearchSettings:
     cpu: float = 1
     gpu: float = 0
     max_failures: int = 1
+    metrics_port: int | None = None  # the driver's Prometheus exporter (metrics.port); None: off
+    status_path: str | None = None  # status.json for `mlkube watch`; None: none
 
 
 def run_trials(name: str, param_space: dict[str, Any], data: TrialData, settings: SearchSettings,
@@ -177,6 +179,9 @@ def run_trials(name: str, param_space: dict[str, Any], data: TrialData, settings
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's tables would drown the progress lines
     from ray import tune
 
+    from trainer.metrics import tune_metrics
+
+    tune_metrics(settings.metrics_port)  # start the exporter before the first trial
     trainable = tune.with_resources(tune.with_parameters(fold_trainable, data=data), _trial_resources(settings, data))
     n_trials = settings.trials if settings.algorithm != "grid" else 1
     with tempfile.TemporaryDirectory(prefix="mlkube-tune-") as storage:
@@ -189,7 +194,7 @@ def run_trials(name: str, param_space: dict[str, Any], data: TrialData, settings
                                         max_concurrent_trials=settings.max_concurrent, reuse_actors=True),
             run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=settings.max_failures),
-                                      callbacks=[_progress_callback(name, progress)]),
+                                      callbacks=[_progress_callback(name, progress, settings, len(data.steps))]),
         )
         results = tuner.fit()
         return [trial_row(r, data) for r in results]
@@ -230,25 +235,59 @@ def _scheduler(settings: SearchSettings, n_steps: int):
                          reduction_factor=2)
 
 
-def _progress_callback(name: str, progress: Progress):
+def _progress_callback(name: str, progress: Progress, settings: SearchSettings, n_steps: int):
+    """Progress lines, the exporter's counters and status.json, from Tune's trial events (in the driver).
+
+    The callback is pickled with the Tuner's state, so it holds only plain data; the exporter is looked up at call time.
+    """
     from ray import tune
 
-    class TrialProgress(tune.Callback):
-        done = 0
+    from trainer.metrics import tune_metrics
+    from trainer.run import atomic_write_json, now_iso
 
-        def _say(self, trials, trial, what: str) -> None:
-            self.done += 1
-            config = trial.config
-            params = config.get("params") or ""
-            progress.say(f"{name}: trial {self.done}/{len(trials)} {config['model']} {params} {what}")
+    class TrialProgress(tune.Callback):
+        def __init__(self):
+            self.counts = {"running": 0, "finished": 0, "failed": 0, "early_stopped": 0}
+            self.folds = 0
+            self.best: float | None = None
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self.counts["running"] += 1
+            if (metrics := tune_metrics(settings.metrics_port)) is not None:
+                metrics.trial_started()
+            self._write_status(trials)
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            self.folds += 1
+            if (metrics := tune_metrics(settings.metrics_port)) is not None:
+                metrics.fold_scored()
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             last = trial.last_result or {}
-            self._say(trials, trial, f"mean {last.get('mean_score', float('nan')):.4f} "
-                                     f"({last.get('training_iteration', 0)} folds)")
+            folds_done = last.get("training_iteration", 0)
+            state = "finished" if folds_done >= n_steps else "early_stopped"
+            self._ended(trials, trial, state, last.get("mean_score"), f"mean {last.get('mean_score', float('nan')):.4f} "
+                                                                       f"({folds_done} folds)")
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            self._say(trials, trial, "FAILED")
+            self._ended(trials, trial, "failed", None, "FAILED")
+
+        def _ended(self, trials, trial, state: str, mean: float | None, what: str) -> None:
+            self.counts["running"] -= 1
+            self.counts[state] += 1
+            if state == "finished" and mean is not None and (self.best is None or mean > self.best):
+                self.best = mean
+            if (metrics := tune_metrics(settings.metrics_port)) is not None:
+                metrics.trial_ended(state, mean)
+            ended = sum(self.counts[s] for s in ("finished", "failed", "early_stopped"))
+            config = trial.config
+            progress.say(f"{name}: trial {ended}/{len(trials)} {config['model']} {config.get('params') or ''} {what}")
+            self._write_status(trials)
+
+        def _write_status(self, trials) -> None:
+            if settings.status_path:
+                atomic_write_json(settings.status_path, {"stage": name, "trials": {**self.counts, "total": len(trials)},
+                                                         "folds": self.folds, "best": self.best, "updated": now_iso()})
 
     return TrialProgress()
 

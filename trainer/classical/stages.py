@@ -131,10 +131,10 @@ def _trial_data(spec: Spec, cd: ClassicalData, steps: list[Step]) -> TrialData:
                      cpus_per_fold=c.resources_per_trial.cpu)
 
 
-def _settings(spec: Spec, search: bool) -> SearchSettings:
+def _settings(spec: Spec, search: bool, status_path: str | None = None) -> SearchSettings:
     c = spec.classical
     common = {"max_concurrent": c.max_concurrent, "cpu": c.resources_per_trial.cpu, "gpu": c.resources_per_trial.gpu,
-              "max_failures": c.max_failures}
+              "max_failures": c.max_failures, "metrics_port": spec.metrics.port, "status_path": status_path}
     if not search:
         return SearchSettings(**common)
     s = c.search
@@ -143,6 +143,10 @@ def _settings(spec: Spec, search: bool) -> SearchSettings:
 
 def _steps(splits: list[cvlib.Split], prefix: str = "") -> list[Step]:
     return [Step(f"{prefix}{i}", tr, te) for i, (tr, te) in enumerate(splits)]
+
+
+def _status(ctx) -> str:
+    return str(ctx.run.path / "status.json")
 
 
 def _connect(ctx) -> None:
@@ -163,7 +167,7 @@ def evaluate(ctx) -> None:
     ctx.progress.say(f"spot-check: {len(names)} models × {len(steps)} folds ({scheme.scheme}) on {len(cd.train)} rows")
     _connect(ctx)
     rows = run_trials("evaluate", {"model": tune.grid_search(names)}, _trial_data(spec, cd, steps),
-                      _settings(spec, search=False), ctx.progress)
+                      _settings(spec, search=False, status_path=_status(ctx)), ctx.progress)
     for row in rows:
         row["stage"] = "evaluate"
     atomic_write_json(ctx.run.stage_file("evaluate"), {
@@ -202,7 +206,8 @@ def _tune(ctx, cd: ClassicalData) -> tuple[list[dict], list[dict], dict]:
     for model, space in c.search.space.items():
         ctx.progress.say(f"search {model}: {c.search.algorithm}, {len(steps)} folds per trial")
         param_space = {"model": model, "params": tune_space(space, c.search.algorithm, f"classical.search.space.{model}")}
-        rows = run_trials(f"improve-{model}", param_space, data, _settings(spec, search=True), ctx.progress)
+        rows = run_trials(f"improve-{model}", param_space, data, _settings(spec, search=True, status_path=_status(ctx)),
+                          ctx.progress)
         all_trials += [{**r, "stage": "improve"} for r in rows]
         if is_nested:
             nested[model] = _nested_estimate(rows, ns, data)

@@ -1,0 +1,43 @@
+"""`mlkube watch RUN`: the live figures of a run in the terminal, read from its directory (no Prometheus needed)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from trainer.run import Run, read_json
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        return read_json(path)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def snapshot(run: Run) -> str:
+    """One screenful: finished stages with their seconds, then what the running stage reports in status.json."""
+    done = run.done_stages
+    timings = _read(run.path / "timings.json") or {}
+    lines = [f"run {run.id}  ({'finished' if run.finished else 'running or stopped'})",
+             "stages done: " + (", ".join(f"{s} {timings.get(s, 0):.1f}s" for s in done) or "none")]
+    status = _read(run.path / "status.json")
+    if status:
+        body = {k: v for k, v in status.items() if k not in ("stage", "updated")}
+        lines.append(f"{status.get('stage', '?')} (as of {status.get('updated', '?')}): {json.dumps(body)}")
+    return "\n".join(lines)
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    run = Run.open(args.run)
+    previous = None
+    while True:
+        text = snapshot(run)
+        if text != previous:
+            print(text + "\n", flush=True)
+            previous = text
+        if args.once or run.finished:
+            return 0
+        time.sleep(args.interval)

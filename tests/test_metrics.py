@@ -1,0 +1,58 @@
+"""mlkube's own Prometheus exporters: scraped by a real Prometheus, names checked by promtool, busy ports."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+
+import pytest
+from conftest import free_tcp_port
+
+pytestmark = pytest.mark.integration
+
+
+def test_prometheus_scrapes_a_real_ray_tune_run(ray_cluster, run_spec, prometheus_server):
+    port = free_tcp_port()
+    prometheus_server.scrape(f"127.0.0.1:{port}", "tune")
+    run = run_spec(f"seed: 1\ndata: {{name: iris}}\nmetrics: {{port: {port}}}\n"
+                   "classical: {models: [LDA, NB, KNN], cv: {scheme: kfold, folds: 4}}\n")
+    finished = prometheus_server.wait_for('mlkube_tune_trials_total{state="finished",component="tune"}',
+                                          lambda r: r and float(r[0]["value"][1]) == 3)
+    assert finished[0]["metric"]["job"] == "mlkube"
+    folds = prometheus_server.query("mlkube_tune_folds_total")
+    assert float(folds[0]["value"][1]) == 12
+    best = prometheus_server.query("mlkube_tune_best_score")
+    board = json.loads((run.path / "leaderboard.json").read_text())
+    assert float(best[0]["value"][1]) == pytest.approx(board["rows"][0]["mean"])
+    assert float(prometheus_server.query("mlkube_tune_trials_running")[0]["value"][1]) == 0
+    status = json.loads((run.path / "status.json").read_text())
+    assert status["trials"] == {"running": 0, "finished": 3, "failed": 0, "early_stopped": 0, "total": 3}
+
+
+def test_tune_metric_names_pass_promtool():
+    from prometheus_client import generate_latest
+
+    from trainer.metrics import TuneMetrics
+
+    metrics = TuneMetrics.create()
+    metrics.trial_started()
+    metrics.fold_scored()
+    metrics.trial_ended("finished", 0.9)
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool comes with Debian's prometheus package (deploy/system-deps.sh)"
+    check = subprocess.run([promtool, "check", "metrics"], input=generate_latest(metrics.registry), capture_output=True)
+    assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
+
+
+def test_a_busy_port_names_the_port_and_the_setting_and_work_goes_on(capsys):
+    from trainer.metrics import TuneMetrics, start_exporter
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert start_exporter(port, TuneMetrics.create().registry, "the tuning driver", host="127.0.0.1") is False
+    err = capsys.readouterr().err
+    assert f"port {port} (metrics.port)" in err and "Going on without metrics" in err
