@@ -15,8 +15,8 @@ def prepare(ctx) -> None:
         from trainer.classical.stages import classical_data
 
         cd = classical_data(spec)
-        out["classical"] = {**cd.data.summary(), "class_names": cd.data.class_names, "train_rows": int(len(cd.train)),
-                            "holdout_rows": 0 if cd.holdout is None else int(len(cd.holdout))}
+        out["classical"] = {**cd.data.summary(), "class_names": cd.data.class_names, "train_rows": len(cd.train),
+                            "holdout_rows": 0 if cd.holdout is None else len(cd.holdout)}
         hashes["classical"] = cd.data.digest()
         ctx.progress.say(f"data: {cd.data.source}, {cd.data.n_rows} rows × {len(cd.data.feature_names)} features, {cd.data.task}")
     atomic_write_json(ctx.run.stage_file("prepare"), out)

@@ -204,7 +204,7 @@ def test_nested_cv_equals_a_hand_written_nested_loop(ray_cluster, run_spec):
     expected = []
     for train, test in StratifiedKFold(3, shuffle=True, random_state=4).split(X, y):
         inner = StratifiedKFold(3, shuffle=True, random_state=4)
-        pipe = lambda c: make_pipeline(StandardScaler(), SVC(C=c, random_state=4))  # noqa: E731
+        pipe = lambda c: make_pipeline(StandardScaler(), SVC(C=c, random_state=4))
         best_c = max([0.01, 1, 100], key=lambda c: cross_val_score(pipe(c), X[train], y[train], cv=inner).mean())
         expected.append(pipe(best_c).fit(X[train], y[train]).score(X[test], y[test]))
     assert nested["outer_scores"] == pytest.approx(expected, abs=1e-12)

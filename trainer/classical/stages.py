@@ -15,7 +15,14 @@ from trainer.artifacts import save_sklearn_model
 from trainer.classical import cv as cvlib
 from trainer.classical import zoo
 from trainer.classical.search import (
-    SearchSettings, Step, TrialData, connect_ray, fit_and_score, rank, run_trials, tune_space,
+    SearchSettings,
+    Step,
+    TrialData,
+    connect_ray,
+    fit_and_score,
+    rank,
+    run_trials,
+    tune_space,
 )
 from trainer.data import TabularData, load_tabular
 from trainer.errors import MlkubeError
@@ -280,7 +287,7 @@ def _refit_and_save(ctx, cd: ClassicalData, best: dict) -> dict[str, Any]:
 
         X_hold, y_hold = cd.data.X[cd.holdout], cd.data.y[cd.holdout]
         final["holdout_score"] = float(get_scorer(data.metric)(pipeline, X_hold, y_hold))
-        final["holdout_rows"] = int(len(cd.holdout))
+        final["holdout_rows"] = len(cd.holdout)
         if cd.data.task == "classification":
             from sklearn.metrics import confusion_matrix
 
