@@ -36,7 +36,7 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     _run_ref(p)
     p.add_argument("--model", action="append", help="serve only this model (repeatable; default: every model of the run)")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--foreground", action="store_true", help="stay attached; Ctrl-C stops the server")
+    mode.add_argument("--detach", action="store_true", help="return once it serves (default: stay attached until Ctrl-C)")
     mode.add_argument("--stop", action="store_true", help="stop the run's TorchServe")
 
 
@@ -76,11 +76,18 @@ def _watch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--once", action="store_true", help="print once and exit")
 
 
+def _compare_args(p: argparse.ArgumentParser) -> None:
+    _run_ref(p)
+    p.add_argument("other", help="the second run (folder or id)")
+
+
 # name, help, arguments, handler ("module:function", imported on use)
 COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], str]] = [
     ("run", "run the stages a spec enables, in one run directory", _run_args, "mlkube.pipeline:cmd_run"),
     ("validate", "check a spec and print every problem (exit 2 if any)", _spec_arg, "mlkube.pipeline:cmd_validate"),
     ("show", "print a run's leaderboard as a table", _run_ref, "mlkube.pipeline:cmd_show"),
+    ("report", "rebuild a run's leaderboard, figures and report.html", _run_ref, "mlkube.pipeline:cmd_report"),
+    ("compare", "put two runs' leaderboards side by side", _compare_args, "mlkube.pipeline:cmd_compare"),
     ("watch", "print a run's live progress until it finishes", _watch_args, "mlkube.watch:cmd_watch"),
     ("archive", "package a run's models as TorchServe archives (.mar)", _archive_args, "serving.archive:cmd_archive"),
     ("serve", "serve a run's models on a local TorchServe (token auth, Prometheus metrics)", _serve_args, "serving.server:cmd_serve"),

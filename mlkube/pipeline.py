@@ -120,9 +120,30 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     from trainer.report import leaderboard_table
 
-    run = Run.open(args.run)
+    print(leaderboard_table(_leaderboard(Run.open(args.run))))
+    return 0
+
+
+def _leaderboard(run: Run) -> dict:
     path = run.path / "leaderboard.json"
     if not path.exists():
         raise MlkubeError(f"run {run.id} has no leaderboard yet", f"finish it with `mlkube run SPEC --resume {run.id}`")
-    print(leaderboard_table(read_json(path)))
+    return read_json(path)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Rebuild leaderboard.json, the figures and report.html of a run from its stages' results."""
+    from trainer.report import present
+
+    run = Run.open(args.run)
+    present(run)
+    print(f"report: {run.path / 'report.html'}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from trainer.report import compare
+
+    first, second = Run.open(args.run), Run.open(args.other)
+    print(compare(_leaderboard(first), _leaderboard(second), (first.id, second.id)))
     return 0

@@ -112,6 +112,17 @@ def test_outputs_of_a_finished_run(iris_run):
     assert env["seed"] == 1 and env["end_time"] and len(env["data_hash"]["classical"]) == 64
 
 
+def test_report_rebuilds_the_same_files_and_compare_lines_up_two_runs(iris_run, capsys):
+    from mlkube.cli import main
+
+    before = {p: p.read_bytes() for p in [iris_run.path / "leaderboard.json", *iris_run.figures.glob("*.png")]}
+    assert main(["report", str(iris_run.path)]) == 0
+    assert {p: p.read_bytes() for p in before} == before  # same stage results, same bytes
+    assert main(["compare", str(iris_run.path), str(iris_run.path)]) == 0
+    table = capsys.readouterr().out
+    assert "metric: accuracy" in table and "LDA" in table and "+0.0000" in table
+
+
 SCHEMES = {
     "holdout": ("{scheme: holdout, test_size: 0.3}", 1),
     "kfold": ("{scheme: kfold, folds: 4}", 4),
@@ -211,6 +222,7 @@ def test_nested_cv_equals_a_hand_written_nested_loop(ray_cluster, run_spec):
     assert nested["optimism"] == pytest.approx(nested["inner_mean"] - nested["nested_mean"])
     tuned = json.loads(run.stage_file("improve").read_text())["tuned"]
     assert tuned[0]["scores"] == nested["outer_scores"]
+    assert (run.path / "figures" / "nested_cv.png").exists() and "optimism" in (run.path / "report.html").read_text()
 
 
 def test_a_failing_trial_is_recorded_and_the_others_finish(ray_cluster, run_spec, tmp_path):

@@ -121,6 +121,51 @@ def confusion_plot(best: dict[str, Any], class_names: list[str], path: Path) -> 
     return save_figure(fig, path)
 
 
+def tuning_curves(trials: list[dict], metric: str, path: Path) -> Path | None:
+    """Best mean score of the finished trials so far against trial number (early-stopped and failed trials count
+    as trials but not as scores), one line per tuned model."""
+    curves: dict[str, tuple[list[int], list[float]]] = {}
+    for trial in trials:
+        xs, ys = curves.setdefault(trial["model"], ([], []))
+        best = ys[-1] if ys else float("nan")
+        if trial["status"] == "ok" and trial["mean"] is not None:
+            best = trial["mean"] if best != best else max(best, trial["mean"])  # best != best: NaN, none yet
+        xs.append(len(xs) + 1)
+        ys.append(best)
+    if not any(y == y for _, ys in curves.values() for y in ys):
+        return None
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for model, (xs, ys) in curves.items():
+        ax.step(xs, ys, where="post", marker="o", ms=3, label=model)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("trial")
+    ax.set_ylabel(f"best mean {metric} so far")
+    ax.set_title("Tuning curves (finished trials)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def nested_plot(nested: dict[str, dict], metric: str, path: Path) -> Path | None:
+    """Nested-CV estimate beside the inner-CV score of the chosen params: the gap is the tuning optimism."""
+    models = [m for m, n in nested.items() if "nested_mean" in n]
+    if not models:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(4, 1.4 * len(models) + 2), 4))
+    xs = range(len(models))
+    ax.bar([x - 0.2 for x in xs], [nested[m]["inner_mean"] for m in models], width=0.4, label="inner CV (optimistic)")
+    ax.bar([x + 0.2 for x in xs], [nested[m]["nested_mean"] for m in models], width=0.4, label="nested CV (unbiased)")
+    ax.set_xticks(list(xs), models)
+    ax.set_ylabel(metric)
+    ax.set_title("Nested CV vs inner-CV optimism")
+    ax.legend(loc="lower right")
+    return save_figure(fig, path)
+
+
 # ----------------------------------------------------------------------------------------------- HTML
 def _img(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
@@ -136,6 +181,14 @@ def _table(board: dict[str, Any]) -> str:
                  json.dumps(r["params"], sort_keys=True)]
         body.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
     return f"<table>{head}{''.join(body)}</table>"
+
+
+def _nested_table(nested: dict[str, dict]) -> str:
+    rows = "".join(
+        f"<tr><td>{html.escape(m)}</td><td>{_num(n.get('nested_mean'))}</td><td>{_num(n.get('nested_std'))}</td>"
+        f"<td>{_num(n.get('inner_mean'))}</td><td>{_num(n.get('optimism'))}</td></tr>" for m, n in nested.items())
+    return ("<table><tr><th>model</th><th>nested mean</th><th>nested std</th><th>inner CV of chosen params</th>"
+            f"<th>optimism</th></tr>{rows}</table>")
 
 
 def _num(value, digits: int = 4) -> str:
@@ -166,12 +219,39 @@ def present(run: Run) -> dict[str, Any] | None:
     if board is not None:
         atomic_write_json(run.path / "leaderboard.json", board)
         write_cv_scores(run.path / "cv_scores.csv", board["rows"])
+        improved = read_json(run.stage_file("improve")) if run.stage_file("improve").exists() else {}
         figures = [comparison_boxplot(board, run.figures / "algorithm_comparison.png"),
-                   confusion_plot(board["best"], (summary or {}).get("class_names", []), run.figures / "confusion_matrix.png")]
+                   confusion_plot(board["best"], (summary or {}).get("class_names", []), run.figures / "confusion_matrix.png"),
+                   tuning_curves(improved.get("trials", []), board["metric"], run.figures / "tuning_curves.png"),
+                   nested_plot(improved.get("nested", {}), board["metric"], run.figures / "nested_cv.png")]
         sections.append(("Leaderboard", _table(board)))
+        if improved.get("nested"):
+            sections.append(("Nested cross-validation", _nested_table(improved["nested"])))
         sections.append(("Figures", "".join(_img(f) for f in figures if f)))
     for name in ("env.json", "timings.json"):
         if (run.path / name).exists():
             sections.append((name, f"<pre>{html.escape((run.path / name).read_text())}</pre>"))
     write_html(run, sections)
     return board
+
+
+def compare(a: dict[str, Any], b: dict[str, Any], names: tuple[str, str]) -> str:
+    """Two leaderboards side by side: each model's best mean in either run, and the difference."""
+    if a["metric"] != b["metric"]:
+        return f"the runs use different metrics ({a['metric']} vs {b['metric']}); their scores are not comparable"
+    best = [{}, {}]
+    for side, board in zip(best, (a, b)):
+        for row in board["rows"]:
+            if row["status"] == "ok" and row["mean"] > side.get(row["model"], float("-inf")):
+                side[row["model"]] = row["mean"]
+    models = sorted(set(best[0]) | set(best[1]), key=lambda m: -max(best[0].get(m, -1e300), best[1].get(m, -1e300)))
+    width = max(12, *(len(n) for n in names))
+    lines = [f"metric: {a['metric']}", f"{'model':<8} {names[0]:>{width}} {names[1]:>{width}} {'b - a':>9}"]
+    for model in models:
+        x, y = best[0].get(model), best[1].get(model)
+        delta = f"{y - x:+.4f}" if x is not None and y is not None else "-"
+        lines.append(f"{model:<8} {_num(x):>{width}} {_num(y):>{width}} {delta:>9}")
+    holdout = [board["best"].get("holdout_score") if board.get("best") else None for board in (a, b)]
+    lines.append(f"{'best':<8} {(a['best'] or {}).get('model', '-'):>{width}} {(b['best'] or {}).get('model', '-'):>{width}}")
+    lines.append(f"{'holdout':<8} {_num(holdout[0]):>{width}} {_num(holdout[1]):>{width}}")
+    return "\n".join(lines)
