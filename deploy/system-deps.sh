@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Debian packages the integration tests start for real: Prometheus (metrics server), etcd (torchrun's etcd
-# rendezvous, as on an ElasticJob), shellcheck (the kind scripts), chromium (the HTML report). Installs only
+# rendezvous, as on an ElasticJob), chromium + chromedriver (the HTML report in a real browser). Installs only
 # what is missing; needs root (CI runs as root); otherwise prints the apt-get line to run.
 set -euo pipefail
 declare -A want=(
   [prometheus]=prometheus
   [etcd]=etcd-server
   [chromium]=chromium
+  [chromedriver]=chromium-driver
 )
 missing=()
 for bin in "${!want[@]}"; do

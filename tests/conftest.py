@@ -57,6 +57,19 @@ def ray_cluster():
     cluster.shutdown()
 
 
+@pytest.fixture(scope="session")
+def iris_run(ray_cluster, tmp_path_factory):
+    """examples/iris.yaml (the classic tutorial), run once per session on the shared Ray."""
+    from mlkube.pipeline import run_pipeline
+    from trainer.progress import Progress
+    from trainer.run import Run
+    from trainer.spec import load_spec
+
+    spec = load_spec(ROOT / "examples" / "iris.yaml")
+    run = Run.start(spec.to_yaml(), tmp_path_factory.mktemp("iris") / "runs", run_id="t")
+    return run_pipeline(spec, run, Progress(quiet=True))
+
+
 @pytest.fixture
 def run_cli(tmp_path):
     """Run the `mlkube` command in a subprocess (as a user would), in tmp_path."""

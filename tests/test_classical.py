@@ -9,18 +9,6 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-IRIS = """
-seed: 1
-data: {name: iris}
-classical:
-  holdout: {test_size: 0.2}
-  cv: {scheme: stratified, folds: 10}
-  models: [LR, LDA, KNN, CART, NB, SVM]
-  params: {LR: {solver: liblinear}, SVM: {gamma: auto}}
-  metric: accuracy
-"""
-
-
 def _board(run):
     return json.loads((run.path / "leaderboard.json").read_text())
 
@@ -45,18 +33,6 @@ def _tutorial_pipelines(seed: int):
         "NB": make_pipeline(GaussianNB()),
         "SVM": make_pipeline(StandardScaler(), SVC(gamma="auto", random_state=seed)),
     }
-
-
-@pytest.fixture(scope="module")
-def iris_run(ray_cluster, tmp_path_factory):
-    from mlkube.pipeline import run_pipeline
-    from trainer.progress import Progress
-    from trainer.run import Run
-    from trainer.spec import parse_spec
-
-    spec = parse_spec(IRIS)
-    run = Run.start(spec.to_yaml(), tmp_path_factory.mktemp("iris") / "runs", run_id="t")
-    return run_pipeline(spec, run, Progress(quiet=True))
 
 
 def test_iris_leaderboard_follows_the_contract(iris_run):
