@@ -140,6 +140,7 @@ def start(run: Run, serve: ServeSpec, names: list[str]) -> Server:
     config = atomic_write_text(folder / "config.properties", config_properties(folder, serve, names, run.id, tmpdir))
     env = {**os.environ, "TMPDIR": str(folder / "tmp"), "LOG_LOCATION": str(folder / "logs"),
            "METRICS_LOCATION": str(folder / "logs")}
+    env.setdefault("OMP_NUM_THREADS", str(worker_threads(len(names) * serve.workers)))
     command = [sys.executable, "-m", "ts.model_server", "--start", "--foreground", "--ncs",
                "--ts-config", str(config), "--model-store", str(folder / "model-store")]
     with open(os.open(folder / "logs" / "torchserve.out", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as out:
@@ -153,6 +154,11 @@ def start(run: Run, serve: ServeSpec, names: list[str]) -> Server:
         server.stop()
         raise
     return server
+
+
+def worker_threads(workers: int) -> int:
+    """Intra-op threads per worker: an equal share of the CPUs (more threads than cores only busy-wait)."""
+    return max(1, (os.cpu_count() or 1) // workers)
 
 
 def refuse_if_running(folder: Path) -> None:
@@ -331,7 +337,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 0
     server = serve_run(run, names=args.model)
     print(describe(server))
-    if args.foreground:
+    if args.detach:
+        print(f"stop it with: mlkube serve {run.path} --stop")
+    else:
         wait_for_interrupt(server)
     return 0
 
@@ -357,10 +365,16 @@ def describe(server: Server) -> str:
 
 
 def wait_for_interrupt(server: Server) -> None:
+    """Stay attached until Ctrl-C or SIGTERM (a container's stop), then stop the server."""
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         while server.alive():
             time.sleep(1)
     except KeyboardInterrupt:
-        pass
+        print(f"stopping TorchServe (pid {server.pid})")
     finally:
         server.stop()
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt

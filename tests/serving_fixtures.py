@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -23,16 +22,12 @@ LSTM_PREPROCESSING = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def serve_spec(**overrides):
+    """A ServeSpec on free loopback ports (never a user's 8080)."""
+    from serving.server import free_port
     from trainer.spec import ServeSpec
 
-    ports = {"inference_port": free_port(), "management_port": free_port(), "metrics_port": free_port()}
+    ports = {f"{api}_port": free_port("127.0.0.1") for api in ("inference", "management", "metrics")}
     return ServeSpec(**{**ports, "max_batch_delay_ms": 2, **overrides})
 
 
@@ -50,22 +45,24 @@ def iris_pipeline():
     return pipeline, meta, iris.data
 
 
-def lstm_network(seed: int = 0):
+def lstm_network(seed: int = 0, hidden_size: int = 16, days: int = LSTM_PREPROCESSING["sequence_length"]):
+    """An untrained network (seeded) and its model.json meta; `days` is the sequence length it serves."""
     import torch
 
     from trainer.lstm.model import build_model
 
     torch.manual_seed(seed)
-    architecture = {"n_dynamic": 3, "n_static": 2, "hidden_size": 16, "num_layers": 1, "dropout": 0.0,
+    architecture = {"n_dynamic": 3, "n_static": 2, "hidden_size": hidden_size, "num_layers": 1, "dropout": 0.0,
                     "static_embedding": None}
     meta = {"name": "lstm", "task": "regression", "target": "QObs(mm/d)", "architecture": architecture,
             "features": [*LSTM_PREPROCESSING["dynamic_inputs"], *LSTM_PREPROCESSING["static_inputs"]],
-            "preprocessing": LSTM_PREPROCESSING, "metrics": {"nse": 0.71}}
+            "preprocessing": {**LSTM_PREPROCESSING, "sequence_length": days}, "metrics": {"nse": 0.71}}
     return build_model(architecture).eval(), meta
 
 
-def make_run(root: Path, serve=None, run_id: str = RUN_ID) -> Path:
-    """A finished-looking run folder with models/classical and models/lstm, written by the contract functions."""
+def make_run(root: Path, serve=None, run_id: str = RUN_ID, **lstm) -> Path:
+    """A finished-looking run folder with models/classical and models/lstm, written by the contract functions
+    (`lstm`: hidden_size, days for `lstm_network`)."""
     from trainer.artifacts import save_sklearn_model
     from trainer.lstm.model import save_lstm_model
     from trainer.run import Run
@@ -75,7 +72,7 @@ def make_run(root: Path, serve=None, run_id: str = RUN_ID) -> Path:
     run = Run.start(spec.to_yaml(), root, run_id=run_id)
     pipeline, meta, _ = iris_pipeline()
     save_sklearn_model(run.models / "classical", pipeline, meta)
-    network, meta = lstm_network()
+    network, meta = lstm_network(**lstm)
     save_lstm_model(run.models / "lstm", network, meta)
     return run.path
 

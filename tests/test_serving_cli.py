@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 
 import pytest
 
+from tests.conftest import MLKUBE, ROOT
 from tests.serving_fixtures import RUN_ID, make_run, serve_spec
 
 pytestmark = pytest.mark.integration
@@ -25,7 +28,7 @@ def test_serve_prints_a_working_curl_line_then_predict_answers_and_stop_ends_it(
     key_file = run / "serving" / "key_file.json"
     relative = run.relative_to(tmp_path)  # as a user types it, from the folder run_cli works in
     try:
-        served = run_cli("serve", relative, check=True)
+        served = run_cli("serve", relative, "--detach", check=True)
         assert str(key_file) in served.stdout
         assert all(entry["key"] not in served.stdout for entry in json.loads(key_file.read_text()).values())
         curl = next(line.strip() for line in served.stdout.splitlines() if line.strip().startswith("curl "))
@@ -33,7 +36,7 @@ def test_serve_prints_a_working_curl_line_then_predict_answers_and_stop_ends_it(
         assert (answer["model"], len(answer["predictions"])) == ("classical", 1)
         predicted = run_cli("predict", relative, "--model", "lstm", check=True)
         assert json.loads(predicted.stdout)["version"] == RUN_ID
-        again = run_cli("serve", relative)
+        again = run_cli("serve", relative, "--detach")
         assert (again.returncode, "already serves" in again.stderr) == (2, True)
     finally:
         stopped = run_cli("serve", relative, "--stop")
@@ -57,8 +60,32 @@ def test_serve_refuses_a_model_whose_weights_fail_the_integrity_check_in_the_wor
     record = archive_model(forged, meta, store / "classical.mar", RUN_ID)
     atomic_write_json(store / ARCHIVES_JSON, {"classical": record})
 
-    done = run_cli("serve", run, "--model", "classical")
+    done = run_cli("serve", run, "--model", "classical", "--detach")
     assert done.returncode == 2
     assert "TorchServe refused to load a model: integrity check failed" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (run / "serving" / "server.json").exists()
+
+
+def test_serve_stays_attached_and_stops_the_server_on_sigterm(tmp_path):
+    from serving.server import running_server
+
+    run = make_run(tmp_path / "runs", serve=serve_spec())
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    cli = subprocess.Popen([*MLKUBE, "serve", str(run)], cwd=tmp_path, env=env, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        for line in cli.stdout:  # until the instructions are printed (or the command ended)
+            if line.startswith("try it:"):
+                break
+        server = running_server(run / "serving")
+        assert server is not None, cli.stderr.read()
+        cli.send_signal(signal.SIGTERM)
+        cli.wait(timeout=60)
+    finally:
+        cli.kill()
+        leftover = running_server(run / "serving")
+        if leftover is not None:
+            leftover.stop()
+    assert cli.returncode == 0 and leftover is None
+    assert not server.alive()

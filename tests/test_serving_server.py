@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,11 +10,9 @@ import numpy as np
 import pytest
 import requests
 
-from tests.conftest import ROOT
 from tests.serving_fixtures import (
     expected_lstm,
     forcing_windows,
-    free_port,
     iris_instances,
     iris_pipeline,
     make_run,
@@ -190,53 +186,18 @@ def test_torchserve_and_handler_metrics_count_every_request(server):
     assert moved(before, after, "mlkube_input_rows_total", "classical") == 6
 
 
-# --------------------------------------------------------------------------------------------- Prometheus
-@pytest.fixture
-def prometheus(server, tmp_path):
-    """A real Prometheus on loopback, scraping the server's metrics port every second."""
-    if shutil.which("prometheus") is None:
-        subprocess.run(["bash", str(ROOT / "deploy" / "system-deps.sh")], check=True)
-    port = free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(json.dumps({"global": {"scrape_interval": "1s"}, "scrape_configs": [
-        {"job_name": "torchserve", "static_configs": [{"targets": [f"127.0.0.1:{server.ports['metrics']}"]}]}]}))
-    process = subprocess.Popen(["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                                f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        until(lambda: requests.get(f"{url}/-/ready", timeout=2).status_code == 200)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+def test_prometheus_sees_the_request_counter_move_by_the_requests_sent(server, prometheus_server):
+    prometheus_server.scrape(f"127.0.0.1:{server.ports['metrics']}", "serving-tests")
+    query = 'sum(ts_inference_requests_total{component="serving-tests", model_name="lstm"})'
 
-
-def until(condition, timeout: float = 30):
-    """Poll `condition` (connection errors count as false) until true; fail after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.25)
-    pytest.fail(f"not true within {timeout} s: {condition}")
-
-
-def test_prometheus_sees_the_request_counter_move_by_the_requests_sent(server, prometheus):
-    query = 'sum(ts_inference_requests_total{model_name="lstm"})'
-
-    def scraped():
-        result = requests.get(f"{prometheus}/api/v1/query", params={"query": query}, timeout=5).json()["data"]["result"]
+    def value(result) -> float | None:
         return float(result[0]["value"][1]) if result else None
 
     post(server, "lstm", GOOD["lstm"])  # the series exists from here on
-    until(lambda: scraped() == scrape(server)[("ts_inference_requests_total", "lstm")])
-    start = scraped()
+    served = scrape(server)[("ts_inference_requests_total", "lstm")]
+    start = value(prometheus_server.wait_for(query, lambda result: value(result) == served))
     for _ in range(5):
         assert post(server, "lstm", GOOD["lstm"]).status_code == 200
-    until(lambda: scraped() == start + 5)
-    time.sleep(1.5)  # one more scrape: the counter stays at exactly the requests sent
-    assert scraped() == start + 5
+    prometheus_server.wait_for(query, lambda result: value(result) == start + 5)
+    time.sleep(2)  # two more scrapes: the counter stays at exactly the requests sent
+    assert value(prometheus_server.query(query)) == start + 5
