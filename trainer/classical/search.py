@@ -126,11 +126,14 @@ def fold_trainable(config: dict[str, Any], data: TrialData) -> None:
 
     _, pipeline = trial_pipeline(config, data)
     node = ray.get_runtime_context().get_node_id()
-    scores: list[float] = []
+    scores, labels, fit_times = [], [], []
     for label, score, fit_time in _fold_results(pipeline, data):
         scores.append(score)
-        tune.report({"score": score, "mean_score": float(np.mean(scores)), "fold": label,
-                     "fit_time": fit_time, "node": node})
+        labels.append(label)
+        fit_times.append(fit_time)
+        # the history rides along, so the last result holds the whole trial (no per-result files needed)
+        tune.report({"score": score, "mean_score": float(np.mean(scores)), "fold": label, "node": node,
+                     "scores": list(scores), "folds": list(labels), "fit_times": list(fit_times)})
 
 
 # ------------------------------------------------------------------------------------- search spaces
@@ -177,6 +180,7 @@ def run_trials(name: str, param_space: dict[str, Any], data: TrialData, settings
                progress: Progress) -> list[dict[str, Any]]:
     """Run one Tune experiment and return one row per trial (see `trial_row`)."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's tables would drown the progress lines
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # rows come from the last result, not files
     from ray import tune
 
     from trainer.metrics import tune_metrics
@@ -296,13 +300,9 @@ def trial_row(result, data: TrialData) -> dict[str, Any]:
     """A leaderboard row: model, params, mean, std, per-fold scores, fit time, node, status (and error)."""
     config = result.config
     plan, _ = trial_pipeline(config, data)
-    frame = result.metrics_dataframe
-    folds: dict[str, tuple[float, float, str]] = {}
-    if frame is not None and "score" in frame:
-        for label, score, fit_time, node in zip(frame["fold"], frame["score"], frame["fit_time"], frame["node"]):
-            folds[str(label)] = (float(score), float(fit_time), str(node))  # a retried trial reports a fold again
-    ordered = [folds[s.label] for s in data.steps if s.label in folds]
-    scores = [f[0] for f in ordered]
+    last = result.metrics or {}
+    scores = [float(x) for x in last.get("scores", [])]
+    fit_times = last.get("fit_times", [])
     status = "failed" if result.error else ("ok" if len(scores) == len(data.steps) else "early_stopped")
     row = {
         "model": config["model"],
@@ -310,9 +310,9 @@ def trial_row(result, data: TrialData) -> dict[str, Any]:
         "mean": float(np.mean(scores)) if scores else None,
         "std": float(np.std(scores)) if scores else None,
         "scores": scores,
-        "folds": [s.label for s in data.steps if s.label in folds],
-        "fit_time": float(np.mean([f[1] for f in ordered])) if ordered else None,
-        "node": ordered[-1][2] if ordered else None,
+        "folds": list(last.get("folds", [])),
+        "fit_time": float(np.mean(fit_times)) if fit_times else None,
+        "node": last.get("node"),
         "status": status,
     }
     if result.error:
