@@ -3,8 +3,8 @@
 Everything lives in the run's `serving/` folder: `config.properties`, `metrics.yaml`, `model-store/` (the .mar files),
 `key_file.json` (TorchServe's token file, readable by the owner only), `logs/`, `tmp/` (TMPDIR and java.io.tmpdir,
 where TorchServe unpacks the models and puts its worker sockets) and `server.json` (pid, addresses) while a server
-runs. Addresses are loopback
-by default, token authorization is on, the model-management API stays off, metrics are in Prometheus format.
+runs. Addresses are loopback by default, token authorization is on, the model-management API stays off, metrics are
+in Prometheus format.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ class Server:
     tmpdir: str  # java.io.tmpdir: the folder's tmp/, or a short link to it (see java_tmpdir)
     started: str = field(default_factory=now_iso)
     process: subprocess.Popen | None = field(default=None, repr=False, compare=False)
+    log_start: int = field(default=0, repr=False, compare=False)  # where this start's lines begin in model_log.log
 
     def url(self, api: str) -> str:
         """Base URL of `api`: inference, management or metrics."""
@@ -143,11 +144,14 @@ def start(run: Run, serve: ServeSpec, names: list[str]) -> Server:
     env.setdefault("OMP_NUM_THREADS", str(worker_threads(len(names) * serve.workers)))
     command = [sys.executable, "-m", "ts.model_server", "--start", "--foreground", "--ncs",
                "--ts-config", str(config), "--model-store", str(folder / "model-store")]
+    model_log = folder / "logs" / "model_log.log"  # TorchServe appends to it across starts
+    log_start = model_log.stat().st_size if model_log.is_file() else 0
     with open(os.open(folder / "logs" / "torchserve.out", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as out:
         # umask 077: the key file, logs and unpacked models are the owner's only.
         process = subprocess.Popen(command, cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True, umask=0o077)
-    server = Server(folder, serve.host, ports, names, serve.token_auth, process.pid, str(tmpdir), process=process)
+    server = Server(folder, serve.host, ports, names, serve.token_auth, process.pid, str(tmpdir), process=process,
+                    log_start=log_start)
     try:
         atomic_write_json(folder / SERVER_JSON, server.record())
     except BaseException:
@@ -280,7 +284,7 @@ def wait_ready(server: Server, timeout: float) -> None:
             raise MlkubeError(f"TorchServe exited during start-up (exit code {server.process.returncode}): "
                               f"{log_tail(server.folder / 'logs' / 'torchserve.out')}",
                               "see the logs in " + str(server.folder / "logs"))
-        failure = model_load_failure(server.folder / "logs" / "model_log.log")
+        failure = model_load_failure(server.folder / "logs" / "model_log.log", server.log_start)
         if failure:
             raise MlkubeError(f"TorchServe refused to load a model: {failure}",
                               "re-create the model with `mlkube run`, then `mlkube archive RUN --force`")
@@ -310,11 +314,15 @@ def models_ready(server: Server) -> bool:
     return True
 
 
-def model_load_failure(model_log: Path) -> str | None:
-    """The first mlkube error a worker raised while loading a model (an integrity check, a refused type)."""
+def model_load_failure(model_log: Path, start: int) -> str | None:
+    """The first mlkube error a worker raised while loading a model (an integrity check, a refused type), in the
+    lines of `model_log` from byte `start` on."""
     if not model_log.is_file():
         return None
-    for line in model_log.read_text(errors="replace").splitlines():
+    with open(model_log, "rb") as fh:
+        fh.seek(start)
+        text = fh.read().decode(errors="replace")
+    for line in text.splitlines():
         if "MlkubeError: " in line:
             return line.split("MlkubeError: ", 1)[1].strip()
     return None
@@ -365,15 +373,19 @@ def describe(server: Server) -> str:
 
 
 def wait_for_interrupt(server: Server) -> None:
-    """Stay attached until Ctrl-C or SIGTERM (a container's stop), then stop the server."""
+    """Stay attached until Ctrl-C or SIGTERM (a container's stop), then stop the server; MlkubeError if TorchServe
+    ends on its own."""
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         while server.alive():
             time.sleep(1)
     except KeyboardInterrupt:
         print(f"stopping TorchServe (pid {server.pid})")
+        return
     finally:
         server.stop()
+    raise MlkubeError(f"TorchServe ended on its own: {log_tail(server.folder / 'logs' / 'torchserve.out')}",
+                      f"see the logs in {server.folder / 'logs'}")
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -46,7 +46,7 @@ def test_serve_prints_a_working_curl_line_then_predict_answers_and_stop_ends_it(
     assert (refused.returncode, "no TorchServe runs" in refused.stderr) == (2, True)
 
 
-def test_serve_refuses_a_model_whose_weights_fail_the_integrity_check_in_the_worker(run_cli, tmp_path):
+def test_serve_refuses_weights_failing_the_integrity_check_in_the_worker_until_re_archived(run_cli, tmp_path):
     """An archive whose weights differ from its model.json's SHA-256 (made outside `mlkube archive`)."""
     from serving.archive import ARCHIVES_JSON, archive_model
     from trainer.artifacts import read_model_json
@@ -65,6 +65,13 @@ def test_serve_refuses_a_model_whose_weights_fail_the_integrity_check_in_the_wor
     assert "TorchServe refused to load a model: integrity check failed" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (run / "serving" / "server.json").exists()
+
+    # Re-archived as the fix says, the model serves (the earlier refusal in the appended log is not read again).
+    run_cli("archive", run, "--model", "classical", "--force", check=True)
+    try:
+        run_cli("serve", run, "--model", "classical", "--detach", check=True)
+    finally:
+        run_cli("serve", run, "--stop", check=True)
 
 
 def test_serve_stays_attached_and_stops_the_server_on_sigterm(tmp_path):
