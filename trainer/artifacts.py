@@ -64,8 +64,37 @@ def save_sklearn_model(folder: Path, pipeline: Any, meta: dict[str, Any]) -> Pat
 
     folder = Path(folder)
     with atomic_path(folder / "model.skops") as tmp:
-        sio.dump(pipeline, tmp)
+        tmp.write_bytes(canonical_skops(sio.dumps(pipeline)))
     return write_model_json(folder, {**meta, "framework": "sklearn", "weights": "model.skops"})
+
+
+def canonical_skops(data: bytes) -> bytes:
+    """The same skops archive with Python object ids renumbered by first appearance and fixed zip times, so the same
+    fitted pipeline always gives the same bytes (and the same SHA-256 in model.json)."""
+    import io
+    import re
+    import zipfile
+
+    source = zipfile.ZipFile(io.BytesIO(data))
+    schema = source.read("schema.json").decode()
+    ids: dict[str, str] = {}
+    for match in re.finditer(r'"__id__": (\d+)|"(\d+)\.npy"', schema):
+        ids.setdefault(match.group(1) or match.group(2), str(len(ids) + 1))
+
+    def renumber(text: str) -> str:
+        text = re.sub(r'("__id__": )(\d+)', lambda m: m.group(1) + ids[m.group(2)], text)
+        return re.sub(r'"(\d+)\.npy"', lambda m: f'"{ids[m.group(1)]}.npy"', text)
+
+    def new_name(name: str) -> str:
+        stem = name.removesuffix(".npy")
+        return f"{ids[stem]}.npy" if name.endswith(".npy") and stem in ids else name
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as target:
+        for name in sorted(source.namelist(), key=lambda n: (new_name(n) == "schema.json", len(new_name(n)), new_name(n))):
+            payload = renumber(schema).encode() if name == "schema.json" else source.read(name)
+            target.writestr(zipfile.ZipInfo(new_name(name), date_time=(1980, 1, 1, 0, 0, 0)), payload)
+    return out.getvalue()
 
 
 def load_sklearn_model(folder: Path) -> tuple[Any, dict[str, Any]]:
