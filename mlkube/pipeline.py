@@ -25,6 +25,7 @@ STAGES: list[tuple[str, Callable[[Spec], bool], str]] = [
     ("prepare", lambda s: s.runs_classical or s.runs_lstm, "mlkube.stages:prepare"),
     ("evaluate", lambda s: s.runs_classical, "trainer.classical.stages:evaluate"),
     ("improve", lambda s: s.runs_classical, "trainer.classical.stages:improve"),
+    ("deep", lambda s: s.runs_lstm, "trainer.lstm.stage:deep"),
     ("present", lambda s: True, "mlkube.stages:present"),
 ]
 

@@ -8,10 +8,15 @@ variable names), which is all a handler needs to rebuild and run it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trainer.artifacts import read_model_json, write_model_json
 from trainer.run import atomic_path
+
+if TYPE_CHECKING:
+    from trainer.preprocess import Statistics
+    from trainer.spec import LstmSpec
+    from trainer.tsdata import TimeSeriesData
 
 ARCHITECTURE_KEYS = ("n_dynamic", "n_static", "hidden_size", "num_layers", "dropout", "static_embedding")
 # model.json["preprocessing"]: what inference needs to turn raw forcings into the network's input and back.
@@ -25,6 +30,24 @@ PREPROCESSING_KEYS = (
     "target_mean", "target_std",  # de-standardise the output
     "log_target",  # the target was trained as log(y + 0.1)
 )
+
+
+def architecture(lstm: LstmSpec, data: TimeSeriesData) -> dict[str, Any]:
+    """The constructor arguments of the network for the spec's `lstm` section and its data."""
+    model = lstm.model
+    return {"n_dynamic": len(data.dynamic_inputs), "n_static": len(data.static_inputs),
+            "hidden_size": model.hidden_size, "num_layers": model.num_layers, "dropout": model.dropout,
+            "static_embedding": model.static_embedding}
+
+
+def artifact_meta(lstm: LstmSpec, data: TimeSeriesData, stats: Statistics, metrics: dict[str, Any]) -> dict[str, Any]:
+    """model.json's content (beyond what `save_lstm_model` adds) for a network trained on `data`."""
+    return {"name": "lstm", "task": "regression", "target": data.target_name,
+            "features": [*data.dynamic_inputs, *data.static_inputs], "architecture": architecture(lstm, data),
+            "preprocessing": {"sequence_length": lstm.sequence_length, "horizon": lstm.horizon,
+                              "dynamic_inputs": list(data.dynamic_inputs), "static_inputs": list(data.static_inputs),
+                              **stats.to_json()},
+            "metrics": metrics}
 
 
 def build_model(architecture: dict[str, Any]):

@@ -1,0 +1,225 @@
+"""The LSTM's parts in one process: skill scores, baselines, evaluation windows, checkpoints, the training loop's
+resume and early stopping, the torchrun command line, and the checks made before torchrun starts."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from trainer.errors import MlkubeError
+from trainer.lstm.metrics import kge, nse, site_scores, summarize
+from trainer.spec import parse_spec
+
+pytestmark = pytest.mark.unit
+
+TINY = """
+seed: 3
+lstm:
+  data: {name: synthetic, synthetic_sites: 3, synthetic_years: 2}
+  sequence_length: 30
+  model: {hidden_size: 8, num_layers: 2, dropout: 0.2}
+  train: {epochs: 3, steps_per_epoch: 10, batch_size: 8, checkpoint_every: 10, warmup_days: 5}
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from trainer.lstm.data import prepare
+
+    spec = parse_spec(TINY)
+    return spec, prepare(spec)
+
+
+def weights(net) -> dict:
+    return {k: v.clone() for k, v in net.state_dict().items()}
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    import torch
+
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+def test_nse_is_one_for_a_perfect_simulation_and_zero_for_the_observed_mean():
+    obs = np.array([1.0, 3.0, 2.0, 6.0])
+    assert nse(obs, obs) == 1.0
+    assert nse(np.full(4, obs.mean()), obs) == pytest.approx(0.0)
+    assert kge(obs, obs) == pytest.approx(1.0)
+    assert kge(obs * 2, obs) < 0.5  # twice the spread and twice the mean
+
+
+def test_scores_leave_out_missing_days_and_summaries_leave_out_unscored_sites():
+    obs = np.array([[1.0, np.nan, 3.0, 4.0], [2.0, 2.0, 2.0, 2.0]])
+    sim = np.array([[1.0, 99.0, 3.0, 4.0], [1.0, 2.0, 3.0, 2.0]])
+    scores = site_scores(sim, obs, ["a", "b"])
+    assert scores["a"] == {"nse": 1.0, "kge": pytest.approx(1.0), "rmse": 0.0, "bias": 0.0}
+    assert np.isnan(scores["b"]["nse"])  # constant observations: NSE undefined
+    assert summarize(scores)["median"]["nse"] == 1.0 and summarize(scores)["mean"]["rmse"] == pytest.approx(np.sqrt(0.5) / 2)
+
+
+# ----------------------------------------------------------------------------------------------- baselines
+def test_climatology_reproduces_a_purely_seasonal_series(tiny):
+    from trainer.lstm.baselines import climatology
+    from trainer.lstm.evaluate import observed
+
+    _, prepared = tiny
+    doy = (prepared.data.dates - prepared.data.dates.astype("datetime64[Y]")).astype(int)
+    seasonal = np.sin(2 * np.pi * doy / 365)[None, :] + np.arange(3)[:, None]
+    data = dataclasses.replace(prepared.data, target=seasonal.astype(np.float32))
+    np.testing.assert_allclose(climatology(data, 30, 1, 0, "test"), observed(data, "test"), atol=1e-6)
+
+
+def test_ridge_baseline_recovers_a_target_linear_in_yesterdays_inputs(tiny):
+    from trainer.lstm.baselines import BASELINES
+    from trainer.lstm.evaluate import score
+
+    _, prepared = tiny
+    data = prepared.data
+    linear = np.full(data.target.shape, np.nan, np.float32)
+    linear[:, 1:] = 2 * data.dynamic[:, :-1, 1] - data.dynamic[:, :-1, 3]
+    test = score(BASELINES["Ridge"](dataclasses.replace(data, target=linear), 30, 1, 0, "test"),
+                 dataclasses.replace(data, target=linear), "test")
+    assert test["median"]["nse"] > 0.999
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+def test_days_whose_input_window_holds_a_gap_are_not_scored_and_later_days_are(tiny):
+    from trainer.lstm.evaluate import simulate
+    from trainer.lstm.model import architecture, build_model
+    from trainer.preprocess import standardize
+
+    spec, prepared = tiny
+    lo, _ = prepared.data.periods["test"]
+    dynamic = prepared.data.dynamic.copy()
+    dynamic[0, lo + 10, 0] = np.nan
+    data = standardize(dataclasses.replace(prepared.data, dynamic=dynamic), prepared.stats)
+    sim = simulate(build_model(architecture(spec.lstm, data)), data, prepared.stats, "test", 30, 1)
+    gap = np.isnan(sim[0])
+    assert gap[10:40].all() and not gap[:10].any() and not gap[40:].any()
+    assert np.isfinite(sim[1:]).all()
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+def test_a_truncated_checkpoint_is_detected_and_the_previous_one_is_used(tmp_path):
+    import torch
+
+    from trainer.lstm.checkpoint import checkpoints, latest_checkpoint, save_checkpoint
+
+    for step in (10, 20, 30, 40):
+        save_checkpoint(tmp_path, step, {"step": step, "w": torch.full((100,), float(step))})
+    assert [p.name for p in checkpoints(tmp_path)] == ["step-000000040.ckpt", "step-000000030.ckpt",
+                                                       "step-000000020.ckpt"]
+    newest = checkpoints(tmp_path)[0]
+    newest.write_bytes(newest.read_bytes()[:-7])
+    warnings = []
+    state, path = latest_checkpoint(tmp_path, warn=warnings.append)
+    assert state["step"] == 30 and path.name == "step-000000030.ckpt"
+    assert "truncated" in warnings[0]
+
+
+def test_a_checkpoint_changed_on_disk_fails_its_hash(tmp_path):
+    from trainer.lstm.checkpoint import read_checkpoint, save_checkpoint
+
+    path = save_checkpoint(tmp_path, 1, {"step": 1})
+    blob = bytearray(path.read_bytes())
+    blob[-1] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    with pytest.raises(ValueError, match="SHA-256"):
+        read_checkpoint(path)
+
+
+# ----------------------------------------------------------------------------------------- training loop
+class Crash(Exception):
+    pass
+
+
+def crash_at(step: int):
+    def hook(info):
+        if info.step == step:
+            raise Crash
+
+    return hook
+
+
+def test_resuming_from_the_last_complete_checkpoint_ends_with_bit_identical_weights(tiny, tmp_path):
+    from trainer.lstm.train import Trainer
+
+    spec, prepared = tiny
+    calm = Trainer(spec.lstm, spec.seed, prepared, checkpoints=tmp_path / "calm")
+    calm.fit()
+    crashed = Trainer(spec.lstm, spec.seed, prepared, checkpoints=tmp_path / "crash", hooks=(crash_at(25),))
+    with pytest.raises(Crash):
+        crashed.fit()
+    newest = tmp_path / "crash" / "step-000000020.ckpt"
+    newest.write_bytes(newest.read_bytes()[:1000])  # cut short on disk: step 10 is the last complete one
+    resumed = Trainer(spec.lstm, spec.seed, prepared, checkpoints=tmp_path / "crash")
+    state = resumed.fit()
+    assert [s["from_step"] for s in state.segments] == [0, 10]
+    assert_same_weights(weights(resumed.net), weights(calm.net))
+    untimed = [[{k: v for k, v in h.items() if k != "samples_per_second"} for h in t.state.history]
+               for t in (resumed, calm)]
+    assert untimed[0] == untimed[1] and len(untimed[0]) == 3
+
+
+def test_early_stopping_stops_after_patience_epochs_and_keeps_the_best_weights(tiny):
+    from trainer.lstm.train import Trainer
+
+    spec, prepared = tiny
+    lstm = spec.lstm.model_copy(deep=True)
+    lstm.train.learning_rate = 0.5  # diverges: validation NSE gets no better after the first epochs
+    lstm.train.epochs, lstm.train.early_stopping_patience = 20, 2
+    trainer = Trainer(lstm, spec.seed, prepared)
+    state = trainer.fit()
+    assert state.stopped and len(state.history) == state.best_epoch + 2 < 20
+    best = max(h["validation_nse"] for h in state.history)
+    assert trainer.validation_nse() == pytest.approx(best)
+
+
+def test_nse_loss_weights_flat_sites_more():
+    from trainer.lstm.train import loss_weights
+
+    stats = type("Stats", (), {"target_site_std": np.array([0.5, 1.0, 2.0])})()
+    assert np.all(np.diff(loss_weights("nse", stats)) < 0)
+    assert np.all(loss_weights("mse", stats) == 1)
+
+
+# ------------------------------------------------------------------------------------------ launch, checks
+def test_torchrun_command_carries_the_contract_flags(tmp_path):
+    from trainer.lstm.launch import torchrun_command
+    from trainer.run import Run
+
+    spec = parse_spec("lstm: {elastic: {nproc_per_node: 3, max_restarts: 5}}")
+    run = Run.start(spec.to_yaml(), tmp_path, run_id="r-1")
+    command = torchrun_command(spec.lstm.elastic, run, 29511)
+    assert command[1:3] == ["-m", "torch.distributed.run"]
+    assert command[3:9] == ["--nnodes=1", "--nproc-per-node=3", "--rdzv-backend=c10d",
+                            "--rdzv-endpoint=127.0.0.1:29511", "--rdzv-id=r-1", "--max-restarts=5"]
+    assert command[9:] == ["-m", "trainer.lstm.elastic", "--spec", str(run.path / "spec.yaml"), "--run-dir", str(run.path)]
+    spec.lstm.elastic.rdzv_endpoint, spec.lstm.elastic.rdzv_backend = "etcd-host:2379", "etcd-v2"
+    spec.lstm.elastic.max_nodes = 4
+    assert torchrun_command(spec.lstm.elastic, run, 29511)[3:6] == [
+        "--nnodes=1:4", "--nproc-per-node=3", "--rdzv-backend=etcd-v2"]
+
+
+def test_a_batch_smaller_than_the_workers_is_refused_before_torchrun_starts(tiny):
+    from trainer.lstm.stage import check_training
+
+    spec, prepared = tiny
+    lstm = spec.lstm.model_copy(deep=True)
+    lstm.train.batch_size, lstm.elastic.nproc_per_node = 3, 4
+    with pytest.raises(MlkubeError, match=r"batch_size \(3\) is smaller than the number of workers \(4"):
+        check_training(lstm, prepared)
+
+
+def test_entry_point_without_an_lstm_section_exits_2_with_the_fix(tmp_path):
+    (tmp_path / "spec.yaml").write_text("data: {name: iris}\n")
+    proc = subprocess.run([sys.executable, "-m", "trainer.lstm.elastic", "--spec", str(tmp_path / "spec.yaml"),
+                           "--run-dir", str(tmp_path)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 2
+    assert "has no `lstm` section" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,133 @@
+"""The elastic training entry point: `torchrun ... -m trainer.lstm.elastic --spec SPEC --run-dir RUN_DIR`.
+
+Each worker reads RANK, LOCAL_RANK and WORLD_SIZE from torchrun, joins the group (nccl on CUDA, gloo on CPU), loads
+the latest complete checkpoint of `RUN_DIR/checkpoints/` and trains on its share of every global batch. Rank 0
+prints progress, writes a checkpoint every `lstm.train.checkpoint_every` steps, and at the end writes the model
+(`models/lstm/`) with its test-period scores and its training record (`models/lstm/training.json`).
+Without torchrun's variables it trains alone in this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from trainer.errors import MlkubeError
+from trainer.lstm.data import Prepared, load_prepared
+from trainer.lstm.train import LoopState, StepInfo, Trainer, Worker
+
+PREFIX = "[lstm]"  # progress lines of rank 0, which the local launcher shows
+TRAINING_RECORD = "training.json"
+ARTIFACT = Path("models") / "lstm"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainer.lstm.elastic", description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", required=True, type=Path, help="the run's resolved spec (spec.yaml)")
+    parser.add_argument("--run-dir", required=True, type=Path, help="the run directory (checkpoints, models)")
+    args = parser.parse_args(argv)
+    try:
+        train(args.spec, args.run_dir)
+    except MlkubeError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return err.exit_code
+    return 0
+
+
+def train(spec_path: Path, run_dir: Path) -> None:
+    from trainer.spec import load_spec
+
+    spec = load_spec(spec_path)
+    if spec.lstm is None:
+        raise MlkubeError(f"{spec_path} has no `lstm` section", "add one (e.g. `lstm: {}`) to train the LSTM")
+    worker = Worker.from_environ()
+    if worker.device == "cpu":
+        import torch
+
+        torch.use_deterministic_algorithms(True)  # bit-identical resume; CUDA would also need CUBLAS_WORKSPACE_CONFIG
+    with process_group(worker):
+        prepared = load_prepared(spec, run_dir)
+        trainer = Trainer(spec.lstm, spec.seed, prepared, worker, Path(run_dir) / "checkpoints",
+                          hooks=(ProgressLine(worker.rank, spec.lstm.train.steps_per_epoch),))
+        state = trainer.fit()
+        if worker.rank == 0:
+            write_model(trainer, prepared, Path(run_dir), state)
+
+
+class process_group:
+    """Join torchrun's worker group (with several workers) and leave it cleanly."""
+
+    def __init__(self, worker: Worker):
+        self.worker = worker
+
+    def __enter__(self) -> None:
+        if self.worker.world_size > 1:
+            import torch
+            import torch.distributed as dist
+
+            if self.worker.device.startswith("cuda"):
+                torch.cuda.set_device(torch.device(self.worker.device))
+            dist.init_process_group("nccl" if self.worker.device.startswith("cuda") else "gloo")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.worker.world_size > 1:
+            import torch.distributed as dist
+
+            if exc[0] is None:
+                dist.barrier()  # without it, gloo sometimes aborts rank 0 in destroy_process_group
+            dist.destroy_process_group()
+
+
+class ProgressLine:
+    """Rank 0 prints `[lstm] step S/T epoch E loss L N seq/s` about five times per epoch, and every epoch's end."""
+
+    def __init__(self, rank: int, steps_per_epoch: int):
+        self.rank, self.every = rank, max(1, steps_per_epoch // 5)
+        self.samples, self.seconds = 0.0, 0.0
+
+    def __call__(self, info: StepInfo) -> None:
+        self.samples += info.samples
+        self.seconds += info.seconds
+        if self.rank != 0 or (info.step % self.every and info.validation_nse is None):
+            return
+        line = (f"{PREFIX} step {info.step}/{info.total_steps} epoch {info.epoch} loss {info.loss:.4f} "
+                f"{self.samples / self.seconds:.0f} seq/s")
+        if info.validation_nse is not None:
+            line += f" validation NSE {info.validation_nse:.3f}"
+        print(line, flush=True)
+        self.samples = self.seconds = 0.0
+
+
+def write_model(trainer: Trainer, prepared: Prepared, run_dir: Path, state: LoopState) -> Path:
+    """models/lstm/{model.pt, model.json} (test-period scores in `metrics`) and training.json."""
+    from trainer.lstm.evaluate import score, simulate
+    from trainer.lstm.model import artifact_meta, save_lstm_model
+    from trainer.run import atomic_write_json
+
+    lstm = trainer.lstm
+    sim = simulate(trainer.net, trainer.data, prepared.stats, "test", lstm.sequence_length, lstm.horizon, trainer.device)
+    test = score(sim, prepared.data, "test", lstm.horizon)
+    metrics = {"period": "test", "median": test["median"], "mean": test["mean"]}
+    folder = run_dir / ARTIFACT
+    save_lstm_model(folder, trainer.net, {**artifact_meta(lstm, prepared.data, prepared.stats, metrics),
+                                          "data_hash": prepared.data_hash})
+    record = {"steps": state.step, "total_steps": trainer.total_steps, "epochs": len(state.history),
+              "stopped_early": state.stopped, "best_epoch": state.best_epoch,
+              "world_size": trainer.worker.world_size, "restarts": trainer.worker.restart,
+              "segments": state.segments, "device": str(trainer.device), "cudnn": _cudnn(trainer.device),
+              "seconds": round(state.seconds, 3),
+              "samples_per_second": state.step * trainer.train.batch_size / max(state.seconds, 1e-9),
+              "history": state.history}
+    atomic_write_json(folder / TRAINING_RECORD, record)
+    return folder
+
+
+def _cudnn(device) -> bool:
+    import torch
+
+    return device.type == "cuda" and torch.backends.cudnn.is_available() and torch.backends.cudnn.enabled
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Launch the elastic training on this machine with torchrun, show its progress, and keep its log in the run.
+
+By default the rendezvous is local (c10d on a free loopback port, one node). With `lstm.elastic.rdzv_endpoint`
+set, the spec's backend, endpoint and min..max nodes are used, so torchrun on other machines can join the group.
+Each launch gets its own TMPDIR (torchrun and inductor leave folders there), removed afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from trainer.errors import MlkubeError
+from trainer.lstm.elastic import PREFIX
+from trainer.progress import Progress
+from trainer.run import Run
+
+LOG = Path("logs") / "lstm.log"
+ROOT = Path(__file__).resolve().parents[2]  # the folder that holds the `trainer` package
+RESTART_MARK = "restart worker group"  # torchrun's line when it restarts the workers after a failure
+
+
+def torchrun_command(elastic, run: Run, local_port: int) -> list[str]:
+    """`python -m torch.distributed.run ... -m trainer.lstm.elastic --spec ... --run-dir ...` for this run."""
+    if elastic.rdzv_endpoint:
+        nodes, backend, endpoint = f"{elastic.min_nodes}:{elastic.max_nodes}", elastic.rdzv_backend, elastic.rdzv_endpoint
+    else:
+        nodes, backend, endpoint = "1", "c10d", f"127.0.0.1:{local_port}"
+    return [sys.executable, "-m", "torch.distributed.run", f"--nnodes={nodes}",
+            f"--nproc-per-node={elastic.nproc_per_node}", f"--rdzv-backend={backend}", f"--rdzv-endpoint={endpoint}",
+            f"--rdzv-id={run.id}", f"--max-restarts={elastic.max_restarts}",
+            "-m", "trainer.lstm.elastic", "--spec", str(run.path / "spec.yaml"), "--run-dir", str(run.path)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(elastic, run: Run, progress: Progress) -> int:
+    """Run torchrun to the end; forward rank 0's progress lines and restarts; return the number of restarts."""
+    log = run.path / LOG
+    log.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="mlkube-torchrun-")
+    env = {**os.environ, "TMPDIR": tmp, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    restarts = 0
+    try:
+        with open(log, "a") as out, subprocess.Popen(torchrun_command(elastic, run, free_port()), env=env, text=True,
+                                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
+            try:
+                for line in proc.stdout:
+                    out.write(line)
+                    out.flush()
+                    restarts += RESTART_MARK in line
+                    if line.startswith(PREFIX) or RESTART_MARK in line:
+                        progress.say(line.strip())
+            finally:
+                if proc.poll() is None:
+                    proc.terminate()  # torchrun stops its workers on SIGTERM
+                proc.wait()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if proc.returncode != 0:
+        raise MlkubeError(f"LSTM training failed: torchrun exited with {proc.returncode} after {restarts} restart(s)"
+                          f"{_tail(log)}", f"read {log}; after fixing the cause, `mlkube run SPEC --resume {run.id}` "
+                          "continues from the last checkpoint")
+    return restarts
+
+
+def _tail(log: Path, lines: int = 15) -> str:
+    text = log.read_text(errors="replace").splitlines()[-lines:]
+    return "; last lines of its log:\n    " + "\n    ".join(text) if text else ""

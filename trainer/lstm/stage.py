@@ -1,0 +1,110 @@
+"""The deep stage: train the LSTM under torchrun, score it beside the baselines on the test period, draw the figures,
+and write `stages/deep.json`."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from trainer.errors import MlkubeError
+from trainer.lstm.baselines import BASELINES
+from trainer.lstm.data import Prepared, load_prepared
+from trainer.lstm.elastic import ARTIFACT, TRAINING_RECORD
+from trainer.lstm.evaluate import observed, score, simulate
+from trainer.run import atomic_write_json, read_json
+
+PERIOD = "test"
+FIGURES = {"training": "lstm_training.png", "hydrographs": "hydrographs.png"}
+
+
+def deep(ctx) -> None:
+    """Train (or resume) the LSTM, then compare it with the baselines; see the module docstring."""
+    from trainer.lstm.launch import launch
+
+    spec, run, lstm = ctx.spec, ctx.run, ctx.spec.lstm
+    prepared = load_prepared(spec, run.path)
+    check_training(lstm, prepared)
+    start = time.perf_counter()
+    launch(lstm.elastic, run, ctx.progress)
+    trained = time.perf_counter()
+    simulations = simulate_all(spec, prepared, run.path / ARTIFACT)
+    models = {name: _scores(sim, prepared, lstm.horizon) for name, sim in simulations.items()}
+    record = read_json(run.path / ARTIFACT / TRAINING_RECORD)
+    figures = draw(run, prepared, simulations, models["lstm"], record["history"], lstm.horizon)
+    result = {"period": PERIOD, "dates": [str(d) for d in prepared.data.period_dates(PERIOD)],
+              "target": prepared.data.target_name, "sites": list(prepared.data.sites), "models": models,
+              "ranking": ranking(models), "training": record, "artifact": str(ARTIFACT), "figures": figures,
+              "seconds": {"training": round(trained - start, 3), "evaluation": round(time.perf_counter() - trained, 3)}}
+    atomic_write_json(run.stage_file("deep"), result)
+    ctx.progress.say("test median NSE: " + ", ".join(f"{r['model']} {_fmt(r['median_nse'])}" for r in result["ranking"]))
+
+
+def check_training(lstm, prepared: Prepared) -> None:
+    """User errors that would otherwise fail every torchrun worker: no training window, batch smaller than the
+    workers."""
+    from trainer.preprocess import BatchSampler
+
+    BatchSampler(prepared.data, lstm.sequence_length, 0, horizon=lstm.horizon, warmup_days=lstm.train.warmup_days)
+    workers = lstm.elastic.nproc_per_node * lstm.elastic.max_nodes
+    if lstm.train.batch_size < workers:
+        raise MlkubeError(f"lstm.train.batch_size ({lstm.train.batch_size}) is smaller than the number of workers "
+                          f"({workers} = nproc_per_node × max_nodes): some would get no sequence",
+                          f"raise batch_size to at least {workers}, or lower nproc_per_node")
+
+
+def simulate_all(spec, prepared: Prepared, artifact) -> dict[str, np.ndarray]:
+    """The test-period target [sites, days] of the trained LSTM and of every baseline."""
+    from trainer.lstm.model import load_lstm_model
+    from trainer.preprocess import standardize
+
+    lstm = spec.lstm
+    net, _ = load_lstm_model(artifact)
+    out = {"lstm": simulate(net, standardize(prepared.data, prepared.stats), prepared.stats, PERIOD,
+                            lstm.sequence_length, lstm.horizon)}
+    for name, baseline in BASELINES.items():
+        out[name] = baseline(prepared.data, lstm.sequence_length, lstm.horizon, spec.seed, PERIOD)
+    return out
+
+
+def _scores(sim: np.ndarray, prepared: Prepared, horizon: int) -> dict[str, Any]:
+    from trainer.lstm.metrics import json_safe
+
+    scores = score(sim, prepared.data, PERIOD, horizon)
+    return {**scores, "sites": json_safe(scores["sites"])}
+
+
+def ranking(models: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Models by median test NSE, best first (undefined last)."""
+    rows = [{"model": name, "median_nse": m["median"]["nse"], "mean_nse": m["mean"]["nse"],
+             "median_kge": m["median"]["kge"]} for name, m in models.items()]
+    return sorted(rows, key=lambda r: -np.inf if r["median_nse"] is None else -r["median_nse"])
+
+
+def draw(run, prepared: Prepared, simulations: dict[str, np.ndarray], lstm_scores: dict[str, Any],
+         history: list[dict[str, Any]], horizon: int) -> dict[str, str]:
+    """figures/lstm_training.png and figures/hydrographs.png (best, median and worst site by LSTM NSE)."""
+    from trainer.lstm.figures import hydrographs, training_curves
+
+    data = prepared.data
+    lo, hi = data.periods[PERIOD]
+    training_curves(history, run.figures / FIGURES["training"])
+    hydrographs(data.dates[max(lo, horizon - 1):hi], observed(data, PERIOD, horizon),
+                {"LSTM": simulations["lstm"], "climatology": simulations["climatology"]},
+                chosen_sites(data.sites, lstm_scores["sites"]), data.target_name, run.figures / FIGURES["hydrographs"])
+    return {name: f"figures/{file}" for name, file in FIGURES.items()}
+
+
+def chosen_sites(sites: tuple[str, ...], scores: dict[str, dict[str, float | None]]) -> dict[str, tuple]:
+    """{"best" | "median" | "worst": (index, site, NSE)} by LSTM NSE (sites without one come last)."""
+    order = sorted(range(len(sites)), key=lambda i: -np.inf if scores[sites[i]]["nse"] is None else -scores[sites[i]]["nse"])
+    picks: dict[str, int] = {}
+    for label, i in (("best", order[0]), ("median", order[(len(order) - 1) // 2]), ("worst", order[-1])):
+        if i not in picks.values():
+            picks[label] = i
+    return {label: (i, sites[i], scores[sites[i]]["nse"]) for label, i in picks.items()}
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
