@@ -4,8 +4,8 @@ endpoints at concurrency 1 and 8, unbatched (batch_size 1) and with dynamic batc
     python benchmarks/serving.py [--run RUN] [--requests 400] [--batch-size 8] [--max-batch-delay-ms 5]
 
 Without --run it builds a run like the tests' (iris LDA pipeline; an LSTM of 64 hidden units on 365-day windows, the
-spec's defaults). Every request is the model's example request (one instance), sent over keep-alive connections from
-one thread per concurrent client, on this machine (the clients share its CPUs with TorchServe).
+spec's defaults). Every request is the model's example request (one instance), sent over a keep-alive connection by
+each of 1 or 8 client processes on this machine (the clients share its CPUs with TorchServe).
 Goals: TorchServe adds ≤ 3 ms p50 per request (unbatched, concurrency 1), and dynamic batching gives ≥ 3× the
 unbatched throughput at concurrency 8.
 """
@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import multiprocessing
 import os
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -30,46 +30,48 @@ CONCURRENCY = (1, 8)
 WARMUP = 20
 
 
-def timed(call, requests: int, concurrency: int) -> dict[str, float]:
-    """p50/p99 latency (ms) of `call` and requests per second, `concurrency` threads sharing `requests` calls."""
-    def client(n: int) -> list[float]:
-        latencies = []
-        for _ in range(n):
-            start = time.perf_counter()
-            call()
-            latencies.append((time.perf_counter() - start) * 1000)
-        return latencies
+def summary(latencies_ms: np.ndarray, wall_s: float) -> dict[str, float]:
+    return {"p50": float(np.percentile(latencies_ms, 50)), "p99": float(np.percentile(latencies_ms, 99)),
+            "rps": len(latencies_ms) / wall_s}
 
+
+def timed(call, calls: int) -> dict[str, float]:
+    """Latency of `call`, called `calls` times in this thread (torch runs an LSTM ~10× slower in other threads)."""
+    latencies = []
     start = time.perf_counter()
-    if concurrency == 1:  # in this thread: torch runs an LSTM ~10× slower in a thread it did not start in
-        latencies = np.array(client(requests))
-    else:
-        with ThreadPoolExecutor(concurrency) as pool:
-            latencies = np.concatenate(list(pool.map(client, [requests // concurrency] * concurrency)))
-    wall = time.perf_counter() - start
-    return {"p50": float(np.percentile(latencies, 50)), "p99": float(np.percentile(latencies, 99)),
-            "rps": len(latencies) / wall}
+    for _ in range(calls):
+        began = time.perf_counter()
+        call()
+        latencies.append((time.perf_counter() - began) * 1000)
+    return summary(np.array(latencies), time.perf_counter() - start)
 
 
-def http_caller(server, model: str, body: bytes):
-    """A per-thread keep-alive POST of `body` to the model (the key read once from TorchServe's key file)."""
-    import threading
+def client(job: tuple) -> list[float]:
+    """One client process: `count` keep-alive POSTs of `body`; latencies in ms."""
+    host, port, path, body, headers, count = job
+    connection = http.client.HTTPConnection(host, port, timeout=60)
+    latencies = []
+    for _ in range(count):
+        began = time.perf_counter()
+        connection.request("POST", path, body, headers)
+        answer = connection.getresponse()
+        answer.read()
+        latencies.append((time.perf_counter() - began) * 1000)
+        if answer.status != 200:
+            raise RuntimeError(f"{path}: HTTP {answer.status}")
+    return latencies
 
+
+def load(pool, server, model: str, body: bytes, requests: int, concurrency: int) -> dict[str, float]:
+    """`concurrency` client processes (one connection each; processes, so that the clients' Python is not the
+    bottleneck) sharing `requests` requests."""
     from serving.client import auth_header
 
     headers = {"Content-Type": "application/json", **auth_header(server.token_file)}
-    local = threading.local()
-
-    def call() -> None:
-        if not hasattr(local, "connection"):
-            local.connection = http.client.HTTPConnection(server.host, server.ports["inference"], timeout=60)
-        local.connection.request("POST", f"/predictions/{model}", body, headers)
-        answer = local.connection.getresponse()
-        answer.read()
-        if answer.status != 200:
-            raise RuntimeError(f"{model}: HTTP {answer.status}")
-
-    return call
+    job = (server.host, server.ports["inference"], f"/predictions/{model}", body, headers, requests // concurrency)
+    start = time.perf_counter()
+    latencies = np.concatenate(pool.map(client, [job] * concurrency))
+    return summary(latencies, time.perf_counter() - start)
 
 
 def in_process(run_path: Path, model: str, body: bytes, requests: int) -> dict[str, dict]:
@@ -77,10 +79,9 @@ def in_process(run_path: Path, model: str, body: bytes, requests: int) -> dict[s
     from serving.handlers import InProcess
 
     handler = InProcess(run_path / "models" / model)
-    for _ in range(WARMUP):
-        handler([body])
-    one = timed(lambda: handler([body]), requests, 1)
-    eight = timed(lambda: handler([body] * 8), requests // 8, 1)
+    timed(lambda: handler([body]), WARMUP)
+    one = timed(lambda: handler([body]), requests)
+    eight = timed(lambda: handler([body] * 8), requests // 8)
     return {"in-process, 1 per call": one, "in-process, 8 per call": {**eight, "rps": eight["rps"] * 8}}
 
 
@@ -94,11 +95,11 @@ def served(run_path: Path, bodies: dict[str, bytes], requests: int, batch_size: 
     label = "TorchServe, unbatched" if batch_size == 1 else f"TorchServe, batch {batch_size} / {delay_ms} ms"
     try:
         results = {}
-        for model, body in bodies.items():
-            call = http_caller(server, model, body)
-            timed(call, WARMUP * 8, 8)
-            for concurrency in CONCURRENCY:
-                results[(model, label, concurrency)] = timed(call, requests, concurrency)
+        with multiprocessing.Pool(max(CONCURRENCY)) as pool:
+            for model, body in bodies.items():
+                load(pool, server, model, body, WARMUP * 8, 8)
+                for concurrency in CONCURRENCY:
+                    results[(model, label, concurrency)] = load(pool, server, model, body, requests, concurrency)
         return results
     finally:
         server.stop()
