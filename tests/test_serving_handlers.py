@@ -54,6 +54,44 @@ def test_lstm_handler_standardises_with_saved_statistics_and_returns_raw_units(l
     np.testing.assert_allclose(answer["predictions"], expected_lstm(instances), rtol=1e-6)
 
 
+def test_regressor_and_classifier_without_probabilities_answer_plain_predictions(tmp_path):
+    from sklearn.datasets import load_diabetes, load_iris
+    from sklearn.linear_model import Ridge
+    from sklearn.svm import LinearSVC
+
+    from serving.handlers import InProcess
+    from trainer.artifacts import save_sklearn_model
+
+    diabetes, iris = load_diabetes(), load_iris()
+    species = iris.target_names[iris.target]  # fitted on the labels themselves
+    cases = {"regression": (Ridge().fit(diabetes.data, diabetes.target), diabetes),
+             "classification": (LinearSVC().fit(iris.data, species), iris)}
+    for task, (model, data) in cases.items():
+        features = list(data.feature_names)
+        save_sklearn_model(tmp_path / task, model, {"name": task, "task": task, "features": features, "target": "y"})
+        [(status, answer)] = InProcess(tmp_path / task)([body([dict(zip(features, data.data[0].tolist()))])])
+        assert status == 200 and "probabilities" not in answer
+        assert answer["predictions"] == model.predict(data.data[:1]).tolist()
+
+
+def test_lstm_without_static_inputs_takes_only_dynamic_windows(tmp_path):
+    from serving.handlers import InProcess
+    from tests.serving_fixtures import lstm_network
+    from trainer.lstm.model import build_model, save_lstm_model
+
+    _, meta = lstm_network()
+    meta["architecture"]["n_static"] = 0
+    meta["preprocessing"].update(static_inputs=[], static_mean=[], static_std=[])
+    save_lstm_model(tmp_path, build_model(meta["architecture"]), meta)
+    handler = InProcess(tmp_path)
+    [window] = forcing_windows(1)
+    static = window.pop("static")
+    [(status, answer)] = handler([body([window])])
+    assert status == 200 and len(answer["predictions"]) == 1
+    [(status, answer)] = handler([body([{**window, "static": static}])])
+    assert status == 400 and "has unknown ['static']" in answer["error"]
+
+
 def test_one_bad_request_in_a_batch_gets_400_and_the_others_their_predictions(lstm):
     good, other = forcing_windows(1, seed=2), forcing_windows(2, seed=3)
     answers = lstm([body(good), b"{not json", body(other)])
