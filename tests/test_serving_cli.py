@@ -36,6 +36,9 @@ def test_serve_prints_a_working_curl_line_then_predict_answers_and_stop_ends_it(
         assert (answer["model"], len(answer["predictions"])) == ("classical", 1)
         predicted = run_cli("predict", relative, "--model", "lstm", check=True)
         assert json.loads(predicted.stdout)["version"] == RUN_ID
+        (tmp_path / "empty.json").write_text('{"instances": []}')
+        refused = run_cli("predict", relative, "--model", "lstm", "--input", "empty.json")
+        assert refused.returncode == 2 and "lstm: HTTP 400: \"instances\" must be a non-empty list" in refused.stderr
         again = run_cli("serve", relative, "--detach")
         assert (again.returncode, "already serves" in again.stderr) == (2, True)
     finally:
