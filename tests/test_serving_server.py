@@ -85,6 +85,7 @@ def with_window(change) -> bytes:
 BAD = {
     "malformed JSON": ("classical", b'{"instances": [', "not valid JSON"),
     "not an object": ("classical", b"[1, 2]", "must be a JSON object"),
+    "deeply nested": ("classical", b"[" * 100_000 + b"]" * 100_000, "nests JSON too deeply"),
     "empty batch": ("classical", request([]), "non-empty list"),
     "missing feature": ("classical", with_row(**{"petal width (cm)": ...}), "lacks ['petal width (cm)']"),
     "unknown feature": ("classical", with_row(colour=1.0), "has unknown ['colour']"),

@@ -40,6 +40,8 @@ def parse_body(raw: Any) -> list[Any]:
         body = json.loads(raw, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError) as err:
         raise RequestError(f"the body is not valid JSON: {err}") from None
+    except RecursionError:
+        raise RequestError("the body nests JSON too deeply") from None
     if not isinstance(body, dict) or "instances" not in body:
         raise RequestError("the body must be a JSON object {\"instances\": [...]}")
     extra = sorted(set(body) - {"instances"})
@@ -104,7 +106,6 @@ class ModelHandler:
         self.model: Any = None
         self.meta: dict[str, Any] = {}
         self.header: dict[str, Any] = {}
-        self.initialized = False
 
     # -- what a framework handler provides
     def load(self, model_dir: Path) -> tuple[Any, dict[str, Any]]:
@@ -133,7 +134,6 @@ class ModelHandler:
         self.model, self.meta = self.load(Path(context.system_properties["model_dir"]))
         manifest = (context.manifest or {}).get("model", {})
         self.header = {"model": self.meta["name"], "version": manifest.get("modelVersion")}
-        self.initialized = True
 
     def handle(self, data: list[dict], context: Any) -> list[str]:
         """Answer every request of the batch: a JSON string each; bad ones get HTTP 400 through `context`."""
