@@ -10,6 +10,7 @@ Without torchrun's variables it trains alone in this process.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -68,7 +69,18 @@ class process_group:
 
             if self.worker.device.startswith("cuda"):
                 torch.cuda.set_device(torch.device(self.worker.device))
-            dist.init_process_group("nccl" if self.worker.device.startswith("cuda") else "gloo")
+            dist.init_process_group("nccl" if self.worker.device.startswith("cuda") else "gloo", store=self.store(),
+                                    rank=self.worker.rank, world_size=self.worker.world_size)
+
+    def store(self):
+        """torchrun's store, with keys of their own for this attempt: the agent's store outlives a restart of the
+        workers, and without a prefix the new workers may read the dead ones' addresses (gloo: connection refused)."""
+        import torch.distributed as dist
+
+        agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"  # else rank 0 hosts the store
+        store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), self.worker.world_size,
+                              is_master=not agent and self.worker.rank == 0, multi_tenant=not agent)
+        return dist.PrefixStore(f"mlkube/attempt-{self.worker.restart}", store)
 
     def __exit__(self, *exc: object) -> None:
         if self.worker.world_size > 1:

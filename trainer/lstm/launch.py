@@ -22,7 +22,7 @@ from trainer.run import Run
 
 LOG = Path("logs") / "lstm.log"
 ROOT = Path(__file__).resolve().parents[2]  # the folder that holds the `trainer` package
-RESTART_MARK = "restart worker group"  # torchrun's line when it restarts the workers after a failure
+FAILURE_MARK = "failed (exitcode"  # torchrun's line when a worker died (it restarts the group, up to max_restarts)
 
 
 def torchrun_command(elastic, run: Run, local_port: int) -> list[str]:
@@ -43,13 +43,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(elastic, run: Run, progress: Progress) -> int:
-    """Run torchrun to the end; forward rank 0's progress lines and restarts; return the number of restarts."""
+def launch(elastic, run: Run, progress: Progress) -> None:
+    """Run torchrun to the end; show rank 0's progress lines and worker failures."""
     log = run.path / LOG
     log.parent.mkdir(parents=True, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="mlkube-torchrun-")
     env = {**os.environ, "TMPDIR": tmp, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    restarts = 0
     try:
         with open(log, "a") as out, subprocess.Popen(torchrun_command(elastic, run, free_port()), env=env, text=True,
                                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
@@ -57,9 +56,10 @@ def launch(elastic, run: Run, progress: Progress) -> int:
                 for line in proc.stdout:
                     out.write(line)
                     out.flush()
-                    restarts += RESTART_MARK in line
-                    if line.startswith(PREFIX) or RESTART_MARK in line:
+                    if line.startswith(PREFIX):
                         progress.say(line.strip())
+                    elif FAILURE_MARK in line:
+                        progress.say(f"torchrun: worker {line.split('] ', 1)[-1].strip()}")
             finally:
                 if proc.poll() is None:
                     proc.terminate()  # torchrun stops its workers on SIGTERM
@@ -67,10 +67,9 @@ def launch(elastic, run: Run, progress: Progress) -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if proc.returncode != 0:
-        raise MlkubeError(f"LSTM training failed: torchrun exited with {proc.returncode} after {restarts} restart(s)"
-                          f"{_tail(log)}", f"read {log}; after fixing the cause, `mlkube run SPEC --resume {run.id}` "
-                          "continues from the last checkpoint")
-    return restarts
+        raise MlkubeError(f"LSTM training failed: torchrun exited with {proc.returncode}{_tail(log)}",
+                          f"read {log}; after fixing the cause, `mlkube run SPEC --resume {run.id}` continues from "
+                          "the last checkpoint")
 
 
 def _tail(log: Path, lines: int = 15) -> str:
