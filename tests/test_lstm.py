@@ -223,3 +223,43 @@ def test_entry_point_without_an_lstm_section_exits_2_with_the_fix(tmp_path):
                            "--run-dir", str(tmp_path)], capture_output=True, text=True, check=False)
     assert proc.returncode == 2
     assert "has no `lstm` section" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_prepared_series_read_back_equal_with_their_statistics(tiny, tmp_path):
+    from trainer.lstm.data import PREPARED, read_prepared, save_prepared
+
+    _, prepared = tiny
+    back = read_prepared(save_prepared(tmp_path / PREPARED, prepared))
+    assert back.data.data_hash() == prepared.data_hash == back.data_hash
+    for field in dataclasses.fields(prepared.stats):
+        np.testing.assert_array_equal(getattr(back.stats, field.name), getattr(prepared.stats, field.name))
+
+
+# ---------------------------------------------------------------------------------------------------- CUDA
+@pytest.mark.gpu
+def test_on_cuda_the_network_takes_the_cudnn_path_and_agrees_with_the_cpu():
+    import torch
+
+    from trainer.lstm.model import build_model
+
+    torch.manual_seed(0)
+    net = build_model({"n_dynamic": 5, "n_static": 0, "hidden_size": 16, "num_layers": 2, "dropout": 0.0,
+                       "static_embedding": None}).eval()
+    x = torch.randn(4, 50, 5)
+    with torch.no_grad():
+        on_cpu = net(x)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+            on_gpu = net.cuda()(x.cuda())
+    assert any("cudnn_rnn" in event.key for event in profile.key_averages())
+    torch.testing.assert_close(on_gpu.cpu(), on_cpu, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.gpu
+def test_training_on_cuda_with_mixed_precision_lowers_the_loss(tiny):
+    from trainer.lstm.train import Trainer, Worker
+
+    spec, prepared = tiny
+    lstm = spec.lstm.model_copy(deep=True)
+    lstm.train.learning_rate, lstm.train.epochs = 0.01, 6
+    state = Trainer(lstm, spec.seed, prepared, Worker(device="cuda:0")).fit()
+    assert state.history[-1]["train_loss"] < state.history[0]["train_loss"]
