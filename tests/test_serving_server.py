@@ -20,7 +20,8 @@ from tests.serving_fixtures import (
 )
 
 pytestmark = pytest.mark.integration
-SPEC = {"batch_size": 8, "max_batch_delay_ms": 2}
+# A long batch delay so that concurrent requests surely meet in a batch, even on a busy machine.
+SPEC = {"batch_size": 8, "max_batch_delay_ms": 50}
 
 
 @pytest.fixture(scope="session")
@@ -65,6 +66,16 @@ def scrape(server) -> dict[tuple[str, str], float]:
 
 def moved(before: dict, after: dict, name: str, model: str) -> float:
     return after.get((name, model), 0.0) - before.get((name, model), 0.0)
+
+
+def scrape_when_moved(server, before: dict, name: str, model: str, by: float, timeout: float = 15) -> dict:
+    """Scrape until `name` moved by at least `by`: the worker's metrics reach the frontend after its answers."""
+    deadline = time.monotonic() + timeout
+    after = scrape(server)
+    while moved(before, after, name, model) < by and time.monotonic() < deadline:
+        time.sleep(0.2)
+        after = scrape(server)
+    return after
 
 
 IRIS_ROW = {"sepal length (cm)": 5.9, "sepal width (cm)": 3.0, "petal length (cm)": 5.1, "petal width (cm)": 1.8}
@@ -169,7 +180,7 @@ def test_dynamic_batching_from_the_spec_puts_concurrent_requests_in_one_call(ser
     before = scrape(server)
     with ThreadPoolExecutor(8) as pool:
         statuses = list(pool.map(lambda _: post(server, "lstm", GOOD["lstm"]).status_code, range(32)))
-    after = scrape(server)
+    after = scrape_when_moved(server, before, "mlkube_predictions_total", "lstm", 32)
     assert statuses == [200] * 32
     assert moved(before, after, "mlkube_predictions_total", "lstm") == 32
     assert 0 < moved(before, after, "mlkube_handler_latency_ms_count", "lstm") < 32  # fewer handler calls than requests
@@ -180,7 +191,8 @@ def test_torchserve_and_handler_metrics_count_every_request(server):
     for _ in range(3):
         post(server, "classical", request([IRIS_ROW, IRIS_ROW]))
     post(server, "classical", b"{")
-    after = scrape(server)
+    scrape_when_moved(server, before, "mlkube_rejected_total", "classical", 1)  # the last batch's metrics are in
+    after = scrape_when_moved(server, before, "ts_inference_requests_total", "classical", 4)
     assert moved(before, after, "ts_inference_requests_total", "classical") == 4
     assert moved(before, after, "mlkube_predictions_total", "classical") == 3
     assert moved(before, after, "mlkube_rejected_total", "classical") == 1
@@ -194,8 +206,9 @@ def test_prometheus_sees_the_request_counter_move_by_the_requests_sent(server, p
     def value(result) -> float | None:
         return float(result[0]["value"][1]) if result else None
 
+    before = scrape(server)
     post(server, "lstm", GOOD["lstm"])  # the series exists from here on
-    served = scrape(server)[("ts_inference_requests_total", "lstm")]
+    served = scrape_when_moved(server, before, "ts_inference_requests_total", "lstm", 1)[("ts_inference_requests_total", "lstm")]
     start = value(prometheus_server.wait_for(query, lambda result: value(result) == served))
     for _ in range(5):
         assert post(server, "lstm", GOOD["lstm"]).status_code == 200
