@@ -92,6 +92,19 @@ def test_lstm_without_static_inputs_takes_only_dynamic_windows(tmp_path):
     assert status == 400 and "has unknown ['static']" in answer["error"]
 
 
+def test_lstm_with_per_site_statistics_is_refused_at_load_naming_the_fix(tmp_path):
+    from serving.handlers import InProcess
+    from tests.serving_fixtures import lstm_network
+    from trainer.errors import MlkubeError
+    from trainer.lstm.model import save_lstm_model
+
+    network, meta = lstm_network()
+    meta["preprocessing"]["normalization"] = "per_site"
+    save_lstm_model(tmp_path, network, meta)
+    with pytest.raises(MlkubeError, match="per_site normalization(.|\n)*preprocess.normalization: global"):
+        InProcess(tmp_path)
+
+
 def test_one_bad_request_in_a_batch_gets_400_and_the_others_their_predictions(lstm):
     good, other = forcing_windows(1, seed=2), forcing_windows(2, seed=3)
     answers = lstm([body(good), b"{not json", body(other)])

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from serving.handlers.base import ModelHandler, RequestError, check_names, json_type, number, numbers
+from trainer.errors import MlkubeError
 
 
 class LstmHandler(ModelHandler):
@@ -27,6 +28,9 @@ class LstmHandler(ModelHandler):
 
         model, meta = load_lstm_model(model_dir)
         p = meta["preprocessing"]
+        if p.get("normalization", "global") != "global":  # per-site statistics would need the site in each request
+            raise MlkubeError(f"{model_dir}: the LSTM was trained with {p['normalization']} normalization; serving "
+                              "needs one set of statistics", "train it with preprocess.normalization: global")
         self.days, self.dynamic, self.static = p["sequence_length"], list(p["dynamic_inputs"]), list(p["static_inputs"])
         self.keys = ["dynamic", "static"] if self.static else ["dynamic"]
         self.mean = np.array([*p["dynamic_mean"], *p["static_mean"]], dtype=float)
