@@ -18,7 +18,7 @@ install: $(STAMP)
 
 ## The main job, end to end on the embedded default (local Ray, torchrun, TorchServe).
 demo: $(STAMP)
-	$(BIN)/mlkube run $(SPEC)
+	$(BIN)/mlkube run $(SPEC) --serve
 
 ## System services the integration tests start for real (Prometheus, etcd, shellcheck).
 system-deps:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -110,12 +109,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     run = Run.start(spec.to_yaml(), run_root, run_id=args.resume or args.run_id, resume=bool(args.resume))
     progress = Progress(quiet=args.quiet)
     progress.say(f"run {run.id}: {run.path}")
-    os.environ.setdefault("MLKUBE_RUN_DIR", str(run.path))
     run_pipeline(spec, run, progress, only=args.stages)
-    report = run.path / "report.html"
-    print(f"leaderboard: {run.path / 'leaderboard.json'}" if (run.path / "leaderboard.json").exists() else "")
-    print(f"report: {report}")
+    if (run.path / "leaderboard.json").exists():
+        print(f"leaderboard: {run.path / 'leaderboard.json'}")
+    if args.serve:
+        serve_and_predict(run, spec, progress)
+    print(f"report: {run.path / 'report.html'}")
     return 0
+
+
+def serve_and_predict(run: Run, spec: Spec, progress: Progress) -> None:
+    """Archive the run's models, start TorchServe (it keeps running), and print one prediction per model."""
+    import json
+
+    from serving.server import describe, serve_run
+
+    progress.say("serve: archiving the models and starting TorchServe …")
+    server = serve_run(run, spec.serve)
+    for name in server.models:
+        answer = server.predict(name, server.example(name).read_bytes())
+        print(f"prediction from {name} (request {server.example(name)}): {json.dumps(answer)}")
+    print(describe(server))
+    print(f"stop it with: mlkube serve {run.path} --stop")
 
 
 def cmd_show(args: argparse.Namespace) -> int:

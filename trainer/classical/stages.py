@@ -20,6 +20,7 @@ from trainer.classical.search import (
     TrialData,
     connect_ray,
     fit_and_score,
+    release_ray,
     rank,
     run_trials,
     tune_space,
@@ -193,6 +194,7 @@ def improve(ctx) -> None:
     ctx.progress.say(f"best: {best['model']} {best['params']} mean {best['mean']:.4f} ({best['stage']})")
     final = _refit_and_save(ctx, cd, best)
     atomic_write_json(ctx.run.stage_file("improve"), {"tuned": tuned, "trials": trials, "nested": nested, "best": final})
+    release_ray()  # the last stage on Ray: give its CPUs and memory back before the LSTM trains
 
 
 def _tune(ctx, cd: ClassicalData) -> tuple[list[dict], list[dict], dict]:
