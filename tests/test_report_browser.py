@@ -41,8 +41,10 @@ def test_report_renders_offline_with_every_image_and_no_console_error(iris_run, 
         "return Array.from(document.images).map(i => [i.alt, i.complete && i.naturalWidth > 0])")
     assert [alt for alt, _ in images] == ["algorithm_comparison", "confusion_matrix"]
     assert all(loaded for _, loaded in images)
-    rows = browser.execute_script("return document.querySelectorAll('table tr').length")
+    rows = browser.execute_script("return document.querySelectorAll('#leaderboard tr').length")
     assert rows == 1 + 6  # header + the six tutorial models
+    headings = browser.execute_script("return Array.from(document.querySelectorAll('h2')).map(h => h.textContent)")
+    assert headings == ["Problem", "Classical models", "Serving", "Environment and timings"]
     errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
     assert errors == []
     assert "http" not in report.read_text().replace("http-equiv", "")  # nothing fetched from a network

@@ -19,19 +19,24 @@ from trainer.run import Run, atomic_path, atomic_write_json, atomic_write_text, 
 
 # ------------------------------------------------------------------------------------------ leaderboard
 def build_leaderboard(run: Run) -> dict[str, Any] | None:
-    """leaderboard.json: {"metric", "task", "scheme", "rows" (best first), "best": {"model", "holdout_score", ...}}."""
+    """leaderboard.json: the classical models {"metric", "task", "scheme", "rows" (best first), "best": {"model",
+    "holdout_score", ...}} and, when the LSTM ran, "deep": the LSTM beside its baselines on the test period."""
+    board: dict[str, Any] = {}
     evaluate_path, improve_path = run.stage_file("evaluate"), run.stage_file("improve")
-    if not evaluate_path.exists():
-        return None
-    spot = read_json(evaluate_path)
-    improved = read_json(improve_path) if improve_path.exists() else {"tuned": [], "best": None}
-    rows = _rank_rows(spot["rows"] + improved["tuned"])
-    board = {"metric": spot["metric"], "task": spot["task"], "scheme": spot["scheme"], "rows": rows,
-             "best": improved["best"]}
-    failed = [{"model": r["model"], "error": r.get("error")} for r in rows if r["status"] == "failed"]
-    if failed:
-        board["failed"] = failed
-    return board
+    if evaluate_path.exists():
+        spot = read_json(evaluate_path)
+        improved = read_json(improve_path) if improve_path.exists() else {"tuned": [], "best": None}
+        rows = _rank_rows(spot["rows"] + improved["tuned"])
+        board.update({"metric": spot["metric"], "task": spot["task"], "scheme": spot["scheme"], "rows": rows,
+                      "best": improved["best"]})
+        failed = [{"model": r["model"], "error": r.get("error")} for r in rows if r["status"] == "failed"]
+        if failed:
+            board["failed"] = failed
+    if run.stage_file("deep").exists():
+        deep = read_json(run.stage_file("deep"))
+        board["deep"] = {"metric": "median_nse", "period": deep["period"], "dates": deep["dates"],
+                         "target": deep["target"], "rows": deep["ranking"], "artifact": deep["artifact"]}
+    return board or None
 
 
 def _rank_rows(rows: list[dict]) -> list[dict]:
@@ -52,20 +57,25 @@ def write_cv_scores(path: Path, rows: list[dict]) -> None:
 
 def leaderboard_table(board: dict[str, Any]) -> str:
     """The leaderboard as a plain-text table (for `mlkube show`)."""
-    lines = [f"metric: {board['metric']}   task: {board['task']}   scheme: {board['scheme']['scheme']}", ""]
-    header = f"{'#':>2}  {'model':<8} {'stage':<9} {'mean':>8} {'std':>8} {'folds':>5} {'fit s':>7}  {'status':<13} params"
-    lines += [header, "-" * len(header)]
-    for i, row in enumerate(board["rows"], 1):
-        mean = f"{row['mean']:.4f}" if row["mean"] is not None else "-"
-        std = f"{row['std']:.4f}" if row["std"] is not None else "-"
-        fit = f"{row['fit_time']:.3f}" if row.get("fit_time") is not None else "-"
-        params = json.dumps(row["params"], sort_keys=True)
-        lines.append(f"{i:>2}  {row['model']:<8} {row.get('stage', ''):<9} {mean:>8} {std:>8} {len(row['scores']):>5} "
-                     f"{fit:>7}  {row['status']:<13} {params}")
-    best = board.get("best")
-    if best:
-        hold = f"{best['holdout_score']:.4f}" if best.get("holdout_score") is not None else "no holdout"
-        lines += ["", f"best: {best['model']}  cv {best['cv_mean']:.4f}  holdout {hold}  → {best['artifact']}"]
+    lines: list[str] = []
+    if "rows" in board:
+        lines += [f"metric: {board['metric']}   task: {board['task']}   scheme: {board['scheme']['scheme']}", ""]
+        header = f"{'#':>2}  {'model':<8} {'stage':<9} {'mean':>8} {'std':>8} {'folds':>5} {'fit s':>7}  {'status':<13} params"
+        lines += [header, "-" * len(header)]
+        for i, row in enumerate(board["rows"], 1):
+            params = json.dumps(row["params"], sort_keys=True)
+            lines.append(f"{i:>2}  {row['model']:<8} {row.get('stage', ''):<9} {_num(row['mean']):>8} {_num(row['std']):>8} "
+                         f"{len(row['scores']):>5} {_num(row.get('fit_time'), 3):>7}  {row['status']:<13} {params}")
+        best = board.get("best")
+        if best:
+            hold = _num(best.get("holdout_score")) if best.get("holdout_score") is not None else "no holdout"
+            lines += ["", f"best: {best['model']}  cv {best['cv_mean']:.4f}  holdout {hold}  → {best['artifact']}"]
+    if "deep" in board:
+        deep = board["deep"]
+        lines += ["", f"LSTM and baselines on the {deep['period']} period {deep['dates'][0]}..{deep['dates'][1]} "
+                      f"({deep['target']}):", f"{'model':<12} {'median NSE':>10} {'mean NSE':>9} {'median KGE':>10}"]
+        lines += [f"{r['model']:<12} {_num(r['median_nse']):>10} {_num(r['mean_nse']):>9} {_num(r['median_kge']):>10}"
+                  for r in deep["rows"]]
     return "\n".join(lines)
 
 
@@ -172,23 +182,24 @@ def _img(path: Path) -> str:
     return f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(path.stem.replace("_", " "))}</figcaption></figure>'
 
 
-def _table(board: dict[str, Any]) -> str:
-    head = "<tr><th>#</th><th>model</th><th>stage</th><th>mean</th><th>std</th><th>folds</th><th>fit s</th><th>status</th><th>params</th></tr>"
-    body = []
-    for i, r in enumerate(board["rows"], 1):
-        cells = [i, r["model"], r.get("stage", ""), _num(r["mean"]), _num(r["std"]), len(r["scores"]),
-                 _num(r.get("fit_time"), 3), r["status"] + (f": {r['error']}" if r.get("error") else ""),
-                 json.dumps(r["params"], sort_keys=True)]
-        body.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
-    return f"<table>{head}{''.join(body)}</table>"
+def _html_table(headers: list[str] | None, rows: list[list[Any]], table_id: str | None = None) -> str:
+    head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in headers) + "</tr>" if headers else ""
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table{f' id={table_id!r}' if table_id else ''}>{head}{body}</table>"
+
+
+def _classical_table(board: dict[str, Any]) -> str:
+    return _html_table(
+        ["#", "model", "stage", "mean", "std", "folds", "fit s", "status", "params"],
+        [[i, r["model"], r.get("stage", ""), _num(r["mean"]), _num(r["std"]), len(r["scores"]), _num(r.get("fit_time"), 3),
+          r["status"] + (f": {r['error']}" if r.get("error") else ""), json.dumps(r["params"], sort_keys=True)]
+         for i, r in enumerate(board["rows"], 1)], table_id="leaderboard")
 
 
 def _nested_table(nested: dict[str, dict]) -> str:
-    rows = "".join(
-        f"<tr><td>{html.escape(m)}</td><td>{_num(n.get('nested_mean'))}</td><td>{_num(n.get('nested_std'))}</td>"
-        f"<td>{_num(n.get('inner_mean'))}</td><td>{_num(n.get('optimism'))}</td></tr>" for m, n in nested.items())
-    return ("<table><tr><th>model</th><th>nested mean</th><th>nested std</th><th>inner CV of chosen params</th>"
-            f"<th>optimism</th></tr>{rows}</table>")
+    return _html_table(["model", "nested mean", "nested std", "inner CV of chosen params", "optimism"],
+                       [[m, _num(n.get("nested_mean")), _num(n.get("nested_std")), _num(n.get("inner_mean")),
+                         _num(n.get("optimism"))] for m, n in nested.items()])
 
 
 def _num(value, digits: int = 4) -> str:
@@ -208,31 +219,105 @@ def write_html(run: Run, sections: list[tuple[str, str]]) -> Path:
     return atomic_write_text(run.path / "report.html", page)
 
 
+def _facts(pairs: dict[str, Any]) -> str:
+    return _html_table(None, [[k, v] for k, v in pairs.items() if v is not None])
+
+
+def _problem_section(prepared: dict[str, Any]) -> str:
+    parts = []
+    if "classical" in prepared:
+        c = prepared["classical"]
+        parts.append("<h3>Tabular data</h3>" + _facts({
+            "source": c["source"], "rows × features": f"{c['rows']} × {c['features']}", "target": c["target"],
+            "task": c["task"], "classes (rows)": ", ".join(f"{k} ({v})" for k, v in c.get("classes", {}).items()) or None,
+            "missing feature values": c["missing_values"], "training rows (CV)": c["train_rows"],
+            "holdout rows": c["holdout_rows"] or "none", "features": ", ".join(c["feature_names"])}))
+    if "lstm" in prepared:
+        t = prepared["lstm"]
+        parts.append("<h3>Time series</h3>" + _facts({
+            "sites": f"{len(t['sites'])}: {', '.join(t['sites'][:12])}{' …' if len(t['sites']) > 12 else ''}",
+            "days": t["days"], "dynamic inputs": ", ".join(t["dynamic_inputs"]),
+            "static inputs": ", ".join(t["static_inputs"]) or "none", "target": t["target"],
+            **{f"{name} period": f"{a} .. {b}" for name, (a, b) in t["periods"].items()},
+            "missing target fraction": f"{t['missing_target_fraction']:.1%}"}))
+    return "".join(parts)
+
+
+def _deep_section(run: Run, deep: dict[str, Any]) -> str:
+    training = deep["training"]
+    ranking = _html_table(["model", "median NSE", "mean NSE", "median KGE"],
+                          [[r["model"], _num(r["median_nse"]), _num(r["mean_nse"]), _num(r["median_kge"])]
+                           for r in deep["ranking"]])
+    facts = _facts({"test period": " .. ".join(deep["dates"]), "steps": f"{training['steps']} of {training['total_steps']}",
+                    "epochs (best)": f"{training['epochs']} ({training['best_epoch']})",
+                    "stopped early": training["stopped_early"], "world size": training["world_size"],
+                    "restarts survived": training["restarts"], "device": training["device"], "cuDNN": training["cudnn"],
+                    "sequences/s": _num(training["samples_per_second"], 1), "training seconds": training["seconds"]})
+    figures = [run.path / f for f in deep.get("figures", {}).values() if (run.path / f).exists()]
+    return ranking + facts + "".join(_img(f) for f in figures)
+
+
+def _serving_section(run: Run) -> str:
+    """The run's models and how to call them (the request schemas are in docs/serving.md)."""
+    rows = []
+    for meta_path in sorted(run.models.glob("*/model.json")):
+        meta = read_json(meta_path)
+        inputs = meta.get("features") or meta.get("preprocessing", {}).get("dynamic_inputs", [])
+        rows.append([meta["name"], meta["framework"], meta.get("estimator", "LSTM"), ", ".join(inputs), meta["sha256"][:12]])
+    if not rows:
+        return ""
+    commands = (f"mlkube serve {run.path}            # TorchServe on 127.0.0.1, token auth on; prints a curl line\n"
+                f"mlkube predict {run.path} --model {rows[0][0]}   # sends the model's example request\n"
+                f"mlkube serve {run.path} --stop")
+    return (_html_table(["model", "framework", "estimator", "inputs", "sha256"], rows)
+            + f"<pre>{html.escape(commands)}</pre>")
+
+
+def _environment_section(run: Run) -> str:
+    env = read_json(run.path / "env.json") if (run.path / "env.json").exists() else {}
+    timings = read_json(run.path / "timings.json") if (run.path / "timings.json").exists() else {}
+    facts = _facts({"run id": env.get("run_id"), "seed": env.get("seed"), "host": env.get("hostname"),
+                    "platform": env.get("platform"), "started": env.get("start_time"),
+                    "data hash": json.dumps(env.get("data_hash")) if env.get("data_hash") else None})
+    stages = _html_table(["stage", "seconds"], [[k, _num(v, 1)] for k, v in timings.items()])
+    versions = _html_table(["library", "version"], list(env.get("versions", {}).items()))
+    return facts + "<h3>Seconds per stage</h3>" + stages + "<h3>Libraries</h3>" + versions
+
+
 def present(run: Run) -> dict[str, Any] | None:
     """Write leaderboard.json, cv_scores.csv, the figures and report.html from the stages' results."""
     board = build_leaderboard(run)
-    sections: list[tuple[str, str]] = []
     prepare = run.stage_file("prepare")
-    summary = read_json(prepare).get("classical") if prepare.exists() else None
-    if summary:
-        sections.append(("Problem", f"<pre>{html.escape(json.dumps(summary, indent=2))}</pre>"))
+    prepared = read_json(prepare) if prepare.exists() else {}
+    sections: list[tuple[str, str]] = [("Problem", _problem_section(prepared))]
     if board is not None:
         atomic_write_json(run.path / "leaderboard.json", board)
+    if board and "rows" in board:
         write_cv_scores(run.path / "cv_scores.csv", board["rows"])
-        improved = read_json(run.stage_file("improve")) if run.stage_file("improve").exists() else {}
-        figures = [comparison_boxplot(board, run.figures / "algorithm_comparison.png"),
-                   confusion_plot(board["best"], (summary or {}).get("class_names", []), run.figures / "confusion_matrix.png"),
-                   tuning_curves(improved.get("trials", []), board["metric"], run.figures / "tuning_curves.png"),
-                   nested_plot(improved.get("nested", {}), board["metric"], run.figures / "nested_cv.png")]
-        sections.append(("Leaderboard", _table(board)))
-        if improved.get("nested"):
-            sections.append(("Nested cross-validation", _nested_table(improved["nested"])))
-        sections.append(("Figures", "".join(_img(f) for f in figures if f)))
-    for name in ("env.json", "timings.json"):
-        if (run.path / name).exists():
-            sections.append((name, f"<pre>{html.escape((run.path / name).read_text())}</pre>"))
-    write_html(run, sections)
+        sections.append(("Classical models", _classical_section(run, board, prepared.get("classical", {}))))
+    if run.stage_file("deep").exists():
+        sections.append(("LSTM and baselines", _deep_section(run, read_json(run.stage_file("deep")))))
+    sections.append(("Serving", _serving_section(run)))
+    sections.append(("Environment and timings", _environment_section(run)))
+    write_html(run, [(title, body) for title, body in sections if body])
     return board
+
+
+def _classical_section(run: Run, board: dict[str, Any], summary: dict[str, Any]) -> str:
+    improved = read_json(run.stage_file("improve")) if run.stage_file("improve").exists() else {}
+    figures = [comparison_boxplot(board, run.figures / "algorithm_comparison.png"),
+               confusion_plot(board["best"], summary.get("class_names", []), run.figures / "confusion_matrix.png"),
+               tuning_curves(improved.get("trials", []), board["metric"], run.figures / "tuning_curves.png"),
+               nested_plot(improved.get("nested", {}), board["metric"], run.figures / "nested_cv.png")]
+    best = board.get("best") or {}
+    parts = [_facts({"metric": board["metric"], "scheme": board["scheme"]["scheme"], "best model": best.get("model"),
+                     "its CV mean": _num(best.get("cv_mean")), "its holdout score": _num(best.get("holdout_score")),
+                     "saved as": best.get("artifact")}),
+             _classical_table(board)]
+    if improved.get("nested"):
+        parts.append("<h3>Nested cross-validation</h3>" + _nested_table(improved["nested"]))
+    parts.append("".join(_img(f) for f in figures if f))
+    return "".join(parts)
 
 
 def compare(a: dict[str, Any], b: dict[str, Any], names: tuple[str, str]) -> str:
