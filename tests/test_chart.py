@@ -1,11 +1,19 @@
 """The Helm chart, rendered by a real Helm engine (helm-python-sdk) for several values files, every manifest checked
 against the Kubernetes schemas and the vendored CRD schemas; each values.schema.json rule and template rule tested by
-rendering a bad value; `mlkube submit`'s objects are the chart's."""
+rendering a bad value; `mlkube submit`'s objects are the chart's. The `helm test` pod's script runs against a real
+TorchServe; the Grafana dashboard's queries are parsed by promtool and checked against the metrics the exporters
+really expose."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -88,19 +96,24 @@ def test_every_rendered_manifest_matches_its_schema(name):
     assert rendered.objects and found == []
 
 
-def test_helm_test_pod_matches_the_pod_schema():
+def helm_test_pod(values: dict) -> dict:
+    """The `helm test` pod (render() leaves hooks out, as a release applies them only on `helm test`)."""
     import helm_python as helm
 
     with helm.Chart.load(str(CHART)) as chart:
-        text = chart.render({"serve": {"enabled": True}}, name="demo", namespace="ml")["mlkube/templates/tests/predict.yaml"]
-    pod = yaml.safe_load(text)
+        return yaml.safe_load(chart.render(values, name="demo", namespace="ml")["mlkube/templates/tests/predict.yaml"])
+
+
+def test_helm_test_pod_matches_the_pod_schema():
+    pod = helm_test_pod({"serve": {"enabled": True}})
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     assert problems(pod) == []
 
 
 def test_crd_schemas_are_vendored_for_every_custom_kind():
     assert {("ray.io/v1", "RayJob"), ("ray.io/v1", "RayCluster"), ("kubeflow.org/v1", "PyTorchJob"),
-            ("elastic.pytorch.org/v1alpha1", "ElasticJob")} <= set(crd_schemas())
+            ("elastic.pytorch.org/v1alpha1", "ElasticJob"), ("monitoring.coreos.com/v1", "ServiceMonitor"),
+            ("monitoring.coreos.com/v1", "PodMonitor")} <= set(crd_schemas())
     readme = (CRDS / "README.md").read_text()
     for path in CRDS.glob("*.yaml"):
         assert path.name in readme, f"{path.name}: source and version missing from deploy/crds/README.md"
@@ -122,7 +135,7 @@ def test_every_kind_the_chart_renders_is_one_mlkube_delete_removes():
     rendered = {(o["apiVersion"], o["kind"]) for name in VALUES_FILES for o in objects(values_of(name))}
     assert rendered - {("v1", "PersistentVolumeClaim")} <= set(CHART_KINDS)
     assert {kind for _, kind in rendered} >= {"RayJob", "RayCluster", "PyTorchJob", "ElasticJob", "Deployment",
-                                              "HorizontalPodAutoscaler", "ServiceMonitor", "NetworkPolicy"}
+                                              "ServiceMonitor", "PodMonitor", "NetworkPolicy"}
 
 
 # ------------------------------------------------------------------------------------------ what the objects say
@@ -229,7 +242,7 @@ def test_the_mounted_spec_is_a_valid_experiment_that_writes_to_the_runs_volume()
     assert spec.runs_classical and spec.runs_lstm
 
 
-def test_serving_deployment_service_probes_token_and_scrape_annotations():
+def test_serving_is_one_torchserve_pod_probed_on_the_inference_port_without_a_key():
     objs = objects(values_of("serving-values"))
     deployment, service = only(objs, "Deployment"), only(objs, "Service")
     template = deployment["spec"]["template"]
@@ -237,15 +250,19 @@ def test_serving_deployment_service_probes_token_and_scrape_annotations():
     assert container["command"] == ["mlkube", "serve", "/runs/tuned-run"]
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"inference": 8080, "management": 8081, "metrics": 8082}
     assert {p["name"] for p in service["spec"]["ports"]} == {"inference", "management", "metrics"}
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/ping", "port": "inference"}
-    token = next(e for e in container["env"] if e["name"] == "MLKUBE_SERVE_TOKEN")
-    assert token["valueFrom"]["secretKeyRef"]["name"] == only(objs, "Secret")["metadata"]["name"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["tcpSocket"] == {"port": "inference"} and "httpGet" not in container[probe]
+    # Every TorchServe makes its own keys: one pod, and never two on one serving folder during a rollout.
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
     assert template["metadata"]["annotations"]["prometheus.io/port"] == "8082"
-    assert "replicas" not in deployment["spec"]  # the HorizontalPodAutoscaler owns it
-    hpa = only(objs, "HorizontalPodAutoscaler")
-    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
     assert only(objs, "ServiceMonitor")["spec"]["endpoints"][0]["port"] == "metrics"
+
+
+def test_no_preset_token_is_rendered_or_accepted():
+    objs = objects(kind_everything())
+    assert by_kind(objs, "Secret") == [] and "MLKUBE_SERVE_TOKEN" not in json.dumps(objs)
+    with pytest.raises(MlkubeError, match="additional properties 'token' not allowed"):
+        render({"serve": {"enabled": True, "token": "s3cret"}}, "demo", "ml")
 
 
 def test_network_policy_lets_only_the_inference_port_in():
@@ -259,25 +276,203 @@ def test_metrics_peers_may_reach_the_metrics_port_only():
     assert rules[1]["ports"] == [{"protocol": "TCP", "port": 8082}] and "from" in rules[1] and "from" not in rules[0]
 
 
-def test_the_given_serve_token_is_stored_and_an_empty_one_is_generated():
-    given = only(objects({"serve": {"enabled": True, "token": "s3cret"}}), "Secret")
-    assert given["data"]["token"] == "czNjcmV0"
-    generated = [only(objects({"serve": {"enabled": True}}), "Secret")["data"]["token"] for _ in range(2)]
-    assert generated[0] != generated[1] and len(generated[0]) > 40
-
-
-def test_notes_tell_how_to_predict_with_the_token():
+def test_notes_tell_how_to_predict_with_the_key_torchserve_made():
     notes = render(values_of("serving-values"), "demo", "ml").notes
-    assert "port-forward svc/demo-serve 8080:8080" in notes
-    assert "get secret demo-serve-token" in notes and "/predictions/best" in notes and "helm test demo" in notes
+    assert "helm test demo -n ml --logs" in notes
+    assert "kubectl -n ml exec deploy/demo-serve -- mlkube predict /runs/tuned-run --model classical" in notes
+    assert "port-forward svc/demo-serve 8080:8080" in notes and "/predictions/classical" in notes
+    assert 'json.load(open("/runs/tuned-run/serving/key_file.json"))["inference"]["key"]' in notes
+    assert "cat /runs/tuned-run/serving/examples/classical.json" in notes
+    assert "rollout restart deployment/demo-serve" in notes and "get secret" not in notes
 
 
-def test_tuning_and_training_pods_carry_scrape_annotations_for_mlkube_metrics():
-    objs = objects({"elastic": {"enabled": True}, "metrics": {"port": 9500}})
-    for obj in by_kind(objs, "PyTorchJob") + by_kind(objs, "RayJob"):
-        for template in pod_templates(obj)[obj["kind"] == "RayJob":]:
-            assert template["metadata"]["annotations"]["prometheus.io/port"] == "9500"
-    assert "annotations" not in pod_templates(only(objects({"metrics": {"port": None}}), "RayJob"))[1]["metadata"]
+def test_the_tuning_driver_and_each_training_process_have_an_exporter_port_and_scrape_annotations():
+    objs = objects({"elastic": {"enabled": True, "nprocPerNode": 3}, "metrics": {"port": 9500}})
+    submitter, head, worker = pod_templates(only(objs, "RayJob"))
+    (training,) = pod_templates(only(objs, "PyTorchJob"))
+    for template in (head, training):
+        assert template["metadata"]["annotations"]["prometheus.io/port"] == "9500"
+    assert containers(head)[0]["ports"] == [{"name": "metrics-0", "containerPort": 9500}]
+    ports = {p["name"]: p["containerPort"] for p in containers(training)[0]["ports"]}
+    assert ports == {"rdzv": 29400, "metrics-0": 9500, "metrics-1": 9501, "metrics-2": 9502}  # port + local rank
+    for template in (submitter, worker):  # no exporter there: nothing to scrape
+        assert "annotations" not in template["metadata"] and "ports" not in containers(template)[0]
+
+
+def test_no_exporter_port_or_annotation_without_metrics_or_on_a_raycluster_head():
+    for values in ({"metrics": {"port": None}, "elastic": {"enabled": True}}, {"ray": {"mode": "cluster"}}):
+        for obj in objects(values):
+            for template in pod_templates(obj):
+                assert "annotations" not in template["metadata"], obj["kind"]
+                assert not [p for p in containers(template)[0].get("ports", []) if p["name"].startswith("metrics-")]
+
+
+def test_podmonitor_scrapes_every_exporter_port_of_the_driver_and_the_training_workers():
+    objs = objects(values_of("gpu-values"))  # two GPUs per training pod: local ranks 0 and 1
+    monitor = only(objs, "PodMonitor")
+    assert [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]] == ["metrics-0", "metrics-1"]
+    selector = monitor["spec"]["selector"]
+    selected = [t for o in objs for t in pod_templates(o)
+                if all(t["metadata"]["labels"].get(k) == v for k, v in selector["matchLabels"].items())
+                and t["metadata"]["labels"].get("mlkube.dev/role") in selector["matchExpressions"][0]["values"]]
+    assert {t["metadata"]["labels"]["mlkube.dev/role"] for t in selected} == {"ray-head", "worker"}
+    exporter_ports = {p["name"] for t in selected for p in containers(t)[0]["ports"] if p["name"].startswith("metrics-")}
+    assert exporter_ports == {"metrics-0", "metrics-1"}
+
+
+def test_podmonitor_is_off_by_default_and_when_nothing_exports():
+    assert by_kind(objects({}), "PodMonitor") == []
+    assert by_kind(objects({"metrics": {"podMonitor": {"enabled": True}}, "ray": {"mode": "cluster"}}), "PodMonitor") == []
+
+
+# ------------------------------------------------------------------------------------------ helm test, for real
+@pytest.fixture(scope="module")
+def torchserve(tmp_path_factory):
+    """A real TorchServe serving both models of a run (classical, lstm), as the serve Deployment runs it."""
+    from serving.server import serve_run
+    from tests.serving_fixtures import make_run, serve_spec
+    from trainer.run import Run
+
+    server = serve_run(Run.open(make_run(tmp_path_factory.mktemp("runs"), serve=serve_spec())))
+    yield server
+    server.stop()
+
+
+def run_helm_test_script(serving: Path, url: str) -> subprocess.CompletedProcess:
+    """The `helm test` pod's own command, with its two addresses pointed at this machine."""
+    pod = helm_test_pod({"serve": {"enabled": True, "runId": "tuned-run"}})
+    (container,) = containers(pod)
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert (env["SERVING"], env["URL"]) == ("/runs/tuned-run/serving", "http://demo-serve:8080")
+    env.update(SERVING=str(serving), URL=url, HOME=str(serving.parent), PYTHONPATH=str(ROOT), PATH=os.environ["PATH"])
+    command = [sys.executable if part == "python" else part for part in container["command"]]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_helm_test_pod_reads_the_run_from_the_runs_volume_read_only():
+    pod = helm_test_pod({"serve": {"enabled": True, "runId": "tuned-run"}})
+    assert {"name": "runs", "mountPath": "/runs", "readOnly": True} in containers(pod)[0]["volumeMounts"]
+    assert {"name": "runs", "persistentVolumeClaim": {"claimName": "demo-runs", "readOnly": True}} in pod["spec"]["volumes"]
+
+
+def test_helm_test_pod_gets_an_answer_from_every_served_model_with_their_example_and_the_key(torchserve):
+    done = run_helm_test_script(torchserve.folder, torchserve.url("inference"))
+    assert done.returncode == 0, done.stderr
+    answers = dict(line.split(": ", 1) for line in done.stdout.splitlines())
+    assert sorted(answers) == ["classical", "lstm"]
+    assert json.loads(answers["classical"])["predictions"][0] in ("setosa", "versicolor", "virginica")
+    assert isinstance(json.loads(answers["lstm"])["predictions"][0], float)
+
+
+def test_helm_test_pod_fails_naming_a_refused_key(torchserve, tmp_path):
+    serving = tmp_path / "serving"
+    shutil.copytree(torchserve.folder / "examples", serving / "examples")
+    shutil.copy(torchserve.folder / "server.json", serving)
+    keys = json.loads(torchserve.token_file.read_text())
+    keys["inference"]["key"] = "not-the-key"
+    (serving / "key_file.json").write_text(json.dumps(keys))
+    done = run_helm_test_script(serving, torchserve.url("inference"))
+    assert done.returncode == 1 and "HTTP 400" in done.stderr and "Token Authorization failed" in done.stderr
+
+
+def test_helm_test_pod_names_an_expired_key_and_the_fix(tmp_path):
+    serving = tmp_path / "serving"
+    serving.mkdir()
+    (serving / "server.json").write_text(json.dumps({"models": ["classical"]}))
+    expired = (datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat().replace("+00:00", "Z")
+    (serving / "key_file.json").write_text(json.dumps({"inference": {"key": "k", "expiration time": expired}}))
+    done = run_helm_test_script(serving, "http://127.0.0.1:9")
+    assert done.returncode == 1 and "the inference key expired at" in done.stderr and "restart" in done.stderr
+
+
+def test_helm_test_pod_says_when_torchserve_does_not_serve_the_run(tmp_path):
+    done = run_helm_test_script(tmp_path / "serving", "http://127.0.0.1:9")
+    assert done.returncode == 1 and "no server.json in" in done.stderr
+
+
+# ------------------------------------------------------------------------------------------ Grafana dashboard
+DASHBOARD = CHART / "dashboards" / "mlkube.json"
+# The LSTM workers' exporter (being written): every series carries the worker's global rank.
+LSTM_METRICS = {name: {"rank"} for name in (
+    "mlkube_lstm_steps_total", "mlkube_lstm_epoch", "mlkube_lstm_train_loss", "mlkube_lstm_validation_nse",
+    "mlkube_lstm_sequences_per_second", "mlkube_lstm_checkpoint_age_seconds", "mlkube_lstm_restarts",
+    "mlkube_lstm_gpu_memory_bytes")}
+SCRAPE_LABELS = {"namespace", "pod"}  # added by the scrape (Prometheus operator, kubernetes_sd relabelling)
+GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$namespace": ".*"}
+
+
+def dashboard_targets() -> list[dict]:
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    return [target for panel in panels for target in panel.get("targets", [])]
+
+
+def exposed(text: str) -> dict[str, set[str]]:
+    """Series name → label names of a /metrics page, as Prometheus stores them (prometheus_client's parser would add
+    `_total` to TorchServe's counter ts_inference_latency_microseconds)."""
+    names: dict[str, set[str]] = {}
+    for line in text.splitlines():
+        sample = re.match(r"(\w+)(?:\{(.*)\})? ", line)  # comments (#) do not match
+        if sample:
+            names.setdefault(sample[1], set()).update(re.findall(r'(\w+)="', sample[2] or ""))
+    return names
+
+
+def promql_problems(expressions: list[str], folder: Path) -> str:
+    """promtool's report on the expressions (Grafana's variables filled in) as recording rules; empty when valid."""
+    if shutil.which("promtool") is None:
+        subprocess.run(["bash", str(ROOT / "deploy" / "system-deps.sh")], check=True)
+    fill = re.compile("|".join(map(re.escape, GRAFANA_VARIABLES)))
+    rules = [{"record": f"dashboard:query_{i}", "expr": fill.sub(lambda m: GRAFANA_VARIABLES[m[0]], expr)}
+             for i, expr in enumerate(expressions)]
+    path = folder / "dashboard-rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    done = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True, text=True, check=False)
+    return "" if done.returncode == 0 else done.stdout + done.stderr
+
+
+def test_dashboard_configmap_carries_the_dashboard_with_the_sidecar_label():
+    config = next(o for o in objects(values_of("serving-values")) if o["metadata"]["name"] == "demo-dashboard")
+    assert config["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(config["data"]["mlkube.json"]) == json.loads(DASHBOARD.read_text())
+    assert [o for o in objects({}) if o["metadata"]["name"] == "demo-dashboard"] == []  # off by default
+
+
+def test_dashboard_shows_training_tuning_and_serving():
+    queries = " ".join(t["expr"] for t in dashboard_targets())
+    for metric in ("mlkube_lstm_train_loss", "mlkube_lstm_validation_nse", "mlkube_lstm_sequences_per_second",
+                   "mlkube_lstm_checkpoint_age_seconds", "mlkube_lstm_restarts", "mlkube_tune_trials_total",
+                   "rate(mlkube_tune_folds_total", "mlkube_tune_best_score", "rate(ts_inference_requests_total",
+                   "ts_inference_latency_microseconds", "mlkube_predictions_total"):
+        assert metric in queries
+
+
+def test_every_dashboard_query_is_valid_promql(tmp_path):
+    assert "parse error" in promql_problems(["sum by (pod (mlkube_tune_best_score)"], tmp_path)  # promtool does parse
+    assert promql_problems([t["expr"] for t in dashboard_targets()], tmp_path) == ""
+
+
+def test_every_dashboard_metric_and_label_is_one_an_exporter_exposes(torchserve):
+    """Names and labels come from the real exporters: the tuning driver's registry and TorchServe's /metrics page
+    after predictions (the handlers' metrics appear once counted); the LSTM's from its agreed list."""
+    import requests
+    from prometheus_client import generate_latest
+
+    from trainer.metrics import TuneMetrics
+
+    assert run_helm_test_script(torchserve.folder, torchserve.url("inference")).returncode == 0
+    deadline = time.monotonic() + 30
+    while "mlkube_predictions_total" not in (serving := exposed(requests.get(f"{torchserve.url('metrics')}/metrics",
+                                                                             timeout=10).text)):
+        assert time.monotonic() < deadline, "the handlers' metrics never reached TorchServe's /metrics page"
+        time.sleep(0.5)
+    known = {**serving, **exposed(generate_latest(TuneMetrics.create().registry).decode()), **LSTM_METRICS}
+    for target in dashboard_targets():
+        expr = target["expr"]
+        metrics = set(re.findall(r"\b(?:mlkube|ts)_\w+", expr))
+        assert metrics and metrics <= set(known), f"{expr}: unknown {metrics - set(known)}"
+        labels = set(re.findall(r"by \(([\w, ]*)\)", expr)) | set(re.findall(r"\{\{(\w+)\}\}", target["legendFormat"]))
+        labels = {name.strip() for group in labels for name in group.split(",")}
+        assert labels <= SCRAPE_LABELS | set.intersection(*(known[m] for m in metrics)), expr
 
 
 def test_image_version_of_ray_matches_the_dockerfile():
@@ -308,7 +503,7 @@ def test_submit_values_files_override_the_spec():
 
 def test_objects_come_in_apply_order_storage_and_config_first():
     kinds = [o["kind"] for o in objects(kind_everything())]
-    assert kinds.index("PersistentVolumeClaim") < kinds.index("ConfigMap") < kinds.index("Secret") < kinds.index("RayJob")
+    assert kinds.index("PersistentVolumeClaim") < kinds.index("ConfigMap") < kinds.index("Service") < kinds.index("RayJob")
 
 
 # ------------------------------------------------------------------------------------------ bad values
@@ -333,13 +528,13 @@ SCHEMA_RULES = [
     ({"elastic": {"nprocPerNode": 0}}, "elastic.nprocPerNode: minimum: got 0, want 1"),
     ({"elastic": {"maxRestarts": -1}}, "elastic.maxRestarts: minimum: got -1, want 0"),
     ({"elastic": {"rdzvPort": 0}}, "elastic.rdzvPort: minimum: got 0, want 1"),
-    ({"serve": {"replicas": 0}}, "serve.replicas: minimum: got 0, want 1"),
     ({"serve": {"ports": {"inference": 65536}}}, "serve.ports.inference: maximum: got 65,536, want 65,535"),
     ({"serve": {"service": {"type": "Ingress"}}}, "serve.service.type: value must be one of"),
-    ({"serve": {"autoscaling": {"targetCPUUtilizationPercentage": 150}}}, "serve.autoscaling.targetCPUUtilizationPercentage: maximum"),
     ({"serve": {"serviceMonitor": {"interval": "often"}}}, "serve.serviceMonitor.interval: 'often' does not match"),
-    ({"serve": {"test": {"model": ""}}}, "serve.test.model: minLength: got 0, want 1"),
     ({"serve": {"tokn": "x"}}, "serve: additional properties 'tokn' not allowed"),
+    ({"metrics": {"podMonitor": {"interval": "30"}}}, "metrics.podMonitor.interval: '30' does not match"),
+    ({"grafana": {"dashboard": {"labels": {"grafana_dashboard": None}}}}, "grafana.dashboard.labels: minProperties: got 0, want 1"),
+    ({"grafana": {"dashboard": {"labels": None}}}, "grafana.dashboard: missing property 'labels'"),
     ({"raay": {}}, "<top level>: additional properties 'raay' not allowed"),
     ({"serve": {"runId": "Run 1"}}, "serve.runId: 'Run 1' does not match pattern"),
     ({"runs": {"claimName": "c" * 64}}, "runs.claimName: maxLength: got 64, want 63"),
@@ -352,9 +547,6 @@ SCHEMA_RULES = [
     ({"ray": {"workers": {"gpusPerWorker": 0}}}, "ray.workers.gpusPerWorker: minimum: got 0, want 1"),
     ({"ray": {"ttlSecondsAfterFinished": -5}}, "ray.ttlSecondsAfterFinished: minimum: got -5, want 0"),
     ({"security": {"fsGroup": 0}}, "security.fsGroup: minimum: got 0, want 1"),
-    ({"serve": {"autoscaling": {"minReplicas": 0}}}, "serve.autoscaling.minReplicas: minimum: got 0, want 1"),
-    ({"serve": {"autoscaling": {"maxReplicas": 0}}}, "serve.autoscaling.maxReplicas: minimum: got 0, want 1"),
-    ({"serve": {"test": {"payload": "{"}}}, "serve.test.payload: minLength: got 1, want 2"),
 ]
 
 
@@ -368,7 +560,7 @@ def test_a_bad_value_fails_with_a_message_naming_it(bad, message):
 TEMPLATE_RULES = [
     ({"elastic": {"minNodes": 3, "maxNodes": 2}}, "elastic.minNodes (3) must be <= elastic.maxNodes (2)"),
     ({"ray": {"workers": {"minReplicas": 4, "maxReplicas": 2}}}, "ray.workers.minReplicas (4) must be <= ray.workers.maxReplicas (2)"),
-    ({"serve": {"autoscaling": {"minReplicas": 5, "maxReplicas": 1}}}, "serve.autoscaling.minReplicas (5) must be <= "),
+    ({"metrics": {"port": None, "podMonitor": {"enabled": True}}}, "metrics.podMonitor.enabled needs metrics.port"),
     ({"runs": {"create": False}}, "runs.create is false: set runs.claimName"),
     ({"ray": {"enabled": False}}, "nothing to deploy: enable ray, elastic or serve"),
 ]
@@ -385,7 +577,7 @@ def test_every_constrained_value_has_a_bad_value_test():
     """Each property with a rule (enum, pattern, bounds, lengths) is tested, itself or through a shared definition."""
     schema = json.loads((CHART / "values.schema.json").read_text())
     tested = {re.match(r"^([\w.<> ]+?):", m).group(1) for _, m in SCHEMA_RULES}
-    rules = ("enum", "pattern", "minimum", "maximum", "minLength", "maxLength")
+    rules = ("enum", "pattern", "minimum", "maximum", "minLength", "maxLength", "minProperties")
     untested, covered_refs = [], {_ref_name(node) for path, node in _properties(schema) if path in tested}
 
     for path, node in _properties(schema):

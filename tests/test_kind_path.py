@@ -77,7 +77,7 @@ def test_operator_versions_are_those_of_the_vendored_crds():
     assert re.search(rf"kubeflow.org_pytorchjobs.yaml.*\| {re.escape(common('TRAINING_OPERATOR_VERSION'))} ", readme)
 
 
-def test_e2e_tunes_serves_the_tuned_run_predicts_with_the_token_and_collects_logs():
+def test_e2e_tunes_serves_the_tuned_run_predicts_with_torchserves_key_and_collects_logs():
     commands = dry_run("e2e.sh")
     mlkube = str(ROOT / ".venv/bin/mlkube")
     assert commands[0] == (f"{mlkube} submit {KIND}/experiment.yaml --kind ray --run-id e2e-1 -n mlkube "
@@ -85,7 +85,10 @@ def test_e2e_tunes_serves_the_tuned_run_predicts_with_the_token_and_collects_log
     install = next(c for c in commands if c.startswith("helm upgrade --install mlkube-serve-e2e-1"))
     assert "--set serve.runId=e2e-1" in install and "--set runs.claimName=mlkube-runs" in install
     assert "helm test mlkube-serve-e2e-1 -n mlkube --logs" in commands
-    assert any(c.startswith("curl") and "Authorization: Bearer" in c and "/predictions/best" in c for c in commands)
+    assert "kubectl -n mlkube exec deploy/mlkube-serve-e2e-1-serve -- mlkube predict /runs/e2e-1 --model classical" in commands
+    assert any(c.startswith("kubectl") and "/runs/e2e-1/serving/key_file.json" in c and "Authorization: Bearer" in c
+               for c in commands)
+    assert any(c.startswith("curl") and " -H @" in c and "/predictions/classical" in c for c in commands)
     assert "collect" in (KIND / "e2e.sh").read_text() and "trap collect EXIT" in (KIND / "e2e.sh").read_text()
 
 

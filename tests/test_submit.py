@@ -113,8 +113,7 @@ def test_submit_serve_waits_for_the_replicas_and_prints_how_to_predict(mlkube, c
     assert proc.returncode == 0, proc.stderr
     assert "0/1 replicas available" in proc.stderr and "1/1 replicas available" in proc.stderr
     assert "port-forward svc/mlkube-t1-serve 8080:8080" in proc.stdout
-    assert {"Secret/mlkube-t1-serve-token", "Service/mlkube-t1-serve", "NetworkPolicy/mlkube-t1-serve",
-            "Deployment/mlkube-t1-serve"} <= set(cluster.created())
+    assert {"Service/mlkube-t1-serve", "NetworkPolicy/mlkube-t1-serve", "Deployment/mlkube-t1-serve"} <= set(cluster.created())
 
 
 def test_submit_serve_needs_the_run_to_serve(mlkube, cluster):

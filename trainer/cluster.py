@@ -70,11 +70,10 @@ WORKLOADS: dict[str, tuple[str, Callable[[dict], State]]] = {
 }
 # Every other kind the chart makes with a run's label (the runs PersistentVolumeClaim has none: it is kept).
 SUPPORT_KINDS = (
-    ("autoscaling/v2", "HorizontalPodAutoscaler"),
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PodMonitor"),
     ("networking.k8s.io/v1", "NetworkPolicy"),
     ("v1", "Service"),
-    ("v1", "Secret"),
     ("v1", "ConfigMap"),
 )
 CHART_KINDS = tuple((api, kind) for kind, (api, _) in WORKLOADS.items()) + SUPPORT_KINDS

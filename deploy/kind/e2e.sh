@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End to end on the kind cluster of up.sh: tune with `mlkube submit --kind ray`, (ELASTIC=1: train the LSTM with
-# `--kind elastic`), serve the tuned run with `helm install`, predict through the Service with the token
-# (`helm test` and a port-forward), and collect every pod's log and the events under deploy/kind/artifacts/.
+# `--kind elastic`), serve the tuned run with `helm install`, predict with the key TorchServe made (`helm test`, in the
+# pod with `mlkube predict`, and through a port-forward), and collect every pod's log and the events under
+# deploy/kind/artifacts/.
 #   deploy/kind/e2e.sh            DRY_RUN=1 deploy/kind/e2e.sh
 set -euo pipefail
 # shellcheck source=SCRIPTDIR/common.sh
@@ -39,11 +40,21 @@ run helm upgrade --install "$RELEASE" "$ROOT/helm/mlkube" -n "$NAMESPACE" -f "$V
   --set "serve.runId=$RUN_ID" --set runs.create=false --set runs.claimName=mlkube-runs --wait --timeout 10m
 run helm test "$RELEASE" -n "$NAMESPACE" --logs
 
+SERVING=/runs/$RUN_ID/serving
+run kubectl -n "$NAMESPACE" exec "deploy/$RELEASE-serve" -- mlkube predict "/runs/$RUN_ID" --model classical
+
+# From outside: the key header and the example request are read from the pod into private files, never onto a
+# command line or into a log.
 run kubectl -n "$NAMESPACE" port-forward "svc/$RELEASE-serve" "$PORT:8080" &
 FORWARD=$!
 sleep 3
-TOKEN=$([ "$DRY_RUN" = 1 ] || kubectl -n "$NAMESPACE" get secret "$RELEASE-serve-token" -o jsonpath='{.data.token}' | base64 -d)
-run curl --fail-with-body -sS -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
-  -d '{"instances": [[5.1, 3.5, 1.4, 0.2]]}' "http://127.0.0.1:$PORT/predictions/best"
+AUTH=$(mktemp)
+REQUEST=$(mktemp)
+run kubectl -n "$NAMESPACE" exec "deploy/$RELEASE-serve" -- python -c \
+  "import json; print('Authorization: Bearer ' + json.load(open('$SERVING/key_file.json'))['inference']['key'])" > "$AUTH"
+run kubectl -n "$NAMESPACE" exec "deploy/$RELEASE-serve" -- cat "$SERVING/examples/classical.json" > "$REQUEST"
+run curl --fail-with-body -sS -H "@$AUTH" -H 'Content-Type: application/json' --data "@$REQUEST" \
+  "http://127.0.0.1:$PORT/predictions/classical"
+rm -f "$AUTH" "$REQUEST"
 kill "$FORWARD" 2>/dev/null || true
 echo "e2e: run $RUN_ID tuned, served and predicted" >&2

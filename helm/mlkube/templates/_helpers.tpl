@@ -64,7 +64,7 @@ imagePullSecrets: {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end -}}
 
-{{/* Prometheus scrape annotations for mlkube's own exporter (tuning, training). */}}
+{{/* Prometheus scrape annotations for mlkube's own exporter (the tuning driver, local rank 0 of a training pod). */}}
 {{- define "mlkube.metricsAnnotations" -}}
 {{- if .Values.metrics.port }}
 prometheus.io/scrape: "true"
@@ -97,10 +97,19 @@ prometheus.io/path: /metrics
 - {name: tmp, mountPath: /tmp}
 {{- end -}}
 
-{{- define "mlkube.metricsPort" -}}
-{{- if .Values.metrics.port }}
-- {name: mlkube-metrics, containerPort: {{ .Values.metrics.port }}}
+{{/* The exporter ports of a pod, metrics-<local rank> on metrics.port + local rank: (dict "root" . "count" N). */}}
+{{- define "mlkube.metricsPorts" -}}
+{{- $port := .root.Values.metrics.port -}}
+{{- if $port }}
+{{- range $rank := until (int .count) }}
+- {name: metrics-{{ $rank }}, containerPort: {{ add $port $rank }}}
 {{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Worker processes per training pod: one per GPU, else elastic.nprocPerNode. */}}
+{{- define "mlkube.processesPerNode" -}}
+{{- ternary .Values.elastic.gpusPerNode .Values.elastic.nprocPerNode .Values.gpu -}}
 {{- end -}}
 
 {{/* torchrun's command line: (dict "root" . "backend" "c10d" "endpoint" "host:port"). The rendezvous id is the run id. */}}
@@ -108,7 +117,7 @@ prometheus.io/path: /metrics
 {{- $v := .root.Values.elastic -}}
 {{- $runId := include "mlkube.runId" .root -}}
 - --nnodes={{ $v.minNodes }}:{{ $v.maxNodes }}
-- --nproc-per-node={{ ternary $v.gpusPerNode $v.nprocPerNode .root.Values.gpu }}
+- --nproc-per-node={{ include "mlkube.processesPerNode" .root }}
 - --rdzv-backend={{ .backend }}
 - --rdzv-endpoint={{ .endpoint }}
 - --rdzv-id={{ $runId }}
@@ -144,7 +153,7 @@ spec:
       env: {{- include "mlkube.env" $root | nindent 8 }}
       ports:
         - {name: rdzv, containerPort: {{ $v.rdzvPort }}}
-        {{- include "mlkube.metricsPort" $root | nindent 8 }}
+        {{- include "mlkube.metricsPorts" (dict "root" $root "count" (include "mlkube.processesPerNode" $root)) | nindent 8 }}
       resources:
         {{- $resources := deepCopy $v.resources }}
         {{- if $root.Values.gpu }}
@@ -161,13 +170,14 @@ spec:
       emptyDir: {medium: Memory}
 {{- end -}}
 
-{{/* One Ray container (head, worker): (dict "root" . "name" NAME "resources" R "gpus" N). KubeRay sets its command. */}}
+{{/* One Ray container: (dict "root" . "name" NAME "resources" R "gpus" N "driver" BOOL). KubeRay sets its command.
+The driver (`mlkube run`, on the head of a RayJob) exports the tuning metrics. */}}
 {{- define "mlkube.rayContainer" -}}
 - name: {{ .name }}
   image: {{ include "mlkube.image" .root }}
   imagePullPolicy: {{ .root.Values.image.pullPolicy }}
   env: {{- include "mlkube.env" .root | nindent 4 }}
-  {{- with include "mlkube.metricsPort" .root }}
+  {{- with include "mlkube.metricsPorts" (dict "root" .root "count" (ternary 1 0 .driver)) }}
   ports: {{- . | nindent 4 }}
   {{- end }}
   resources:
@@ -180,13 +190,13 @@ spec:
   volumeMounts: {{- include "mlkube.workMounts" .root | nindent 4 }}
 {{- end -}}
 
-{{/* A Ray pod template: (dict "root" . "name" NAME "resources" R "gpus" N). */}}
+{{/* A Ray pod template: (dict "root" . "name" NAME "resources" R "gpus" N "driver" BOOL). */}}
 {{- define "mlkube.rayPod" -}}
 metadata:
   labels:
     {{- include "mlkube.labels" (dict "root" .root "component" "tuning") | nindent 4 }}
     mlkube.dev/role: {{ .name }}
-  {{- with include "mlkube.metricsAnnotations" .root }}
+  {{- with and .driver (include "mlkube.metricsAnnotations" .root) }}
   annotations: {{- . | nindent 4 }}
   {{- end }}
 spec:
@@ -196,7 +206,8 @@ spec:
   volumes: {{- include "mlkube.workVolumes" .root | nindent 4 }}
 {{- end -}}
 
-{{/* The RayCluster spec of a RayJob or a long-lived RayCluster: one head, one autoscaled worker group. */}}
+{{/* The RayCluster spec of a RayJob or a long-lived RayCluster: one head, one autoscaled worker group. A RayJob's
+driver runs on the head; a RayCluster's drivers run wherever `mlkube run` is started. */}}
 {{- define "mlkube.rayClusterSpec" -}}
 {{- $ray := .Values.ray -}}
 {{- $gpus := ternary $ray.workers.gpusPerWorker 0 .Values.gpu -}}
@@ -204,14 +215,14 @@ rayVersion: {{ $ray.version | quote }}
 enableInTreeAutoscaling: {{ $ray.autoscaling }}
 headGroupSpec:
   rayStartParams: {dashboard-host: "0.0.0.0"}
-  template: {{- include "mlkube.rayPod" (dict "root" . "name" "ray-head" "resources" $ray.head.resources "gpus" 0) | nindent 4 }}
+  template: {{- include "mlkube.rayPod" (dict "root" . "name" "ray-head" "resources" $ray.head.resources "gpus" 0 "driver" (eq $ray.mode "job")) | nindent 4 }}
 workerGroupSpecs:
   - groupName: {{ ternary "gpu" "cpu" .Values.gpu }}
     replicas: {{ $ray.workers.replicas }}
     minReplicas: {{ $ray.workers.minReplicas }}
     maxReplicas: {{ $ray.workers.maxReplicas }}
     rayStartParams: {{ if $gpus }}{num-gpus: {{ $gpus | quote }}}{{ else }}{}{{ end }}
-    template: {{- include "mlkube.rayPod" (dict "root" . "name" "ray-worker" "resources" $ray.workers.resources "gpus" $gpus) | nindent 6 }}
+    template: {{- include "mlkube.rayPod" (dict "root" . "name" "ray-worker" "resources" $ray.workers.resources "gpus" $gpus "driver" false) | nindent 6 }}
 {{- end -}}
 
 {{/* Rules across values that a JSON schema cannot say; each fails `helm install` with the fix. */}}
@@ -224,9 +235,8 @@ workerGroupSpecs:
 {{- if gt (int $w.minReplicas) (int $w.maxReplicas) -}}
 {{- fail (printf "ray.workers.minReplicas (%v) must be <= ray.workers.maxReplicas (%v)" $w.minReplicas $w.maxReplicas) -}}
 {{- end -}}
-{{- $a := .Values.serve.autoscaling -}}
-{{- if gt (int $a.minReplicas) (int $a.maxReplicas) -}}
-{{- fail (printf "serve.autoscaling.minReplicas (%v) must be <= serve.autoscaling.maxReplicas (%v)" $a.minReplicas $a.maxReplicas) -}}
+{{- if and .Values.metrics.podMonitor.enabled (not .Values.metrics.port) -}}
+{{- fail "metrics.podMonitor.enabled needs metrics.port: the exporters are off (metrics.port: null)" -}}
 {{- end -}}
 {{- if and (not .Values.runs.create) (not .Values.runs.claimName) -}}
 {{- fail "runs.create is false: set runs.claimName to the existing claim that holds the runs" -}}
