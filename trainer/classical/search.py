@@ -181,6 +181,7 @@ def run_trials(name: str, param_space: dict[str, Any], data: TrialData, settings
     """Run one Tune experiment and return one row per trial (see `trial_row`)."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's tables would drown the progress lines
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # rows come from the last result, not files
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")  # Ctrl-C stops the run (resumable), not just the trials
     from ray import tune
 
     from trainer.metrics import tune_metrics

@@ -7,11 +7,13 @@ variable names), which is all a handler needs to rebuild and run it.
 
 from __future__ import annotations
 
+import io
+
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainer.artifacts import read_model_json, write_model_json
-from trainer.run import atomic_path
+from trainer.run import atomic_write_bytes
 
 if TYPE_CHECKING:
     from trainer.preprocess import Statistics
@@ -90,8 +92,9 @@ def save_lstm_model(folder: Path, model: Any, meta: dict[str, Any]) -> Path:
         raise ValueError(f"LSTM model.json needs {missing}")
     folder = Path(folder)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(folder / "model.pt") as tmp:
-        torch.save(state, tmp)
+    buffer = io.BytesIO()  # not the temp file: torch.save names the archive's records after the file it writes
+    torch.save(state, buffer)
+    atomic_write_bytes(folder / "model.pt", buffer.getvalue())
     return write_model_json(folder, {**meta, "framework": "torch", "weights": "model.pt"})
 
 
