@@ -56,3 +56,42 @@ def test_a_busy_port_names_the_port_and_the_setting_and_work_goes_on(capsys):
         assert start_exporter(port, TuneMetrics.create().registry, "the tuning driver", host="127.0.0.1") is False
     err = capsys.readouterr().err
     assert f"port {port} (metrics.port)" in err and "Going on without metrics" in err
+
+
+def test_prometheus_scrapes_a_real_two_worker_torchrun_training(run_spec, prometheus_server):
+    port = free_tcp_port()
+    for rank in (0, 1):
+        prometheus_server.scrape(f"127.0.0.1:{port + rank}", f"lstm-{rank}")
+    run = run_spec(f"seed: 3\nmetrics: {{port: {port}}}\n"
+                   "lstm:\n  data: {name: synthetic, synthetic_sites: 4, synthetic_years: 3}\n  sequence_length: 30\n"
+                   "  model: {hidden_size: 8}\n  train: {epochs: 3, steps_per_epoch: 40, batch_size: 8}\n"
+                   "  elastic: {nproc_per_node: 2}\n")
+    steps = prometheus_server.wait_for("max_over_time(mlkube_lstm_steps_total[10m])", lambda r: len(r) == 2)
+    assert sorted(s["metric"]["rank"] for s in steps) == ["0", "1"]
+    assert all(0 < float(s["value"][1]) <= 120 for s in steps)
+    for name in ("mlkube_lstm_train_loss", "mlkube_lstm_sequences_per_second", "mlkube_lstm_epoch", "mlkube_lstm_restarts"):
+        assert len(prometheus_server.query(f"max_over_time({name}[10m])")) == 2, name
+    assert json.loads(run.stage_file("deep").read_text())["training"]["steps"] == 120
+
+
+def test_workers_move_one_port_up_only_under_a_driver_that_holds_the_same_port(monkeypatch):
+    from trainer.metrics import TAKEN_PORT_ENV, worker_port
+
+    monkeypatch.delenv(TAKEN_PORT_ENV, raising=False)
+    assert [worker_port(9400, r) for r in (0, 1)] == [9400, 9401]
+    monkeypatch.setenv(TAKEN_PORT_ENV, "9400")
+    assert [worker_port(9400, r) for r in (0, 1)] == [9401, 9402]
+    assert worker_port(9500, 0) == 9500
+
+
+def test_lstm_metric_names_pass_promtool(tmp_path):
+    from prometheus_client import generate_latest
+
+    from trainer.lstm.exporter import MetricsHook
+    from trainer.lstm.train import StepInfo
+
+    hook = MetricsHook(rank=0, checkpoints=tmp_path)
+    hook(StepInfo(step=1, total_steps=2, epoch=1, loss=0.5, samples=8, seconds=0.1, validation_nse=0.3))
+    check = subprocess.run([shutil.which("promtool"), "check", "metrics"], input=generate_latest(hook.registry),
+                           capture_output=True)
+    assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()

@@ -7,11 +7,14 @@ reported (naming the port and the setting) and the work goes on without metrics.
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any
 
 TRIAL_STATES = ("finished", "failed", "early_stopped")
+# The port this process (the tuning driver) exports on: child processes with the same metrics.port move one up.
+TAKEN_PORT_ENV = "MLKUBE_METRICS_PORT_TAKEN"
 
 
 def start_exporter(port: int | None, registry, what: str, host: str = "0.0.0.0") -> bool:
@@ -72,14 +75,24 @@ class TuneMetrics:
             self.best.set(mean_score)
 
 
-_tune_metrics: TuneMetrics | None = None
+_tune_metrics: dict[int, TuneMetrics | None] = {}
 
 
 def tune_metrics(port: int | None) -> TuneMetrics | None:
-    """The driver's TuneMetrics, exported on `port` (started once per process); None when metrics are off."""
-    global _tune_metrics
-    if port is not None and _tune_metrics is None:
+    """The driver's TuneMetrics exported on `port` (started once per port and process); None when metrics are off
+    or the port could not be had."""
+    if port is None:
+        return None
+    if port not in _tune_metrics:
         metrics = TuneMetrics.create()
-        if start_exporter(port, metrics.registry, "the tuning driver"):
-            _tune_metrics = metrics
-    return _tune_metrics if port is not None else None
+        _tune_metrics[port] = metrics if start_exporter(port, metrics.registry, "the tuning driver") else None
+        if _tune_metrics[port] is not None:
+            os.environ[TAKEN_PORT_ENV] = str(port)
+    return _tune_metrics[port]
+
+
+def worker_port(port: int, local_rank: int) -> int:
+    """The exporter port of worker process `local_rank`: metrics.port + local rank, one higher where the parent
+    process (a local `mlkube run`) already exports the tuning driver's metrics on metrics.port."""
+    taken = os.environ.get(TAKEN_PORT_ENV) == str(port)
+    return port + int(taken) + local_rank

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from trainer.errors import MlkubeError
 from trainer.lstm.data import Prepared, load_prepared
+from trainer.lstm.exporter import metrics_hook
 from trainer.lstm.train import LoopState, StepInfo, Trainer, Worker
 
 PREFIX = "[lstm]"  # progress lines of rank 0, which the local launcher shows
@@ -49,8 +50,10 @@ def train(spec_path: Path, run_dir: Path) -> None:
         torch.use_deterministic_algorithms(True)  # bit-identical resume; CUDA would also need CUBLAS_WORKSPACE_CONFIG
     with process_group(worker):
         prepared = load_prepared(spec, run_dir)
-        trainer = Trainer(spec.lstm, spec.seed, prepared, worker, Path(run_dir) / "checkpoints",
-                          hooks=(ProgressLine(worker.rank, spec.lstm.train.steps_per_epoch),))
+        checkpoints = Path(run_dir) / "checkpoints"
+        exporter = metrics_hook(spec.metrics.port, worker.rank, int(os.environ.get("LOCAL_RANK", "0")), checkpoints)
+        hooks = (ProgressLine(worker.rank, spec.lstm.train.steps_per_epoch),) + ((exporter,) if exporter else ())
+        trainer = Trainer(spec.lstm, spec.seed, prepared, worker, checkpoints, hooks=hooks)
         state = trainer.fit()
         if worker.rank == 0:
             write_model(trainer, prepared, Path(run_dir), state)
