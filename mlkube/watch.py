@@ -26,8 +26,22 @@ def snapshot(run: Run) -> str:
     status = _read(run.path / "status.json")
     if status:
         body = {k: v for k, v in status.items() if k not in ("stage", "updated")}
-        lines.append(f"{status.get('stage', '?')} (as of {status.get('updated', '?')}): {json.dumps(body)}")
+        lines.append(f"tuning {status.get('stage', '?')} (as of {status.get('updated', '?')}): {json.dumps(body)}")
+    training = _last_training_line(run.path / "logs" / "lstm.log")
+    if training:
+        lines.append(f"LSTM: {training}")
     return "\n".join(lines)
+
+
+def _last_training_line(log: Path) -> str | None:
+    """Rank 0's newest progress line (step, epoch, loss, sequences/s, validation NSE) from the torchrun log."""
+    if not log.exists():
+        return None
+    with open(log, "rb") as fh:
+        fh.seek(max(0, log.stat().st_size - 8192))
+        tail = fh.read().decode(errors="replace").splitlines()
+    steps = [line for line in tail if line.startswith("[lstm] step")]
+    return steps[-1].removeprefix("[lstm] ").strip() if steps else None
 
 
 def cmd_watch(args: argparse.Namespace) -> int:

@@ -132,7 +132,10 @@ def test_the_quickstart_runs_end_to_end_and_ends_with_a_live_prediction(workflow
         assert lines[-1] == f"report: {run_dir / 'report.html'}"
         board = json.loads((run_dir / "leaderboard.json").read_text())
         assert board["best"]["holdout_score"] is not None
-        assert [r["model"] for r in board["deep"]["rows"]][:1] and "climatology" in {r["model"] for r in board["deep"]["rows"]}
+        assert "climatology" in {r["model"] for r in board["deep"]["rows"]}
+        watched = subprocess.run([sys.executable, "-m", "mlkube.cli", "watch", "q", "--once"], cwd=tmp_path,
+                                 env=workflow_env, capture_output=True, text=True, timeout=60, check=True).stdout
+        assert "(finished)" in watched and "LSTM: step " in watched and '"finished":' in watched
     finally:
         subprocess.run([sys.executable, "-m", "mlkube.cli", "serve", str(run_dir), "--stop"], env=workflow_env,
                        capture_output=True, timeout=120, check=False)
