@@ -73,7 +73,7 @@ def test_deep_stage_writes_its_result_figures_and_model(calm):
     for figure in deep["figures"].values():
         assert (calm.path / figure).read_bytes().startswith(b"\x89PNG")
     meta = read_json(calm.path / "models" / "lstm" / "model.json")
-    assert meta["metrics"]["median"] == deep["models"]["lstm"]["median"]
+    assert meta["metrics"]["median"] == pytest.approx(deep["models"]["lstm"]["median"], rel=1e-6)  # thread counts
     assert read_json(calm.path / "env.json")["data_hash"]["lstm"] == meta["data_hash"]
 
 

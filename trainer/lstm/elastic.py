@@ -10,6 +10,7 @@ Without torchrun's variables it trains alone in this process.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 from pathlib import Path
@@ -29,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spec", required=True, type=Path, help="the run's resolved spec (spec.yaml)")
     parser.add_argument("--run-dir", required=True, type=Path, help="the run directory (checkpoints, models)")
     args = parser.parse_args(argv)
+    # A worker's only Numba work is gathering a batch; a Numba thread pool beside torch's (both OpenMP) spins
+    # against it and slowed training 20-fold here (2 cores, 1 or 2 workers). Set before Numba is first imported.
+    os.environ.setdefault("NUMBA_NUM_THREADS", "1")
     try:
         train(args.spec, args.run_dir)
     except MlkubeError as err:
@@ -49,14 +53,20 @@ def train(spec_path: Path, run_dir: Path) -> None:
 
         torch.use_deterministic_algorithms(True)  # bit-identical resume; CUDA would also need CUBLAS_WORKSPACE_CONFIG
     with process_group(worker):
-        prepared = load_prepared(spec, run_dir)
-        checkpoints = Path(run_dir) / "checkpoints"
-        exporter = metrics_hook(spec.metrics.port, worker.rank, int(os.environ.get("LOCAL_RANK", "0")), checkpoints)
-        hooks = (ProgressLine(worker.rank, spec.lstm.train.steps_per_epoch),) + ((exporter,) if exporter else ())
-        trainer = Trainer(spec.lstm, spec.seed, prepared, worker, checkpoints, hooks=hooks)
-        state = trainer.fit()
-        if worker.rank == 0:
-            write_model(trainer, prepared, Path(run_dir), state)
+        fit_and_save(spec, Path(run_dir), worker)
+
+
+def fit_and_save(spec, run_dir: Path, worker: Worker) -> None:
+    """Train; rank 0 writes the model. The trainer (and its DDP reducer) is gone when this returns, before the
+    process group is destroyed: a reducer outliving its gloo group hung a worker's exit here."""
+    prepared = load_prepared(spec, run_dir)
+    checkpoints = run_dir / "checkpoints"
+    exporter = metrics_hook(spec.metrics.port, worker.rank, int(os.environ.get("LOCAL_RANK", "0")), checkpoints)
+    hooks = (ProgressLine(worker.rank, spec.lstm.train.steps_per_epoch),) + ((exporter,) if exporter else ())
+    trainer = Trainer(spec.lstm, spec.seed, prepared, worker, checkpoints, hooks=hooks)
+    state = trainer.fit()
+    if worker.rank == 0:
+        write_model(trainer, prepared, run_dir, state)
 
 
 class process_group:
@@ -89,6 +99,7 @@ class process_group:
         if self.worker.world_size > 1:
             import torch.distributed as dist
 
+            gc.collect()  # DDP's reducer sits in reference cycles; free it while its group is alive
             if exc[0] is None:
                 dist.barrier()  # without it, gloo sometimes aborts rank 0 in destroy_process_group
             dist.destroy_process_group()

@@ -8,7 +8,6 @@ variable names), which is all a handler needs to rebuild and run it.
 from __future__ import annotations
 
 import io
-
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 

@@ -43,10 +43,16 @@ def deep(ctx) -> None:
 
 def check_training(lstm, prepared: Prepared) -> None:
     """User errors that would otherwise fail every torchrun worker: no training window, batch smaller than the
-    workers."""
+    workers, more workers than GPUs."""
+    import torch
+
     from trainer.preprocess import BatchSampler
 
     BatchSampler(prepared.data, lstm.sequence_length, 0, horizon=lstm.horizon, warmup_days=lstm.train.warmup_days)
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if 0 < gpus < lstm.elastic.nproc_per_node:
+        raise MlkubeError(f"lstm.elastic.nproc_per_node ({lstm.elastic.nproc_per_node}) exceeds the {gpus} GPU(s) of "
+                          "this machine: each worker trains on a GPU of its own", f"set nproc_per_node: {gpus}")
     workers = lstm.elastic.nproc_per_node * lstm.elastic.max_nodes
     if lstm.train.batch_size < workers:
         raise MlkubeError(f"lstm.train.batch_size ({lstm.train.batch_size}) is smaller than the number of workers "

@@ -166,6 +166,7 @@ class Trainer:
                 hook(info)
             if self.state.step % self.train.checkpoint_every == 0 or self.finished:
                 self.save()
+        self.model = self.net  # drop DDP (see elastic.fit_and_save)
         if self.train.early_stopping_patience and self.best_weights is not None:
             self.net.load_state_dict(self.best_weights)
         return self.state
