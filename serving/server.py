@@ -241,6 +241,7 @@ def config_properties(folder: Path, serve: ServeSpec, names: list[str], version:
         "load_models": ",".join(f"{name}.mar" for name in names),
         "models": json.dumps(models),
         "disable_token_authorization": str(not serve.token_auth).lower(),
+        "token_expiration_min": serve.token_expiration_min,
         "enable_model_api": "false",
         "enable_envvars_config": "false",
         "metrics_mode": "prometheus",
@@ -362,7 +363,7 @@ def describe(server: Server) -> str:
              f"  logs:       {server.folder / 'logs'}"]
     auth = ""
     if server.token_file:
-        lines.append(f"  token file: {server.token_file} (keys expire after 60 min)")
+        lines.append(f"  token file: {server.token_file} (keys expire after serve.token_expiration_min, 60 min by default)")
         read_key = (f"python3 -c 'import json,sys; print(\"Authorization: Bearer \" + "
                     f"json.load(open(sys.argv[1]))[\"inference\"][\"key\"])' {server.token_file}")
         auth = f" -H @<({read_key})"

@@ -73,14 +73,14 @@ def test_unknown_model_names_the_choices(run):
 def test_config_binds_loopback_keeps_token_auth_and_model_api_off_and_batches_from_spec(tmp_path):
     from serving.server import config_properties
 
-    serve = serve_spec(batch_size=4, max_batch_delay_ms=7, max_request_bytes=2048)
+    serve = serve_spec(batch_size=4, max_batch_delay_ms=7, max_request_bytes=2048, token_expiration_min=720)
     text = config_properties(tmp_path, serve, ["classical"], RUN_ID, tmp_path / "tmp")
     props = dict(line.split("=", 1) for line in text.splitlines())
     for key in ("inference_address", "management_address", "metrics_address"):
         assert props[key].startswith("http://127.0.0.1:")
     assert props["grpc_inference_address"] == props["grpc_management_address"] == "127.0.0.1"
     assert (props["disable_token_authorization"], props["enable_model_api"], props["metrics_mode"]) == ("false", "false", "prometheus")
-    assert props["max_request_size"] == "2048"
+    assert props["max_request_size"] == "2048" and props["token_expiration_min"] == "720"
     model = json.loads(props["models"])["classical"][RUN_ID]
     assert (model["batchSize"], model["maxBatchDelay"]) == (4, 7)
 

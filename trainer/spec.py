@@ -263,6 +263,7 @@ class ServeSpec(Section):
     management_port: int = Field(8081, ge=1, le=65535, description="Management API port.")
     metrics_port: int = Field(8082, ge=1, le=65535, description="Prometheus metrics port.")
     token_auth: bool = Field(True, description="TorchServe token authorization (keep on).")
+    token_expiration_min: int = Field(60, ge=1, description="Minutes before TorchServe's keys expire (renew or restart after).")
     batch_size: int = Field(8, ge=1, description="Dynamic batching: requests per batch.")
     max_batch_delay_ms: int = Field(5, ge=0, description="Dynamic batching: wait this long to fill a batch.")
     workers: int = Field(1, ge=1, description="Workers per model.")
