@@ -32,9 +32,10 @@ lstm:
   train: {epochs: 2, steps_per_epoch: 10, batch_size: 8, checkpoint_every: 5}
   elastic: {nproc_per_node: 2}
 """
-# Fields that hold times, durations or Ray node ids: they differ between any two runs.
+# Fields that hold times, durations or Ray node ids (they differ between any two runs), and the LSTM's record of
+# where its training was resumed (an interrupted run says so; its weights and scores are still compared).
 VOLATILE = {"fit_time", "fit_times", "node", "created", "start_time", "end_time", "updated", "seconds",
-            "samples_per_second", "sequences_per_second", "time", "wall_time", "hostname"}
+            "samples_per_second", "sequences_per_second", "time", "wall_time", "hostname", "segments", "restarts"}
 SKIPPED = ("env.json", "timings.json", "status.json", "report.html", "stages.json")
 
 
