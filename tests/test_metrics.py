@@ -62,13 +62,13 @@ def test_prometheus_scrapes_a_real_two_worker_torchrun_training(run_spec, promet
     port = free_tcp_port()
     for rank in (0, 1):
         prometheus_server.scrape(f"127.0.0.1:{port + rank}", f"lstm-{rank}")
-    run = run_spec(f"seed: 3\nmetrics: {{port: {port}}}\n"
+    run = run_spec(f"seed: 3\nmetrics: {{port: {port}, linger_seconds: 4}}\n"
                    "lstm:\n  data: {name: synthetic, synthetic_sites: 4, synthetic_years: 3}\n  sequence_length: 30\n"
                    "  model: {hidden_size: 8}\n  train: {epochs: 3, steps_per_epoch: 40, batch_size: 8}\n"
                    "  elastic: {nproc_per_node: 2}\n")
-    steps = prometheus_server.wait_for("max_over_time(mlkube_lstm_steps_total[10m])", lambda r: len(r) == 2)
+    steps = prometheus_server.wait_for("max_over_time(mlkube_lstm_steps_total[10m])",
+                                       lambda r: len(r) == 2 and all(float(s["value"][1]) == 120 for s in r))
     assert sorted(s["metric"]["rank"] for s in steps) == ["0", "1"]
-    assert all(0 < float(s["value"][1]) <= 120 for s in steps)
     for name in ("mlkube_lstm_train_loss", "mlkube_lstm_sequences_per_second", "mlkube_lstm_epoch", "mlkube_lstm_restarts"):
         assert len(prometheus_server.query(f"max_over_time({name}[10m])")) == 2, name
     assert json.loads(run.stage_file("deep").read_text())["training"]["steps"] == 120

@@ -285,6 +285,7 @@ class MetricsSpec(Section):
     """Prometheus exporters of mlkube's own processes."""
 
     port: int | None = Field(None, ge=0, le=65535, description="Exporter port (training rank r uses port + r); none: off.")
+    linger_seconds: float = Field(0, ge=0, le=3600, description="Keep the LSTM workers' exporters up this long after training, so a short job's last values get scraped.")
 
 
 # ------------------------------------------------------------------------------------------------------ spec

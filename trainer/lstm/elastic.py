@@ -13,6 +13,7 @@ import argparse
 import gc
 import os
 import sys
+import time
 from pathlib import Path
 
 from trainer.errors import MlkubeError
@@ -67,6 +68,8 @@ def fit_and_save(spec, run_dir: Path, worker: Worker) -> None:
     state = trainer.fit()
     if worker.rank == 0:
         write_model(trainer, prepared, run_dir, state)
+    if exporter is not None:
+        time.sleep(spec.metrics.linger_seconds)  # a short job's last values stay scrapeable
 
 
 class process_group:
