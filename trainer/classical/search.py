@@ -95,10 +95,10 @@ def fit_and_score(pipeline, X, y, train, test, metric: str) -> tuple[float, floa
     return score, fit_time
 
 
-def trial_pipeline(config: dict[str, Any], data: TrialData):
+def trial_plan(config: dict[str, Any], data: TrialData) -> zoo.ModelPlan:
+    """A trial's model plan: the spec's fixed params under the trial's searched ones."""
     params = {**data.fixed_params.get(config["model"], {}), **config.get("params", {})}
-    plan = zoo.plan(config["model"], data.task, params, data.scaler, data.n_classes, data.seed)
-    return plan, zoo.build_pipeline(plan, data.impute)
+    return zoo.plan(config["model"], data.task, params, data.scaler, data.n_classes, data.seed)
 
 
 def _fold_results(pipeline, data: TrialData) -> Iterator[tuple[str, float, float]]:
@@ -124,7 +124,7 @@ def fold_trainable(config: dict[str, Any], data: TrialData) -> None:
     import ray
     from ray import tune
 
-    _, pipeline = trial_pipeline(config, data)
+    pipeline = zoo.build_pipeline(trial_plan(config, data), data.impute)
     node = ray.get_runtime_context().get_node_id()
     scores, labels, fit_times = [], [], []
     for label, score, fit_time in _fold_results(pipeline, data):
@@ -300,7 +300,7 @@ def _progress_callback(name: str, progress: Progress, settings: SearchSettings, 
 def trial_row(result, data: TrialData) -> dict[str, Any]:
     """A leaderboard row: model, params, mean, std, per-fold scores, fit time, node, status (and error)."""
     config = result.config
-    plan, _ = trial_pipeline(config, data)
+    plan = trial_plan(config, data)
     last = result.metrics or {}
     scores = [float(x) for x in last.get("scores", [])]
     fit_times = last.get("fit_times", [])
