@@ -139,11 +139,12 @@ def start(run: Run, serve: ServeSpec, names: list[str]) -> Server:
     atomic_write_text(folder / "metrics.yaml", metrics_yaml())
     tmpdir = java_tmpdir(folder / "tmp")
     config = atomic_write_text(folder / "config.properties", config_properties(folder, serve, names, run.id, tmpdir))
+    log_config = atomic_write_text(folder / "log4j2.xml", LOG4J2_XML)
     env = {**os.environ, "TMPDIR": str(folder / "tmp"), "LOG_LOCATION": str(folder / "logs"),
            "METRICS_LOCATION": str(folder / "logs")}
     env.setdefault("OMP_NUM_THREADS", str(worker_threads(len(names) * serve.workers)))
     command = [sys.executable, "-m", "ts.model_server", "--start", "--foreground", "--ncs",
-               "--ts-config", str(config), "--model-store", str(folder / "model-store")]
+               "--ts-config", str(config), "--log-config", str(log_config), "--model-store", str(folder / "model-store")]
     model_log = folder / "logs" / "model_log.log"  # TorchServe appends to it across starts
     log_start = model_log.stat().st_size if model_log.is_file() else 0
     with open(os.open(folder / "logs" / "torchserve.out", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as out:
@@ -158,6 +159,48 @@ def start(run: Run, serve: ServeSpec, names: list[str]) -> Server:
         server.stop()
         raise
     return server
+
+
+LOG4J2_XML = """<?xml version="1.0" encoding="UTF-8"?>
+<Configuration>
+  <Appenders>
+    <Console name="STDOUT" target="SYSTEM_OUT"><PatternLayout pattern="%d{ISO8601} [%-5p] %t %c - %m%n"/></Console>
+    <RollingFile name="access_log" fileName="${env:LOG_LOCATION:-logs}/access_log.log"
+                 filePattern="${env:LOG_LOCATION:-logs}/access_log.%d{dd-MMM}.log.gz">
+      <PatternLayout pattern="%d{ISO8601} - %m%n"/>
+      <Policies><SizeBasedTriggeringPolicy size="100 MB"/><TimeBasedTriggeringPolicy/></Policies>
+      <DefaultRolloverStrategy max="5"/>
+    </RollingFile>
+    <RollingFile name="model_log" fileName="${env:LOG_LOCATION:-logs}/model_log.log"
+                 filePattern="${env:LOG_LOCATION:-logs}/model_log.%d{dd-MMM}.log.gz">
+      <PatternLayout pattern="%d{ISO8601} [%-5p] %t %c - %m%n"/>
+      <Policies><SizeBasedTriggeringPolicy size="100 MB"/><TimeBasedTriggeringPolicy/></Policies>
+      <DefaultRolloverStrategy max="5"/>
+    </RollingFile>
+    <RollingFile name="ts_log" fileName="${env:LOG_LOCATION:-logs}/ts_log.log"
+                 filePattern="${env:LOG_LOCATION:-logs}/ts_log.%d{dd-MMM}.log.gz">
+      <PatternLayout pattern="%d{ISO8601} [%-5p] %t %c - %m%n"/>
+      <Policies><SizeBasedTriggeringPolicy size="100 MB"/><TimeBasedTriggeringPolicy/></Policies>
+      <DefaultRolloverStrategy max="5"/>
+    </RollingFile>
+  </Appenders>
+  <Loggers>
+    <Logger name="ACCESS_LOG" level="info" additivity="false"><AppenderRef ref="access_log"/></Logger>
+    <Logger name="MODEL_LOG" level="info" additivity="false"><AppenderRef ref="model_log"/></Logger>
+    <Logger name="MODEL_METRICS" level="off"/>
+    <Logger name="TS_METRICS" level="off"/>
+    <Logger name="io.netty" level="error"/>
+    <Logger name="org.apache" level="off"/>
+    <Logger name="org.pytorch.serve" level="info" additivity="false">
+      <AppenderRef ref="ts_log"/><AppenderRef ref="STDOUT" level="warn"/>
+    </Logger>
+    <Logger name="org.pytorch.serve.wlm.BatchAggregator" level="warn"/>
+    <Logger name="org.pytorch.serve.wlm.WorkerThread" level="warn"/>
+    <Logger name="org.pytorch.serve.wlm.WorkerLifeCycle" level="warn"/>
+    <Root level="warn"><AppenderRef ref="STDOUT"/><AppenderRef ref="ts_log"/></Root>
+  </Loggers>
+</Configuration>
+"""
 
 
 def worker_threads(workers: int) -> int:
@@ -250,7 +293,7 @@ def config_properties(folder: Path, serve: ServeSpec, names: list[str], version:
         # The handlers parse the raw body themselves, so malformed JSON and NaN get a 400 naming the problem.
         "decode_input_request": "false",
         "install_py_dep_per_model": "false",
-        "vmargs": f"-Djava.io.tmpdir={tmpdir} -XX:-UsePerfData",
+        "vmargs": f"-Djava.io.tmpdir={tmpdir} -XX:-UsePerfData {serve.jvm_options}".strip(),
     }
     return "".join(f"{key}={value}\n" for key, value in props.items())
 

@@ -114,6 +114,58 @@ def test_one_bad_request_in_a_batch_gets_400_and_the_others_their_predictions(ls
     np.testing.assert_allclose(answers[2][1]["predictions"], expected_lstm(other), rtol=1e-6)
 
 
+def _set(path: tuple, value):
+    def change(instance):
+        *parents, last = path
+        target = instance
+        for key in parents:
+            target = target[key]
+        target[last] = value
+    return change
+
+
+# One change to a valid window each, and what the 400 must say. The LSTM's fast path (msgspec) must hand every one of
+# them to the checked path, which names the problem.
+LSTM_BAD = {
+    "short window": (lambda i: i["dynamic"]["prcp"].pop(), "sequence_length = 30 daily values, got 29"),
+    "long window": (lambda i: i["dynamic"]["prcp"].append(1.0), "got 31"),
+    "window not a list": (_set(("dynamic", "prcp"), 3.0), "got number"),
+    "null in a window": (_set(("dynamic", "tmax", 3), None), "tmax[3]: expected a number, got null"),
+    "boolean in a window": (_set(("dynamic", "tmax", 0), True), "tmax[0]: expected a number, got boolean"),
+    "string in a window": (_set(("dynamic", "srad", 5), "1.5"), "srad[5]: expected a number, got string"),
+    "NaN in a window": (_set(("dynamic", "prcp", 7), float("nan")), "NaN is not allowed"),
+    "infinity in a window": (_set(("dynamic", "prcp", 7), float("inf")), "Infinity is not allowed"),
+    "missing input": (lambda i: i["dynamic"].pop("tmax"), "lacks ['tmax']"),
+    "unknown input": (_set(("dynamic", "snow"), [0.0] * 30), "has unknown ['snow']"),
+    "missing static": (lambda i: i.pop("static"), "lacks ['static']"),
+    "missing static attribute": (lambda i: i["static"].pop("area"), "lacks ['area']"),
+    "unknown static attribute": (_set(("static", "slope"), 1.0), "has unknown ['slope']"),
+    "string static attribute": (_set(("static", "area"), "big"), "expected a number, got string"),
+    "unknown key in an instance": (_set(("site",), "01013500"), "has unknown ['site']"),
+}
+
+
+@pytest.mark.parametrize("case", LSTM_BAD)
+def test_lstm_fast_path_hands_every_bad_window_to_the_checks_that_name_it(lstm, case):
+    change, message = LSTM_BAD[case]
+    [instance] = forcing_windows(1, seed=4)
+    change(instance)
+    raw = body([instance])
+    assert lstm.handler.fast_rows(raw) is None
+    [(status, answer)] = lstm([raw])
+    assert status == 400 and message in answer["error"], answer
+
+
+def test_lstm_fast_path_reads_valid_windows_exactly_like_the_checked_path(lstm):
+    instances = forcing_windows(4, seed=5)
+    instances[1]["dynamic"]["prcp"] = [round(v) for v in instances[1]["dynamic"]["prcp"]]  # integers are numbers
+    instances[2] = {"static": instances[2]["static"], "dynamic": dict(reversed(instances[2]["dynamic"].items()))}
+    raw = body(instances)
+    fast = lstm.handler.fast_rows(raw)
+    assert fast is not None
+    np.testing.assert_array_equal(fast, lstm.handler.rows(json.loads(raw)["instances"]))
+
+
 def test_a_batch_of_only_bad_requests_is_answered_without_calling_the_model(classical):
     answers = classical([b"[]", body([])])
     assert [status for status, _ in answers] == [400, 400]

@@ -65,6 +65,7 @@ BROKEN = {
                             "grid search needs a list"),
     "min above max nodes": ("lstm: {elastic: {min_nodes: 3, max_nodes: 2}}\n", "min_nodes (3) must be ≤ max_nodes (2)"),
     "not YAML": ("data: {name: iris\n", "not valid YAML"),
+    "JVM options over two lines": ('serve: {jvm_options: "-Xmx1g\\n-Xms1g"}\n', "serve.jvm_options (line 1)"),
 }
 
 
