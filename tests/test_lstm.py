@@ -235,6 +235,20 @@ def test_prepared_series_read_back_equal_with_their_statistics(tiny, tmp_path):
         np.testing.assert_array_equal(getattr(back.stats, field.name), getattr(prepared.stats, field.name))
 
 
+@pytest.mark.parametrize("static_embedding", [None, 4])
+def test_last_day_is_the_forward_pass_last_day(static_embedding):
+    import torch
+
+    from trainer.lstm.model import build_model
+
+    torch.manual_seed(0)
+    net = build_model({"n_dynamic": 3, "n_static": 2, "hidden_size": 16, "num_layers": 2, "dropout": 0.3,
+                       "static_embedding": static_embedding}).eval()
+    x = torch.randn(5, 40, 5)
+    with torch.inference_mode():
+        torch.testing.assert_close(net.last_day(x), net(x)[:, -1], atol=1e-6, rtol=1e-6)
+        assert net.last_day(x).shape == (5,)
+
 # ---------------------------------------------------------------------------------------------------- CUDA
 @pytest.mark.gpu
 def test_on_cuda_the_network_takes_the_cudnn_path_and_agrees_with_the_cpu():

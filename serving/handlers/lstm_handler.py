@@ -107,7 +107,7 @@ class LstmHandler(ModelHandler):
 
         x = torch.from_numpy((batch - self.mean) / self.std).float()
         with torch.inference_mode():
-            last_day = self.model(x)[:, -1].double().numpy()
+            last_day = self.model.last_day(x).double().numpy()
         mean, std, log_target = self.target
         y = last_day * std + mean
         return np.exp(y) - 0.1 if log_target else y

@@ -73,11 +73,19 @@ def build_model(architecture: dict[str, Any]):
             self.head = nn.Linear(hidden_size, 1)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.dropout(self.states(x))).squeeze(-1)
+
+        def last_day(self, x: torch.Tensor) -> torch.Tensor:
+            """forward(x)[:, -1], with the head run on the last day only (what serving needs: one value per window)."""
+            return self.head(self.dropout(self.states(x)[:, -1])).squeeze(-1)
+
+        def states(self, x: torch.Tensor) -> torch.Tensor:
+            """The LSTM's hidden states: [batch, days, hidden_size]."""
             if self.static_embed is not None:
                 dynamic, static = x[..., : self.n_dynamic], x[..., self.n_dynamic:]
                 x = torch.cat([dynamic, torch.tanh(self.static_embed(static))], dim=-1)
             out, _ = self.lstm(torch.relu(self.input(x)))
-            return self.head(self.dropout(out)).squeeze(-1)
+            return out
 
     return HydroLSTM(**{k: architecture[k] for k in ARCHITECTURE_KEYS})
 
