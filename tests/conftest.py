@@ -26,7 +26,7 @@ def _has_cuda() -> bool:
 def _docker_engine() -> bool:
     if not (shutil.which("docker") and shutil.which("kind")):
         return False
-    return subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+    return subprocess.run(["docker", "info"], check=False, capture_output=True).returncode == 0
 
 
 def pytest_collection_modifyitems(config, items):
@@ -76,7 +76,7 @@ def run_cli(tmp_path):
 
     def run(*args: str, check: bool = False, env: dict | None = None, timeout: float = 600):
         full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-        proc = subprocess.run([*MLKUBE, *map(str, args)], cwd=tmp_path, capture_output=True, text=True,
+        proc = subprocess.run([*MLKUBE, *map(str, args)], check=False, cwd=tmp_path, capture_output=True, text=True,
                               env=full_env, timeout=timeout)
         if check and proc.returncode != 0:
             raise AssertionError(f"mlkube {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")

@@ -234,7 +234,7 @@ def _kill_first_trial_worker(killed: list[int], deadline: float) -> None:
     import time
 
     while time.monotonic() < deadline and not killed:
-        table = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+        table = subprocess.run(["ps", "-eo", "pid,args"], check=False, capture_output=True, text=True).stdout
         pids = [int(line.split()[0]) for line in table.splitlines() if "ray::ImplicitFunc.train" in line]
         if pids:
             time.sleep(0.5)

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from conftest import free_tcp_port
 
 pytestmark = pytest.mark.integration

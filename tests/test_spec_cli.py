@@ -90,7 +90,7 @@ def test_validate_accepts_the_examples(capsys):
 
 def test_cli_exit_code_and_no_traceback_in_a_real_process(tmp_path):
     (tmp_path / "bad.yaml").write_text("seed: 1\ndata: {name: iris}\nclassical: {models: [NOPE]}\n")
-    proc = subprocess.run([sys.executable, "-m", "mlkube.cli", "validate", "bad.yaml"], cwd=tmp_path,
+    proc = subprocess.run([sys.executable, "-m", "mlkube.cli", "validate", "bad.yaml"], check=False, cwd=tmp_path,
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "unknown model 'NOPE'" in proc.stderr and "fix:" in proc.stderr and "Traceback" not in proc.stderr

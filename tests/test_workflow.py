@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import free_tcp_port
 
 pytestmark = pytest.mark.integration
@@ -74,7 +73,7 @@ def reference(workflow_env, tmp_path_factory):
     folder = tmp_path_factory.mktemp("reference")
     (folder / "spec.yaml").write_text(MINI)
     proc = _mlkube("run", "spec.yaml", "--run-id", "w", cwd=folder, env=workflow_env)
-    out, err = proc.communicate(timeout=600)
+    _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
     return folder / "runs" / "w"
 
@@ -107,7 +106,7 @@ def test_a_run_interrupted_in_every_stage_resumes_to_the_same_results(chain, ref
         done = json.loads((run_dir / "stages.json").read_text())["done"]
         assert done == STAGES[: STAGES.index(stage)], f"{sig.name} in {stage}"
         proc = _mlkube("run", "spec.yaml", "--resume", "w", cwd=tmp_path, env=workflow_env)
-    out, err = proc.communicate(timeout=600)
+    _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
     assert all(f"{stage}: done earlier, skipped" in err for stage in STAGES[:-1])
     assert json.loads((run_dir / "stages.json").read_text())["done"] == STAGES

@@ -96,7 +96,7 @@ def _read_table(path: Path):
         raise MlkubeError(f"data.path: {path.name} is neither .csv nor .parquet", "convert the file to CSV or Parquet")
     try:
         table = reader(path)
-    except Exception as exc:  # pandas/pyarrow raise many types for unreadable files
+    except Exception as exc:  # noqa: BLE001 -- pandas/pyarrow raise many types for unreadable files
         raise MlkubeError(f"data.path: cannot read {path}: {exc}", "check that the file is valid CSV/Parquet") from None
     if table.empty:
         raise MlkubeError(f"data.path: {path} has no rows", "give a file with a header and at least one row")

@@ -11,6 +11,7 @@ import csv
 import html
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +73,8 @@ def leaderboard_table(board: dict[str, Any]) -> str:
             lines += ["", f"best: {best['model']}  cv {best['cv_mean']:.4f}  holdout {hold}  → {best['artifact']}"]
     if "deep" in board:
         deep = board["deep"]
-        lines += ["", f"LSTM and baselines on the {deep['period']} period {deep['dates'][0]}..{deep['dates'][1]} "
-                      f"({deep['target']}):", f"{'model':<12} {'median NSE':>10} {'mean NSE':>9} {'median KGE':>10}"]
+        title = f"LSTM and baselines on the {deep['period']} period {deep['dates'][0]}..{deep['dates'][1]} ({deep['target']}):"
+        lines += ["", title, f"{'model':<12} {'median NSE':>10} {'mean NSE':>9} {'median KGE':>10}"]
         lines += [f"{r['model']:<12} {_num(r['median_nse']):>10} {_num(r['mean_nse']):>9} {_num(r['median_kge']):>10}"
                   for r in deep["rows"]]
     return "\n".join(lines)
@@ -139,10 +140,10 @@ def tuning_curves(trials: list[dict], metric: str, path: Path) -> Path | None:
         xs, ys = curves.setdefault(trial["model"], ([], []))
         best = ys[-1] if ys else float("nan")
         if trial["status"] == "ok" and trial["mean"] is not None:
-            best = trial["mean"] if best != best else max(best, trial["mean"])  # best != best: NaN, none yet
+            best = trial["mean"] if math.isnan(best) else max(best, trial["mean"])  # NaN: none yet
         xs.append(len(xs) + 1)
         ys.append(best)
-    if not any(y == y for _, ys in curves.values() for y in ys):
+    if all(math.isnan(y) for _, ys in curves.values() for y in ys):
         return None
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator

@@ -140,7 +140,7 @@ def holdout_split(test_size: float, y: np.ndarray, task: str, seed: int, ordered
 
     index = np.arange(len(y))
     if ordered:
-        cut = len(y) - max(1, int(round(test_size * len(y))))
+        cut = len(y) - max(1, round(test_size * len(y)))
         return index[:cut], index[cut:]
     stratify = y if task == "classification" else None
     try:

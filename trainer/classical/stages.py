@@ -20,8 +20,8 @@ from trainer.classical.search import (
     TrialData,
     connect_ray,
     fit_and_score,
-    release_ray,
     rank,
+    release_ray,
     run_trials,
     tune_space,
 )
