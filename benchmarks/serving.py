@@ -9,7 +9,8 @@ forcings drawn around the training statistics (3 decimals, as a client would sen
 process with 1 or 8 keep-alive connections, each sending its next request as soon as its answer is complete (a
 closed loop, like wrk); it shares this machine's CPUs with TorchServe, so it is kept lean: a multi-process
 http.client load took a fifth of the CPUs and ran the batched LSTM ~30 % slower. Each server gets 2000 warm-up
-requests per model first (the JVM compiles its hot paths).
+requests per model first (the JVM compiles its hot paths). `batch` is the mean number of requests per handler call
+(from the handler's own metrics).
 Goals: TorchServe adds ≤ 3 ms p50 per request (unbatched, concurrency 1), and dynamic batching gives ≥ 3× the
 unbatched throughput at concurrency 8.
 """
@@ -144,10 +145,25 @@ def served(run_path: Path, bodies: dict[str, bytes], requests: int, batch_size: 
         for model, body in bodies.items():
             load(server, model, body, SERVER_WARMUP, 8)
             for concurrency in CONCURRENCY:
-                results[(model, label, concurrency)] = load(server, model, body, requests, concurrency)
+                before = handler_counts(server, model)
+                result = load(server, model, body, requests, concurrency)
+                time.sleep(0.2)  # the worker's metrics reach the frontend just after its answers
+                answered, calls = (a - b for a, b in zip(handler_counts(server, model), before))
+                results[(model, label, concurrency)] = {**result, "batch": answered / max(calls, 1)}
         return results
     finally:
         server.stop()
+
+
+def handler_counts(server, model: str) -> tuple[float, float]:
+    """(requests answered, handler calls) so far, from the server's Prometheus metrics."""
+    import requests as http
+    from prometheus_client.parser import text_string_to_metric_families
+
+    values = {s.name: s.value for family in text_string_to_metric_families(
+        http.get(f"{server.url('metrics')}/metrics", timeout=10).text) for s in family.samples
+        if s.labels.get("ModelName") == model}
+    return values.get("mlkube_predictions_total", 0.0), values.get("mlkube_handler_latency_ms_count", 0.0)
 
 
 def request_bodies(run_path: Path, seed: int = 0) -> dict[str, bytes]:
@@ -171,9 +187,10 @@ def request_bodies(run_path: Path, seed: int = 0) -> dict[str, bytes]:
 
 
 def report(results: dict, bodies: dict, batch_label: str) -> None:
-    print(f"{'model':10} {'how':32} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}")
+    print(f"{'model':10} {'how':32} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'batch':>6}")
     for (model, how, concurrency), r in results.items():
-        print(f"{model:10} {how:32} {concurrency:7d} {r['p50']:8.2f} {r['p99']:8.2f} {r['rps']:8.0f}")
+        batch = f"{r['batch']:6.1f}" if "batch" in r else f"{8 if '8 per' in how else 1:6d}"
+        print(f"{model:10} {how:32} {concurrency:7d} {r['p50']:8.2f} {r['p99']:8.2f} {r['rps']:8.0f} {batch}")
     print()
     for model in bodies:
         base = results[(model, "in-process, 1 per call", 1)]
