@@ -106,7 +106,10 @@ def load(server, model: str, body: bytes, requests: int, concurrency: int) -> di
         for connection in connections[:pending]:
             connection.send()
         while pending:
-            for key, _ in selector.select():
+            events = selector.select(timeout=60)
+            if not events:
+                raise RuntimeError(f"/predictions/{model}: no answer within 60 s")
+            for key, _ in events:
                 latency = key.data.answer()
                 if latency is None:
                     continue
