@@ -3,8 +3,8 @@
 Everything lives in the run's `serving/` folder: `config.properties`, `log4j2.xml`, `metrics.yaml`, `model-store/`
 (the .mar files), `key_file.json` (TorchServe's token file, readable by the owner only), `logs/`, `tmp/` (TMPDIR and
 java.io.tmpdir, where TorchServe unpacks the models and puts its worker sockets) and `server.json` (pid, addresses)
-while a server runs. Addresses are loopback by default, token authorization is on, the model-management API stays off, metrics are
-in Prometheus format.
+while a server runs. Addresses are loopback by default, token authorization is on, the model-management API stays
+off, metrics are in Prometheus format.
 """
 
 from __future__ import annotations
