@@ -182,9 +182,10 @@ def request_bodies(run_path: Path, seed: int = 0) -> dict[str, bytes]:
         request = handler_for(meta["framework"])[1].example(meta)
         if meta["framework"] == "torch":
             p = meta["preprocessing"]
+            means, stds = (np.atleast_2d(p[k])[0] for k in ("dynamic_mean", "dynamic_std"))  # the first site's
             for instance in request["instances"]:
                 instance["dynamic"] = {name: rng.normal(mean, std, p["sequence_length"]).round(3).tolist()
-                                       for name, mean, std in zip(p["dynamic_inputs"], p["dynamic_mean"], p["dynamic_std"])}
+                                       for name, mean, std in zip(p["dynamic_inputs"], means, stds)}
         bodies[meta["name"]] = json.dumps(request).encode()
     return bodies
 

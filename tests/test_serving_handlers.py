@@ -92,7 +92,85 @@ def test_lstm_without_static_inputs_takes_only_dynamic_windows(tmp_path):
     assert status == 400 and "has unknown ['static']" in answer["error"]
 
 
-def test_lstm_with_per_site_statistics_is_refused_at_load_naming_the_fix(tmp_path):
+SITES = {"01013500": (0.0, 1.0), "01022500": (2.0, 0.5)}  # site → (offset of its input means, its target mean)
+
+
+@pytest.fixture(scope="module")
+def per_site(tmp_path_factory):
+    """An LSTM with per-site statistics for two sites (inputs and target standardised differently at each)."""
+    from serving.handlers import InProcess
+    from tests.serving_fixtures import lstm_network
+    from trainer.lstm.model import save_lstm_model
+
+    network, meta = lstm_network()
+    p = meta["preprocessing"]
+    p.update(normalization="per_site", sites=list(SITES),
+             dynamic_mean=[[m + offset for m in p["dynamic_mean"]] for offset, _ in SITES.values()],
+             dynamic_std=[[s * (1 + offset) for s in p["dynamic_std"]] for offset, _ in SITES.values()],
+             target_mean=[target for _, target in SITES.values()], target_std=[1.2, 0.7])
+    folder = tmp_path_factory.mktemp("per_site")
+    save_lstm_model(folder, network, meta)
+    return InProcess(folder), network, p
+
+
+def test_lstm_with_per_site_statistics_standardises_each_window_with_its_site(per_site):
+    import torch
+
+    handler, network, p = per_site
+    [window] = forcing_windows(1, seed=6)
+    instances = [{**window, "site": site} for site in SITES]
+    [(status, answer)] = handler([body(instances)])
+    assert status == 200, answer
+    expected = []
+    for row, instance in enumerate(instances):
+        x = np.column_stack([*(np.array(instance["dynamic"][n]) for n in p["dynamic_inputs"]),
+                             *(np.full(p["sequence_length"], instance["static"][n]) for n in p["static_inputs"])])
+        mean = np.array(p["dynamic_mean"][row] + p["static_mean"])
+        std = np.array(p["dynamic_std"][row] + p["static_std"])
+        with torch.no_grad():
+            out = network(torch.tensor((x - mean) / std, dtype=torch.float32)[None])[0, -1].item()
+        expected.append(np.exp(out * p["target_std"][row] + p["target_mean"][row]) - 0.1)
+    np.testing.assert_allclose(answer["predictions"], expected, rtol=1e-6)
+    assert abs(answer["predictions"][0] - answer["predictions"][1]) > 1e-3  # the sites' statistics really differ
+    assert handler.handler.fast_rows(body(instances)) is not None
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda i: i.pop("site"), "lacks ['site']"),
+    (lambda i: i.update(site="09999999"), "unknown site '09999999'; the model was trained on 2 site(s): 01013500"),
+    (lambda i: i.update(site=1013500), "expected a site id (a string), got number 1013500"),
+])
+def test_lstm_with_per_site_statistics_refuses_a_window_without_a_known_site(per_site, change, message):
+    handler = per_site[0]
+    [window] = forcing_windows(1, seed=7)
+    window["site"] = "01013500"
+    change(window)
+    assert handler.handler.fast_rows(body([window])) is None
+    [(status, answer)] = handler([body([window])])
+    assert status == 400 and message in answer["error"], answer
+
+
+def test_a_model_trained_with_per_site_statistics_names_its_sites_and_each_site_gets_its_own(tmp_path):
+    from serving.handlers import InProcess
+    from tests.test_preprocess import make_data
+    from trainer.lstm.model import artifact_meta, build_model, save_lstm_model
+    from trainer.preprocess import fit_statistics
+    from trainer.spec import LstmSpec, PreprocessSpec
+
+    data = make_data()
+    stats = fit_statistics(data, PreprocessSpec(normalization="per_site"))
+    meta = artifact_meta(LstmSpec(sequence_length=20), data, stats, {"nse": 0.5})
+    assert meta["preprocessing"]["sites"] == list(data.sites)
+    save_lstm_model(tmp_path, build_model(meta["architecture"]).eval(), meta)
+    handler = InProcess(tmp_path)
+    window = {"dynamic": {name: data.dynamic[2, :20, j].astype(float).tolist() for j, name in enumerate(data.dynamic_inputs)},
+              "static": {name: float(data.static[2, j]) for j, name in enumerate(data.static_inputs)}}
+    answers = handler([body([{**window, "site": site}]) for site in data.sites])
+    assert [status for status, _ in answers] == [200] * len(data.sites)
+    assert len({answer["predictions"][0] for _, answer in answers}) == len(data.sites)  # one set of statistics each
+
+
+def test_lstm_with_per_site_statistics_but_no_site_ids_is_refused_at_load_naming_the_fix(tmp_path):
     from serving.handlers import InProcess
     from tests.serving_fixtures import lstm_network
     from trainer.errors import MlkubeError
@@ -101,7 +179,7 @@ def test_lstm_with_per_site_statistics_is_refused_at_load_naming_the_fix(tmp_pat
     network, meta = lstm_network()
     meta["preprocessing"]["normalization"] = "per_site"
     save_lstm_model(tmp_path, network, meta)
-    with pytest.raises(MlkubeError, match="per_site normalization(.|\n)*preprocess.normalization: global"):
+    with pytest.raises(MlkubeError, match="does not name their sites(.|\n)*train it again"):
         InProcess(tmp_path)
 
 
@@ -182,11 +260,10 @@ def test_handler_refuses_weights_that_fail_the_integrity_check(tmp_path):
         InProcess(folder)
 
 
-def test_example_requests_are_valid_for_their_model(run_path, classical, lstm):
+def test_example_requests_are_valid_for_their_model(classical, lstm, per_site):
     from serving.handlers import handler_for
-    from trainer.artifacts import read_model_json
 
-    for name, model in (("classical", classical), ("lstm", lstm)):
-        meta = read_model_json(run_path / "models" / name)
+    for model in (classical, lstm, per_site[0]):
+        meta = model.handler.meta
         [(status, answer)] = model([json.dumps(handler_for(meta["framework"])[1].example(meta)).encode()])
         assert status == 200 and len(answer["predictions"]) == 1

@@ -1,15 +1,18 @@
 """TorchServe handler for the hydrology LSTM (`models/lstm/`): weights loaded with `torch.load(weights_only=True)`.
 
 Request:  {"instances": [{"dynamic": {"<input>": [<sequence_length daily values>], ...},
-                          "static": {"<attribute>": <number>, ...}}, ...]}
+                          "static": {"<attribute>": <number>, ...}, "site": "<site id>"}, ...]}
           every dynamic input and static attribute of model.json's `preprocessing`, by name, in raw units; "static"
-          only when the model has static inputs. The whole window is the LSTM's warm-up: one prediction per window.
+          only when the model has static inputs; "site" only when it was trained with per-site statistics (one of
+          `preprocessing.sites`: its statistics standardise the window and de-standardise the answer). The whole
+          window is the LSTM's warm-up: one prediction per window.
 Response: {"model": "lstm", "version": "<run id>", "target": "<name>", "horizon": <days>,
            "predictions": [<target on the window's last day + horizon - 1, raw units>, ...]}
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +24,18 @@ def window_decoder() -> Any:
     """A msgspec decoder for the request schema above (numbers only, no unknown keys)."""
     import msgspec
 
-    window = msgspec.defstruct("Window", [("dynamic", dict[str, list[float]]), ("static", dict[str, float] | None, None)],
-                               forbid_unknown_fields=True)
+    window = msgspec.defstruct("Window", [("dynamic", dict[str, list[float]]), ("static", dict[str, float] | None, None),
+                                          ("site", str | None, None)], forbid_unknown_fields=True)
     body = msgspec.defstruct("Body", [("instances", list[window])], forbid_unknown_fields=True)
     return msgspec.json.Decoder(body)
 
 
 class LstmHandler(ModelHandler):
-    """Standardise with the saved training statistics, run the window, de-standardise the last day's output."""
+    """Standardise with the saved training statistics, run the window, de-standardise the last day's output.
+
+    Statistics are rows: one row under global normalization, one per site under per-site normalization. Then each
+    window's last input column carries its site's row number from `rows` to `predict`.
+    """
 
     def load(self, model_dir: Path) -> tuple[Any, dict[str, Any]]:
         import numpy as np
@@ -38,19 +45,37 @@ class LstmHandler(ModelHandler):
 
         model, meta = load_lstm_model(model_dir)
         p = meta["preprocessing"]
-        if p.get("normalization", "global") != "global":  # per-site statistics would need the site in each request
-            raise MlkubeError(f"{model_dir}: the LSTM was trained with {p['normalization']} normalization; serving "
-                              "needs one set of statistics", "train it with preprocess.normalization: global")
+        self.sites = None  # site id → statistics row, under per-site normalization
+        if p.get("normalization", "global") == "per_site":
+            if not p.get("sites"):
+                raise MlkubeError(f"{model_dir}: the LSTM has per-site statistics but model.json does not name their "
+                                  "sites (preprocessing.sites)", "train it again: model.json then lists the sites")
+            self.sites = {str(site): row for row, site in enumerate(p["sites"])}
         self.days, self.dynamic, self.static = p["sequence_length"], list(p["dynamic_inputs"]), list(p["static_inputs"])
-        self.keys = ["dynamic", "static"] if self.static else ["dynamic"]
-        self.mean = np.array([*p["dynamic_mean"], *p["static_mean"]], dtype=float)
-        self.std = np.array([*p["dynamic_std"], *p["static_std"]], dtype=float)
-        self.target = (p["target_mean"], p["target_std"], bool(p["log_target"]))
+        self.keys = ["dynamic"] + (["static"] if self.static else []) + (["site"] if self.sites else [])
+        self.n_inputs = len(self.dynamic) + len(self.static)
+        rows = 1 if self.sites is None else len(self.sites)
+        static = [np.tile(np.asarray(p[k], dtype=float), (rows, 1)) for k in ("static_mean", "static_std")]
+        self.mean = np.hstack([np.asarray(p["dynamic_mean"], dtype=float).reshape(rows, -1), static[0]])
+        self.std = np.hstack([np.asarray(p["dynamic_std"], dtype=float).reshape(rows, -1), static[1]])
+        self.target_mean = np.asarray(p["target_mean"], dtype=float).reshape(rows)
+        self.target_std = np.asarray(p["target_std"], dtype=float).reshape(rows)
+        self.log_target = bool(p["log_target"])
         self.fields = {"target": meta["target"], "horizon": p["horizon"]}
         self.decoder = window_decoder()
         with torch.inference_mode():  # a first pass, so that the first request does not pay for lazy set-up
-            model(torch.zeros(1, self.days, len(self.mean)))
+            model(torch.zeros(1, self.days, self.n_inputs))
         return model, meta
+
+    def site_row(self, site: Any, where: str) -> int:
+        """The statistics row of a request's site id, or RequestError naming the known sites."""
+        if not isinstance(site, str):
+            raise RequestError(f"{where}: expected a site id (a string), got {json_type(site)} {json.dumps(site)[:40]}")
+        if site not in self.sites:
+            known = list(self.sites)
+            raise RequestError(f"{where}: unknown site {site!r}; the model was trained on {len(known)} site(s): "
+                               f"{', '.join(known[:5])}{', ...' if len(known) > 5 else ''}")
+        return self.sites[site]
 
     def fast_rows(self, raw: Any) -> Any:
         """Typed decoding (msgspec checks every value is a number while it parses, in C): about 2.5× faster than
@@ -63,7 +88,9 @@ class LstmHandler(ModelHandler):
         except (msgspec.DecodeError, msgspec.ValidationError, TypeError):
             return None
         if not instances or any(len(i.dynamic) != len(self.dynamic) or (i.static is None) == bool(self.static)
-                                or (self.static and len(i.static) != len(self.static)) for i in instances):
+                                or (self.static and len(i.static) != len(self.static))
+                                or (i.site is None) == bool(self.sites) or (i.site is not None and i.site not in self.sites)
+                                for i in instances):
             return None
         try:
             dynamic = np.array([[i.dynamic[name] for name in self.dynamic] for i in instances])  # [n, inputs, days]
@@ -72,18 +99,20 @@ class LstmHandler(ModelHandler):
             return None
         if dynamic.dtype != np.float64 or dynamic.shape[2] != self.days or not np.isfinite(dynamic).all():
             return None
-        windows = np.empty((len(instances), self.days, len(self.mean)))
+        windows = np.empty((len(instances), self.days, self.n_inputs + bool(self.sites)))
         windows[:, :, : len(self.dynamic)] = dynamic.transpose(0, 2, 1)
         if static is not None:
             if not np.isfinite(static).all():
                 return None
-            windows[:, :, len(self.dynamic):] = static[:, None, :]
+            windows[:, :, len(self.dynamic): self.n_inputs] = static[:, None, :]
+        if self.sites:
+            windows[:, :, -1] = np.array([self.sites[i.site] for i in instances])[:, None]
         return windows
 
     def rows(self, instances: list[Any]) -> Any:
         import numpy as np
 
-        windows = np.empty((len(instances), self.days, len(self.mean)))
+        windows = np.empty((len(instances), self.days, self.n_inputs + bool(self.sites)))
         for i, instance in enumerate(instances):
             where = f"instance {i}"
             check_names(instance, self.keys, where)
@@ -92,7 +121,10 @@ class LstmHandler(ModelHandler):
                 windows[i, :, j] = self.window(instance["dynamic"][name], f"{where}.dynamic.{name}")
             if self.static:
                 check_names(instance["static"], self.static, f"{where}.static")
-                windows[i, :, len(self.dynamic):] = [number(instance["static"][n], f"{where}.static.{n}") for n in self.static]
+                windows[i, :, len(self.dynamic): self.n_inputs] = [number(instance["static"][n], f"{where}.static.{n}")
+                                                                   for n in self.static]
+            if self.sites:
+                windows[i, :, -1] = self.site_row(instance["site"], f"{where}.site")
         return windows
 
     def window(self, series: Any, where: str) -> Any:
@@ -105,21 +137,26 @@ class LstmHandler(ModelHandler):
         import numpy as np
         import torch
 
-        x = torch.from_numpy((batch - self.mean) / self.std).float()
+        row = batch[:, 0, -1].astype(int) if self.sites else np.zeros(len(batch), dtype=int)
+        inputs = batch[..., : self.n_inputs]
+        x = torch.from_numpy((inputs - self.mean[row][:, None]) / self.std[row][:, None]).float()
         with torch.inference_mode():
             last_day = self.model.last_day(x).double().numpy()
-        mean, std, log_target = self.target
-        y = last_day * std + mean
-        return np.exp(y) - 0.1 if log_target else y
+        y = last_day * self.target_std[row] + self.target_mean[row]
+        return np.exp(y) - 0.1 if self.log_target else y
 
     def answer(self, outputs: Any) -> dict[str, Any]:
         return {**self.fields, "predictions": outputs.tolist()}
 
     @staticmethod
     def example(meta: dict[str, Any]) -> dict[str, Any]:
-        """One window at the training means."""
+        """One window at the training means (of the first site, under per-site statistics)."""
         p = meta["preprocessing"]
-        instance = {"dynamic": {n: [m] * p["sequence_length"] for n, m in zip(p["dynamic_inputs"], p["dynamic_mean"])}}
+        per_site = p.get("normalization", "global") == "per_site"
+        means = p["dynamic_mean"][0] if per_site else p["dynamic_mean"]
+        instance: dict[str, Any] = {"dynamic": {n: [m] * p["sequence_length"] for n, m in zip(p["dynamic_inputs"], means)}}
         if p["static_inputs"]:
             instance["static"] = dict(zip(p["static_inputs"], p["static_mean"]))
+        if per_site:
+            instance["site"] = str(p["sites"][0])
         return {"instances": [instance]}

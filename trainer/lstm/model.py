@@ -26,10 +26,12 @@ PREPROCESSING_KEYS = (
     "horizon",  # the target is predicted this many days after the last input day (1: same day)
     "dynamic_inputs",  # names, in input order
     "static_inputs",  # names, in input order (after the dynamic ones)
-    "dynamic_mean", "dynamic_std",  # per dynamic input (global statistics of the training period)
+    "normalization",  # global | per_site
+    "dynamic_mean", "dynamic_std",  # per dynamic input (per site and dynamic input under per_site)
     "static_mean", "static_std",  # per static input
-    "target_mean", "target_std",  # de-standardise the output
+    "target_mean", "target_std",  # de-standardise the output (per site under per_site)
     "log_target",  # the target was trained as log(y + 0.1)
+    "sites",  # per_site only: the site ids, in the order of the per-site statistics
 )
 
 
@@ -47,7 +49,8 @@ def artifact_meta(lstm: LstmSpec, data: TimeSeriesData, stats: Statistics, metri
             "features": [*data.dynamic_inputs, *data.static_inputs], "architecture": architecture(lstm, data),
             "preprocessing": {"sequence_length": lstm.sequence_length, "horizon": lstm.horizon,
                               "dynamic_inputs": list(data.dynamic_inputs), "static_inputs": list(data.static_inputs),
-                              **stats.to_json()},
+                              **stats.to_json(),
+                              **({"sites": list(data.sites)} if stats.normalization == "per_site" else {})},
             "metrics": metrics}
 
 
