@@ -134,12 +134,34 @@ class PrometheusServer:
         pytest.fail(f"Prometheus query {promql!r} never met the condition; last result {result}")
 
 
-def free_tcp_port() -> int:
+_HANDED_OUT: set[int] = set()
+
+
+def free_tcp_port(count: int = 1) -> int:
+    """A port P with P .. P+count-1 free and not handed out before in this session, between Ray's worker ports
+    (10002-19999) and the kernel's ephemeral range: a port in that range can be taken by any outgoing connection or
+    listener of the session (an exporter on P+1 then cannot bind), and a scraper polling a port where nothing listens
+    yet can even connect to itself there (TCP simultaneous open)."""
+    import random
     import socket
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    ranges = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    ephemeral = int(ranges.read_text().split()[0]) if ranges.is_file() else 32768
+    low, high = (20000, ephemeral - count) if ephemeral > 20000 + 100 * count else (ephemeral + 1000, 65000 - count)
+    for _ in range(1000):
+        port = random.randrange(low, high)
+        wanted = set(range(port, port + count))
+        if wanted & _HANDED_OUT:
+            continue
+        try:
+            for candidate in wanted:
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        _HANDED_OUT.update(wanted)
+        return port
+    raise RuntimeError(f"no {count} free consecutive TCP port(s) in {low}-{high}")
 
 
 @pytest.fixture(scope="session")

@@ -59,7 +59,7 @@ def test_a_busy_port_names_the_port_and_the_setting_and_work_goes_on(capsys):
 
 
 def test_prometheus_scrapes_a_real_two_worker_torchrun_training(run_spec, prometheus_server):
-    port = free_tcp_port()
+    port = free_tcp_port(count=2)  # rank r exports on port + r
     for rank in (0, 1):
         prometheus_server.scrape(f"127.0.0.1:{port + rank}", f"lstm-{rank}")
     run = run_spec(f"seed: 3\nmetrics: {{port: {port}, linger_seconds: 4}}\n"
