@@ -160,13 +160,10 @@ def served(run_path: Path, bodies: dict[str, bytes], requests: int, batch_size: 
 
 def handler_counts(server, model: str) -> tuple[float, float]:
     """(requests answered, handler calls) so far, from the server's Prometheus metrics."""
-    import requests as http
-    from prometheus_client.parser import text_string_to_metric_families
+    from tests.serving_fixtures import scrape
 
-    values = {s.name: s.value for family in text_string_to_metric_families(
-        http.get(f"{server.url('metrics')}/metrics", timeout=10).text) for s in family.samples
-        if s.labels.get("ModelName") == model}
-    return values.get("mlkube_predictions_total", 0.0), values.get("mlkube_handler_latency_ms_count", 0.0)
+    values = scrape(server)
+    return values.get(("mlkube_predictions_total", model), 0.0), values.get(("mlkube_handler_latency_ms_count", model), 0.0)
 
 
 def request_bodies(run_path: Path, seed: int = 0) -> dict[str, bytes]:

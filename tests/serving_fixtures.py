@@ -22,6 +22,16 @@ LSTM_PREPROCESSING = {
 }
 
 
+def scrape(server) -> dict[tuple[str, str], float]:
+    """TorchServe's metrics endpoint, parsed: (sample name, model) → value."""
+    import requests
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = requests.get(f"{server.url('metrics')}/metrics", timeout=10).text
+    return {(s.name, s.labels.get("ModelName") or s.labels.get("model_name")): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
 def serve_spec(**overrides):
     """A ServeSpec on free loopback ports (never a user's 8080)."""
     from serving.server import free_port

@@ -16,6 +16,7 @@ from tests.serving_fixtures import (
     iris_instances,
     iris_pipeline,
     make_run,
+    scrape,
     serve_spec,
 )
 
@@ -53,15 +54,6 @@ def worker_pids(server, model: str) -> list[int]:
 
     answer = requests.get(f"{server.url('management')}/models/{model}", headers=auth_header(server.token_file, "management"), timeout=10)
     return [w["pid"] for w in answer.json()[0]["workers"] if w["status"] == "READY"]
-
-
-def scrape(server) -> dict[tuple[str, str], float]:
-    """TorchServe's metrics endpoint, parsed: (sample name, model) → value."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = requests.get(f"{server.url('metrics')}/metrics", timeout=10).text
-    return {(s.name, s.labels.get("ModelName") or s.labels.get("model_name")): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 def moved(before: dict, after: dict, name: str, model: str) -> float:

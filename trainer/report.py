@@ -26,7 +26,7 @@ def build_leaderboard(run: Run) -> dict[str, Any] | None:
     evaluate_path, improve_path = run.stage_file("evaluate"), run.stage_file("improve")
     if evaluate_path.exists():
         spot = read_json(evaluate_path)
-        improved = read_json(improve_path) if improve_path.exists() else {"tuned": [], "best": None}
+        improved = read_json(improve_path, {"tuned": [], "best": None})
         rows = _rank_rows(spot["rows"] + improved["tuned"])
         board.update({"metric": spot["metric"], "task": spot["task"], "scheme": spot["scheme"], "rows": rows,
                       "best": improved["best"]})
@@ -275,8 +275,7 @@ def _serving_section(run: Run) -> str:
 
 
 def _environment_section(run: Run) -> str:
-    env = read_json(run.path / "env.json") if (run.path / "env.json").exists() else {}
-    timings = read_json(run.path / "timings.json") if (run.path / "timings.json").exists() else {}
+    env, timings = read_json(run.path / "env.json", {}), read_json(run.path / "timings.json", {})
     facts = _facts({"run id": env.get("run_id"), "seed": env.get("seed"), "host": env.get("hostname"),
                     "platform": env.get("platform"), "started": env.get("start_time"),
                     "data hash": json.dumps(env.get("data_hash")) if env.get("data_hash") else None})
@@ -288,8 +287,7 @@ def _environment_section(run: Run) -> str:
 def present(run: Run) -> dict[str, Any] | None:
     """Write leaderboard.json, cv_scores.csv, the figures and report.html from the stages' results."""
     board = build_leaderboard(run)
-    prepare = run.stage_file("prepare")
-    prepared = read_json(prepare) if prepare.exists() else {}
+    prepared = read_json(run.stage_file("prepare"), {})
     sections: list[tuple[str, str]] = [("Problem", _problem_section(prepared))]
     if board is not None:
         atomic_write_json(run.path / "leaderboard.json", board)
@@ -305,7 +303,7 @@ def present(run: Run) -> dict[str, Any] | None:
 
 
 def _classical_section(run: Run, board: dict[str, Any], summary: dict[str, Any]) -> str:
-    improved = read_json(run.stage_file("improve")) if run.stage_file("improve").exists() else {}
+    improved = read_json(run.stage_file("improve"), {})
     figures = [comparison_boxplot(board, run.figures / "algorithm_comparison.png"),
                confusion_plot(board["best"], summary.get("class_names", []), run.figures / "confusion_matrix.png"),
                tuning_curves(improved.get("trials", []), board["metric"], run.figures / "tuning_curves.png"),

@@ -80,8 +80,15 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def read_json(path: Path | str) -> Any:
-    return json.loads(Path(path).read_text())
+_REQUIRED = object()
+
+
+def read_json(path: Path | str, default: Any = _REQUIRED) -> Any:
+    """The JSON in `path`; `default` instead when the file does not exist (when one is given)."""
+    path = Path(path)
+    if default is not _REQUIRED and not path.exists():
+        return default
+    return json.loads(path.read_text())
 
 
 def sha256_file(path: Path | str) -> str:
@@ -209,7 +216,7 @@ class Run:
     def write_env(self, seed: int, data_hash: str | None = None, end: bool = False, **extra: Any) -> None:
         """Write env.json (versions, seed, data hash, host, start/end times), keeping the first start time."""
         path = self.path / "env.json"
-        env = read_json(path) if path.exists() else {}
+        env = read_json(path, {})
         env.setdefault("start_time", now_iso())
         env.update({
             "run_id": self.id,

@@ -54,6 +54,7 @@ class LstmHandler(ModelHandler):
         self.days, self.dynamic, self.static = p["sequence_length"], list(p["dynamic_inputs"]), list(p["static_inputs"])
         self.keys = ["dynamic"] + (["static"] if self.static else []) + (["site"] if self.sites else [])
         self.n_inputs = len(self.dynamic) + len(self.static)
+        self.width = self.n_inputs + bool(self.sites)  # a window's columns: the inputs, then the site's row if per-site
         rows = 1 if self.sites is None else len(self.sites)
         static = [np.tile(np.asarray(p[k], dtype=float), (rows, 1)) for k in ("static_mean", "static_std")]
         self.mean = np.hstack([np.asarray(p["dynamic_mean"], dtype=float).reshape(rows, -1), static[0]])
@@ -87,10 +88,7 @@ class LstmHandler(ModelHandler):
             instances = self.decoder.decode(raw).instances
         except (msgspec.DecodeError, msgspec.ValidationError, TypeError):
             return None
-        if not instances or any(len(i.dynamic) != len(self.dynamic) or (i.static is None) == bool(self.static)
-                                or (self.static and len(i.static) != len(self.static))
-                                or (i.site is None) == bool(self.sites) or (i.site is not None and i.site not in self.sites)
-                                for i in instances):
+        if not instances or not all(map(self._fits, instances)):
             return None
         try:
             dynamic = np.array([[i.dynamic[name] for name in self.dynamic] for i in instances])  # [n, inputs, days]
@@ -99,7 +97,7 @@ class LstmHandler(ModelHandler):
             return None
         if dynamic.dtype != np.float64 or dynamic.shape[2] != self.days or not np.isfinite(dynamic).all():
             return None
-        windows = np.empty((len(instances), self.days, self.n_inputs + bool(self.sites)))
+        windows = np.empty((len(instances), self.days, self.width))
         windows[:, :, : len(self.dynamic)] = dynamic.transpose(0, 2, 1)
         if static is not None:
             if not np.isfinite(static).all():
@@ -109,10 +107,19 @@ class LstmHandler(ModelHandler):
             windows[:, :, -1] = np.array([self.sites[i.site] for i in instances])[:, None]
         return windows
 
+    def _fits(self, instance: Any) -> bool:
+        """Whether a decoded instance has as many inputs as the model, static values and a known site exactly
+        where the model has them (names are checked when the window is gathered)."""
+        if len(instance.dynamic) != len(self.dynamic) or (instance.static is None) == bool(self.static):
+            return False
+        if self.static and len(instance.static) != len(self.static):
+            return False
+        return instance.site in self.sites if self.sites else instance.site is None
+
     def rows(self, instances: list[Any]) -> Any:
         import numpy as np
 
-        windows = np.empty((len(instances), self.days, self.n_inputs + bool(self.sites)))
+        windows = np.empty((len(instances), self.days, self.width))
         for i, instance in enumerate(instances):
             where = f"instance {i}"
             check_names(instance, self.keys, where)
