@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -182,6 +183,22 @@ def test_logs_keep_one_access_line_per_request_and_no_per_request_debug_lines(se
               in p.info["cmdline"] and str(server.folder / "config.properties") in " ".join(p.info["cmdline"])]
     assert "-XX:TieredStopAtLevel=1" in java.info["cmdline"]  # serve.jvm_options, the default
     assert any(a.startswith("-Dlog4j.configurationFile=") and a.endswith("/serving/log4j2.xml") for a in java.info["cmdline"])
+
+
+def forks_since_boot() -> int:
+    """Processes and threads this machine has created since boot (/proc/stat's `processes`)."""
+    return int(next(line for line in Path("/proc/stat").read_text().splitlines() if line.startswith("processes ")).split()[1])
+
+
+def test_frontend_hands_batches_to_the_worker_without_starting_a_thread_each(server):
+    """TorchServe sends each batch with CompletableFuture.runAsync; on a 2-CPU machine Java's common pool has 1 thread
+    and runAsync then starts a new thread per batch. mlkube gives the pool at least 2 threads."""
+    sequential = 100  # one batch each
+    post(server, "classical", GOOD["classical"])
+    before = forks_since_boot()
+    for _ in range(sequential):
+        assert post(server, "classical", GOOD["classical"]).status_code == 200
+    assert forks_since_boot() - before < sequential // 2
 
 
 def test_dynamic_batching_from_the_spec_puts_concurrent_requests_in_one_call(server):
