@@ -1,16 +1,19 @@
 """TorchServe vs the same handler called in this process: latency p50/p99 and throughput of the scikit-learn and LSTM
 endpoints at concurrency 1 and 8, unbatched (batch_size 1) and with dynamic batching (the spec's batch_size, delay).
 
-    python benchmarks/serving.py [--run RUN] [--requests 800] [--batch-size 8] [--max-batch-delay-ms 5]
+    python benchmarks/serving.py [--run RUN] [--requests 3000] [--rounds 6] [--batch-size 8] [--max-batch-delay-ms 5]
 
 Without --run it builds a run like the tests' (iris LDA pipeline; an LSTM of 64 hidden units on 365-day windows, the
 spec's defaults). A classical request is the model's example (one row); an LSTM request is one 365-day window of
 forcings drawn around the training statistics (3 decimals, as a client would send them). The load generator is one
 process with 1 or 8 keep-alive connections, each sending its next request as soon as its answer is complete (a
 closed loop, like wrk); it shares this machine's CPUs with TorchServe, so it is kept lean: a multi-process
-http.client load took a fifth of the CPUs and ran the batched LSTM ~30 % slower. Each server gets 2000 warm-up
-requests per model first (the JVM compiles its hot paths). `batch` is the mean number of requests per handler call
-(from the handler's own metrics).
+http.client load took a fifth of the CPUs and ran the batched LSTM ~30 % slower.
+The unbatched and the batched TorchServe run side by side (one idles while the other is measured) and each line is
+measured in alternating rounds, because this VM's speed drifts by ±20 % over minutes: one server after the other
+measured the drift as much as the batching. Throughput is the median round; batching's gain is the median of the
+rounds' batched/unbatched ratios. Each server first gets 2000 warm-up requests per model (the JVM compiles its hot
+paths). `batch` is the mean number of requests per handler call (from the handler's own metrics).
 Goals: TorchServe adds ≤ 3 ms p50 per request (unbatched, concurrency 1), and dynamic batching gives ≥ 3× the
 unbatched throughput at concurrency 8.
 """
@@ -88,8 +91,9 @@ class Connection:
         return (time.perf_counter() - self.sent_at) * 1000
 
 
-def load(server, model: str, body: bytes, requests: int, concurrency: int) -> dict[str, float]:
-    """`requests` POSTs over `concurrency` connections, each sending again as soon as its answer is complete."""
+def load(server, model: str, body: bytes, requests: int, concurrency: int) -> tuple[list[float], float]:
+    """`requests` POSTs over `concurrency` connections, each sending again as soon as its answer is complete:
+    (latencies in ms, wall seconds)."""
     from serving.client import auth_header
 
     headers = {"Host": f"{server.host}:{server.ports['inference']}", "Content-Type": "application/json",
@@ -121,7 +125,7 @@ def load(server, model: str, body: bytes, requests: int, concurrency: int) -> di
         wall = time.perf_counter() - start
     for connection in connections:
         connection.sock.close()
-    return summary(np.array(latencies), wall)
+    return latencies, wall
 
 
 def in_process(run_path: Path, model: str, body: bytes, requests: int) -> dict[str, dict]:
@@ -135,27 +139,67 @@ def in_process(run_path: Path, model: str, body: bytes, requests: int) -> dict[s
     return {"in-process, 1 per call": one, "in-process, 8 per call": {**eight, "rps": eight["rps"] * 8}}
 
 
-def served(run_path: Path, bodies: dict[str, bytes], requests: int, batch_size: int, delay_ms: int) -> dict:
-    """Start TorchServe with `batch_size`, measure every model at each concurrency, stop it."""
+def served(run_path: Path, bodies: dict[str, bytes], requests: int, batch_size: int, delay_ms: int,
+           rounds: int, scratch: Path) -> tuple[dict, dict]:
+    """Two TorchServes at once, unbatched and with `batch_size`, each on its own copy of the run; every model and
+    concurrency is measured in `rounds` alternating rounds (unbatched, batched, then batched, unbatched, ...), so that
+    this machine's speed, which drifts by ±20 % over minutes, weighs on both alike.
+    Returns the results (pooled latencies, median round throughput) and, per model, each round's batching gain."""
     from serving.server import serve_run
     from tests.serving_fixtures import serve_spec
     from trainer.run import Run
 
-    server = serve_run(Run.open(run_path), serve_spec(batch_size=batch_size, max_batch_delay_ms=delay_ms))
-    label = "TorchServe, unbatched" if batch_size == 1 else f"TorchServe, batch {batch_size} / {delay_ms} ms"
+    labels = {"TorchServe, unbatched": (1, 0), f"TorchServe, batch {batch_size} / {delay_ms} ms": (batch_size, delay_ms)}
+    servers = {}
     try:
-        results = {}
+        for i, (label, (size, delay)) in enumerate(labels.items()):
+            path = run_path if i == 0 else twin_run(run_path, scratch)
+            servers[label] = serve_run(Run.open(path), serve_spec(batch_size=size, max_batch_delay_ms=delay))
+        for server in servers.values():
+            for model, body in bodies.items():
+                load(server, model, body, SERVER_WARMUP, 8)
+        results, gains = {}, {}
         for model, body in bodies.items():
-            load(server, model, body, SERVER_WARMUP, 8)
             for concurrency in CONCURRENCY:
-                before = handler_counts(server, model)
-                result = load(server, model, body, requests, concurrency)
-                time.sleep(0.2)  # the worker's metrics reach the frontend just after its answers
-                answered, calls = (a - b for a, b in zip(handler_counts(server, model), before))
-                results[(model, label, concurrency)] = {**result, "batch": answered / max(calls, 1)}
-        return results
+                rounds_rps = {label: [] for label in servers}
+                latencies = {label: [] for label in servers}
+                counts = {label: [0.0, 0.0] for label in servers}
+                for r in range(rounds):
+                    for label in (list(servers) if r % 2 == 0 else list(servers)[::-1]):
+                        before = handler_counts(servers[label], model)
+                        lat, wall = load(servers[label], model, body, max(requests // rounds, concurrency), concurrency)
+                        time.sleep(0.2)  # the worker's metrics reach the frontend just after its answers
+                        after = handler_counts(servers[label], model)
+                        counts[label] = [c + a - b for c, a, b in zip(counts[label], after, before)]
+                        rounds_rps[label].append(len(lat) / wall)
+                        latencies[label] += lat
+                for label in servers:
+                    answered, calls = counts[label]
+                    pooled = np.array(latencies[label])
+                    results[(model, label, concurrency)] = {
+                        "p50": float(np.percentile(pooled, 50)), "p99": float(np.percentile(pooled, 99)),
+                        "rps": float(np.median(rounds_rps[label])), "batch": answered / max(calls, 1)}
+                if concurrency == 8:
+                    plain, batched = rounds_rps.values()
+                    gains[model] = [b / p for p, b in zip(plain, batched)]
+        return results, gains
     finally:
-        server.stop()
+        for server in servers.values():
+            server.stop()
+
+
+def twin_run(run_path: Path, scratch: Path) -> Path:
+    """A copy of the run's spec, records and models (not its serving folder) under `scratch`: TorchServe serves one
+    run folder once."""
+    import shutil
+
+    twin = scratch / "twin" / run_path.name
+    twin.mkdir(parents=True)
+    for item in run_path.iterdir():
+        if item.is_file():
+            shutil.copy2(item, twin / item.name)
+    shutil.copytree(run_path / "models", twin / "models")
+    return twin
 
 
 def handler_counts(server, model: str) -> tuple[float, float]:
@@ -187,7 +231,7 @@ def request_bodies(run_path: Path, seed: int = 0) -> dict[str, bytes]:
     return bodies
 
 
-def report(results: dict, bodies: dict, batch_label: str) -> None:
+def report(results: dict, gains: dict, bodies: dict) -> None:
     print(f"{'model':10} {'how':32} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'batch':>6}")
     for (model, how, concurrency), r in results.items():
         batch = f"{r['batch']:6.1f}" if "batch" in r else f"{8 if '8 per' in how else 1:6d}"
@@ -197,10 +241,11 @@ def report(results: dict, bodies: dict, batch_label: str) -> None:
         base = results[(model, "in-process, 1 per call", 1)]
         plain = results[(model, "TorchServe, unbatched", 1)]
         overhead = plain["p50"] - base["p50"]
-        gain = results[(model, batch_label, 8)]["rps"] / results[(model, "TorchServe, unbatched", 8)]["rps"]
+        gain = float(np.median(gains[model]))
         print(f"{model}: TorchServe p50 {plain['p50']:.2f} ms = in-process {base['p50']:.2f} ms + {overhead:.2f} ms "
               f"({plain['p50'] / base['p50']:.1f}×; goal overhead ≤ 3 ms: {'met' if overhead <= 3 else 'NOT met'}); "
-              f"batching at 8 clients: {gain:.2f}× unbatched throughput (goal ≥ 3×: {'met' if gain >= 3 else 'NOT met'})")
+              f"batching at 8 clients: {gain:.2f}× unbatched throughput, median of {len(gains[model])} rounds "
+              f"({min(gains[model]):.2f}–{max(gains[model]):.2f}×; goal ≥ 3×: {'met' if gain >= 3 else 'NOT met'})")
 
 
 def main() -> None:
@@ -209,11 +254,15 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=800, help="requests per measurement (default 800)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-batch-delay-ms", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=6, help="alternating rounds per measurement (default 6)")
     args = parser.parse_args()
+    from serving.handlers.base import WORKER_CPUS_ENV
     from serving.server import worker_threads
 
-    # The in-process baseline gets the intra-op threads a TorchServe worker gets (set before torch is imported).
+    # The in-process baseline gets the threads a TorchServe worker gets (set before torch is imported): 2 models,
+    # 1 worker each.
     os.environ.setdefault("OMP_NUM_THREADS", str(worker_threads(2)))
+    os.environ.setdefault(WORKER_CPUS_ENV, str(worker_threads(1)))
     from tests.serving_fixtures import make_run
 
     with tempfile.TemporaryDirectory(prefix="mlkube-bench-") as tmp:
@@ -224,9 +273,10 @@ def main() -> None:
         for model, body in bodies.items():
             results.update({(model, how, 1 if "1 per" in how else 8): r
                             for how, r in in_process(run_path, model, body, args.requests).items()})
-        results.update(served(run_path, bodies, args.requests, 1, 0))
-        results.update(served(run_path, bodies, args.requests, args.batch_size, args.max_batch_delay_ms))
-        report(results, bodies, f"TorchServe, batch {args.batch_size} / {args.max_batch_delay_ms} ms")
+        served_results, gains = served(run_path, bodies, args.requests, args.batch_size, args.max_batch_delay_ms,
+                                       args.rounds, Path(tmp))
+        results.update(served_results)
+        report(results, gains, bodies)
 
 
 if __name__ == "__main__":

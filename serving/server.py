@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from serving.archive import archive_run, model_names, verify_archives
-from serving.handlers.base import METRICS
+from serving.handlers.base import METRICS, WORKER_CPUS_ENV
 from trainer.errors import MlkubeError
 from trainer.run import Run, atomic_write_json, atomic_write_text, now_iso, read_json
 from trainer.spec import ServeSpec, parse_spec
@@ -143,6 +143,7 @@ def start(run: Run, serve: ServeSpec, names: list[str]) -> Server:
     env = {**os.environ, "TMPDIR": str(folder / "tmp"), "LOG_LOCATION": str(folder / "logs"),
            "METRICS_LOCATION": str(folder / "logs")}
     env.setdefault("OMP_NUM_THREADS", str(worker_threads(len(names) * serve.workers)))
+    env.setdefault(WORKER_CPUS_ENV, str(worker_threads(serve.workers)))
     command = [sys.executable, "-m", "ts.model_server", "--start", "--foreground", "--ncs",
                "--ts-config", str(config), "--log-config", str(log_config), "--model-store", str(folder / "model-store")]
     model_log = folder / "logs" / "model_log.log"  # TorchServe appends to it across starts
@@ -194,7 +195,9 @@ def log4j2_xml() -> str:
 
 
 def worker_threads(workers: int) -> int:
-    """Intra-op threads per worker: an equal share of the CPUs (more threads than cores only busy-wait)."""
+    """An equal share of the CPUs for each of `workers` (more threads than cores only busy-wait). Intra-op threads
+    (OMP_NUM_THREADS) are shared among every worker of every model; WORKER_CPUS_ENV among one model's workers only
+    (what a worker may use while the other models idle: the LSTM handler runs batch shards on that many threads)."""
     return max(1, (os.cpu_count() or 1) // workers)
 
 

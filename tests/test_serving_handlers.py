@@ -95,6 +95,59 @@ def test_lstm_without_static_inputs_takes_only_dynamic_windows(tmp_path):
 SITES = {"01013500": (0.0, 1.0), "01022500": (2.0, 0.5)}  # site → (offset of its input means, its target mean)
 
 
+@pytest.fixture
+def sharded(run_path, monkeypatch):
+    """The LSTM handler of a worker that may use 2 CPUs (torch's thread count restored afterwards)."""
+    import torch
+
+    from serving.handlers import InProcess
+    from serving.handlers.base import WORKER_CPUS_ENV
+
+    threads = torch.get_num_threads()
+    monkeypatch.setenv(WORKER_CPUS_ENV, "2")
+    try:
+        yield InProcess(run_path / "models" / "lstm", version="v1")
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_lstm_runs_a_batch_as_shards_on_the_workers_cpus_with_the_same_predictions(sharded):
+    import threading
+
+    import torch
+
+    handler = sharded.handler
+    assert (handler.shards, torch.get_num_threads()) == (2, 1)  # one intra-op thread per shard
+    threads = []
+    model_last_day = handler.model.last_day
+
+    def recording(x):
+        threads.append((threading.current_thread().name, len(x)))
+        return model_last_day(x)
+
+    handler.model.last_day = recording
+    instances = forcing_windows(5, seed=3)
+    answers = sharded([body([instance]) for instance in instances])
+    assert [status for status, _ in answers] == [200] * 5
+    np.testing.assert_allclose([a["predictions"][0] for _, a in answers], expected_lstm(instances), rtol=1e-6)
+    assert sorted(n for _, n in threads) == [2, 3]  # 5 windows: one shard of 3 here, one of 2 on the pool's thread
+    assert {name.startswith("mlkube-lstm-shard") for name, _ in threads} == {True, False}
+    threads.clear()
+    sharded([body(instances[:1])])
+    assert [n for _, n in threads] == [1]  # a lone window is not split
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1"])
+def test_a_bad_worker_cpus_value_is_refused_at_load_naming_the_variable(run_path, monkeypatch, value):
+    from serving.handlers import InProcess
+    from serving.handlers.base import WORKER_CPUS_ENV
+    from trainer.errors import MlkubeError
+
+    monkeypatch.setenv(WORKER_CPUS_ENV, value)
+    with pytest.raises(MlkubeError, match=f"{WORKER_CPUS_ENV}='{value}' is not a whole number of CPUs"):
+        InProcess(run_path / "models" / "lstm")
+
+
 @pytest.fixture(scope="module")
 def per_site(tmp_path_factory):
     """An LSTM with per-site statistics for two sites (inputs and target standardised differently at each)."""

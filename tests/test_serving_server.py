@@ -116,6 +116,22 @@ def test_served_predictions_equal_the_in_process_models(server):
     np.testing.assert_allclose(answer["predictions"], expected_lstm(windows), atol=1e-6)
 
 
+def test_each_worker_may_use_the_cpus_of_its_models_share(server):
+    """Intra-op threads split the CPUs among every worker; the LSTM's batch shards among its model's workers only."""
+    import os
+
+    import psutil
+
+    from serving.handlers.base import WORKER_CPUS_ENV
+
+    for model in ("classical", "lstm"):
+        [pid] = worker_pids(server, model)
+        env = psutil.Process(int(pid)).environ()
+        cpus = os.cpu_count()  # (a value set before TorchServe starts is kept)
+        assert env["OMP_NUM_THREADS"] == os.environ.get("OMP_NUM_THREADS", str(max(1, cpus // 2)))
+        assert env[WORKER_CPUS_ENV] == os.environ.get(WORKER_CPUS_ENV, str(cpus))
+
+
 @pytest.mark.parametrize("case", BAD)
 def test_bad_request_is_refused_naming_the_problem_and_the_worker_keeps_serving(server, case):
     model, body, message = BAD[case]

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from trainer.errors import MlkubeError
+
 # Custom metrics (declared for TorchServe's Prometheus endpoint in serving/server.py): name → (type, unit).
 METRICS = {
     "mlkube_predictions_total": ("counter", "count"),  # requests answered with a prediction
@@ -26,6 +28,8 @@ METRICS = {
     "mlkube_handler_latency_ms": ("histogram", "ms"),  # time in `handle` per batch
 }
 BAD_REQUEST = 400
+# CPUs one worker may use while the server's other models idle (set by `mlkube serve`: CPUs / workers per model).
+WORKER_CPUS_ENV = "MLKUBE_WORKER_CPUS"
 
 
 class RequestError(ValueError):
@@ -97,6 +101,16 @@ def check_names(given: dict, expected: list[str], where: str) -> None:
     if missing or unknown:
         parts = ([f"lacks {missing}"] if missing else []) + ([f"has unknown {unknown}"] if unknown else [])
         raise RequestError(f"{where} {' and '.join(parts)}; the model takes {expected}")
+
+
+def worker_cpus() -> int:
+    """WORKER_CPUS_ENV as a number (1 when unset)."""
+    import os
+
+    value = os.environ.get(WORKER_CPUS_ENV, "1")
+    if not value.isdigit() or int(value) < 1:
+        raise MlkubeError(f"{WORKER_CPUS_ENV}={value!r} is not a whole number of CPUs", "set it to 1 or more, or unset it")
+    return int(value)
 
 
 class ModelHandler:

@@ -16,7 +16,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from serving.handlers.base import ModelHandler, RequestError, check_names, json_type, number, numbers
+from serving.handlers.base import (
+    ModelHandler,
+    RequestError,
+    check_names,
+    json_type,
+    number,
+    numbers,
+    worker_cpus,
+)
 from trainer.errors import MlkubeError
 
 
@@ -35,6 +43,11 @@ class LstmHandler(ModelHandler):
 
     Statistics are rows: one row under global normalization, one per site under per-site normalization. Then each
     window's last input column carries its site's row number from `rows` to `predict`.
+
+    A batch runs as shards of windows, one thread each, on up to `worker_cpus()` threads. The recurrence parallelises
+    across windows, not inside a time step: oneDNN with 2 intra-op threads synchronises them 365 times per window and
+    served the LSTM a third slower than 1 thread on 2 CPUs, while 2 shards of 4 windows take ~1.7 ms against 2.7 ms for
+    8 windows on one thread. So the model runs single-threaded within each shard.
     """
 
     def load(self, model_dir: Path) -> tuple[Any, dict[str, Any]]:
@@ -64,6 +77,12 @@ class LstmHandler(ModelHandler):
         self.log_target = bool(p["log_target"])
         self.fields = {"target": meta["target"], "horizon": p["horizon"]}
         self.decoder = window_decoder()
+        self.shards = worker_cpus()
+        if self.shards > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            torch.set_num_threads(1)
+            self.pool = ThreadPoolExecutor(self.shards - 1, thread_name_prefix="mlkube-lstm-shard")
         with torch.inference_mode():  # a first pass, so that the first request does not pay for lazy set-up
             model(torch.zeros(1, self.days, self.n_inputs))
         return model, meta
@@ -147,10 +166,17 @@ class LstmHandler(ModelHandler):
         row = batch[:, 0, -1].astype(int) if self.sites else np.zeros(len(batch), dtype=int)
         inputs = batch[..., : self.n_inputs]
         x = torch.from_numpy((inputs - self.mean[row][:, None]) / self.std[row][:, None]).float()
-        with torch.inference_mode():
-            last_day = self.model.last_day(x).double().numpy()
+        first, *others = torch.tensor_split(x, min(self.shards, len(x)))
+        running = [self.pool.submit(self.last_day, shard) for shard in others]
+        last_day = torch.cat([self.last_day(first), *(shard.result() for shard in running)]).double().numpy()
         y = last_day * self.target_std[row] + self.target_mean[row]
         return np.exp(y) - 0.1 if self.log_target else y
+
+    def last_day(self, x: Any) -> Any:
+        import torch
+
+        with torch.inference_mode():  # per thread
+            return self.model.last_day(x)
 
     def answer(self, outputs: Any) -> dict[str, Any]:
         return {**self.fields, "predictions": outputs.tolist()}
