@@ -255,7 +255,7 @@ def _set(path: tuple, value):
     return change
 
 
-# One change to a valid window each, and what the 400 must say. The LSTM's fast path (msgspec) must hand every one of
+# One change to a valid window each, and what the 400 must say. The LSTM's fast path (simdjson) must hand every one of
 # them to the checked path, which names the problem.
 LSTM_BAD = {
     "short window": (lambda i: i["dynamic"]["prcp"].pop(), "sequence_length = 30 daily values, got 29"),
@@ -285,6 +285,54 @@ def test_lstm_fast_path_hands_every_bad_window_to_the_checks_that_name_it(lstm, 
     assert lstm.handler.fast_rows(raw) is None
     [(status, answer)] = lstm([raw])
     assert status == 400 and message in answer["error"], answer
+
+
+def _text(instance) -> str:
+    return json.dumps({"instances": [instance]})
+
+
+# Bodies json.dumps of a changed window cannot write, or that simdjson's arrays of doubles could misread.
+LSTM_BAD_BODIES = {
+    "window of one-value arrays": (lambda i: _text(_with(i, ("dynamic", "prcp"), [[v] for v in i["dynamic"]["prcp"]])),
+                                   "prcp[0]: expected a number, got array"),
+    "one-value window": (lambda i: _text(_with(i, ("dynamic", "prcp"), [5.0])), "got 1 values"),
+    "null static": (lambda i: _text(_with(i, ("static",), None)), "expected an object"),
+    "boolean static attribute": (lambda i: _text(_with(i, ("static", "area"), False)), "got boolean"),
+    "number beyond float range": (lambda i: _text(i).replace(str(i["dynamic"]["srad"][2]), "1e400", 1),
+                                  "every value must be a finite number"),
+    "a name twice, one missing": (lambda i: _text(i).replace('"tmax"', '"prcp"'), "lacks ['tmax']"),
+    "instances not a list": (lambda i: json.dumps({"instances": i}), "must be a non-empty list"),
+    "no instances": (lambda i: json.dumps({"instances": []}), "must be a non-empty list"),
+    "a second key in the body": (lambda i: _text(i)[:-1] + ', "x": [1]}', "unknown key(s) ['x']"),
+    "trailing text": (lambda i: _text(i) + " x", "not valid JSON"),
+}
+
+
+def _with(instance: dict, path: tuple, value) -> dict:
+    changed = json.loads(json.dumps(instance))
+    _set(path, value)(changed)
+    return changed
+
+
+@pytest.mark.parametrize("case", LSTM_BAD_BODIES)
+def test_lstm_fast_path_hands_every_odd_body_to_the_checks_that_name_it(lstm, case):
+    make, message = LSTM_BAD_BODIES[case]
+    [instance] = forcing_windows(1, seed=4)
+    raw = make(instance).encode()
+    assert lstm.handler.fast_rows(raw) is None
+    [(status, answer)] = lstm([raw])
+    assert status == 400 and message in answer["error"], answer
+
+
+def test_lstm_fast_path_leaves_a_repeated_name_to_the_checked_path_which_keeps_the_last(lstm):
+    [instance] = forcing_windows(1, seed=4)
+    later = [v + 1 for v in instance["dynamic"]["prcp"]]
+    dynamic = json.dumps(instance["dynamic"])[:-1] + ', "prcp": ' + json.dumps(later) + "}"  # prcp, tmax, srad, prcp
+    raw = '{"instances": [{"dynamic": ' + dynamic + ', "static": ' + json.dumps(instance["static"]) + "}]}"
+    assert raw.count('"prcp"') == 2 and lstm.handler.fast_rows(raw.encode()) is None
+    [(status, answer)] = lstm([raw.encode()])
+    assert status == 200
+    assert answer["predictions"] == lstm([body([_with(instance, ("dynamic", "prcp"), later)])])[0][1]["predictions"]
 
 
 def test_lstm_fast_path_reads_valid_windows_exactly_like_the_checked_path(lstm):
