@@ -259,7 +259,7 @@ def java_tmpdir(tmp: Path) -> Path:
 
 
 # TorchServe hands each batch to its worker through CompletableFuture.runAsync. Java's common pool gets CPUs - 1
-# threads; with fewer than 2 (a 2-CPU pod or VM), runAsync starts a new thread for every batch, which cost ~10 % of
+# threads; with fewer than 2 (a 2-CPU pod or VM), runAsync starts a new thread for every batch, which cost ~12 % of
 # the unbatched LSTM's throughput on a 2-CPU machine. jvm_options may still set it (the last -D wins).
 FORK_JOIN_PARALLELISM = "-Djava.util.concurrent.ForkJoinPool.common.parallelism"
 
