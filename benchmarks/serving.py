@@ -161,31 +161,37 @@ def served(run_path: Path, bodies: dict[str, bytes], requests: int, batch_size: 
         results, gains = {}, {}
         for model, body in bodies.items():
             for concurrency in CONCURRENCY:
-                rounds_rps = {label: [] for label in servers}
-                latencies = {label: [] for label in servers}
-                counts = {label: [0.0, 0.0] for label in servers}
-                for r in range(rounds):
-                    for label in (list(servers) if r % 2 == 0 else list(servers)[::-1]):
-                        before = handler_counts(servers[label], model)
-                        lat, wall = load(servers[label], model, body, max(requests // rounds, concurrency), concurrency)
-                        time.sleep(0.2)  # the worker's metrics reach the frontend just after its answers
-                        after = handler_counts(servers[label], model)
-                        counts[label] = [c + a - b for c, a, b in zip(counts[label], after, before)]
-                        rounds_rps[label].append(len(lat) / wall)
-                        latencies[label] += lat
-                for label in servers:
-                    answered, calls = counts[label]
-                    pooled = np.array(latencies[label])
-                    results[(model, label, concurrency)] = {
-                        "p50": float(np.percentile(pooled, 50)), "p99": float(np.percentile(pooled, 99)),
-                        "rps": float(np.median(rounds_rps[label])), "batch": answered / max(calls, 1)}
+                measured = alternating(servers, model, body, requests, concurrency, rounds)
+                results.update({(model, label, concurrency): m for label, m in measured.items()})
                 if concurrency == 8:
-                    plain, batched = rounds_rps.values()
+                    plain, batched = (m["rounds"] for m in measured.values())
                     gains[model] = [b / p for p, b in zip(plain, batched)]
         return results, gains
     finally:
         for server in servers.values():
             server.stop()
+
+
+def alternating(servers: dict, model: str, body: bytes, requests: int, concurrency: int, rounds: int) -> dict:
+    """Each server's `requests` in `rounds` rounds, the servers taking turns (A B, B A, ...): per server, p50/p99 of
+    all latencies, the median round's throughput, each round's throughput and the mean requests per handler call."""
+    before = {label: handler_counts(server, model) for label, server in servers.items()}
+    latencies = {label: [] for label in servers}
+    rounds_rps = {label: [] for label in servers}
+    for r in range(rounds):
+        for label in (list(servers) if r % 2 == 0 else list(servers)[::-1]):
+            lat, wall = load(servers[label], model, body, max(requests // rounds, concurrency), concurrency)
+            rounds_rps[label].append(len(lat) / wall)
+            latencies[label] += lat
+    time.sleep(0.2)  # the worker's metrics reach the frontend just after its answers
+    measured = {}
+    for label, server in servers.items():
+        answered, calls = (a - b for a, b in zip(handler_counts(server, model), before[label]))
+        pooled = np.array(latencies[label])
+        measured[label] = {"p50": float(np.percentile(pooled, 50)), "p99": float(np.percentile(pooled, 99)),
+                           "rps": float(np.median(rounds_rps[label])), "rounds": rounds_rps[label],
+                           "batch": answered / max(calls, 1)}
+    return measured
 
 
 def twin_run(run_path: Path, scratch: Path) -> Path:

@@ -67,6 +67,7 @@ class LstmHandler(ModelHandler):
         self.log_target = bool(p["log_target"])
         self.fields = {"target": meta["target"], "horizon": p["horizon"]}
         self.shards = worker_cpus()
+        self.pool = None  # the threads of every shard but the first (which runs in the worker's own thread)
         if self.shards > 1:
             from concurrent.futures import ThreadPoolExecutor
 
