@@ -50,8 +50,8 @@ def sklearn_grid(X, y, splits):
 def mlkube_grid(X, y, splits, scheduler: str, model: str = "SVM", space=None):
     from ray import tune
 
-    from trainer.classical.search import SearchSettings, Step, TrialData, run_trials
-    from trainer.progress import Progress
+    from mlkube.trainer.classical.search import SearchSettings, Step, TrialData, run_trials
+    from mlkube.trainer.progress import Progress
 
     steps = [Step(str(i), tr, te) for i, (tr, te) in enumerate(splits)]
     trial_data = TrialData(X=X, y=y, steps=steps, task="classification", metric="accuracy", scaler="auto",

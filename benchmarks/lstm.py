@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from trainer.spec import Spec, load_spec, parse_spec
+from mlkube.trainer.spec import Spec, load_spec, parse_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 # The spec's defaults (camels_us_sample, 365 days, hidden 64, global batch 64), shortened to `steps` steps.
@@ -37,8 +37,8 @@ def bare_loop(spec: Spec, prepared, steps: int) -> float:
     """Sequences per second of a plain PyTorch loop over the same batches as mlkube's."""
     import torch
 
-    from trainer.lstm.model import architecture, build_model
-    from trainer.preprocess import BatchSampler, standardize
+    from mlkube.trainer.lstm.model import architecture, build_model
+    from mlkube.trainer.preprocess import BatchSampler, standardize
 
     lstm = spec.lstm
     data = standardize(prepared.data, prepared.stats)
@@ -60,7 +60,7 @@ def bare_loop(spec: Spec, prepared, steps: int) -> float:
 
 def mlkube_loop(spec: Spec, prepared, steps: int) -> float:
     """Sequences per second of `Trainer.fit` (checkpoints and validation included)."""
-    from trainer.lstm.train import Trainer
+    from mlkube.trainer.lstm.train import Trainer
 
     with tempfile.TemporaryDirectory() as folder:
         trainer = Trainer(spec.lstm, spec.seed, prepared, checkpoints=Path(folder), hooks=(lambda info: None,))
@@ -70,7 +70,7 @@ def mlkube_loop(spec: Spec, prepared, steps: int) -> float:
 
 
 def loop_overhead(steps: int, repeats: int) -> None:
-    from trainer.lstm.data import prepare
+    from mlkube.trainer.lstm.data import prepare
 
     spec = bench_spec(steps)
     steps = spec.lstm.train.epochs * spec.lstm.train.steps_per_epoch
@@ -102,11 +102,11 @@ def elastic_scaling(steps: int, repeats: int) -> None:
 
 def torchrun_training(root: Path, spec: Spec) -> tuple[float, float]:
     """(sequences per second of the training steps, wall seconds) of one torchrun training."""
-    from trainer.lstm.data import prepare
-    from trainer.lstm.elastic import ARTIFACT, TRAINING_RECORD
-    from trainer.lstm.launch import launch
-    from trainer.progress import Progress
-    from trainer.run import Run, read_json
+    from mlkube.trainer.lstm.data import prepare
+    from mlkube.trainer.lstm.elastic import ARTIFACT, TRAINING_RECORD
+    from mlkube.torchrun import launch
+    from mlkube.trainer.progress import Progress
+    from mlkube.trainer.run import Run, read_json
 
     run = Run.start(spec.to_yaml(), root, run_id="bench")
     prepare(spec, run.path)
@@ -117,8 +117,8 @@ def torchrun_training(root: Path, spec: Spec) -> tuple[float, float]:
 
 def skill() -> None:
     from mlkube.pipeline import run_pipeline
-    from trainer.progress import Progress
-    from trainer.run import Run, read_json
+    from mlkube.trainer.progress import Progress
+    from mlkube.trainer.run import Run, read_json
 
     spec = load_spec(ROOT / "examples" / "hydrology.yaml")
     with tempfile.TemporaryDirectory() as root:
@@ -136,7 +136,7 @@ def gpu(steps: int) -> None:
     if not torch.cuda.is_available():
         print("4. GPU: skipped (torch.cuda.is_available() is False on this machine)")
         return
-    from trainer.lstm.model import build_model
+    from mlkube.trainer.lstm.model import build_model
 
     spec = bench_spec(steps).lstm
     net = build_model({"n_dynamic": 6, "n_static": 0, "hidden_size": spec.model.hidden_size, "num_layers": 1,

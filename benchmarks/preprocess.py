@@ -19,7 +19,7 @@ from types import ModuleType
 
 import numpy as np
 
-from trainer.tsdata import synthetic_source
+from mlkube.trainer.tsdata import synthetic_source
 
 MAX_GAP = 5  # days
 SEQUENCE_LENGTH = 365  # days
@@ -92,7 +92,7 @@ def main() -> None:
 
     import numba
 
-    from trainer.preprocess import cpu, reference
+    from mlkube.trainer.preprocess import cpu, reference
 
     values, static = make_data(args.sites, args.years, args.seed)
     print(f"data: {values.shape[0]} sites × {values.shape[1]} days × {values.shape[2]} variables, "

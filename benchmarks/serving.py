@@ -94,7 +94,7 @@ class Connection:
 def load(server, model: str, body: bytes, requests: int, concurrency: int) -> tuple[list[float], float]:
     """`requests` POSTs over `concurrency` connections, each sending again as soon as its answer is complete:
     (latencies in ms, wall seconds)."""
-    from serving.client import auth_header
+    from mlkube.serving.client import auth_header
 
     headers = {"Host": f"{server.host}:{server.ports['inference']}", "Content-Type": "application/json",
                "Content-Length": str(len(body)), **auth_header(server.token_file)}
@@ -130,7 +130,7 @@ def load(server, model: str, body: bytes, requests: int, concurrency: int) -> tu
 
 def in_process(run_path: Path, model: str, body: bytes, requests: int) -> dict[str, dict]:
     """The handler without TorchServe: one request per call, and eight per call (what batching hands it)."""
-    from serving.handlers import InProcess
+    from mlkube.serving.handlers import InProcess
 
     handler = InProcess(run_path / "models" / model)
     timed(lambda: handler([body]), WARMUP)
@@ -145,9 +145,9 @@ def served(run_path: Path, bodies: dict[str, bytes], requests: int, batch_size: 
     concurrency is measured in `rounds` alternating rounds (unbatched, batched, then batched, unbatched, ...), so that
     this machine's speed, which drifts by ±20 % over minutes, weighs on both alike.
     Returns the results (pooled latencies, median round throughput) and, per model, each round's batching gain."""
-    from serving.server import serve_run
+    from mlkube.serving.server import serve_run
     from tests.serving_fixtures import serve_spec
-    from trainer.run import Run
+    from mlkube.trainer.run import Run
 
     labels = {"TorchServe, unbatched": (1, 0), f"TorchServe, batch {batch_size} / {delay_ms} ms": (batch_size, delay_ms)}
     servers = {}
@@ -219,8 +219,8 @@ def handler_counts(server, model: str) -> tuple[float, float]:
 def request_bodies(run_path: Path, seed: int = 0) -> dict[str, bytes]:
     """One request per model: the handler's example; for an LSTM, with forcings drawn around the training statistics
     (the example repeats the means, which makes a short body that parses unrealistically fast)."""
-    from serving.handlers import handler_for
-    from trainer.artifacts import read_model_json
+    from mlkube.serving.handlers import handler_for
+    from mlkube.trainer.artifacts import read_model_json
 
     rng = np.random.default_rng(seed)
     bodies = {}
@@ -262,8 +262,8 @@ def main() -> None:
     parser.add_argument("--max-batch-delay-ms", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=6, help="alternating rounds per measurement (default 6)")
     args = parser.parse_args()
-    from serving.handlers.base import WORKER_CPUS_ENV
-    from serving.server import worker_threads
+    from mlkube.serving.handlers.base import WORKER_CPUS_ENV
+    from mlkube.serving.server import worker_threads
 
     # The in-process baseline gets the threads a TorchServe worker gets (set before torch is imported): 2 models,
     # 1 worker each.

@@ -60,7 +60,10 @@ def _submit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--namespace", "-n", help="Kubernetes namespace (default: the spec's cluster.namespace)")
     p.add_argument("--context", help="kubeconfig context (default: the current one)")
     p.add_argument("--values", "-f", action="append", metavar="FILE", help="chart values file merged on top (repeatable)")
-    p.add_argument("--detach", action="store_true", help="return once the objects exist; follow with `mlkube status`")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--detach", action="store_true", help="return once the objects exist; follow with `mlkube status`")
+    mode.add_argument("--dry-run", action="store_true",
+                      help="print the objects it would create (YAML) and contact no cluster, like `helm template`")
     p.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the job (default 3600)")
     p.add_argument("--poll", type=float, default=5, help="seconds between status checks (default 5)")
 
@@ -83,19 +86,19 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
 
 # name, help, arguments, handler ("module:function", imported on use)
 COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], str]] = [
-    ("run", "run the stages a spec enables, in one run directory", _run_args, "mlkube.pipeline:cmd_run"),
-    ("validate", "check a spec and print every problem (exit 2 if any)", _spec_arg, "mlkube.pipeline:cmd_validate"),
-    ("show", "print a run's leaderboard as a table", _run_ref, "mlkube.pipeline:cmd_show"),
-    ("report", "rebuild a run's leaderboard, figures and report.html", _run_ref, "mlkube.pipeline:cmd_report"),
-    ("compare", "put two runs' leaderboards side by side", _compare_args, "mlkube.pipeline:cmd_compare"),
-    ("watch", "print a run's live progress until it finishes", _watch_args, "mlkube.watch:cmd_watch"),
-    ("archive", "package a run's models as TorchServe archives (.mar)", _archive_args, "serving.archive:cmd_archive"),
-    ("serve", "serve a run's models on a local TorchServe (token auth, Prometheus metrics)", _serve_args, "serving.server:cmd_serve"),
-    ("predict", "send a request to a model of a run's TorchServe", _predict_args, "serving.client:cmd_predict"),
-    ("submit", "run a spec's tuning, LSTM training or serving on Kubernetes", _submit_args, "trainer.cluster:cmd_submit"),
-    ("status", "state of a submitted run's jobs and pods", _cluster_ref, "trainer.cluster:cmd_status"),
-    ("logs", "logs of a submitted run's pods", _logs_args, "trainer.cluster:cmd_logs"),
-    ("delete", "delete a submitted run's objects (its results on the runs volume stay)", _cluster_ref, "trainer.cluster:cmd_delete"),
+    ("run", "run the stages a spec enables, in one run directory", _run_args, "mlkube.commands.runs:cmd_run"),
+    ("validate", "check a spec and print every problem (exit 2 if any)", _spec_arg, "mlkube.commands.runs:cmd_validate"),
+    ("show", "print a run's leaderboard as a table", _run_ref, "mlkube.commands.runs:cmd_show"),
+    ("report", "rebuild a run's leaderboard, figures and report.html", _run_ref, "mlkube.commands.runs:cmd_report"),
+    ("compare", "put two runs' leaderboards side by side", _compare_args, "mlkube.commands.runs:cmd_compare"),
+    ("watch", "print a run's live progress until it finishes", _watch_args, "mlkube.commands.watch:cmd_watch"),
+    ("archive", "package a run's models as TorchServe archives (.mar)", _archive_args, "mlkube.commands.serving:cmd_archive"),
+    ("serve", "serve a run's models on a local TorchServe (token auth, Prometheus metrics)", _serve_args, "mlkube.commands.serving:cmd_serve"),
+    ("predict", "send a request to a model of a run's TorchServe", _predict_args, "mlkube.commands.serving:cmd_predict"),
+    ("submit", "run a spec's tuning, LSTM training or serving on Kubernetes", _submit_args, "mlkube.commands.cluster:cmd_submit"),
+    ("status", "state of a submitted run's jobs and pods", _cluster_ref, "mlkube.commands.cluster:cmd_status"),
+    ("logs", "logs of a submitted run's pods", _logs_args, "mlkube.commands.cluster:cmd_logs"),
+    ("delete", "delete a submitted run's objects (its results on the runs volume stay)", _cluster_ref, "mlkube.commands.cluster:cmd_delete"),
 ]
 
 
@@ -117,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     module, func = args.handler.split(":")
-    from trainer.errors import MlkubeError
+    from mlkube.trainer.errors import MlkubeError
 
     try:
         return getattr(importlib.import_module(module), func)(args) or 0

@@ -1,10 +1,11 @@
-"""Stages that span the science packages: prepare (load and describe the data) and present (report)."""
+"""Stages that span the science packages or need a launcher: prepare (load and describe the data), deep (the LSTM,
+trained by torchrun on this machine) and present (report)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from trainer.run import atomic_write_json
+from mlkube.trainer.run import atomic_write_json
 
 
 def prepare(ctx) -> None:
@@ -12,7 +13,7 @@ def prepare(ctx) -> None:
     spec, out = ctx.spec, {}
     hashes: dict[str, Any] = {}
     if spec.runs_classical:
-        from trainer.classical.stages import classical_data
+        from mlkube.trainer.classical.stages import classical_data
 
         cd = classical_data(spec)
         out["classical"] = {**cd.data.summary(), "class_names": cd.data.class_names, "train_rows": len(cd.train),
@@ -20,8 +21,8 @@ def prepare(ctx) -> None:
         hashes["classical"] = cd.data.digest()
         ctx.progress.say(f"data: {cd.data.source}, {cd.data.n_rows} rows × {len(cd.data.feature_names)} features, {cd.data.task}")
     if spec.runs_lstm:
-        from trainer.lstm.data import prepare as prepare_lstm
-        from trainer.lstm.data import summary
+        from mlkube.trainer.lstm.data import prepare as prepare_lstm
+        from mlkube.trainer.lstm.data import summary
 
         prepared = prepare_lstm(spec, ctx.run.path)
         out["lstm"], hashes["lstm"] = summary(prepared), prepared.data_hash
@@ -31,9 +32,17 @@ def prepare(ctx) -> None:
     ctx.run.write_env(seed=spec.seed, data_hash=hashes)
 
 
+def deep(ctx) -> None:
+    """Train the LSTM under torchrun on this machine, then score it beside the baselines (stages/deep.json)."""
+    from mlkube.torchrun import launch
+    from mlkube.trainer.lstm.stage import deep as train_and_score
+
+    train_and_score(ctx, lambda: launch(ctx.spec.lstm.elastic, ctx.run, ctx.progress))
+
+
 def present(ctx) -> None:
     """leaderboard.json, cv_scores.csv, figures/*.png and report.html, from the stages' results."""
-    from trainer.report import present as write_report
+    from mlkube.trainer.report import present as write_report
 
     write_report(ctx.run)
     ctx.progress.say(f"report: {ctx.run.path / 'report.html'}")

@@ -15,10 +15,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from serving.handlers import handler_for
-from trainer.artifacts import MODEL_JSON, read_model_json
-from trainer.errors import MlkubeError
-from trainer.run import Run, atomic_path, atomic_write_json, read_json, sha256_file
+from mlkube.serving.handlers import handler_for
+from mlkube.trainer.artifacts import MODEL_JSON, read_model_json
+from mlkube.trainer.errors import MlkubeError
+from mlkube.trainer.run import Run, atomic_path, atomic_write_json, read_json, sha256_file
 
 ARCHIVES_JSON = "archives.json"
 
@@ -88,10 +88,3 @@ def verify_archives(run: Run, names: list[str]) -> None:
         if sha256_file(mar) != records[name]["sha256"]:
             raise MlkubeError(f"integrity check failed for {mar}: its SHA-256 differs from {ARCHIVES_JSON}'s",
                               f"the archive was changed; re-create it with `mlkube archive {run.path} --model {name} --force`")
-
-
-def cmd_archive(args: Any) -> int:
-    run = Run.open(args.run)
-    for mar in archive_run(run, args.model, force=args.force):
-        print(mar)
-    return 0

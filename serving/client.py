@@ -3,14 +3,12 @@ file), never taken from the command line, and never printed."""
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-from trainer.errors import MlkubeError
-from trainer.run import Run, read_json
+from mlkube.trainer.errors import MlkubeError
+from mlkube.trainer.run import read_json
 
 
 def read_key(token_file: Path, api: str = "inference") -> str:
@@ -56,20 +54,3 @@ def error_message(answer: Any) -> str:
     except ValueError:
         return answer.text.strip()[:500]
     return str(body.get("error") or body.get("message") or body) if isinstance(body, dict) else str(body)
-
-
-def cmd_predict(args: argparse.Namespace) -> int:
-    from serving.server import running_server
-
-    run = Run.open(args.run)
-    server = running_server(run.path / "serving")
-    if server is None:
-        raise MlkubeError(f"no TorchServe runs for {run.id}", f"start it with `mlkube serve {run.path}`")
-    if args.model not in server.models:
-        raise MlkubeError(f"the server of {run.id} does not serve {args.model!r}", f"choose from {server.models}")
-    source = server.example(args.model) if args.input is None else Path(args.input)
-    if str(source) != "-" and not source.is_file():
-        raise MlkubeError(f"no request file {source}", "give a JSON file {\"instances\": [...]} (schemas: docs/serving.md)")
-    payload = sys.stdin.buffer.read() if str(source) == "-" else source.read_bytes()
-    print(json.dumps(server.predict(args.model, payload), indent=2))
-    return 0

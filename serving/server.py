@@ -9,7 +9,6 @@ off, metrics are in Prometheus format.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -24,11 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from serving.archive import archive_run, model_names, verify_archives
-from serving.handlers.base import METRICS, WORKER_CPUS_ENV
-from trainer.errors import MlkubeError
-from trainer.run import Run, atomic_write_json, atomic_write_text, now_iso, read_json
-from trainer.spec import ServeSpec, parse_spec
+from mlkube.serving.archive import archive_run, model_names, verify_archives
+from mlkube.serving.client import Client, auth_header
+from mlkube.serving.handlers.base import METRICS, WORKER_CPUS_ENV
+from mlkube.trainer.errors import MlkubeError
+from mlkube.trainer.run import Run, atomic_write_json, atomic_write_text, now_iso, read_json
+from mlkube.trainer.spec import ServeSpec, parse_spec
 
 SERVER_JSON = "server.json"
 KEY_FILE = "key_file.json"  # TorchServe writes it in its working directory, the serving folder
@@ -61,8 +61,6 @@ class Server:
         return self.folder / KEY_FILE if self.token_auth else None
 
     def predict(self, model: str, payload: dict[str, Any] | bytes) -> dict[str, Any]:
-        from serving.client import Client
-
         return Client(self.url("inference"), self.token_file).predict(model, payload)
 
     def example(self, model: str) -> Path:
@@ -315,8 +313,8 @@ def metrics_yaml() -> str:
 
 
 def write_examples(run: Run, names: list[str], folder: Path) -> None:
-    from serving.handlers import handler_for
-    from trainer.artifacts import read_model_json
+    from mlkube.serving.handlers import handler_for
+    from mlkube.trainer.artifacts import read_model_json
 
     for name in names:
         meta = read_model_json(run.models / name, verify=False)
@@ -346,8 +344,6 @@ def wait_ready(server: Server, timeout: float) -> None:
 def models_ready(server: Server) -> bool:
     """Whether every model of `server` has all its workers READY (asked on the management API)."""
     import requests
-
-    from serving.client import auth_header
 
     if server.token_file is not None and not server.token_file.is_file():
         return False  # TorchServe has not written its keys yet
@@ -379,26 +375,6 @@ def model_load_failure(model_log: Path, start: int) -> str | None:
 
 def log_tail(path: Path, lines: int = 5) -> str:
     return " | ".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.is_file() else "(no log)"
-
-
-# ------------------------------------------------------------------------------------------- command
-def cmd_serve(args: argparse.Namespace) -> int:
-    run = Run.open(args.run)
-    if args.stop:
-        server = running_server(run.path / "serving")
-        if server is None:
-            print(f"no TorchServe runs for {run.id}")
-            return 0
-        server.stop()
-        print(f"stopped TorchServe of {run.id} (pid {server.pid})")
-        return 0
-    server = serve_run(run, names=args.model)
-    print(describe(server))
-    if args.detach:
-        print(f"stop it with: mlkube serve {run.path} --stop")
-    else:
-        wait_for_interrupt(server)
-    return 0
 
 
 def describe(server: Server) -> str:

@@ -61,9 +61,9 @@ def ray_cluster():
 def iris_run(ray_cluster, tmp_path_factory):
     """examples/iris.yaml (the classic tutorial), run once per session on the shared Ray."""
     from mlkube.pipeline import run_pipeline
-    from trainer.progress import Progress
-    from trainer.run import Run
-    from trainer.spec import load_spec
+    from mlkube.trainer.progress import Progress
+    from mlkube.trainer.run import Run
+    from mlkube.trainer.spec import load_spec
 
     spec = load_spec(ROOT / "examples" / "iris.yaml")
     run = Run.start(spec.to_yaml(), tmp_path_factory.mktemp("iris") / "runs", run_id="t")
@@ -89,9 +89,9 @@ def run_cli(tmp_path):
 def run_spec(tmp_path):
     """Run a spec's stages in this process (sharing the session's Ray) and return the Run."""
     from mlkube.pipeline import check_inputs, run_pipeline
-    from trainer.progress import Progress
-    from trainer.run import Run
-    from trainer.spec import parse_spec
+    from mlkube.trainer.progress import Progress
+    from mlkube.trainer.run import Run
+    from mlkube.trainer.spec import parse_spec
 
     def run(text: str, run_id: str = "t", stages: str | None = None):
         spec = parse_spec(text)

@@ -34,8 +34,8 @@ def scrape(server) -> dict[tuple[str, str], float]:
 
 def serve_spec(**overrides):
     """A ServeSpec on free loopback ports (never a user's 8080)."""
-    from serving.server import free_port
-    from trainer.spec import ServeSpec
+    from mlkube.serving.server import free_port
+    from mlkube.trainer.spec import ServeSpec
 
     ports = {f"{api}_port": free_port("127.0.0.1") for api in ("inference", "management", "metrics")}
     return ServeSpec(**{**ports, "max_batch_delay_ms": 2, **overrides})
@@ -59,7 +59,7 @@ def lstm_network(seed: int = 0, hidden_size: int = 16, days: int = LSTM_PREPROCE
     """An untrained network (seeded) and its model.json meta; `days` is the sequence length it serves."""
     import torch
 
-    from trainer.lstm.model import build_model
+    from mlkube.trainer.lstm.model import build_model
 
     torch.manual_seed(seed)
     architecture = {"n_dynamic": 3, "n_static": 2, "hidden_size": hidden_size, "num_layers": 1, "dropout": 0.0,
@@ -73,10 +73,10 @@ def lstm_network(seed: int = 0, hidden_size: int = 16, days: int = LSTM_PREPROCE
 def make_run(root: Path, serve=None, run_id: str = RUN_ID, **lstm) -> Path:
     """A finished-looking run folder with models/classical and models/lstm, written by the contract functions
     (`lstm`: hidden_size, days for `lstm_network`)."""
-    from trainer.artifacts import save_sklearn_model
-    from trainer.lstm.model import save_lstm_model
-    from trainer.run import Run
-    from trainer.spec import Spec
+    from mlkube.trainer.artifacts import save_sklearn_model
+    from mlkube.trainer.lstm.model import save_lstm_model
+    from mlkube.trainer.run import Run
+    from mlkube.trainer.spec import Spec
 
     spec = Spec(serve=serve) if serve is not None else Spec()
     run = Run.start(spec.to_yaml(), root, run_id=run_id)

@@ -10,8 +10,8 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from trainer.artifacts import load_sklearn_model, save_sklearn_model
-from trainer.errors import MlkubeError
+from mlkube.trainer.artifacts import load_sklearn_model, save_sklearn_model
+from mlkube.trainer.errors import MlkubeError
 
 pytestmark = pytest.mark.unit
 META = {"name": "classical", "task": "classification", "features": ["a", "b", "c", "d"], "target": "species"}

@@ -20,14 +20,15 @@ import pytest
 import yaml
 
 from tests.fixtures.k8s.schemas import CRDS, crd_schemas, problems
-from trainer.cluster import CHART_KINDS
-from trainer.cluster_chart import CHART, deep_merge, render, values_for
-from trainer.errors import MlkubeError
-from trainer.spec import parse_spec
+from mlkube.cluster.jobs import CHART_KINDS
+from mlkube.cluster.chart import deep_merge, render, values_for
+from mlkube.trainer.errors import MlkubeError
+from mlkube.trainer.spec import parse_spec
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
 KIND = ROOT / "deploy" / "kind"
+CHART = ROOT / "helm" / "mlkube"
 # Ids never equal a marker name (a test id `gpu` would be skipped as a gpu test).
 VALUES_FILES = {"defaults": None, "kind-values": KIND / "values.yaml",
                 **{p.stem: p for p in sorted((CHART / "ci").glob("*.yaml"))}}
@@ -166,7 +167,7 @@ def test_torchrun_launches_the_elastic_entrypoint_with_the_elastic_values():
     assert container["name"] == "pytorch" and container["command"] == ["torchrun"]
     assert container["args"][:6] == ["--nnodes=2:4", "--nproc-per-node=3", "--rdzv-backend=c10d",
                                      "--rdzv-endpoint=demo-train-worker-0:29400", "--rdzv-id=demo", "--max-restarts=5"]
-    assert container["args"][6:8] == ["-m", "trainer.lstm.elastic"]
+    assert container["args"][6:8] == ["-m", "mlkube.commands.lstm_worker"]
     assert (job["spec"]["elasticPolicy"]["minReplicas"], job["spec"]["elasticPolicy"]["maxReplicas"]) == (2, 4)
 
 
@@ -329,9 +330,9 @@ def test_podmonitor_is_off_by_default_and_when_nothing_exports():
 @pytest.fixture(scope="module")
 def torchserve(tmp_path_factory):
     """A real TorchServe serving both models of a run (classical, lstm), as the serve Deployment runs it."""
-    from serving.server import serve_run
+    from mlkube.serving.server import serve_run
     from tests.serving_fixtures import make_run, serve_spec
-    from trainer.run import Run
+    from mlkube.trainer.run import Run
 
     server = serve_run(Run.open(make_run(tmp_path_factory.mktemp("runs"), serve=serve_spec())))
     yield server
@@ -457,7 +458,7 @@ def test_every_dashboard_metric_and_label_is_one_an_exporter_exposes(torchserve)
     import requests
     from prometheus_client import generate_latest
 
-    from trainer.metrics import TuneMetrics
+    from mlkube.trainer.metrics import TuneMetrics
 
     assert run_helm_test_script(torchserve.folder, torchserve.url("inference")).returncode == 0
     deadline = time.monotonic() + 30

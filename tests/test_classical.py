@@ -73,7 +73,7 @@ def test_trials_spread_over_both_nodes(iris_run, ray_cluster):
 
 
 def test_outputs_of_a_finished_run(iris_run):
-    from trainer.artifacts import load_sklearn_model
+    from mlkube.trainer.artifacts import load_sklearn_model
 
     path = iris_run.path
     assert (path / "figures" / "algorithm_comparison.png").read_bytes()[:4] == b"\x89PNG"
@@ -251,8 +251,8 @@ def test_a_killed_trial_worker_is_retried_and_the_trial_finishes(ray_cluster):
     from sklearn.datasets import make_classification
     from sklearn.model_selection import KFold
 
-    from trainer.classical.search import SearchSettings, Step, TrialData, run_trials
-    from trainer.progress import Progress
+    from mlkube.trainer.classical.search import SearchSettings, Step, TrialData, run_trials
+    from mlkube.trainer.progress import Progress
 
     X, y = make_classification(n_samples=3000, n_features=20, random_state=0)
     steps = [Step(str(i), tr, te) for i, (tr, te) in enumerate(KFold(5).split(X))]

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trainer.data import load_tabular
-from trainer.errors import MlkubeError
-from trainer.spec import DataSpec
+from mlkube.trainer.data import load_tabular
+from mlkube.trainer.errors import MlkubeError
+from mlkube.trainer.spec import DataSpec
 
 pytestmark = pytest.mark.unit
 

@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from trainer.errors import MlkubeError
-from trainer.lstm.metrics import kge, nse, site_scores, summarize
-from trainer.spec import parse_spec
+from mlkube.trainer.errors import MlkubeError
+from mlkube.trainer.lstm.metrics import kge, nse, site_scores, summarize
+from mlkube.trainer.spec import parse_spec
 
 pytestmark = pytest.mark.unit
 
@@ -28,7 +28,7 @@ lstm:
 
 @pytest.fixture(scope="module")
 def tiny():
-    from trainer.lstm.data import prepare
+    from mlkube.trainer.lstm.data import prepare
 
     spec = parse_spec(TINY)
     return spec, prepare(spec)
@@ -65,8 +65,8 @@ def test_scores_leave_out_missing_days_and_summaries_leave_out_unscored_sites():
 
 # ----------------------------------------------------------------------------------------------- baselines
 def test_climatology_reproduces_a_purely_seasonal_series(tiny):
-    from trainer.lstm.baselines import climatology
-    from trainer.lstm.evaluate import observed
+    from mlkube.trainer.lstm.baselines import climatology
+    from mlkube.trainer.lstm.evaluate import observed
 
     _, prepared = tiny
     doy = (prepared.data.dates - prepared.data.dates.astype("datetime64[Y]")).astype(int)
@@ -76,8 +76,8 @@ def test_climatology_reproduces_a_purely_seasonal_series(tiny):
 
 
 def test_ridge_baseline_recovers_a_target_linear_in_yesterdays_inputs(tiny):
-    from trainer.lstm.baselines import BASELINES
-    from trainer.lstm.evaluate import score
+    from mlkube.trainer.lstm.baselines import BASELINES
+    from mlkube.trainer.lstm.evaluate import score
 
     _, prepared = tiny
     data = prepared.data
@@ -90,9 +90,9 @@ def test_ridge_baseline_recovers_a_target_linear_in_yesterdays_inputs(tiny):
 
 # ---------------------------------------------------------------------------------------------- evaluation
 def test_days_whose_input_window_holds_a_gap_are_not_scored_and_later_days_are(tiny):
-    from trainer.lstm.evaluate import simulate
-    from trainer.lstm.model import architecture, build_model
-    from trainer.preprocess import standardize
+    from mlkube.trainer.lstm.evaluate import simulate
+    from mlkube.trainer.lstm.model import architecture, build_model
+    from mlkube.trainer.preprocess import standardize
 
     spec, prepared = tiny
     lo, _ = prepared.data.periods["test"]
@@ -109,7 +109,7 @@ def test_days_whose_input_window_holds_a_gap_are_not_scored_and_later_days_are(t
 def test_a_truncated_checkpoint_is_detected_and_the_previous_one_is_used(tmp_path):
     import torch
 
-    from trainer.lstm.checkpoint import checkpoints, latest_checkpoint, save_checkpoint
+    from mlkube.trainer.lstm.checkpoint import checkpoints, latest_checkpoint, save_checkpoint
 
     for step in (10, 20, 30, 40):
         save_checkpoint(tmp_path, step, {"step": step, "w": torch.full((100,), float(step))})
@@ -124,7 +124,7 @@ def test_a_truncated_checkpoint_is_detected_and_the_previous_one_is_used(tmp_pat
 
 
 def test_a_checkpoint_changed_on_disk_fails_its_hash(tmp_path):
-    from trainer.lstm.checkpoint import read_checkpoint, save_checkpoint
+    from mlkube.trainer.lstm.checkpoint import read_checkpoint, save_checkpoint
 
     path = save_checkpoint(tmp_path, 1, {"step": 1})
     blob = bytearray(path.read_bytes())
@@ -148,7 +148,7 @@ def crash_at(step: int):
 
 
 def test_resuming_from_the_last_complete_checkpoint_ends_with_bit_identical_weights(tiny, tmp_path):
-    from trainer.lstm.train import Trainer
+    from mlkube.trainer.lstm.train import Trainer
 
     spec, prepared = tiny
     calm = Trainer(spec.lstm, spec.seed, prepared, checkpoints=tmp_path / "calm")
@@ -168,7 +168,7 @@ def test_resuming_from_the_last_complete_checkpoint_ends_with_bit_identical_weig
 
 
 def test_early_stopping_stops_after_patience_epochs_and_keeps_the_best_weights(tiny):
-    from trainer.lstm.train import Trainer
+    from mlkube.trainer.lstm.train import Trainer
 
     spec, prepared = tiny
     lstm = spec.lstm.model_copy(deep=True)
@@ -182,7 +182,7 @@ def test_early_stopping_stops_after_patience_epochs_and_keeps_the_best_weights(t
 
 
 def test_nse_loss_weights_flat_sites_more():
-    from trainer.lstm.train import loss_weights
+    from mlkube.trainer.lstm.train import loss_weights
 
     stats = type("Stats", (), {"target_site_std": np.array([0.5, 1.0, 2.0])})()
     assert np.all(np.diff(loss_weights("nse", stats)) < 0)
@@ -191,8 +191,8 @@ def test_nse_loss_weights_flat_sites_more():
 
 # ------------------------------------------------------------------------------------------ launch, checks
 def test_torchrun_command_carries_the_contract_flags(tmp_path):
-    from trainer.lstm.launch import torchrun_command
-    from trainer.run import Run
+    from mlkube.torchrun import torchrun_command
+    from mlkube.trainer.run import Run
 
     spec = parse_spec("lstm: {elastic: {nproc_per_node: 3, max_restarts: 5}}")
     run = Run.start(spec.to_yaml(), tmp_path, run_id="r-1")
@@ -200,7 +200,7 @@ def test_torchrun_command_carries_the_contract_flags(tmp_path):
     assert command[1:3] == ["-m", "torch.distributed.run"]
     assert command[3:9] == ["--nnodes=1", "--nproc-per-node=3", "--rdzv-backend=c10d",
                             "--rdzv-endpoint=127.0.0.1:29511", "--rdzv-id=r-1", "--max-restarts=5"]
-    assert command[9:] == ["-m", "trainer.lstm.elastic", "--spec", str(run.path / "spec.yaml"), "--run-dir", str(run.path)]
+    assert command[9:] == ["-m", "mlkube.commands.lstm_worker", "--spec", str(run.path / "spec.yaml"), "--run-dir", str(run.path)]
     spec.lstm.elastic.rdzv_endpoint, spec.lstm.elastic.rdzv_backend = "etcd-host:2379", "etcd-v2"
     spec.lstm.elastic.max_nodes = 4
     assert torchrun_command(spec.lstm.elastic, run, 29511)[3:6] == [
@@ -208,7 +208,7 @@ def test_torchrun_command_carries_the_contract_flags(tmp_path):
 
 
 def test_a_batch_smaller_than_the_workers_is_refused_before_torchrun_starts(tiny):
-    from trainer.lstm.stage import check_training
+    from mlkube.trainer.lstm.stage import check_training
 
     spec, prepared = tiny
     lstm = spec.lstm.model_copy(deep=True)
@@ -219,14 +219,14 @@ def test_a_batch_smaller_than_the_workers_is_refused_before_torchrun_starts(tiny
 
 def test_entry_point_without_an_lstm_section_exits_2_with_the_fix(tmp_path):
     (tmp_path / "spec.yaml").write_text("data: {name: iris}\n")
-    proc = subprocess.run([sys.executable, "-m", "trainer.lstm.elastic", "--spec", str(tmp_path / "spec.yaml"),
+    proc = subprocess.run([sys.executable, "-m", "mlkube.commands.lstm_worker", "--spec", str(tmp_path / "spec.yaml"),
                            "--run-dir", str(tmp_path)], capture_output=True, text=True, check=False)
     assert proc.returncode == 2
     assert "has no `lstm` section" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_prepared_series_read_back_equal_with_their_statistics(tiny, tmp_path):
-    from trainer.lstm.data import PREPARED, read_prepared, save_prepared
+    from mlkube.trainer.lstm.data import PREPARED, read_prepared, save_prepared
 
     _, prepared = tiny
     back = read_prepared(save_prepared(tmp_path / PREPARED, prepared))
@@ -239,7 +239,7 @@ def test_prepared_series_read_back_equal_with_their_statistics(tiny, tmp_path):
 def test_last_day_is_the_forward_pass_last_day(static_embedding):
     import torch
 
-    from trainer.lstm.model import build_model
+    from mlkube.trainer.lstm.model import build_model
 
     torch.manual_seed(0)
     net = build_model({"n_dynamic": 3, "n_static": 2, "hidden_size": 16, "num_layers": 2, "dropout": 0.3,
@@ -254,7 +254,7 @@ def test_last_day_is_the_forward_pass_last_day(static_embedding):
 def test_on_cuda_the_network_takes_the_cudnn_path_and_agrees_with_the_cpu():
     import torch
 
-    from trainer.lstm.model import build_model
+    from mlkube.trainer.lstm.model import build_model
 
     torch.manual_seed(0)
     net = build_model({"n_dynamic": 5, "n_static": 0, "hidden_size": 16, "num_layers": 2, "dropout": 0.0,
@@ -270,7 +270,7 @@ def test_on_cuda_the_network_takes_the_cudnn_path_and_agrees_with_the_cpu():
 
 @pytest.mark.gpu
 def test_training_on_cuda_with_mixed_precision_lowers_the_loss(tiny):
-    from trainer.lstm.train import Trainer, Worker
+    from mlkube.trainer.lstm.train import Trainer, Worker
 
     spec, prepared = tiny
     lstm = spec.lstm.model_copy(deep=True)

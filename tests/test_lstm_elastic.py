@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from trainer.spec import parse_spec
+from mlkube.trainer.spec import parse_spec
 
 pytestmark = pytest.mark.integration
 
@@ -30,8 +30,8 @@ lstm:
 
 def run_deep(root, run_id: str):
     from mlkube.pipeline import run_pipeline
-    from trainer.progress import Progress
-    from trainer.run import Run
+    from mlkube.trainer.progress import Progress
+    from mlkube.trainer.run import Run
 
     spec = parse_spec(SPEC)
     return run_pipeline(spec, Run.start(spec.to_yaml(), root, run_id=run_id), Progress(quiet=True))
@@ -49,7 +49,7 @@ def calm(tmp_path_factory):
 
 
 def test_two_workers_train_below_the_climatology_baseline(calm):
-    from trainer.run import read_json
+    from mlkube.trainer.run import read_json
 
     deep = read_json(calm.stage_file("deep"))
     models = deep["models"]
@@ -61,7 +61,7 @@ def test_two_workers_train_below_the_climatology_baseline(calm):
 
 
 def test_deep_stage_writes_its_result_figures_and_model(calm):
-    from trainer.run import read_json
+    from mlkube.trainer.run import read_json
 
     deep = read_json(calm.stage_file("deep"))
     assert set(deep["models"]) == {"lstm", "climatology", "Ridge", "GBM"}
@@ -80,10 +80,10 @@ def test_deep_stage_writes_its_result_figures_and_model(calm):
 def test_served_lstm_predicts_what_the_trained_network_predicts(calm):
     import torch
 
-    from serving.handlers import InProcess
-    from trainer.lstm.data import read_prepared
-    from trainer.lstm.model import load_lstm_model
-    from trainer.preprocess import destandardize_target, standardize
+    from mlkube.serving.handlers import InProcess
+    from mlkube.trainer.lstm.data import read_prepared
+    from mlkube.trainer.lstm.model import load_lstm_model
+    from mlkube.trainer.preprocess import destandardize_target, standardize
 
     prepared = read_prepared(calm.path / "prepared" / "lstm.npz")
     data, days, site, last = prepared.data, 60, 2, prepared.data.periods["test"][0] + 30
@@ -104,7 +104,7 @@ def worker_of_rank(rank: int):
 
     for proc in psutil.Process().children(recursive=True):
         try:
-            if "trainer.lstm.elastic" in proc.cmdline() and proc.environ().get("RANK") == str(rank):
+            if "mlkube.commands.lstm_worker" in proc.cmdline() and proc.environ().get("RANK") == str(rank):
                 return proc
         except psutil.Error:
             continue
@@ -114,7 +114,7 @@ def worker_of_rank(rank: int):
 def test_a_sigkilled_worker_is_restarted_and_training_ends_with_bit_identical_weights(calm, tmp_path):
     import torch
 
-    from trainer.run import read_json
+    from mlkube.trainer.run import read_json
 
     outcome = {}
     thread = threading.Thread(target=lambda: outcome.update(run=run_deep(tmp_path, "killed")))

@@ -34,7 +34,7 @@ def test_prometheus_scrapes_a_real_ray_tune_run(ray_cluster, run_spec, prometheu
 def test_tune_metric_names_pass_promtool():
     from prometheus_client import generate_latest
 
-    from trainer.metrics import TuneMetrics
+    from mlkube.trainer.metrics import TuneMetrics
 
     metrics = TuneMetrics.create()
     metrics.trial_started()
@@ -47,7 +47,7 @@ def test_tune_metric_names_pass_promtool():
 
 
 def test_a_busy_port_names_the_port_and_the_setting_and_work_goes_on(capsys):
-    from trainer.metrics import TuneMetrics, start_exporter
+    from mlkube.trainer.metrics import TuneMetrics, start_exporter
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -75,7 +75,7 @@ def test_prometheus_scrapes_a_real_two_worker_torchrun_training(run_spec, promet
 
 
 def test_workers_move_one_port_up_only_under_a_driver_that_holds_the_same_port(monkeypatch):
-    from trainer.metrics import TAKEN_PORT_ENV, worker_port
+    from mlkube.trainer.metrics import TAKEN_PORT_ENV, worker_port
 
     monkeypatch.delenv(TAKEN_PORT_ENV, raising=False)
     assert [worker_port(9400, r) for r in (0, 1)] == [9400, 9401]
@@ -87,8 +87,8 @@ def test_workers_move_one_port_up_only_under_a_driver_that_holds_the_same_port(m
 def test_lstm_metric_names_pass_promtool(tmp_path):
     from prometheus_client import generate_latest
 
-    from trainer.lstm.exporter import MetricsHook
-    from trainer.lstm.train import StepInfo
+    from mlkube.trainer.lstm.exporter import MetricsHook
+    from mlkube.trainer.lstm.train import StepInfo
 
     hook = MetricsHook(rank=0, checkpoints=tmp_path)
     hook(StepInfo(step=1, total_steps=2, epoch=1, loss=0.5, samples=8, seconds=0.1, validation_nse=0.3))

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainer.errors import MlkubeError
-from trainer.preprocess import (
+from mlkube.trainer.errors import MlkubeError
+from mlkube.trainer.preprocess import (
     BatchSampler,
     destandardize_target,
     fill_gaps,
@@ -23,9 +23,9 @@ from trainer.preprocess import (
     resolve_device,
     standardize,
 )
-from trainer.preprocess.series import LOG_OFFSET
-from trainer.spec import PreprocessSpec
-from trainer.tsdata import TimeSeriesData
+from mlkube.trainer.preprocess.series import LOG_OFFSET
+from mlkube.trainer.spec import PreprocessSpec
+from mlkube.trainer.tsdata import TimeSeriesData
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.unit
@@ -65,7 +65,7 @@ def as_tuple(result) -> tuple:
 
 @pytest.mark.parametrize("case", list(kernel_cases()))
 def test_cpu_kernel_equals_numpy_reference(case):
-    from trainer.preprocess import cpu, reference
+    from mlkube.trainer.preprocess import cpu, reference
 
     args = kernel_cases()[case]
     name = case.split()[0]
@@ -76,8 +76,8 @@ def test_cpu_kernel_equals_numpy_reference(case):
 
 SIMULATOR_CHECK = """
 import json, numpy as np
-from trainer.preprocess import BatchSampler, cpu, fit_statistics, gpu, reference
-from trainer.spec import PreprocessSpec
+from mlkube.trainer.preprocess import BatchSampler, cpu, fit_statistics, gpu, reference
+from mlkube.trainer.spec import PreprocessSpec
 from tests.test_preprocess import as_tuple, kernel_cases, make_data
 
 def host(a):
@@ -296,7 +296,7 @@ def test_cuda_without_a_gpu_is_a_user_error_and_auto_falls_back(monkeypatch):
 
 
 def test_importing_the_data_modules_does_not_import_numba():
-    code = "import sys, trainer.tsdata, trainer.preprocess; print('numba' in sys.modules)"
+    code = "import sys, mlkube.trainer.tsdata, mlkube.trainer.preprocess; print('numba' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.stdout.strip() == "False", proc.stderr

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from trainer.errors import MlkubeError
-from trainer.run import Run, atomic_path, atomic_write_json, remove_partial_files
+from mlkube.trainer.errors import MlkubeError
+from mlkube.trainer.run import Run, atomic_path, atomic_write_json, remove_partial_files
 
 ROOT = Path(__file__).resolve().parents[1]
 

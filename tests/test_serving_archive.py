@@ -14,13 +14,13 @@ pytestmark = pytest.mark.unit
 
 @pytest.fixture
 def run(tmp_path):
-    from trainer.run import Run
+    from mlkube.trainer.run import Run
 
     return Run.open(make_run(tmp_path))
 
 
 def test_archive_packs_handler_model_json_and_weights_versioned_by_run_id(run):
-    from serving.archive import archive_run
+    from mlkube.serving.archive import archive_run
 
     for mar in archive_run(run):
         with zipfile.ZipFile(mar) as z:
@@ -32,7 +32,7 @@ def test_archive_packs_handler_model_json_and_weights_versioned_by_run_id(run):
 
 
 def test_an_up_to_date_archive_is_kept_and_force_rebuilds_it(run):
-    from serving.archive import archive_run
+    from mlkube.serving.archive import archive_run
 
     [mar] = archive_run(run, ["classical"])
     first = mar.stat().st_mtime_ns
@@ -43,8 +43,8 @@ def test_an_up_to_date_archive_is_kept_and_force_rebuilds_it(run):
 
 
 def test_archive_refuses_weights_that_fail_the_integrity_check(run):
-    from serving.archive import archive_run
-    from trainer.errors import MlkubeError
+    from mlkube.serving.archive import archive_run
+    from mlkube.trainer.errors import MlkubeError
 
     (run.models / "classical" / "model.skops").write_bytes(b"not the model that was saved")
     with pytest.raises(MlkubeError, match="integrity check failed .*model.skops"):
@@ -52,8 +52,8 @@ def test_archive_refuses_weights_that_fail_the_integrity_check(run):
 
 
 def test_serving_refuses_an_archive_changed_after_it_was_made(run):
-    from serving.archive import archive_run, verify_archives
-    from trainer.errors import MlkubeError
+    from mlkube.serving.archive import archive_run, verify_archives
+    from mlkube.trainer.errors import MlkubeError
 
     [mar] = archive_run(run, ["lstm"])
     with open(mar, "ab") as fh:
@@ -63,15 +63,15 @@ def test_serving_refuses_an_archive_changed_after_it_was_made(run):
 
 
 def test_unknown_model_names_the_choices(run):
-    from serving.archive import archive_run
-    from trainer.errors import MlkubeError
+    from mlkube.serving.archive import archive_run
+    from mlkube.trainer.errors import MlkubeError
 
     with pytest.raises(MlkubeError, match=r"no model \['cnn'\].*\n.*\['classical', 'lstm'\]"):
         archive_run(run, ["cnn"])
 
 
 def test_config_binds_loopback_keeps_token_auth_and_model_api_off_and_batches_from_spec(tmp_path):
-    from serving.server import config_properties
+    from mlkube.serving.server import config_properties
 
     serve = serve_spec(batch_size=4, max_batch_delay_ms=7, max_request_bytes=2048, token_expiration_min=720)
     text = config_properties(tmp_path, serve, ["classical"], RUN_ID, tmp_path / "tmp")
@@ -89,7 +89,7 @@ def test_worker_sockets_of_a_deep_run_folder_get_a_short_path_to_the_same_folder
     import os
     import shutil
 
-    from serving.server import SOCKET_PATH_MAX, java_tmpdir
+    from mlkube.serving.server import SOCKET_PATH_MAX, java_tmpdir
 
     assert java_tmpdir(tmp_path / "tmp") == tmp_path / "tmp"
     deep = tmp_path.joinpath(*["a-long-folder-name"] * 6, "serving", "tmp")

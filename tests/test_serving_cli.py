@@ -51,9 +51,9 @@ def test_serve_prints_a_working_curl_line_then_predict_answers_and_stop_ends_it(
 
 def test_serve_refuses_weights_failing_the_integrity_check_in_the_worker_until_re_archived(run_cli, tmp_path):
     """An archive whose weights differ from its model.json's SHA-256 (made outside `mlkube archive`)."""
-    from serving.archive import ARCHIVES_JSON, archive_model
-    from trainer.artifacts import read_model_json
-    from trainer.run import atomic_write_json
+    from mlkube.serving.archive import ARCHIVES_JSON, archive_model
+    from mlkube.trainer.artifacts import read_model_json
+    from mlkube.trainer.run import atomic_write_json
 
     run = make_run(tmp_path / "runs", serve=serve_spec())
     meta = read_model_json(run / "models" / "classical")
@@ -78,7 +78,7 @@ def test_serve_refuses_weights_failing_the_integrity_check_in_the_worker_until_r
 
 
 def test_serve_stays_attached_and_stops_the_server_on_sigterm(tmp_path):
-    from serving.server import running_server
+    from mlkube.serving.server import running_server
 
     run = make_run(tmp_path / "runs", serve=serve_spec())
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}

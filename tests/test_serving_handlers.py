@@ -19,14 +19,14 @@ def run_path(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def classical(run_path):
-    from serving.handlers import InProcess
+    from mlkube.serving.handlers import InProcess
 
     return InProcess(run_path / "models" / "classical", version="v1")
 
 
 @pytest.fixture(scope="module")
 def lstm(run_path):
-    from serving.handlers import InProcess
+    from mlkube.serving.handlers import InProcess
 
     return InProcess(run_path / "models" / "lstm", version="v1")
 
@@ -59,8 +59,8 @@ def test_regressor_and_classifier_without_probabilities_answer_plain_predictions
     from sklearn.linear_model import Ridge
     from sklearn.svm import LinearSVC
 
-    from serving.handlers import InProcess
-    from trainer.artifacts import save_sklearn_model
+    from mlkube.serving.handlers import InProcess
+    from mlkube.trainer.artifacts import save_sklearn_model
 
     diabetes, iris = load_diabetes(), load_iris()
     species = iris.target_names[iris.target]  # fitted on the labels themselves
@@ -75,9 +75,9 @@ def test_regressor_and_classifier_without_probabilities_answer_plain_predictions
 
 
 def test_lstm_without_static_inputs_takes_only_dynamic_windows(tmp_path):
-    from serving.handlers import InProcess
+    from mlkube.serving.handlers import InProcess
     from tests.serving_fixtures import lstm_network
-    from trainer.lstm.model import build_model, save_lstm_model
+    from mlkube.trainer.lstm.model import build_model, save_lstm_model
 
     _, meta = lstm_network()
     meta["architecture"]["n_static"] = 0
@@ -100,8 +100,8 @@ def sharded(run_path, monkeypatch):
     """The LSTM handler of a worker that may use 2 CPUs (torch's thread count restored afterwards)."""
     import torch
 
-    from serving.handlers import InProcess
-    from serving.handlers.base import WORKER_CPUS_ENV
+    from mlkube.serving.handlers import InProcess
+    from mlkube.serving.handlers.base import WORKER_CPUS_ENV
 
     threads = torch.get_num_threads()
     monkeypatch.setenv(WORKER_CPUS_ENV, "2")
@@ -139,9 +139,9 @@ def test_lstm_runs_a_batch_as_shards_on_the_workers_cpus_with_the_same_predictio
 
 @pytest.mark.parametrize("value", ["0", "two", "-1"])
 def test_a_bad_worker_cpus_value_is_refused_at_load_naming_the_variable(run_path, monkeypatch, value):
-    from serving.handlers import InProcess
-    from serving.handlers.base import WORKER_CPUS_ENV
-    from trainer.errors import MlkubeError
+    from mlkube.serving.handlers import InProcess
+    from mlkube.serving.handlers.base import WORKER_CPUS_ENV
+    from mlkube.trainer.errors import MlkubeError
 
     monkeypatch.setenv(WORKER_CPUS_ENV, value)
     with pytest.raises(MlkubeError, match=f"{WORKER_CPUS_ENV}='{value}' is not a whole number of CPUs"):
@@ -151,9 +151,9 @@ def test_a_bad_worker_cpus_value_is_refused_at_load_naming_the_variable(run_path
 @pytest.fixture(scope="module")
 def per_site(tmp_path_factory):
     """An LSTM with per-site statistics for two sites (inputs and target standardised differently at each)."""
-    from serving.handlers import InProcess
+    from mlkube.serving.handlers import InProcess
     from tests.serving_fixtures import lstm_network
-    from trainer.lstm.model import save_lstm_model
+    from mlkube.trainer.lstm.model import save_lstm_model
 
     network, meta = lstm_network()
     p = meta["preprocessing"]
@@ -204,11 +204,11 @@ def test_lstm_with_per_site_statistics_refuses_a_window_without_a_known_site(per
 
 
 def test_a_model_trained_with_per_site_statistics_names_its_sites_and_each_site_gets_its_own(tmp_path):
-    from serving.handlers import InProcess
+    from mlkube.serving.handlers import InProcess
     from tests.test_preprocess import make_data
-    from trainer.lstm.model import artifact_meta, build_model, save_lstm_model
-    from trainer.preprocess import fit_statistics
-    from trainer.spec import LstmSpec, PreprocessSpec
+    from mlkube.trainer.lstm.model import artifact_meta, build_model, save_lstm_model
+    from mlkube.trainer.preprocess import fit_statistics
+    from mlkube.trainer.spec import LstmSpec, PreprocessSpec
 
     data = make_data()
     stats = fit_statistics(data, PreprocessSpec(normalization="per_site"))
@@ -224,10 +224,10 @@ def test_a_model_trained_with_per_site_statistics_names_its_sites_and_each_site_
 
 
 def test_lstm_with_per_site_statistics_but_no_site_ids_is_refused_at_load_naming_the_fix(tmp_path):
-    from serving.handlers import InProcess
+    from mlkube.serving.handlers import InProcess
     from tests.serving_fixtures import lstm_network
-    from trainer.errors import MlkubeError
-    from trainer.lstm.model import save_lstm_model
+    from mlkube.trainer.errors import MlkubeError
+    from mlkube.trainer.lstm.model import save_lstm_model
 
     network, meta = lstm_network()
     meta["preprocessing"]["normalization"] = "per_site"
@@ -351,8 +351,8 @@ def test_a_batch_of_only_bad_requests_is_answered_without_calling_the_model(clas
 
 
 def test_handler_refuses_weights_that_fail_the_integrity_check(tmp_path):
-    from serving.handlers import InProcess
-    from trainer.errors import MlkubeError
+    from mlkube.serving.handlers import InProcess
+    from mlkube.trainer.errors import MlkubeError
 
     folder = make_run(tmp_path) / "models" / "lstm"
     weights = folder / "model.pt"
@@ -362,7 +362,7 @@ def test_handler_refuses_weights_that_fail_the_integrity_check(tmp_path):
 
 
 def test_example_requests_are_valid_for_their_model(classical, lstm, per_site):
-    from serving.handlers import handler_for
+    from mlkube.serving.handlers import handler_for
 
     for model in (classical, lstm, per_site[0]):
         meta = model.handler.meta

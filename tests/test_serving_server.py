@@ -29,8 +29,8 @@ SPEC = {"batch_size": 8, "max_batch_delay_ms": 50}
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     """The session's TorchServe: both models of one run, stopped at the end."""
-    from serving.server import serve_run
-    from trainer.run import Run
+    from mlkube.serving.server import serve_run
+    from mlkube.trainer.run import Run
 
     path = make_run(tmp_path_factory.mktemp("runs"), serve=serve_spec(**SPEC))
     server = serve_run(Run.open(path))
@@ -40,7 +40,7 @@ def server(tmp_path_factory):
 
 def post(server, model: str, body: bytes, headers: dict | None = None) -> requests.Response:
     """POST to the inference API, with the inference key unless `headers` says otherwise."""
-    from serving.client import auth_header
+    from mlkube.serving.client import auth_header
 
     headers = {"Content-Type": "application/json", **auth_header(server.token_file)} if headers is None else headers
     return requests.post(f"{server.url('inference')}/predictions/{model}", data=body, headers=headers, timeout=60)
@@ -51,7 +51,7 @@ def request(instances) -> bytes:
 
 
 def worker_pids(server, model: str) -> list[int]:
-    from serving.client import auth_header
+    from mlkube.serving.client import auth_header
 
     answer = requests.get(f"{server.url('management')}/models/{model}", headers=auth_header(server.token_file, "management"), timeout=10)
     return [w["pid"] for w in answer.json()[0]["workers"] if w["status"] == "READY"]
@@ -122,7 +122,7 @@ def test_each_worker_may_use_the_cpus_of_its_models_share(server):
 
     import psutil
 
-    from serving.handlers.base import WORKER_CPUS_ENV
+    from mlkube.serving.handlers.base import WORKER_CPUS_ENV
 
     for model in ("classical", "lstm"):
         [pid] = worker_pids(server, model)
@@ -154,7 +154,7 @@ def test_body_over_the_configured_size_is_refused_by_torchserve(server):
 @pytest.mark.parametrize("api", ["inference", "management"])
 @pytest.mark.parametrize("key", ["none", "wrong", "the other API's"])
 def test_requests_without_their_api_key_are_refused(server, api, key):
-    from serving.client import auth_header, read_key
+    from mlkube.serving.client import auth_header, read_key
 
     other = {"inference": "management", "management": "inference"}[api]
     headers = {"none": {}, "wrong": {"Authorization": "Bearer not-a-key"},
@@ -172,7 +172,7 @@ def test_requests_without_their_api_key_are_refused(server, api, key):
 
 
 def test_keys_never_reach_the_logs_or_the_printed_instructions(server):
-    from serving.server import describe
+    from mlkube.serving.server import describe
 
     keys = [entry["key"] for entry in json.loads(server.token_file.read_text()).values()]
     post(server, "classical", GOOD["classical"])
@@ -218,7 +218,7 @@ def test_frontend_hands_batches_to_the_worker_without_starting_a_thread_each(ser
 
 
 def test_dynamic_batching_from_the_spec_puts_concurrent_requests_in_one_call(server):
-    from serving.client import auth_header
+    from mlkube.serving.client import auth_header
 
     [model] = requests.get(f"{server.url('management')}/models/lstm", headers=auth_header(server.token_file, "management"), timeout=10).json()
     assert (model["batchSize"], model["maxBatchDelay"]) == (SPEC["batch_size"], SPEC["max_batch_delay_ms"])

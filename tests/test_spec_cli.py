@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from mlkube.cli import main
-from trainer.errors import SpecError
-from trainer.spec import Spec, parse_spec, reference_markdown
+from mlkube.trainer.errors import SpecError
+from mlkube.trainer.spec import Spec, parse_spec, reference_markdown
 
 pytestmark = pytest.mark.unit
 
@@ -116,4 +116,4 @@ def test_the_spec_reference_in_docs_is_generated_from_the_code():
     from pathlib import Path
 
     docs = Path(__file__).parents[1] / "docs" / "spec-reference.md"
-    assert docs.read_text() == reference_markdown() + "\n", "regenerate: python -m trainer.spec > docs/spec-reference.md"
+    assert docs.read_text() == reference_markdown() + "\n", "regenerate: python -m mlkube.trainer.spec > docs/spec-reference.md"

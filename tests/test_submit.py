@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from tests.fixtures.k8s.fake_apiserver import FakeApiServer, FakeCluster
-from trainer.cluster_chart import render, values_for
-from trainer.spec import parse_spec
+from mlkube.cluster.chart import render, values_for
+from mlkube.trainer.spec import parse_spec
 
 pytestmark = pytest.mark.integration
 SPEC = "data: {name: iris}\nclassical: {models: [LR, CART]}\nlstm: {elastic: {min_nodes: 1, max_nodes: 2}}\n"

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trainer.errors import MlkubeError, SpecError
-from trainer.spec import LstmSpec, PreprocessSpec, parse_spec
-from trainer.tsdata import (
+from mlkube.trainer.errors import MlkubeError, SpecError
+from mlkube.trainer.spec import LstmSpec, PreprocessSpec, parse_spec
+from mlkube.trainer.tsdata import (
     CAMELS_DYNAMIC,
     CAMELS_TARGET,
     CUBIC_FOOT,

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from trainer.errors import MlkubeError
-from trainer.run import atomic_path, atomic_write_json, library_versions, now_iso, read_json, sha256_file
+from mlkube.trainer.errors import MlkubeError
+from mlkube.trainer.run import atomic_path, atomic_write_json, library_versions, now_iso, read_json, sha256_file
 
 MODEL_JSON = "model.json"
 REQUIRED_KEYS = ("name", "framework", "task", "features", "target", "weights", "sha256")

@@ -1,5 +1,5 @@
 """Data set loaders. Tabular: scikit-learn's bundled sets by name, or a user's CSV/Parquet file. Time series: see
-`trainer.tsdata` (re-exported here as `load_timeseries`)."""
+`mlkube.trainer.tsdata` (re-exported here as `load_timeseries`)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.errors import MlkubeError
-from trainer.spec import DataSpec
+from mlkube.trainer.errors import MlkubeError
+from mlkube.trainer.spec import DataSpec
 
 MAX_CLASSES_FOR_INTEGER_TARGET = 20
 
@@ -172,7 +172,7 @@ def _retask(data: TabularData, task: str) -> TabularData:
 
 
 def load_timeseries(*args, **kwargs):
-    """The time-series loader (multi-site daily series); see `trainer.tsdata.load_timeseries`."""
-    from trainer.tsdata import load_timeseries as load
+    """The time-series loader (multi-site daily series); see `mlkube.trainer.tsdata.load_timeseries`."""
+    from mlkube.trainer.tsdata import load_timeseries as load
 
     return load(*args, **kwargs)

@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from trainer.run import Run, atomic_path, atomic_write_json, atomic_write_text, read_json
+from mlkube.trainer.run import Run, atomic_path, atomic_write_json, atomic_write_text, read_json
 
 
 # ------------------------------------------------------------------------------------------ leaderboard

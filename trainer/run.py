@@ -21,9 +21,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from trainer.errors import MlkubeError
+from mlkube.trainer.errors import MlkubeError
 
 TMP_MARK = ".tmp-"
+# The models a run makes (`models/<name>/`): the best classical pipeline and the LSTM.
+CLASSICAL_MODEL = "classical"
+LSTM_MODEL = "lstm"
 LIBRARIES = ("numpy", "pandas", "scikit-learn", "ray", "torch", "numba", "optuna", "pydantic", "skops",
              "torchserve", "torch-model-archiver", "kubernetes", "matplotlib")
 
@@ -132,7 +135,50 @@ class Run:
         self.path = Path(path)
         self.id = self.path.name
 
-    # -- locations
+    # -- the layout: every place in a run directory is named here, and only here
+    @property
+    def spec_file(self) -> Path:
+        """The resolved spec the run started with (every default filled in)."""
+        return self.path / "spec.yaml"
+
+    @property
+    def env_file(self) -> Path:
+        """Library versions, seed, data hashes, host, start and end times."""
+        return self.path / "env.json"
+
+    @property
+    def stages_file(self) -> Path:
+        """Which stages finished, in order (`{"done": [...]}`)."""
+        return self.path / "stages.json"
+
+    def stage_file(self, stage: str) -> Path:
+        """The plain-data result of one stage (`stages/<stage>.json`)."""
+        return self.path / "stages" / f"{stage}.json"
+
+    @property
+    def timings_file(self) -> Path:
+        """Seconds per finished stage."""
+        return self.path / "timings.json"
+
+    @property
+    def status_file(self) -> Path:
+        """The running tuning stage's live counts (trials running, finished, failed; best score)."""
+        return self.path / "status.json"
+
+    @property
+    def leaderboard_file(self) -> Path:
+        return self.path / "leaderboard.json"
+
+    @property
+    def cv_scores_file(self) -> Path:
+        """One row per model and fold."""
+        return self.path / "cv_scores.csv"
+
+    @property
+    def report_file(self) -> Path:
+        """The self-contained HTML report."""
+        return self.path / "report.html"
+
     @property
     def figures(self) -> Path:
         return self.path / "figures"
@@ -141,13 +187,34 @@ class Run:
     def models(self) -> Path:
         return self.path / "models"
 
+    def model_dir(self, name: str) -> Path:
+        """One model's artifact folder (`models/<name>/`: the weights and model.json)."""
+        return self.models / name
+
     @property
     def checkpoints(self) -> Path:
+        """The LSTM's training checkpoints (rank 0 writes them; every worker resumes from the newest)."""
         return self.path / "checkpoints"
 
-    def stage_file(self, stage: str) -> Path:
-        """The plain-data result of one stage (`stages/<stage>.json`)."""
-        return self.path / "stages" / f"{stage}.json"
+    @property
+    def prepared_lstm(self) -> Path:
+        """The LSTM's series and statistics, prepared once by the prepare stage."""
+        return self.path / "prepared" / "lstm.npz"
+
+    @property
+    def lstm_log(self) -> Path:
+        """torchrun's output (every worker's lines) across the run's launches."""
+        return self.path / "logs" / "lstm.log"
+
+    @property
+    def serving(self) -> Path:
+        """The local TorchServe's folder: its configuration, model store, keys, logs."""
+        return self.path / "serving"
+
+    @property
+    def model_store(self) -> Path:
+        """The run's TorchServe archives (`<model>.mar`)."""
+        return self.serving / "model-store"
 
     # -- creation / resume
     @classmethod
@@ -157,7 +224,7 @@ class Run:
         if not run_id.replace("-", "").replace("_", "").replace(".", "").isalnum():
             raise MlkubeError(f"run id {run_id!r} may hold only letters, digits, '-', '_' and '.'", "pick another --run-id")
         run = cls(Path(run_root) / run_id)
-        if run.path.exists() and (run.path / "spec.yaml").exists():
+        if run.spec_file.exists():
             if not resume:
                 raise MlkubeError(
                     f"run {run_id!r} already exists at {run.path}",
@@ -169,35 +236,33 @@ class Run:
         if resume:
             raise MlkubeError(f"cannot resume run {run_id!r}: no such run under {run_root}", "check the id with `ls runs/`")
         run.path.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run.path / "spec.yaml", spec_yaml)
-        atomic_write_json(run.path / "stages.json", {"done": []})
+        atomic_write_text(run.spec_file, spec_yaml)
+        atomic_write_json(run.stages_file, {"done": []})
         return run
 
     @classmethod
     def open(cls, ref: str | Path, run_root: Path = Path("runs")) -> Run:
         """Open an existing run by path or by id under `run_root`."""
-        path = Path(ref)
-        if not (path / "spec.yaml").exists():
-            path = Path(run_root) / str(ref)
-        if not (path / "spec.yaml").exists():
-            raise MlkubeError(f"no run at {ref!r} (looked in {Path(ref)} and {path})", "give a run folder or an id under runs/")
-        return cls(path)
+        for run in (cls(Path(ref)), cls(Path(run_root) / str(ref))):
+            if run.spec_file.exists():
+                return run
+        raise MlkubeError(f"no run at {ref!r} (looked in {Path(ref)} and {Path(run_root) / str(ref)})",
+                          "give a run folder or an id under runs/")
 
     def _check_resumable(self, spec_yaml: str) -> None:
         if self.finished:
             raise MlkubeError(f"run {self.id!r} is finished and is never rewritten", "start a new run (another --run-id)")
-        saved = (self.path / "spec.yaml").read_text()
+        saved = self.spec_file.read_text()
         if saved != spec_yaml:
             raise MlkubeError(
-                f"the spec differs from the one run {self.id!r} started with ({self.path / 'spec.yaml'})",
+                f"the spec differs from the one run {self.id!r} started with ({self.spec_file})",
                 "resume with the same spec, or start a new run",
             )
 
     # -- stage bookkeeping
     @property
     def done_stages(self) -> list[str]:
-        path = self.path / "stages.json"
-        return read_json(path)["done"] if path.exists() else []
+        return read_json(self.stages_file, {"done": []})["done"]
 
     def is_done(self, stage: str) -> bool:
         return stage in self.done_stages
@@ -205,18 +270,16 @@ class Run:
     def mark_done(self, stage: str) -> None:
         done = self.done_stages
         if stage not in done:
-            atomic_write_json(self.path / "stages.json", {"done": [*done, stage]})
+            atomic_write_json(self.stages_file, {"done": [*done, stage]})
 
     @property
     def finished(self) -> bool:
-        env = self.path / "env.json"
-        return env.exists() and read_json(env).get("end_time") is not None
+        return read_json(self.env_file, {}).get("end_time") is not None
 
     # -- env.json
     def write_env(self, seed: int, data_hash: str | None = None, end: bool = False, **extra: Any) -> None:
         """Write env.json (versions, seed, data hash, host, start/end times), keeping the first start time."""
-        path = self.path / "env.json"
-        env = read_json(path, {})
+        env = read_json(self.env_file, {})
         env.setdefault("start_time", now_iso())
         env.update({
             "run_id": self.id,
@@ -229,4 +292,4 @@ class Run:
         if data_hash is not None:
             env["data_hash"] = data_hash
         env.update(extra)
-        atomic_write_json(path, env)
+        atomic_write_json(self.env_file, env)

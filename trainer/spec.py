@@ -1,7 +1,7 @@
 """The experiment spec: one typed object (pydantic v2), loaded from YAML and validated before any work starts.
 
 Every section has defaults, so a three-line spec runs. Unknown keys are errors. Field descriptions are user-facing:
-the README's spec reference is generated from them (`python -m trainer.spec --markdown`).
+the README's spec reference is generated from them (`python -m mlkube.trainer.spec --markdown`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trainer.errors import SpecError
+from mlkube.trainer.errors import SpecError
 
 TABULAR_DATASETS = ("iris", "wine", "breast_cancer", "diabetes")
 TIMESERIES_DATASETS = ("camels_us_sample", "synthetic")
@@ -445,7 +445,7 @@ def _resolve_paths(spec: Spec, base: Path) -> Spec:
 def reference_markdown() -> str:
     """The spec reference for the README, generated from the field descriptions so it cannot drift."""
     out: list[str] = ["# Spec reference", "",
-                      ("Generated from the pydantic model (`python -m trainer.spec > docs/spec-reference.md`); "
+                      ("Generated from the pydantic model (`python -m mlkube.trainer.spec > docs/spec-reference.md`); "
                        "a test keeps it equal to the code.")]
 
     def section(model: type[BaseModel], prefix: str) -> None:
@@ -471,6 +471,3 @@ def _short(value: Any) -> str:
         return str(value)
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
-
-if __name__ == "__main__":
-    print(reference_markdown())

@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from trainer.errors import MlkubeError
+from mlkube.trainer.errors import MlkubeError
 
 if TYPE_CHECKING:
-    from trainer.spec import LstmSpec, PreprocessSpec, TimeSeriesDataSpec
+    from mlkube.trainer.spec import LstmSpec, PreprocessSpec, TimeSeriesDataSpec
 
 DATASETS = Path(__file__).parent / "datasets"
 PERIODS = ("train", "validation", "test")
@@ -98,7 +98,7 @@ def load_timeseries(lstm: LstmSpec, preprocess: PreprocessSpec, seed: int) -> Ti
     The date axis keeps `sequence_length + horizon - 2` days before the earliest period where the data have them,
     so that the first day of every period can be predicted from a full input sequence. `seed` seeds `synthetic`.
     """
-    from trainer.preprocess import fill_gaps
+    from mlkube.trainer.preprocess import fill_gaps
 
     spec = lstm.data
     source = open_source(spec, seed)

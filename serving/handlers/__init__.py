@@ -1,7 +1,7 @@
 """TorchServe handlers, one per framework of the model contract (model.json's `framework`).
 
 A handler file is packed into its `.mar` and imported by the TorchServe worker under its bare file name; it imports
-`serving.handlers.base` and `trainer`'s artifact contract from the installed mlkube. `InProcess` calls a handler in
+`mlkube.serving.handlers.base` and `trainer`'s artifact contract from the installed mlkube. `InProcess` calls a handler in
 this process exactly as a worker does (same TorchServe context object): the reference for tests and the benchmark.
 """
 
@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from trainer.artifacts import read_model_json
-from trainer.errors import MlkubeError
+from mlkube.trainer.artifacts import read_model_json
+from mlkube.trainer.errors import MlkubeError
 
 # framework → (module under serving.handlers, handler class)
 HANDLERS = {"sklearn": ("sklearn_handler", "SklearnHandler"), "torch": ("lstm_handler", "LstmHandler")}

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trainer.errors import MlkubeError
+from mlkube.trainer.errors import MlkubeError
 
 # Custom metrics (declared for TorchServe's Prometheus endpoint in serving/server.py): name → (type, unit).
 METRICS = {

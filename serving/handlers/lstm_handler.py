@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from serving.handlers.base import (
+from mlkube.serving.handlers.base import (
     ModelHandler,
     RequestError,
     check_names,
@@ -25,7 +25,7 @@ from serving.handlers.base import (
     numbers,
     worker_cpus,
 )
-from trainer.errors import MlkubeError
+from mlkube.trainer.errors import MlkubeError
 
 
 class LstmHandler(ModelHandler):
@@ -44,7 +44,7 @@ class LstmHandler(ModelHandler):
         import numpy as np
         import torch
 
-        from trainer.lstm.model import load_lstm_model
+        from mlkube.trainer.lstm.model import load_lstm_model
 
         model, meta = load_lstm_model(model_dir)
         p = meta["preprocessing"]

@@ -10,14 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from serving.handlers.base import ModelHandler, check_names, number
+from mlkube.serving.handlers.base import ModelHandler, check_names, number
 
 
 class SklearnHandler(ModelHandler):
     """One row per instance, features in model.json's order; `predict` and, for classifiers, `predict_proba`."""
 
     def load(self, model_dir: Path) -> tuple[Any, dict[str, Any]]:
-        from trainer.artifacts import load_sklearn_model
+        from mlkube.trainer.artifacts import load_sklearn_model
 
         pipeline, meta = load_sklearn_model(model_dir)
         self.features = list(meta["features"])

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trainer.errors import MlkubeError
-from trainer.spec import CVSpec
+from mlkube.trainer.errors import MlkubeError
+from mlkube.trainer.spec import CVSpec
 
 Split = tuple[np.ndarray, np.ndarray]
 

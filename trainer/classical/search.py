@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from trainer.classical import zoo
-from trainer.errors import MlkubeError
-from trainer.progress import Progress
+from mlkube.trainer.classical import zoo
+from mlkube.trainer.errors import MlkubeError
+from mlkube.trainer.progress import Progress
 
 SAMPLERS = {"loguniform", "uniform", "randint", "choice"}
 _owned_ray = False  # True when this process started the local Ray (and so shuts it down)
@@ -184,7 +184,7 @@ def run_trials(name: str, param_space: dict[str, Any], data: TrialData, settings
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")  # Ctrl-C stops the run (resumable), not just the trials
     from ray import tune
 
-    from trainer.metrics import tune_metrics
+    from mlkube.trainer.metrics import tune_metrics
 
     tune_metrics(settings.metrics_port)  # start the exporter before the first trial
     trainable = tune.with_resources(tune.with_parameters(fold_trainable, data=data), _trial_resources(settings, data))
@@ -247,8 +247,8 @@ def _progress_callback(name: str, progress: Progress, settings: SearchSettings, 
     """
     from ray import tune
 
-    from trainer.metrics import tune_metrics
-    from trainer.run import atomic_write_json, now_iso
+    from mlkube.trainer.metrics import tune_metrics
+    from mlkube.trainer.run import atomic_write_json, now_iso
 
     class TrialProgress(tune.Callback):
         def __init__(self):

@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from trainer.artifacts import save_sklearn_model
-from trainer.classical import cv as cvlib
-from trainer.classical import zoo
-from trainer.classical.search import (
+from mlkube.trainer.artifacts import save_sklearn_model
+from mlkube.trainer.classical import cv as cvlib
+from mlkube.trainer.classical import zoo
+from mlkube.trainer.classical.search import (
     SearchSettings,
     Step,
     TrialData,
@@ -25,10 +25,10 @@ from trainer.classical.search import (
     run_trials,
     tune_space,
 )
-from trainer.data import TabularData, load_tabular
-from trainer.errors import MlkubeError
-from trainer.run import atomic_write_json, read_json
-from trainer.spec import Spec
+from mlkube.trainer.data import TabularData, load_tabular
+from mlkube.trainer.errors import MlkubeError
+from mlkube.trainer.run import atomic_write_json, read_json
+from mlkube.trainer.spec import Spec
 
 DEFAULT_METRIC = {"classification": "accuracy", "regression": "r2"}
 REGRESSION_METRIC_MARKS = ("r2", "explained_variance", "max_error", "neg_mean", "neg_median", "neg_root", "d2_")
@@ -62,7 +62,7 @@ def classical_data(spec: Spec) -> ClassicalData:
 
 @functools.lru_cache(maxsize=2)
 def _classical_data(data_json: str, classical_json: str, seed: int) -> ClassicalData:
-    from trainer.spec import ClassicalSpec, DataSpec
+    from mlkube.trainer.spec import ClassicalSpec, DataSpec
 
     data_spec, classical = DataSpec.model_validate_json(data_json), ClassicalSpec.model_validate_json(classical_json)
     data = load_tabular(data_spec, classical.task)

@@ -11,7 +11,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
-from trainer.errors import MlkubeError
+from mlkube.trainer.errors import MlkubeError
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from functools import partial
 
 import numpy as np
 
-from trainer.lstm.evaluate import observed
-from trainer.tsdata import TimeSeriesData
+from mlkube.trainer.lstm.evaluate import observed
+from mlkube.trainer.tsdata import TimeSeriesData
 
 LAGS = 7  # days of each dynamic input, the last input day first
 MEANS = (30, 90)  # trailing means (days) of each dynamic input
@@ -40,7 +40,7 @@ def climatology(data: TimeSeriesData, sequence_length: int, horizon: int, seed: 
 def regression(model: str, data: TimeSeriesData, sequence_length: int, horizon: int, seed: int,
                period: str) -> np.ndarray:
     """A zoo regressor on lagged forcings, fitted on the training period's days, predicting `period`'s."""
-    from trainer.classical import zoo
+    from mlkube.trainer.classical import zoo
 
     features = lagged_features(data, sequence_length)
     x_train, y_train = _rows(features, data, "train", horizon)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from trainer.run import atomic_write_bytes
+from mlkube.trainer.run import atomic_write_bytes
 
 MAGIC = b"MLKCKPT1"
 HEADER = len(MAGIC) + 32 + 8

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from trainer.preprocess import Statistics
-from trainer.run import atomic_path
-from trainer.tsdata import TimeSeriesData
+from mlkube.trainer.preprocess import Statistics
+from mlkube.trainer.run import atomic_path
+from mlkube.trainer.tsdata import TimeSeriesData
 
 PREPARED = Path("prepared") / "lstm.npz"
 NAME_FIELDS = ("sites", "dynamic_inputs", "static_inputs")
@@ -33,8 +33,8 @@ class Prepared:
 
 def prepare(spec, run_path: Path | None = None) -> Prepared:
     """Load `spec.lstm.data`, fit the statistics, and save both under `run_path` (when given)."""
-    from trainer.preprocess import fit_statistics
-    from trainer.tsdata import load_timeseries
+    from mlkube.trainer.preprocess import fit_statistics
+    from mlkube.trainer.tsdata import load_timeseries
 
     data = load_timeseries(spec.lstm, spec.preprocess, spec.seed)
     prepared = Prepared(data, fit_statistics(data, spec.preprocess), data.data_hash())

@@ -1,4 +1,5 @@
-"""The elastic training entry point: `torchrun ... -m trainer.lstm.elastic --spec SPEC --run-dir RUN_DIR`.
+"""One worker of the elastic training; `torchrun ... -m mlkube.commands.lstm_worker --spec SPEC --run-dir RUN_DIR`
+runs `train` in each worker process.
 
 Each worker reads RANK, LOCAL_RANK and WORLD_SIZE from torchrun, joins the group (nccl on CUDA, gloo on CPU), loads
 the latest complete checkpoint of `RUN_DIR/checkpoints/` and trains on its share of every global batch. Rank 0
@@ -9,41 +10,23 @@ Without torchrun's variables it trains alone in this process.
 
 from __future__ import annotations
 
-import argparse
 import gc
 import os
-import sys
 import time
 from pathlib import Path
 
-from trainer.errors import MlkubeError
-from trainer.lstm.data import Prepared, load_prepared
-from trainer.lstm.exporter import metrics_hook
-from trainer.lstm.train import LoopState, StepInfo, Trainer, Worker
+from mlkube.trainer.errors import MlkubeError
+from mlkube.trainer.lstm.data import Prepared, load_prepared
+from mlkube.trainer.lstm.exporter import metrics_hook
+from mlkube.trainer.lstm.train import LoopState, StepInfo, Trainer, Worker
 
 PREFIX = "[lstm]"  # progress lines of rank 0, which the local launcher shows
 TRAINING_RECORD = "training.json"
 ARTIFACT = Path("models") / "lstm"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer.lstm.elastic", description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", required=True, type=Path, help="the run's resolved spec (spec.yaml)")
-    parser.add_argument("--run-dir", required=True, type=Path, help="the run directory (checkpoints, models)")
-    args = parser.parse_args(argv)
-    # A worker's only Numba work is gathering a batch; a Numba thread pool beside torch's (both OpenMP) spins
-    # against it and slowed training 20-fold here (2 cores, 1 or 2 workers). Set before Numba is first imported.
-    os.environ.setdefault("NUMBA_NUM_THREADS", "1")
-    try:
-        train(args.spec, args.run_dir)
-    except MlkubeError as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        return err.exit_code
-    return 0
-
-
 def train(spec_path: Path, run_dir: Path) -> None:
-    from trainer.spec import load_spec
+    from mlkube.trainer.spec import load_spec
 
     spec = load_spec(spec_path)
     if spec.lstm is None:
@@ -130,9 +113,9 @@ class ProgressLine:
 
 def write_model(trainer: Trainer, prepared: Prepared, run_dir: Path, state: LoopState) -> Path:
     """models/lstm/{model.pt, model.json} (test-period scores in `metrics`) and training.json."""
-    from trainer.lstm.evaluate import score, simulate
-    from trainer.lstm.model import artifact_meta, save_lstm_model
-    from trainer.run import atomic_write_json
+    from mlkube.trainer.lstm.evaluate import score, simulate
+    from mlkube.trainer.lstm.model import artifact_meta, save_lstm_model
+    from mlkube.trainer.run import atomic_write_json
 
     lstm = trainer.lstm
     sim = simulate(trainer.net, trainer.data, prepared.stats, "test", lstm.sequence_length, lstm.horizon, trainer.device)
@@ -157,6 +140,3 @@ def _cudnn(device) -> bool:
 
     return device.type == "cuda" and torch.backends.cudnn.is_available() and torch.backends.cudnn.enabled
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from trainer.report import save_figure
+from mlkube.trainer.report import save_figure
 
 
 def _pyplot():

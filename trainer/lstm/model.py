@@ -11,13 +11,13 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trainer.artifacts import read_model_json, write_model_json
-from trainer.run import atomic_write_bytes
+from mlkube.trainer.artifacts import read_model_json, write_model_json
+from mlkube.trainer.run import atomic_write_bytes
 
 if TYPE_CHECKING:
-    from trainer.preprocess import Statistics
-    from trainer.spec import LstmSpec
-    from trainer.tsdata import TimeSeriesData
+    from mlkube.trainer.preprocess import Statistics
+    from mlkube.trainer.spec import LstmSpec
+    from mlkube.trainer.tsdata import TimeSeriesData
 
 ARCHITECTURE_KEYS = ("n_dynamic", "n_static", "hidden_size", "num_layers", "dropout", "static_embedding")
 # model.json["preprocessing"]: what inference needs to turn raw forcings into the network's input and back.

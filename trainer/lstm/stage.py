@@ -1,33 +1,33 @@
-"""The deep stage: train the LSTM under torchrun, score it beside the baselines on the test period, draw the figures,
+"""The deep stage: train the LSTM (the caller's launcher runs the workers), score it beside the baselines on the test period, draw the figures,
 and write `stages/deep.json`."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from trainer.errors import MlkubeError
-from trainer.lstm.baselines import BASELINES
-from trainer.lstm.data import Prepared, load_prepared
-from trainer.lstm.elastic import ARTIFACT, TRAINING_RECORD
-from trainer.lstm.evaluate import observed, score, simulate
-from trainer.run import atomic_write_json, read_json
+from mlkube.trainer.errors import MlkubeError
+from mlkube.trainer.lstm.baselines import BASELINES
+from mlkube.trainer.lstm.data import Prepared, load_prepared
+from mlkube.trainer.lstm.elastic import ARTIFACT, TRAINING_RECORD
+from mlkube.trainer.lstm.evaluate import observed, score, simulate
+from mlkube.trainer.run import atomic_write_json, read_json
 
 PERIOD = "test"
 FIGURES = {"training": "lstm_training.png", "hydrographs": "hydrographs.png"}
 
 
-def deep(ctx) -> None:
-    """Train (or resume) the LSTM, then compare it with the baselines; see the module docstring."""
-    from trainer.lstm.launch import launch
-
+def deep(ctx, train: Callable[[], None]) -> None:
+    """Train (or resume) the LSTM with `train` (the launcher of the place it runs: torchrun on this machine), then
+    compare it with the baselines; see the module docstring."""
     spec, run, lstm = ctx.spec, ctx.run, ctx.spec.lstm
     prepared = load_prepared(spec, run.path)
     check_training(lstm, prepared)
     start = time.perf_counter()
-    launch(lstm.elastic, run, ctx.progress)
+    train()
     trained = time.perf_counter()
     simulations = simulate_all(spec, prepared, run.path / ARTIFACT)
     models = {name: _scores(sim, prepared, lstm.horizon) for name, sim in simulations.items()}
@@ -46,7 +46,7 @@ def check_training(lstm, prepared: Prepared) -> None:
     workers, more workers than GPUs."""
     import torch
 
-    from trainer.preprocess import BatchSampler
+    from mlkube.trainer.preprocess import BatchSampler
 
     BatchSampler(prepared.data, lstm.sequence_length, 0, horizon=lstm.horizon, warmup_days=lstm.train.warmup_days)
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -62,8 +62,8 @@ def check_training(lstm, prepared: Prepared) -> None:
 
 def simulate_all(spec, prepared: Prepared, artifact) -> dict[str, np.ndarray]:
     """The test-period target [sites, days] of the trained LSTM and of every baseline."""
-    from trainer.lstm.model import load_lstm_model
-    from trainer.preprocess import standardize
+    from mlkube.trainer.lstm.model import load_lstm_model
+    from mlkube.trainer.preprocess import standardize
 
     lstm = spec.lstm
     net, _ = load_lstm_model(artifact)
@@ -75,7 +75,7 @@ def simulate_all(spec, prepared: Prepared, artifact) -> dict[str, np.ndarray]:
 
 
 def _scores(sim: np.ndarray, prepared: Prepared, horizon: int) -> dict[str, Any]:
-    from trainer.lstm.metrics import json_safe
+    from mlkube.trainer.lstm.metrics import json_safe
 
     scores = score(sim, prepared.data, PERIOD, horizon)
     return {**scores, "sites": json_safe(scores["sites"])}
@@ -91,7 +91,7 @@ def ranking(models: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 def draw(run, prepared: Prepared, simulations: dict[str, np.ndarray], lstm_scores: dict[str, Any],
          history: list[dict[str, Any]], horizon: int) -> dict[str, str]:
     """figures/lstm_training.png and figures/hydrographs.png (best, median and worst site by LSTM NSE)."""
-    from trainer.lstm.figures import hydrographs, training_curves
+    from mlkube.trainer.lstm.figures import hydrographs, training_curves
 
     data = prepared.data
     lo, hi = data.periods[PERIOD]

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from trainer.errors import MlkubeError
-from trainer.preprocess.device import kernels, resolve_device
-from trainer.preprocess.sampler import Batch, BatchSampler, gather_windows, period_batch
+from mlkube.trainer.errors import MlkubeError
+from mlkube.trainer.preprocess.device import kernels, resolve_device
+from mlkube.trainer.preprocess.sampler import Batch, BatchSampler, gather_windows, period_batch
 
 if TYPE_CHECKING:
-    from trainer.spec import PreprocessSpec
-    from trainer.tsdata import TimeSeriesData
+    from mlkube.trainer.spec import PreprocessSpec
+    from mlkube.trainer.tsdata import TimeSeriesData
 
 __all__ = ["Batch", "BatchSampler", "Statistics", "destandardize_target", "fill_gaps", "fit_statistics",
            "gather_windows", "kernels", "period_batch", "resolve_device", "standardize"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from trainer.preprocess import series
+from mlkube.trainer.preprocess import series
 
 kernel = njit(parallel=True, cache=True, error_model="numpy")
 item = njit(cache=True, error_model="numpy", inline="always")  # no call per item in the hot loops

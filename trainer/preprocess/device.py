@@ -6,7 +6,7 @@ from types import ModuleType
 
 import numpy as np
 
-from trainer.errors import MlkubeError
+from mlkube.trainer.errors import MlkubeError
 
 
 def resolve_device(device: str) -> str:
@@ -26,10 +26,10 @@ def resolve_device(device: str) -> str:
 def kernels(device: str) -> ModuleType:
     """The kernel twin for `device` (auto, cpu or cuda): `cpu` or `gpu`, modules with the same functions."""
     if resolve_device(device) == "cuda":
-        from trainer.preprocess import gpu
+        from mlkube.trainer.preprocess import gpu
 
         return gpu
-    from trainer.preprocess import cpu
+    from mlkube.trainer.preprocess import cpu
 
     return cpu
 

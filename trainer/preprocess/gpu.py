@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from trainer.preprocess import series
+from mlkube.trainer.preprocess import series
 
 THREADS_PER_BLOCK = 128
 

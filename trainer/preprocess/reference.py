@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from trainer.preprocess.series import LOG_OFFSET
+from mlkube.trainer.preprocess.series import LOG_OFFSET
 
 
 def site_moments(values, lo, hi):

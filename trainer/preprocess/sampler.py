@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from trainer.errors import MlkubeError
-from trainer.preprocess.device import kernels, on_device, resolve_device
+from mlkube.trainer.errors import MlkubeError
+from mlkube.trainer.preprocess.device import kernels, on_device, resolve_device
 
 if TYPE_CHECKING:
-    from trainer.tsdata import TimeSeriesData
+    from mlkube.trainer.tsdata import TimeSeriesData
 
 
 @dataclass(frozen=True, eq=False)

@@ -12,9 +12,9 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from serving.client import Client
-from trainer.errors import MlkubeError
-from trainer.run import read_json
+from mlkube.serving.client import Client
+from mlkube.trainer.errors import MlkubeError
+from mlkube.trainer.run import read_json
 
 
 def main() -> None:

@@ -123,7 +123,7 @@ prometheus.io/path: /metrics
 - --rdzv-id={{ $runId }}
 - --max-restarts={{ $v.maxRestarts }}
 - -m
-- trainer.lstm.elastic
+- mlkube.commands.lstm_worker
 - --spec
 - /spec/experiment.yaml
 - --run-dir

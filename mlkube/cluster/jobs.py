@@ -1,23 +1,19 @@
-"""`mlkube submit/status/logs/delete`: run a spec's tuning, elastic training or serving on Kubernetes.
+"""The workloads a run makes on Kubernetes: how to read each kind's state, wait for it, and find a run's pods.
 
-submit renders the Helm chart (the objects `helm install` would create) with values from the spec, creates them after
-a server-side dry run, then waits with progress, streams the driver's log and exits 0 on success, 1 on failure.
-A run's objects carry the label mlkube.dev/run-id; status, logs and delete find them by it.
+A run's objects carry the label mlkube.dev/run-id; `mlkube status`, `logs` and `delete` find them by it.
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.cluster_chart import check_run_id, read_values_file, release_name, render, values_for
-from trainer.cluster_kube import Kube, current_namespace
-from trainer.errors import MlkubeError, SpecError
-from trainer.progress import Progress
-from trainer.run import new_run_id
+from mlkube.cluster.kube import Kube
+from mlkube.trainer.errors import MlkubeError, SpecError
+from mlkube.trainer.progress import Progress
+from mlkube.trainer.spec import Spec, parse_spec
 
 
 @dataclass(frozen=True)
@@ -81,70 +77,6 @@ CHART_KINDS = tuple((api, kind) for kind, (api, _) in WORKLOADS.items()) + SUPPO
 LOG_ROLE = {"ray": "driver", "elastic": "worker", "serve": None}
 
 
-# ------------------------------------------------------------------------------------------- commands
-def cmd_submit(args: argparse.Namespace) -> int:
-    spec = _read_spec(args.spec)
-    if args.kind == "serve" and not args.run_id:
-        raise MlkubeError("--kind serve needs the run to serve", "give its id: --run-id RUN_ID")
-    run_id = check_run_id(args.run_id or new_run_id())
-    namespace = args.namespace or spec.cluster.namespace
-    values = values_for(spec, args.kind, run_id, [read_values_file(f) for f in args.values or []])
-    rendered = render(values, release_name(run_id), namespace)
-    progress = Progress(quiet=args.quiet)
-    kube = Kube(namespace, args.context)
-    kube.apply(rendered.objects, dry_run=True)
-    for name in kube.apply(rendered.objects):
-        progress.say(f"created {name}")
-    kind, name = next((o["kind"], o["metadata"]["name"]) for o in rendered.objects if o["kind"] in WORKLOADS)
-    if args.detach:
-        print(f"run {run_id}: submitted {kind}/{name} to {namespace}; follow it with `mlkube status {run_id} -n {namespace}`")
-        return 0
-    state = wait(kube, kind, name, run_id, LOG_ROLE[args.kind], args.timeout, args.poll, progress)
-    print(f"run {run_id}: {kind}/{name} {state.text}")
-    if state.ok and args.kind == "serve":
-        print(rendered.notes)
-    return 0 if state.ok else 1
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    kube = _kube(args)
-    workloads = [(kind, obj, read(obj)) for kind, (api, read) in WORKLOADS.items() for obj in kube.find(api, kind, args.run_id)]
-    pods = kube.pods(args.run_id)
-    if not workloads and not pods:
-        raise _no_run(args.run_id, kube.namespace)
-    for kind, obj, state in workloads:
-        print(f"{kind}/{obj['metadata']['name']}: {state.text}")
-    for pod in pods:
-        print(f"  pod {pod['metadata']['name']}: {_pod_phase(pod)}")
-    return 1 if any(state.done and not state.ok for _, _, state in workloads) else 0
-
-
-def cmd_logs(args: argparse.Namespace) -> int:
-    kube = _kube(args)
-    pods = kube.pods(args.run_id)
-    if not pods:
-        raise _no_run(args.run_id, kube.namespace)
-    for pod in pods:
-        name = pod["metadata"]["name"]
-        print(f"==> pod {name} <==", flush=True)
-        for line in kube.log_lines(name, follow=args.follow):
-            print(line, flush=True)
-    return 0
-
-
-def cmd_delete(args: argparse.Namespace) -> int:
-    kube = _kube(args)
-    deleted = []
-    for api, kind in CHART_KINDS:
-        for obj in kube.find(api, kind, args.run_id):
-            kube.delete(api, kind, obj["metadata"]["name"])
-            deleted.append(f"{kind}/{obj['metadata']['name']}")
-    if not deleted:
-        raise _no_run(args.run_id, kube.namespace)
-    print(f"run {args.run_id}: deleted {', '.join(deleted)} (the runs volume and its results are kept)")
-    return 0
-
-
 # ------------------------------------------------------------------------------------------- waiting
 def wait(kube: Kube, kind: str, name: str, run_id: str, log_role: str | None, timeout: float, poll: float,
          progress: Progress) -> State:
@@ -187,26 +119,20 @@ def _pod_with_log(kube: Kube, run_id: str, role: str, streamed: set[str]) -> str
 
 
 # ------------------------------------------------------------------------------------------- helpers
-def _read_spec(path: str):
+def read_spec(path: str) -> Spec:
     """Validate the spec as the pods will read it: paths stay as written (they name places inside the pod)."""
-    from trainer.spec import parse_spec
-
     file = Path(path)
     if not file.is_file():
         raise SpecError([f"spec file not found: {file}"], source=str(file))
     return parse_spec(file.read_text(), source=str(file))
 
 
-def _kube(args: argparse.Namespace) -> Kube:
-    return Kube(args.namespace or current_namespace(args.context), args.context)
-
-
-def _pod_phase(pod: dict) -> str:
+def pod_phase(pod: dict) -> str:
     status = pod.get("status") or {}
     restarts = sum(c.get("restartCount") or 0 for c in status.get("containerStatuses") or [])
     return (status.get("phase") or "Unknown") + (f", {restarts} restarts" if restarts else "")
 
 
-def _no_run(run_id: str, namespace: str) -> MlkubeError:
+def no_run(run_id: str, namespace: str) -> MlkubeError:
     return MlkubeError(f"no objects of run {run_id!r} in namespace {namespace}",
                        f"check the id and the namespace (-n): kubectl get pods -A -l mlkube.dev/run-id={run_id}")

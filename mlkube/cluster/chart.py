@@ -1,7 +1,8 @@
 """The Helm chart as the one source of truth for cluster objects: chart values from a spec, rendered by Helm's engine.
 
 `mlkube submit` and `helm install` create the same objects, because submit renders `helm/mlkube/` through the Helm
-engine (helm-python-sdk, no helm binary) with values built here from the experiment spec.
+engine (helm-python-sdk, no helm binary) with values built here from the experiment spec. The chart ships inside the
+package (`mlkube/chart/` of the wheel, mapped from `helm/mlkube/` of the source tree).
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from typing import Any
 
 import yaml
 
-from trainer.errors import MlkubeError
-from trainer.spec import ElasticSpec, Spec
+from mlkube.trainer.errors import MlkubeError
+from mlkube.trainer.spec import ElasticSpec, Spec
 
-CHART = Path(__file__).resolve().parents[1] / "helm" / "mlkube"
+PACKAGE = Path(__file__).resolve().parents[1]  # the installed `mlkube` package
+# Where the chart is: inside the installed package (wheel, image), or in the source tree (an editable install).
+CHART_PLACES = (PACKAGE / "chart", PACKAGE.parent / "helm" / "mlkube")
 SHARED_CLAIM = "mlkube-runs"
 SUBMIT_KINDS = ("ray", "elastic", "serve")
 RUN_ID = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -33,11 +36,13 @@ class Rendered:
 
 
 def chart_path() -> Path:
-    """The chart: $MLKUBE_CHART, else the one beside this package (a source checkout or the image)."""
-    path = Path(os.environ.get("MLKUBE_CHART", CHART))
-    if not (path / "Chart.yaml").is_file():
-        raise MlkubeError(f"the mlkube Helm chart is not at {path}", "set MLKUBE_CHART to the helm/mlkube folder of mlkube's source")
-    return path
+    """The chart: $MLKUBE_CHART (another copy of it), else the one mlkube ships."""
+    places = (Path(os.environ["MLKUBE_CHART"]),) if os.environ.get("MLKUBE_CHART") else CHART_PLACES
+    found = next((path for path in places if (path / "Chart.yaml").is_file()), None)
+    if found is None:
+        raise MlkubeError(f"the mlkube Helm chart is not at {' nor '.join(map(str, places))}",
+                          "reinstall mlkube (its wheel holds the chart), or set MLKUBE_CHART to a copy of helm/mlkube")
+    return found
 
 
 def release_name(run_id: str) -> str:

@@ -1,4 +1,4 @@
-"""Launch the elastic training on this machine with torchrun, show its progress, and keep its log in the run.
+"""The local launcher of the LSTM's elastic training: torchrun on this machine, show its progress, and keep its log in the run.
 
 By default the rendezvous is local (c10d on a free loopback port, one node). With `lstm.elastic.rdzv_endpoint`
 set, the spec's backend, endpoint and min..max nodes are used, so torchrun on other machines can join the group.
@@ -15,18 +15,18 @@ import sys
 import tempfile
 from pathlib import Path
 
-from trainer.errors import MlkubeError
-from trainer.lstm.elastic import PREFIX
-from trainer.progress import Progress
-from trainer.run import Run
+from mlkube.trainer.errors import MlkubeError
+from mlkube.trainer.lstm.elastic import PREFIX
+from mlkube.trainer.progress import Progress
+from mlkube.trainer.run import Run
 
 LOG = Path("logs") / "lstm.log"
-ROOT = Path(__file__).resolve().parents[2]  # the folder that holds the `trainer` package
+WORKER = "mlkube.commands.lstm_worker"  # the module each torchrun worker runs
 FAILURE_MARK = "failed (exitcode"  # torchrun's line when a worker died (it restarts the group, up to max_restarts)
 
 
 def torchrun_command(elastic, run: Run, local_port: int) -> list[str]:
-    """`python -m torch.distributed.run ... -m trainer.lstm.elastic --spec ... --run-dir ...` for this run."""
+    """`python -m torch.distributed.run ... -m mlkube.commands.lstm_worker --spec ... --run-dir ...` for this run."""
     if elastic.rdzv_endpoint:
         nodes, backend, endpoint = f"{elastic.min_nodes}:{elastic.max_nodes}", elastic.rdzv_backend, elastic.rdzv_endpoint
     else:
@@ -34,7 +34,7 @@ def torchrun_command(elastic, run: Run, local_port: int) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", f"--nnodes={nodes}",
             f"--nproc-per-node={elastic.nproc_per_node}", f"--rdzv-backend={backend}", f"--rdzv-endpoint={endpoint}",
             f"--rdzv-id={run.id}", f"--max-restarts={elastic.max_restarts}",
-            "-m", "trainer.lstm.elastic", "--spec", str(run.path / "spec.yaml"), "--run-dir", str(run.path)]
+            "-m", WORKER, "--spec", str(run.path / "spec.yaml"), "--run-dir", str(run.path)]
 
 
 def free_port() -> int:
@@ -48,7 +48,7 @@ def launch(elastic, run: Run, progress: Progress) -> None:
     log = run.path / LOG
     log.parent.mkdir(parents=True, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="mlkube-torchrun-")
-    env = {**os.environ, "TMPDIR": tmp, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ, "TMPDIR": tmp}
     try:
         with open(log, "a") as out, subprocess.Popen(torchrun_command(elastic, run, free_port()), env=env, text=True,
                                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:

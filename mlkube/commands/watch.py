@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from trainer.run import Run, read_json
+from mlkube.trainer.run import Run, read_json
 
 
 def _read(path: Path) -> dict | None:

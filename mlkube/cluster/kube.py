@@ -10,7 +10,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from trainer.errors import MlkubeError
+from mlkube.trainer.errors import MlkubeError
 
 RUN_LABEL = "mlkube.dev/run-id"
 ROLE_LABEL = "mlkube.dev/role"
