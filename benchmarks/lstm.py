@@ -63,7 +63,9 @@ def mlkube_loop(spec: Spec, prepared, steps: int) -> float:
     from mlkube.trainer.lstm.train import Trainer
 
     with tempfile.TemporaryDirectory() as folder:
-        trainer = Trainer(spec.lstm, spec.seed, prepared, checkpoints=Path(folder), hooks=(lambda info: None,))
+        trainer = Trainer(
+            spec.lstm, spec.seed, prepared, checkpoints=Path(folder), hooks=(lambda info: None,)
+        )
         start = time.perf_counter()
         trainer.fit()
         return steps * spec.lstm.train.batch_size / (time.perf_counter() - start)
@@ -81,8 +83,10 @@ def loop_overhead(steps: int, repeats: int) -> None:
         runs["bare"].append(bare_loop(spec, prepared, steps))
         runs["mlkube"].append(mlkube_loop(spec, prepared, steps))
     bare, ours = (max(runs[k]) for k in ("bare", "mlkube"))
-    print(f"1. loop ({steps} steps × {spec.lstm.train.batch_size} sequences of {spec.lstm.sequence_length} days, "
-          f"best of {repeats}): bare PyTorch {bare:.0f} seq/s, mlkube {ours:.0f} seq/s, ratio {ours / bare:.2f}")
+    print(
+        f"1. loop ({steps} steps × {spec.lstm.train.batch_size} sequences of {spec.lstm.sequence_length} days, "
+        f"best of {repeats}): bare PyTorch {bare:.0f} seq/s, mlkube {ours:.0f} seq/s, ratio {ours / bare:.2f}"
+    )
 
 
 def elastic_scaling(steps: int, repeats: int) -> None:
@@ -95,16 +99,18 @@ def elastic_scaling(steps: int, repeats: int) -> None:
                 rates[workers].append(rate)
                 walls[workers].append(wall)
     for workers in (1, 2):
-        print(f"2. torchrun, {workers} worker(s), best of {repeats}: {max(rates[workers]):.0f} seq/s in the training "
-              f"steps, {min(walls[workers]):.1f} s wall with start-up")
+        print(
+            f"2. torchrun, {workers} worker(s), best of {repeats}: {max(rates[workers]):.0f} seq/s in the training "
+            f"steps, {min(walls[workers]):.1f} s wall with start-up"
+        )
     print(f"   2 vs 1 workers: {max(rates[2]) / max(rates[1]):.2f}×")
 
 
 def torchrun_training(root: Path, spec: Spec) -> tuple[float, float]:
     """(sequences per second of the training steps, wall seconds) of one torchrun training."""
+    from mlkube.torchrun import launch
     from mlkube.trainer.lstm.data import prepare
     from mlkube.trainer.lstm.elastic import ARTIFACT, TRAINING_RECORD
-    from mlkube.torchrun import launch
     from mlkube.trainer.progress import Progress
     from mlkube.trainer.run import Run, read_json
 
@@ -126,8 +132,10 @@ def skill() -> None:
         run_pipeline(spec, run, Progress(quiet=True))
         deep = read_json(run.stage_file("deep"))
     ranking = ", ".join(f"{r['model']} {r['median_nse']:.3f}" for r in deep["ranking"])
-    print(f"3. examples/hydrology.yaml, test period {deep['dates'][0]}..{deep['dates'][1]}, median NSE over "
-          f"{len(deep['sites'])} sites: {ranking}")
+    print(
+        f"3. examples/hydrology.yaml, test period {deep['dates'][0]}..{deep['dates'][1]}, median NSE over "
+        f"{len(deep['sites'])} sites: {ranking}"
+    )
 
 
 def gpu(steps: int) -> None:
@@ -139,8 +147,16 @@ def gpu(steps: int) -> None:
     from mlkube.trainer.lstm.model import build_model
 
     spec = bench_spec(steps).lstm
-    net = build_model({"n_dynamic": 6, "n_static": 0, "hidden_size": spec.model.hidden_size, "num_layers": 1,
-                       "dropout": 0.0, "static_embedding": None}).cuda()
+    net = build_model(
+        {
+            "n_dynamic": 6,
+            "n_static": 0,
+            "hidden_size": spec.model.hidden_size,
+            "num_layers": 1,
+            "dropout": 0.0,
+            "static_embedding": None,
+        }
+    ).cuda()
     x = torch.randn(spec.train.batch_size, spec.sequence_length, 6, device="cuda")
     rates = {}
     for label, enabled in (("cuDNN", True), ("no cuDNN", False)):
@@ -152,13 +168,19 @@ def gpu(steps: int) -> None:
                     net(x).sum().backward()
                 torch.cuda.synchronize()
             rates[label] = steps * len(x) / (time.perf_counter() - start)
-    print(f"4. GPU {torch.cuda.get_device_name()}: cuDNN {rates['cuDNN']:.0f} seq/s, without "
-          f"{rates['no cuDNN']:.0f} seq/s, ratio {rates['cuDNN'] / rates['no cuDNN']:.1f}×")
+    print(
+        f"4. GPU {torch.cuda.get_device_name()}: cuDNN {rates['cuDNN']:.0f} seq/s, without "
+        f"{rates['no cuDNN']:.0f} seq/s, ratio {rates['cuDNN'] / rates['no cuDNN']:.1f}×"
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=50, help="training steps per measurement (multiple of 50)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--steps", type=int, default=50, help="training steps per measurement (multiple of 50)"
+    )
     parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats of parts 1 and 2")
     parser.add_argument("--no-skill", action="store_true", help="skip the hydrology.yaml run (part 3)")
     args = parser.parse_args()

@@ -33,12 +33,14 @@ def make_data(sites: int, years: int, seed: int) -> tuple[np.ndarray, np.ndarray
     _, values = source.read(source.sites, source.variables)
     rng = np.random.default_rng(seed)
     for var, longest, runs in [(v, MAX_GAP, 0.002) for v in range(values.shape[2] - 1)] + [(-1, 30, 0.004)]:
-        for site, day in zip(*np.nonzero(rng.random(values.shape[:2]) < runs)):
-            values[site, day:day + rng.integers(1, longest + 1), var] = np.nan
+        for site, day in zip(*np.nonzero(rng.random(values.shape[:2]) < runs), strict=False):
+            values[site, day : day + rng.integers(1, longest + 1), var] = np.nan
     return values, np.ascontiguousarray(source.attributes.to_numpy(np.float32))
 
 
-def run_pipeline(k: ModuleType, values: np.ndarray, static: np.ndarray, windows: int, seed: int) -> dict[str, float]:
+def run_pipeline(
+    k: ModuleType, values: np.ndarray, static: np.ndarray, windows: int, seed: int
+) -> dict[str, float]:
     """Seconds per stage of the preprocessing pipeline, with `k` the kernel module (cpu or reference)."""
     seconds: dict[str, float] = {}
 
@@ -51,20 +53,28 @@ def run_pipeline(k: ModuleType, values: np.ndarray, static: np.ndarray, windows:
     train_days = values.shape[1] * 2 // 3
     filled = timed("gap filling", lambda: k.fill_gaps(values, MAX_GAP))
     dynamic, target = np.ascontiguousarray(filled[:, :, :-1]), np.ascontiguousarray(filled[:, :, -1:])
-    moments = timed("statistics", lambda: (k.site_moments(dynamic, 0, train_days), k.site_moments(target, 0, train_days)))
+    moments = timed(
+        "statistics", lambda: (k.site_moments(dynamic, 0, train_days), k.site_moments(target, 0, train_days))
+    )
     (_, d_mean, d_m2), (_, t_mean, t_m2) = moments
     d_std, t_std = (np.where(m2 > 0, np.sqrt(m2 / train_days), 1.0) for m2 in (d_m2, t_m2))
-    dynamic, target = timed("standardisation", lambda: (k.scale(dynamic, d_mean, d_std, False, False),
-                                                         k.scale(target, t_mean, t_std, True, False)))
+    dynamic, target = timed(
+        "standardisation",
+        lambda: (k.scale(dynamic, d_mean, d_std, False, False), k.scale(target, t_mean, t_std, True, False)),
+    )
     target = np.ascontiguousarray(target[:, :, 0])
     starts = train_days - SEQUENCE_LENGTH + 1
-    valid = timed("window validity", lambda: k.window_validity(dynamic, target, 0, starts, SEQUENCE_LENGTH, 0, 0))
+    valid = timed(
+        "window validity", lambda: k.window_validity(dynamic, target, 0, starts, SEQUENCE_LENGTH, 0, 0)
+    )
     chosen = np.random.default_rng(seed).choice(np.flatnonzero(valid), windows)
     sites, offsets = np.divmod(chosen, starts)
 
     def gather() -> None:  # one batch at a time, dropped before the next, as a training loop does
         for i in range(0, windows, BATCH):
-            k.gather(dynamic, static, target, sites[i:i + BATCH], offsets[i:i + BATCH], SEQUENCE_LENGTH, 0)
+            k.gather(
+                dynamic, static, target, sites[i : i + BATCH], offsets[i : i + BATCH], SEQUENCE_LENGTH, 0
+            )
 
     timed(f"gather {windows} windows", gather)
     seconds["total"] = sum(seconds.values())
@@ -95,9 +105,11 @@ def main() -> None:
     from mlkube.trainer.preprocess import cpu, reference
 
     values, static = make_data(args.sites, args.years, args.seed)
-    print(f"data: {values.shape[0]} sites × {values.shape[1]} days × {values.shape[2]} variables, "
-          f"{static.shape[1]} static attributes, {np.isnan(values).mean():.1%} missing; "
-          f"{args.windows} windows of {SEQUENCE_LENGTH} days in batches of {BATCH}")
+    print(
+        f"data: {values.shape[0]} sites × {values.shape[1]} days × {values.shape[2]} variables, "
+        f"{static.shape[1]} static attributes, {np.isnan(values).mean():.1%} missing; "
+        f"{args.windows} windows of {SEQUENCE_LENGTH} days in batches of {BATCH}"
+    )
     warm, how = warm_up(cpu, values, static)
     print(f"JIT warm-up: {warm:.2f} s ({how}); not counted below")
 
@@ -108,13 +120,20 @@ def main() -> None:
         for n in (1, threads):
             numba.set_num_threads(n)
             runs[str(n)].append(run_pipeline(cpu, values, static, args.windows, args.seed))
-    best = {name: {stage: min(r[stage] for r in results) for stage in results[0]} for name, results in runs.items()}
+    best = {
+        name: {stage: min(r[stage] for r in results) for stage in results[0]}
+        for name, results in runs.items()
+    }
     numpy_s, one, many = best["numpy"], best["1"], best[str(threads)]
-    print(f"best of {args.repeats} runs, seconds\n{'stage':<22}{'NumPy':>8}{'Numba 1 thr':>13}{f'Numba {threads} thr':>13}"
-          f"{'speed-up 1 thr':>16}{f'speed-up {threads} thr':>16}{f'1→{threads} thr':>10}")
+    print(
+        f"best of {args.repeats} runs, seconds\n{'stage':<22}{'NumPy':>8}{'Numba 1 thr':>13}{f'Numba {threads} thr':>13}"
+        f"{'speed-up 1 thr':>16}{f'speed-up {threads} thr':>16}{f'1→{threads} thr':>10}"
+    )
     for stage in numpy_s:
-        print(f"{stage:<22}{numpy_s[stage]:>8.3f}{one[stage]:>13.3f}{many[stage]:>13.3f}"
-              f"{numpy_s[stage] / one[stage]:>15.1f}×{numpy_s[stage] / many[stage]:>15.1f}×{one[stage] / many[stage]:>9.2f}×")
+        print(
+            f"{stage:<22}{numpy_s[stage]:>8.3f}{one[stage]:>13.3f}{many[stage]:>13.3f}"
+            f"{numpy_s[stage] / one[stage]:>15.1f}×{numpy_s[stage] / many[stage]:>15.1f}×{one[stage] / many[stage]:>9.2f}×"
+        )
 
 
 if __name__ == "__main__":

@@ -40,8 +40,11 @@ SERVER_WARMUP = 2000  # requests per model and server, at concurrency 8
 
 
 def summary(latencies_ms: np.ndarray, wall_s: float) -> dict[str, float]:
-    return {"p50": float(np.percentile(latencies_ms, 50)), "p99": float(np.percentile(latencies_ms, 99)),
-            "rps": len(latencies_ms) / wall_s}
+    return {
+        "p50": float(np.percentile(latencies_ms, 50)),
+        "p99": float(np.percentile(latencies_ms, 99)),
+        "rps": len(latencies_ms) / wall_s,
+    }
 
 
 def timed(call, calls: int) -> dict[str, float]:
@@ -86,7 +89,9 @@ class Connection:
         if len(self.buffer) < end + 4 + length:
             return None
         if header[9:12] != b"200":
-            raise RuntimeError(f"HTTP {header[9:12].decode()}: {bytes(self.buffer[end + 4:end + 4 + length])[:300]!r}")
+            raise RuntimeError(
+                f"HTTP {header[9:12].decode()}: {bytes(self.buffer[end + 4 : end + 4 + length])[:300]!r}"
+            )
         del self.buffer[: end + 4 + length]
         return (time.perf_counter() - self.sent_at) * 1000
 
@@ -96,10 +101,17 @@ def load(server, model: str, body: bytes, requests: int, concurrency: int) -> tu
     (latencies in ms, wall seconds)."""
     from mlkube.serving.client import auth_header
 
-    headers = {"Host": f"{server.host}:{server.ports['inference']}", "Content-Type": "application/json",
-               "Content-Length": str(len(body)), **auth_header(server.token_file)}
-    message = (f"POST /predictions/{model} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-               + "\r\n").encode() + body
+    headers = {
+        "Host": f"{server.host}:{server.ports['inference']}",
+        "Content-Type": "application/json",
+        "Content-Length": str(len(body)),
+        **auth_header(server.token_file),
+    }
+    message = (
+        f"POST /predictions/{model} HTTP/1.1\r\n"
+        + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        + "\r\n"
+    ).encode() + body
     connections = [Connection(server.host, server.ports["inference"], message) for _ in range(concurrency)]
     latencies: list[float] = []
     with selectors.DefaultSelector() as selector:
@@ -139,17 +151,27 @@ def in_process(run_path: Path, model: str, body: bytes, requests: int) -> dict[s
     return {"in-process, 1 per call": one, "in-process, 8 per call": {**eight, "rps": eight["rps"] * 8}}
 
 
-def served(run_path: Path, bodies: dict[str, bytes], requests: int, batch_size: int, delay_ms: int,
-           rounds: int, scratch: Path) -> tuple[dict, dict]:
+def served(
+    run_path: Path,
+    bodies: dict[str, bytes],
+    requests: int,
+    batch_size: int,
+    delay_ms: int,
+    rounds: int,
+    scratch: Path,
+) -> tuple[dict, dict]:
     """Two TorchServes at once, unbatched and with `batch_size`, each on its own copy of the run; every model and
     concurrency is measured in `rounds` alternating rounds (unbatched, batched, then batched, unbatched, ...), so that
     this machine's speed, which drifts by ±20 % over minutes, weighs on both alike.
     Returns the results (pooled latencies, median round throughput) and, per model, each round's batching gain."""
     from mlkube.serving.server import serve_run
-    from tests.serving_fixtures import serve_spec
     from mlkube.trainer.run import Run
+    from tests.serving_fixtures import serve_spec
 
-    labels = {"TorchServe, unbatched": (1, 0), f"TorchServe, batch {batch_size} / {delay_ms} ms": (batch_size, delay_ms)}
+    labels = {
+        "TorchServe, unbatched": (1, 0),
+        f"TorchServe, batch {batch_size} / {delay_ms} ms": (batch_size, delay_ms),
+    }
     servers = {}
     try:
         for i, (label, (size, delay)) in enumerate(labels.items()):
@@ -165,7 +187,7 @@ def served(run_path: Path, bodies: dict[str, bytes], requests: int, batch_size: 
                 results.update({(model, label, concurrency): m for label, m in measured.items()})
                 if concurrency == 8:
                     plain, batched = (m["rounds"] for m in measured.values())
-                    gains[model] = [b / p for p, b in zip(plain, batched)]
+                    gains[model] = [b / p for p, b in zip(plain, batched, strict=False)]
         return results, gains
     finally:
         for server in servers.values():
@@ -179,18 +201,22 @@ def alternating(servers: dict, model: str, body: bytes, requests: int, concurren
     latencies = {label: [] for label in servers}
     rounds_rps = {label: [] for label in servers}
     for r in range(rounds):
-        for label in (list(servers) if r % 2 == 0 else list(servers)[::-1]):
+        for label in list(servers) if r % 2 == 0 else list(servers)[::-1]:
             lat, wall = load(servers[label], model, body, max(requests // rounds, concurrency), concurrency)
             rounds_rps[label].append(len(lat) / wall)
             latencies[label] += lat
     time.sleep(0.2)  # the worker's metrics reach the frontend just after its answers
     measured = {}
     for label, server in servers.items():
-        answered, calls = (a - b for a, b in zip(handler_counts(server, model), before[label]))
+        answered, calls = (a - b for a, b in zip(handler_counts(server, model), before[label], strict=False))
         pooled = np.array(latencies[label])
-        measured[label] = {"p50": float(np.percentile(pooled, 50)), "p99": float(np.percentile(pooled, 99)),
-                           "rps": float(np.median(rounds_rps[label])), "rounds": rounds_rps[label],
-                           "batch": answered / max(calls, 1)}
+        measured[label] = {
+            "p50": float(np.percentile(pooled, 50)),
+            "p99": float(np.percentile(pooled, 99)),
+            "rps": float(np.median(rounds_rps[label])),
+            "rounds": rounds_rps[label],
+            "batch": answered / max(calls, 1),
+        }
     return measured
 
 
@@ -213,7 +239,9 @@ def handler_counts(server, model: str) -> tuple[float, float]:
     from tests.serving_fixtures import scrape
 
     values = scrape(server)
-    return values.get(("mlkube_predictions_total", model), 0.0), values.get(("mlkube_handler_latency_ms_count", model), 0.0)
+    return values.get(("mlkube_predictions_total", model), 0.0), values.get(
+        ("mlkube_handler_latency_ms_count", model), 0.0
+    )
 
 
 def request_bodies(run_path: Path, seed: int = 0) -> dict[str, bytes]:
@@ -229,10 +257,14 @@ def request_bodies(run_path: Path, seed: int = 0) -> dict[str, bytes]:
         request = handler_for(meta["framework"])[1].example(meta)
         if meta["framework"] == "torch":
             p = meta["preprocessing"]
-            means, stds = (np.atleast_2d(p[k])[0] for k in ("dynamic_mean", "dynamic_std"))  # the first site's
+            means, stds = (
+                np.atleast_2d(p[k])[0] for k in ("dynamic_mean", "dynamic_std")
+            )  # the first site's
             for instance in request["instances"]:
-                instance["dynamic"] = {name: rng.normal(mean, std, p["sequence_length"]).round(3).tolist()
-                                       for name, mean, std in zip(p["dynamic_inputs"], means, stds)}
+                instance["dynamic"] = {
+                    name: rng.normal(mean, std, p["sequence_length"]).round(3).tolist()
+                    for name, mean, std in zip(p["dynamic_inputs"], means, stds, strict=False)
+                }
         bodies[meta["name"]] = json.dumps(request).encode()
     return bodies
 
@@ -248,19 +280,25 @@ def report(results: dict, gains: dict, bodies: dict) -> None:
         plain = results[(model, "TorchServe, unbatched", 1)]
         overhead = plain["p50"] - base["p50"]
         gain = float(np.median(gains[model]))
-        print(f"{model}: TorchServe p50 {plain['p50']:.2f} ms = in-process {base['p50']:.2f} ms + {overhead:.2f} ms "
-              f"({plain['p50'] / base['p50']:.1f}×; goal overhead ≤ 3 ms: {'met' if overhead <= 3 else 'NOT met'}); "
-              f"batching at 8 clients: {gain:.2f}× unbatched throughput, median of {len(gains[model])} rounds "
-              f"({min(gains[model]):.2f}–{max(gains[model]):.2f}×; goal ≥ 3×: {'met' if gain >= 3 else 'NOT met'})")
+        print(
+            f"{model}: TorchServe p50 {plain['p50']:.2f} ms = in-process {base['p50']:.2f} ms + {overhead:.2f} ms "
+            f"({plain['p50'] / base['p50']:.1f}×; goal overhead ≤ 3 ms: {'met' if overhead <= 3 else 'NOT met'}); "
+            f"batching at 8 clients: {gain:.2f}× unbatched throughput, median of {len(gains[model])} rounds "
+            f"({min(gains[model]):.2f}–{max(gains[model]):.2f}×; goal ≥ 3×: {'met' if gain >= 3 else 'NOT met'})"
+        )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--run", type=Path, help="a run folder with models/ (default: a synthetic run)")
     parser.add_argument("--requests", type=int, default=800, help="requests per measurement (default 800)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-batch-delay-ms", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=6, help="alternating rounds per measurement (default 6)")
+    parser.add_argument(
+        "--rounds", type=int, default=6, help="alternating rounds per measurement (default 6)"
+    )
     args = parser.parse_args()
     from mlkube.serving.handlers.base import WORKER_CPUS_ENV
     from mlkube.serving.server import worker_threads
@@ -277,10 +315,15 @@ def main() -> None:
         print(f"{os.cpu_count()} CPUs; models {list(bodies)}; {args.requests} requests per line")
         results = {}
         for model, body in bodies.items():
-            results.update({(model, how, 1 if "1 per" in how else 8): r
-                            for how, r in in_process(run_path, model, body, args.requests).items()})
-        served_results, gains = served(run_path, bodies, args.requests, args.batch_size, args.max_batch_delay_ms,
-                                       args.rounds, Path(tmp))
+            results.update(
+                {
+                    (model, how, 1 if "1 per" in how else 8): r
+                    for how, r in in_process(run_path, model, body, args.requests).items()
+                }
+            )
+        served_results, gains = served(
+            run_path, bodies, args.requests, args.batch_size, args.max_batch_delay_ms, args.rounds, Path(tmp)
+        )
         results.update(served_results)
         report(results, gains, bodies)
 

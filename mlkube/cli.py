@@ -12,14 +12,22 @@ from collections.abc import Callable
 def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", help="experiment spec (YAML)")
     p.add_argument("--run-id", help="run folder name under the spec's run_dir (default: a fresh id)")
-    p.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run stage by stage (same spec)")
-    p.add_argument("--serve", action="store_true", help="archive the best models, start TorchServe, send a sample prediction")
+    p.add_argument(
+        "--resume", metavar="RUN_ID", help="continue an interrupted run stage by stage (same spec)"
+    )
+    p.add_argument(
+        "--serve",
+        action="store_true",
+        help="archive the best models, start TorchServe, send a sample prediction",
+    )
     p.add_argument("--stages", help="comma-separated subset of stages to run (default: all the spec enables)")
 
 
 def _spec_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", nargs="?", help="experiment spec (YAML)")
-    p.add_argument("--reference", action="store_true", help="print the spec reference (every key, default, meaning)")
+    p.add_argument(
+        "--reference", action="store_true", help="print the spec reference (every key, default, meaning)"
+    )
 
 
 def _run_ref(p: argparse.ArgumentParser) -> None:
@@ -28,15 +36,21 @@ def _run_ref(p: argparse.ArgumentParser) -> None:
 
 def _archive_args(p: argparse.ArgumentParser) -> None:
     _run_ref(p)
-    p.add_argument("--model", action="append", help="only this model (repeatable; default: every model of the run)")
+    p.add_argument(
+        "--model", action="append", help="only this model (repeatable; default: every model of the run)"
+    )
     p.add_argument("--force", action="store_true", help="re-create archives that are up to date")
 
 
 def _serve_args(p: argparse.ArgumentParser) -> None:
     _run_ref(p)
-    p.add_argument("--model", action="append", help="serve only this model (repeatable; default: every model of the run)")
+    p.add_argument(
+        "--model", action="append", help="serve only this model (repeatable; default: every model of the run)"
+    )
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--detach", action="store_true", help="return once it serves (default: stay attached until Ctrl-C)")
+    mode.add_argument(
+        "--detach", action="store_true", help="return once it serves (default: stay attached until Ctrl-C)"
+    )
     mode.add_argument("--stop", action="store_true", help="stop the run's TorchServe")
 
 
@@ -54,16 +68,27 @@ def _cluster_ref(p: argparse.ArgumentParser) -> None:
 
 def _submit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", help="experiment spec (YAML)")
-    p.add_argument("--kind", required=True, choices=("ray", "elastic", "serve"),
-                   help="ray: tuning on a KubeRay RayJob; elastic: the LSTM under torchrun; serve: TorchServe for --run-id")
+    p.add_argument(
+        "--kind",
+        required=True,
+        choices=("ray", "elastic", "serve"),
+        help="ray: tuning on a KubeRay RayJob; elastic: the LSTM under torchrun; serve: TorchServe for --run-id",
+    )
     p.add_argument("--run-id", help="run id (default: a fresh id); with --kind serve, the run to serve")
     p.add_argument("--namespace", "-n", help="Kubernetes namespace (default: the spec's cluster.namespace)")
     p.add_argument("--context", help="kubeconfig context (default: the current one)")
-    p.add_argument("--values", "-f", action="append", metavar="FILE", help="chart values file merged on top (repeatable)")
+    p.add_argument(
+        "--values", "-f", action="append", metavar="FILE", help="chart values file merged on top (repeatable)"
+    )
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--detach", action="store_true", help="return once the objects exist; follow with `mlkube status`")
-    mode.add_argument("--dry-run", action="store_true",
-                      help="print the objects it would create (YAML) and contact no cluster, like `helm template`")
+    mode.add_argument(
+        "--detach", action="store_true", help="return once the objects exist; follow with `mlkube status`"
+    )
+    mode.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the objects it would create (YAML) and contact no cluster, like `helm template`",
+    )
     p.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the job (default 3600)")
     p.add_argument("--poll", type=float, default=5, help="seconds between status checks (default 5)")
 
@@ -87,18 +112,63 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
 # name, help, arguments, handler ("module:function", imported on use)
 COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], str]] = [
     ("run", "run the stages a spec enables, in one run directory", _run_args, "mlkube.commands.runs:cmd_run"),
-    ("validate", "check a spec and print every problem (exit 2 if any)", _spec_arg, "mlkube.commands.runs:cmd_validate"),
+    (
+        "validate",
+        "check a spec and print every problem (exit 2 if any)",
+        _spec_arg,
+        "mlkube.commands.runs:cmd_validate",
+    ),
     ("show", "print a run's leaderboard as a table", _run_ref, "mlkube.commands.runs:cmd_show"),
-    ("report", "rebuild a run's leaderboard, figures and report.html", _run_ref, "mlkube.commands.runs:cmd_report"),
+    (
+        "report",
+        "rebuild a run's leaderboard, figures and report.html",
+        _run_ref,
+        "mlkube.commands.runs:cmd_report",
+    ),
     ("compare", "put two runs' leaderboards side by side", _compare_args, "mlkube.commands.runs:cmd_compare"),
-    ("watch", "print a run's live progress until it finishes", _watch_args, "mlkube.commands.watch:cmd_watch"),
-    ("archive", "package a run's models as TorchServe archives (.mar)", _archive_args, "mlkube.commands.serving:cmd_archive"),
-    ("serve", "serve a run's models on a local TorchServe (token auth, Prometheus metrics)", _serve_args, "mlkube.commands.serving:cmd_serve"),
-    ("predict", "send a request to a model of a run's TorchServe", _predict_args, "mlkube.commands.serving:cmd_predict"),
-    ("submit", "run a spec's tuning, LSTM training or serving on Kubernetes", _submit_args, "mlkube.commands.cluster:cmd_submit"),
-    ("status", "state of a submitted run's jobs and pods", _cluster_ref, "mlkube.commands.cluster:cmd_status"),
+    (
+        "watch",
+        "print a run's live progress until it finishes",
+        _watch_args,
+        "mlkube.commands.watch:cmd_watch",
+    ),
+    (
+        "archive",
+        "package a run's models as TorchServe archives (.mar)",
+        _archive_args,
+        "mlkube.commands.serving:cmd_archive",
+    ),
+    (
+        "serve",
+        "serve a run's models on a local TorchServe (token auth, Prometheus metrics)",
+        _serve_args,
+        "mlkube.commands.serving:cmd_serve",
+    ),
+    (
+        "predict",
+        "send a request to a model of a run's TorchServe",
+        _predict_args,
+        "mlkube.commands.serving:cmd_predict",
+    ),
+    (
+        "submit",
+        "run a spec's tuning, LSTM training or serving on Kubernetes",
+        _submit_args,
+        "mlkube.commands.cluster:cmd_submit",
+    ),
+    (
+        "status",
+        "state of a submitted run's jobs and pods",
+        _cluster_ref,
+        "mlkube.commands.cluster:cmd_status",
+    ),
     ("logs", "logs of a submitted run's pods", _logs_args, "mlkube.commands.cluster:cmd_logs"),
-    ("delete", "delete a submitted run's objects (its results on the runs volume stay)", _cluster_ref, "mlkube.commands.cluster:cmd_delete"),
+    (
+        "delete",
+        "delete a submitted run's objects (its results on the runs volume stay)",
+        _cluster_ref,
+        "mlkube.commands.cluster:cmd_delete",
+    ),
 ]
 
 

@@ -42,7 +42,9 @@ def enabled_stages(spec: Spec, only: str | None = None) -> list[str]:
         wanted = [s.strip() for s in only.split(",") if s.strip()]
         unknown = [s for s in wanted if s not in {n for n, _, _ in STAGES}]
         if unknown:
-            raise MlkubeError(f"--stages: unknown stage(s) {unknown}", f"choose from {[n for n, _, _ in STAGES]}")
+            raise MlkubeError(
+                f"--stages: unknown stage(s) {unknown}", f"choose from {[n for n, _, _ in STAGES]}"
+            )
         names = [n for n in names if n in wanted]
     return names
 

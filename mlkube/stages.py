@@ -16,18 +16,26 @@ def prepare(ctx) -> None:
         from mlkube.trainer.classical.stages import classical_data
 
         cd = classical_data(spec)
-        out["classical"] = {**cd.data.summary(), "class_names": cd.data.class_names, "train_rows": len(cd.train),
-                            "holdout_rows": 0 if cd.holdout is None else len(cd.holdout)}
+        out["classical"] = {
+            **cd.data.summary(),
+            "class_names": cd.data.class_names,
+            "train_rows": len(cd.train),
+            "holdout_rows": 0 if cd.holdout is None else len(cd.holdout),
+        }
         hashes["classical"] = cd.data.digest()
-        ctx.progress.say(f"data: {cd.data.source}, {cd.data.n_rows} rows × {len(cd.data.feature_names)} features, {cd.data.task}")
+        ctx.progress.say(
+            f"data: {cd.data.source}, {cd.data.n_rows} rows × {len(cd.data.feature_names)} features, {cd.data.task}"
+        )
     if spec.runs_lstm:
         from mlkube.trainer.lstm.data import prepare as prepare_lstm
         from mlkube.trainer.lstm.data import summary
 
         prepared = prepare_lstm(spec, ctx.run.path)
         out["lstm"], hashes["lstm"] = summary(prepared), prepared.data_hash
-        ctx.progress.say(f"time series: {len(prepared.data.sites)} sites × {len(prepared.data.dates)} days, "
-                         f"{len(prepared.data.dynamic_inputs)} dynamic inputs → {prepared.data.target_name}")
+        ctx.progress.say(
+            f"time series: {len(prepared.data.sites)} sites × {len(prepared.data.dates)} days, "
+            f"{len(prepared.data.dynamic_inputs)} dynamic inputs → {prepared.data.target_name}"
+        )
     atomic_write_json(ctx.run.stage_file("prepare"), out)
     ctx.run.write_env(seed=spec.seed, data_hash=hashes)
 

@@ -22,19 +22,38 @@ from mlkube.trainer.run import Run
 
 LOG = Path("logs") / "lstm.log"
 WORKER = "mlkube.commands.lstm_worker"  # the module each torchrun worker runs
-FAILURE_MARK = "failed (exitcode"  # torchrun's line when a worker died (it restarts the group, up to max_restarts)
+FAILURE_MARK = (
+    "failed (exitcode"  # torchrun's line when a worker died (it restarts the group, up to max_restarts)
+)
 
 
 def torchrun_command(elastic, run: Run, local_port: int) -> list[str]:
     """`python -m torch.distributed.run ... -m mlkube.commands.lstm_worker --spec ... --run-dir ...` for this run."""
     if elastic.rdzv_endpoint:
-        nodes, backend, endpoint = f"{elastic.min_nodes}:{elastic.max_nodes}", elastic.rdzv_backend, elastic.rdzv_endpoint
+        nodes, backend, endpoint = (
+            f"{elastic.min_nodes}:{elastic.max_nodes}",
+            elastic.rdzv_backend,
+            elastic.rdzv_endpoint,
+        )
     else:
         nodes, backend, endpoint = "1", "c10d", f"127.0.0.1:{local_port}"
-    return [sys.executable, "-m", "torch.distributed.run", f"--nnodes={nodes}",
-            f"--nproc-per-node={elastic.nproc_per_node}", f"--rdzv-backend={backend}", f"--rdzv-endpoint={endpoint}",
-            f"--rdzv-id={run.id}", f"--max-restarts={elastic.max_restarts}",
-            "-m", WORKER, "--spec", str(run.path / "spec.yaml"), "--run-dir", str(run.path)]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nnodes={nodes}",
+        f"--nproc-per-node={elastic.nproc_per_node}",
+        f"--rdzv-backend={backend}",
+        f"--rdzv-endpoint={endpoint}",
+        f"--rdzv-id={run.id}",
+        f"--max-restarts={elastic.max_restarts}",
+        "-m",
+        WORKER,
+        "--spec",
+        str(run.path / "spec.yaml"),
+        "--run-dir",
+        str(run.path),
+    ]
 
 
 def free_port() -> int:
@@ -50,8 +69,16 @@ def launch(elastic, run: Run, progress: Progress) -> None:
     tmp = tempfile.mkdtemp(prefix="mlkube-torchrun-")
     env = {**os.environ, "TMPDIR": tmp}
     try:
-        with open(log, "a") as out, subprocess.Popen(torchrun_command(elastic, run, free_port()), env=env, text=True,
-                                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
+        with (
+            open(log, "a") as out,
+            subprocess.Popen(
+                torchrun_command(elastic, run, free_port()),
+                env=env,
+                text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            ) as proc,
+        ):
             try:
                 for line in proc.stdout:
                     out.write(line)
@@ -67,9 +94,11 @@ def launch(elastic, run: Run, progress: Progress) -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if proc.returncode != 0:
-        raise MlkubeError(f"LSTM training failed: torchrun exited with {proc.returncode}{_tail(log)}",
-                          f"read {log}; after fixing the cause, `mlkube run SPEC --resume {run.id}` continues from "
-                          "the last checkpoint")
+        raise MlkubeError(
+            f"LSTM training failed: torchrun exited with {proc.returncode}{_tail(log)}",
+            f"read {log}; after fixing the cause, `mlkube run SPEC --resume {run.id}` continues from "
+            "the last checkpoint",
+        )
 
 
 def _tail(log: Path, lines: int = 15) -> str:

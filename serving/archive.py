@@ -31,7 +31,10 @@ def model_names(run: Run, names: list[str] | None = None) -> list[str]:
     """The run's model folders (those with a model.json), or the `names` asked for, checked to exist."""
     found = sorted(p.parent.name for p in run.models.glob(f"*/{MODEL_JSON}"))
     if not found:
-        raise MlkubeError(f"run {run.id} has no models under {run.models}", f"finish it with `mlkube run SPEC --resume {run.id}`")
+        raise MlkubeError(
+            f"run {run.id} has no models under {run.models}",
+            f"finish it with `mlkube run SPEC --resume {run.id}`",
+        )
     unknown = [n for n in names or [] if n not in found]
     if unknown:
         raise MlkubeError(f"run {run.id} has no model {unknown}", f"choose from {found}")
@@ -59,18 +62,39 @@ def archive_model(folder: Path, meta: dict[str, Any], mar: Path, version: str) -
     with tempfile.TemporaryDirectory(prefix="mlkube-archive-") as tmp:
         # The archiver stages files in $TMPDIR/<model name>: a private TMPDIR keeps concurrent archivers apart.
         command = [
-            sys.executable, "-m", "model_archiver.model_packaging", "--model-name", mar.stem, "--version", version,
-            "--handler", str(handler), "--serialized-file", str(folder / meta["weights"]),
-            "--extra-files", str(folder / MODEL_JSON), "--export-path", tmp,
+            sys.executable,
+            "-m",
+            "model_archiver.model_packaging",
+            "--model-name",
+            mar.stem,
+            "--version",
+            version,
+            "--handler",
+            str(handler),
+            "--serialized-file",
+            str(folder / meta["weights"]),
+            "--extra-files",
+            str(folder / MODEL_JSON),
+            "--export-path",
+            tmp,
         ]
-        done = subprocess.run(command, check=False, capture_output=True, text=True, env={**os.environ, "TMPDIR": tmp})
+        done = subprocess.run(
+            command, check=False, capture_output=True, text=True, env={**os.environ, "TMPDIR": tmp}
+        )
         if done.returncode != 0:
-            raise MlkubeError(f"torch-model-archiver failed for {folder}: {done.stderr.strip()[-500:]}",
-                              "check that torch-model-archiver is installed (`make install`)")
+            raise MlkubeError(
+                f"torch-model-archiver failed for {folder}: {done.stderr.strip()[-500:]}",
+                "check that torch-model-archiver is installed (`make install`)",
+            )
         with atomic_path(mar) as partial:
             shutil.move(Path(tmp) / f"{mar.stem}.mar", partial)
-    return {"file": mar.name, "sha256": sha256_file(mar), "version": version, "framework": meta["framework"],
-            "model_sha256": meta["sha256"]}
+    return {
+        "file": mar.name,
+        "sha256": sha256_file(mar),
+        "version": version,
+        "framework": meta["framework"],
+        "model_sha256": meta["sha256"],
+    }
 
 
 def read_archives(run: Run) -> dict[str, Any]:
@@ -84,7 +108,12 @@ def verify_archives(run: Run, names: list[str]) -> None:
     for name in names:
         mar = model_store(run) / f"{name}.mar"
         if name not in records or not mar.is_file():
-            raise MlkubeError(f"no archive of model {name!r} in {model_store(run)}", f"make it with `mlkube archive {run.path}`")
+            raise MlkubeError(
+                f"no archive of model {name!r} in {model_store(run)}",
+                f"make it with `mlkube archive {run.path}`",
+            )
         if sha256_file(mar) != records[name]["sha256"]:
-            raise MlkubeError(f"integrity check failed for {mar}: its SHA-256 differs from {ARCHIVES_JSON}'s",
-                              f"the archive was changed; re-create it with `mlkube archive {run.path} --model {name} --force`")
+            raise MlkubeError(
+                f"integrity check failed for {mar}: its SHA-256 differs from {ARCHIVES_JSON}'s",
+                f"the archive was changed; re-create it with `mlkube archive {run.path} --model {name} --force`",
+            )

@@ -16,8 +16,10 @@ def read_key(token_file: Path, api: str = "inference") -> str:
     try:
         return read_json(token_file)[api]["key"]
     except FileNotFoundError:
-        raise MlkubeError(f"no token file at {token_file}", "start the server with `mlkube serve RUN`, or point at the "
-                                                            "key_file.json that TorchServe wrote") from None
+        raise MlkubeError(
+            f"no token file at {token_file}",
+            "start the server with `mlkube serve RUN`, or point at the key_file.json that TorchServe wrote",
+        ) from None
 
 
 def auth_header(token_file: Path | None, api: str = "inference") -> dict[str, str]:
@@ -42,8 +44,10 @@ class Client:
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         answer = self.session.post(f"{self.url}/predictions/{model}", data=body, timeout=self.timeout)
         if answer.status_code != 200:
-            raise MlkubeError(f"{model}: HTTP {answer.status_code}: {error_message(answer)}",
-                              "the message names the problem; request schemas are in docs/serving.md")
+            raise MlkubeError(
+                f"{model}: HTTP {answer.status_code}: {error_message(answer)}",
+                "the message names the problem; request schemas are in docs/serving.md",
+            )
         return answer.json()
 
 

@@ -50,7 +50,9 @@ class Server:
     tmpdir: str  # java.io.tmpdir: the folder's tmp/, or a short link to it (see java_tmpdir)
     started: str = field(default_factory=now_iso)
     process: subprocess.Popen | None = field(default=None, repr=False, compare=False)
-    log_start: int = field(default=0, repr=False, compare=False)  # where this start's lines begin in model_log.log
+    log_start: int = field(
+        default=0, repr=False, compare=False
+    )  # where this start's lines begin in model_log.log
 
     def url(self, api: str) -> str:
         """Base URL of `api`: inference, management or metrics."""
@@ -83,7 +85,9 @@ class Server:
             path.unlink(missing_ok=True)
         shutil.rmtree(self.folder / "tmp", ignore_errors=True)
         if Path(self.tmpdir) != self.folder / "tmp":
-            shutil.rmtree(Path(self.tmpdir).parent, ignore_errors=True)  # the link's private folder, not its target
+            shutil.rmtree(
+                Path(self.tmpdir).parent, ignore_errors=True
+            )  # the link's private folder, not its target
 
     def alive(self) -> bool:
         """Whether any process of the server's group still runs."""
@@ -97,13 +101,25 @@ class Server:
 
     def record(self) -> dict[str, Any]:
         """What server.json keeps, so that another process can find and stop this server."""
-        return {"folder": str(self.folder), "host": self.host, "ports": self.ports, "models": self.models,
-                "token_auth": self.token_auth, "pid": self.pid, "tmpdir": self.tmpdir, "started": self.started}
+        return {
+            "folder": str(self.folder),
+            "host": self.host,
+            "ports": self.ports,
+            "models": self.models,
+            "token_auth": self.token_auth,
+            "pid": self.pid,
+            "tmpdir": self.tmpdir,
+            "started": self.started,
+        }
 
 
 # --------------------------------------------------------------------------------------------- start
-def serve_run(run: Run | Path, serve: ServeSpec | None = None, names: list[str] | None = None,
-              timeout: float = START_TIMEOUT_S) -> Server:
+def serve_run(
+    run: Run | Path,
+    serve: ServeSpec | None = None,
+    names: list[str] | None = None,
+    timeout: float = START_TIMEOUT_S,
+) -> Server:
     """Archive the run's models (those not yet archived), start TorchServe on them and wait until every model
     answers. `serve` defaults to the run's own spec; `names` to every model of the run."""
     run = run if isinstance(run, Run) else Run.open(run)
@@ -128,7 +144,11 @@ def start(run: Run, serve: ServeSpec, names: list[str]) -> Server:
     """Write the configuration and start TorchServe in its own process group (returns at once)."""
     folder = run.path.resolve() / "serving"  # TorchServe runs in this folder: every path it gets is absolute
     refuse_if_running(folder)
-    ports = {"inference": serve.inference_port, "management": serve.management_port, "metrics": serve.metrics_port}
+    ports = {
+        "inference": serve.inference_port,
+        "management": serve.management_port,
+        "metrics": serve.metrics_port,
+    }
     for api, port in ports.items():
         check_port_free(serve.host, port, api)
     for sub in ("logs", "tmp", "examples"):
@@ -136,22 +156,59 @@ def start(run: Run, serve: ServeSpec, names: list[str]) -> Server:
     write_examples(run, names, folder / "examples")
     atomic_write_text(folder / "metrics.yaml", metrics_yaml())
     tmpdir = java_tmpdir(folder / "tmp")
-    config = atomic_write_text(folder / "config.properties", config_properties(folder, serve, names, run.id, tmpdir))
+    config = atomic_write_text(
+        folder / "config.properties", config_properties(folder, serve, names, run.id, tmpdir)
+    )
     log_config = atomic_write_text(folder / "log4j2.xml", log4j2_xml())
-    env = {**os.environ, "TMPDIR": str(folder / "tmp"), "LOG_LOCATION": str(folder / "logs"),
-           "METRICS_LOCATION": str(folder / "logs")}
+    env = {
+        **os.environ,
+        "TMPDIR": str(folder / "tmp"),
+        "LOG_LOCATION": str(folder / "logs"),
+        "METRICS_LOCATION": str(folder / "logs"),
+    }
     env.setdefault("OMP_NUM_THREADS", str(worker_threads(len(names) * serve.workers)))
     env.setdefault(WORKER_CPUS_ENV, str(worker_threads(serve.workers)))
-    command = [sys.executable, "-m", "ts.model_server", "--start", "--foreground", "--ncs",
-               "--ts-config", str(config), "--log-config", str(log_config), "--model-store", str(folder / "model-store")]
+    command = [
+        sys.executable,
+        "-m",
+        "ts.model_server",
+        "--start",
+        "--foreground",
+        "--ncs",
+        "--ts-config",
+        str(config),
+        "--log-config",
+        str(log_config),
+        "--model-store",
+        str(folder / "model-store"),
+    ]
     model_log = folder / "logs" / "model_log.log"  # TorchServe appends to it across starts
     log_start = model_log.stat().st_size if model_log.is_file() else 0
-    with open(os.open(folder / "logs" / "torchserve.out", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as out:
+    with open(
+        os.open(folder / "logs" / "torchserve.out", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab"
+    ) as out:
         # umask 077: the key file, logs and unpacked models are the owner's only.
-        process = subprocess.Popen(command, cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True, umask=0o077)
-    server = Server(folder, serve.host, ports, names, serve.token_auth, process.pid, str(tmpdir), process=process,
-                    log_start=log_start)
+        process = subprocess.Popen(
+            command,
+            cwd=folder,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            umask=0o077,
+        )
+    server = Server(
+        folder,
+        serve.host,
+        ports,
+        names,
+        serve.token_auth,
+        process.pid,
+        str(tmpdir),
+        process=process,
+        log_start=log_start,
+    )
     try:
         atomic_write_json(folder / SERVER_JSON, server.record())
     except BaseException:
@@ -171,25 +228,51 @@ def log4j2_xml() -> str:
 
     def rolling(name: str, pattern: str) -> str:
         path = f"${{env:LOG_LOCATION:-logs}}/{name}"
-        return (f'<RollingFile name="{name}" fileName="{path}.log" filePattern="{path}.%d{{dd-MMM}}.log.gz">'
-                f'<PatternLayout pattern="{pattern}"/><Policies><SizeBasedTriggeringPolicy size="100 MB"/>'
-                '<TimeBasedTriggeringPolicy/></Policies><DefaultRolloverStrategy max="5"/></RollingFile>')
+        return (
+            f'<RollingFile name="{name}" fileName="{path}.log" filePattern="{path}.%d{{dd-MMM}}.log.gz">'
+            f'<PatternLayout pattern="{pattern}"/><Policies><SizeBasedTriggeringPolicy size="100 MB"/>'
+            '<TimeBasedTriggeringPolicy/></Policies><DefaultRolloverStrategy max="5"/></RollingFile>'
+        )
 
-    per_request = ("org.pytorch.serve.wlm.BatchAggregator", "org.pytorch.serve.wlm.WorkerThread",
-                   "org.pytorch.serve.wlm.WorkerLifeCycle")
-    appenders = [f'<Console name="STDOUT" target="SYSTEM_OUT"><PatternLayout pattern="{LINE}"/></Console>',
-                 rolling("access_log", "%d{ISO8601} - %m%n"), rolling("model_log", LINE), rolling("ts_log", LINE)]
-    loggers = ['<Logger name="ACCESS_LOG" level="info" additivity="false"><AppenderRef ref="access_log"/></Logger>',
-               '<Logger name="MODEL_LOG" level="info" additivity="false"><AppenderRef ref="model_log"/></Logger>',
-               '<Logger name="MODEL_METRICS" level="off"/>', '<Logger name="TS_METRICS" level="off"/>',
-               '<Logger name="io.netty" level="error"/>', '<Logger name="org.apache" level="off"/>',
-               ('<Logger name="org.pytorch.serve" level="info" additivity="false"><AppenderRef ref="ts_log"/>'
-                '<AppenderRef ref="STDOUT" level="warn"/></Logger>'),
-               *(f'<Logger name="{name}" level="warn"/>' for name in per_request),
-               '<Root level="warn"><AppenderRef ref="STDOUT"/><AppenderRef ref="ts_log"/></Root>']
-    return "\n".join(['<?xml version="1.0" encoding="UTF-8"?>', "<Configuration>", "  <Appenders>",
-                      *(f"    {a}" for a in appenders), "  </Appenders>", "  <Loggers>",
-                      *(f"    {line}" for line in loggers), "  </Loggers>", "</Configuration>", ""])
+    per_request = (
+        "org.pytorch.serve.wlm.BatchAggregator",
+        "org.pytorch.serve.wlm.WorkerThread",
+        "org.pytorch.serve.wlm.WorkerLifeCycle",
+    )
+    appenders = [
+        f'<Console name="STDOUT" target="SYSTEM_OUT"><PatternLayout pattern="{LINE}"/></Console>',
+        rolling("access_log", "%d{ISO8601} - %m%n"),
+        rolling("model_log", LINE),
+        rolling("ts_log", LINE),
+    ]
+    loggers = [
+        '<Logger name="ACCESS_LOG" level="info" additivity="false"><AppenderRef ref="access_log"/></Logger>',
+        '<Logger name="MODEL_LOG" level="info" additivity="false"><AppenderRef ref="model_log"/></Logger>',
+        '<Logger name="MODEL_METRICS" level="off"/>',
+        '<Logger name="TS_METRICS" level="off"/>',
+        '<Logger name="io.netty" level="error"/>',
+        '<Logger name="org.apache" level="off"/>',
+        (
+            '<Logger name="org.pytorch.serve" level="info" additivity="false"><AppenderRef ref="ts_log"/>'
+            '<AppenderRef ref="STDOUT" level="warn"/></Logger>'
+        ),
+        *(f'<Logger name="{name}" level="warn"/>' for name in per_request),
+        '<Root level="warn"><AppenderRef ref="STDOUT"/><AppenderRef ref="ts_log"/></Root>',
+    ]
+    return "\n".join(
+        [
+            '<?xml version="1.0" encoding="UTF-8"?>',
+            "<Configuration>",
+            "  <Appenders>",
+            *(f"    {a}" for a in appenders),
+            "  </Appenders>",
+            "  <Loggers>",
+            *(f"    {line}" for line in loggers),
+            "  </Loggers>",
+            "</Configuration>",
+            "",
+        ]
+    )
 
 
 def worker_threads(workers: int) -> int:
@@ -202,8 +285,10 @@ def worker_threads(workers: int) -> int:
 def refuse_if_running(folder: Path) -> None:
     server = running_server(folder)
     if server is not None:
-        raise MlkubeError(f"TorchServe already serves this run (pid {server.pid}, {server.url('inference')})",
-                          f"stop it first: `mlkube serve {folder.parent} --stop`")
+        raise MlkubeError(
+            f"TorchServe already serves this run (pid {server.pid}, {server.url('inference')})",
+            f"stop it first: `mlkube serve {folder.parent} --stop`",
+        )
 
 
 def running_server(folder: Path) -> Server | None:
@@ -236,8 +321,10 @@ def check_port_free(host: str, port: int, api: str) -> None:
         try:
             s.bind((host, port))
         except OSError as err:
-            raise MlkubeError(f"cannot serve the {api} API on {host}:{port}: {err.strerror}",
-                              f"stop what uses port {port}, or set serve.{api}_port in the spec") from None
+            raise MlkubeError(
+                f"cannot serve the {api} API on {host}:{port}: {err.strerror}",
+                f"stop what uses port {port}, or set serve.{api}_port in the spec",
+            ) from None
 
 
 def free_port(host: str) -> int:
@@ -269,10 +356,20 @@ def common_pool_parallelism() -> int:
 
 def config_properties(folder: Path, serve: ServeSpec, names: list[str], version: str, tmpdir: Path) -> str:
     """TorchServe's config.properties: loopback addresses, token auth, Prometheus metrics, dynamic batching."""
-    models = {name: {version: {"defaultVersion": True, "marName": f"{name}.mar", "minWorkers": serve.workers,
-                               "maxWorkers": serve.workers, "batchSize": serve.batch_size,
-                               "maxBatchDelay": serve.max_batch_delay_ms, "responseTimeout": RESPONSE_TIMEOUT_S}}
-              for name in names}
+    models = {
+        name: {
+            version: {
+                "defaultVersion": True,
+                "marName": f"{name}.mar",
+                "minWorkers": serve.workers,
+                "maxWorkers": serve.workers,
+                "batchSize": serve.batch_size,
+                "maxBatchDelay": serve.max_batch_delay_ms,
+                "responseTimeout": RESPONSE_TIMEOUT_S,
+            }
+        }
+        for name in names
+    }
     props = {
         "inference_address": f"http://{serve.host}:{serve.inference_port}",
         "management_address": f"http://{serve.host}:{serve.management_port}",
@@ -296,7 +393,7 @@ def config_properties(folder: Path, serve: ServeSpec, names: list[str], version:
         "decode_input_request": "false",
         "install_py_dep_per_model": "false",
         "vmargs": f"-Djava.io.tmpdir={tmpdir} -XX:-UsePerfData {FORK_JOIN_PARALLELISM}={common_pool_parallelism()} "
-                  f"{serve.jvm_options}".strip(),
+        f"{serve.jvm_options}".strip(),
     }
     return "".join(f"{key}={value}\n" for key, value in props.items())
 
@@ -308,7 +405,9 @@ def metrics_yaml() -> str:
 
     config = yaml.safe_load((Path(ts.__file__).parent / "configs" / "metrics.yaml").read_text())
     for name, (kind, unit) in METRICS.items():
-        config["model_metrics"].setdefault(kind, []).append({"name": name, "unit": unit, "dimensions": ["ModelName", "Level"]})
+        config["model_metrics"].setdefault(kind, []).append(
+            {"name": name, "unit": unit, "dimensions": ["ModelName", "Level"]}
+        )
     return yaml.safe_dump(config, sort_keys=False)
 
 
@@ -328,16 +427,23 @@ def wait_ready(server: Server, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not models_ready(server):
         if server.process is not None and server.process.poll() is not None:
-            raise MlkubeError(f"TorchServe exited during start-up (exit code {server.process.returncode}): "
-                              f"{log_tail(server.folder / 'logs' / 'torchserve.out')}",
-                              "see the logs in " + str(server.folder / "logs"))
+            raise MlkubeError(
+                f"TorchServe exited during start-up (exit code {server.process.returncode}): "
+                f"{log_tail(server.folder / 'logs' / 'torchserve.out')}",
+                "see the logs in " + str(server.folder / "logs"),
+            )
         failure = model_load_failure(server.folder / "logs" / "model_log.log", server.log_start)
         if failure:
-            raise MlkubeError(f"TorchServe refused to load a model: {failure}",
-                              "re-create the model with `mlkube run`, then `mlkube archive RUN --force`")
+            raise MlkubeError(
+                f"TorchServe refused to load a model: {failure}",
+                "re-create the model with `mlkube run`, then `mlkube archive RUN --force`",
+            )
         if time.monotonic() > deadline:
-            raise MlkubeError(f"TorchServe was not ready within {timeout:.0f} s: "
-                              f"{log_tail(server.folder / 'logs' / 'torchserve.out')}", f"see the logs in {server.folder / 'logs'}")
+            raise MlkubeError(
+                f"TorchServe was not ready within {timeout:.0f} s: "
+                f"{log_tail(server.folder / 'logs' / 'torchserve.out')}",
+                f"see the logs in {server.folder / 'logs'}",
+            )
         time.sleep(0.2)
 
 
@@ -374,25 +480,35 @@ def model_load_failure(model_log: Path, start: int) -> str | None:
 
 
 def log_tail(path: Path, lines: int = 5) -> str:
-    return " | ".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.is_file() else "(no log)"
+    return (
+        " | ".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.is_file() else "(no log)"
+    )
 
 
 def describe(server: Server) -> str:
     """The URLs, the token file and a ready-to-paste curl line (the key is read from the file, never printed)."""
     first = server.models[0]
-    lines = [f"TorchServe (pid {server.pid}) serves {', '.join(server.models)}",
-             f"  inference:  {server.url('inference')}/predictions/<model>",
-             f"  management: {server.url('management')}/models",
-             f"  metrics:    {server.url('metrics')}/metrics",
-             f"  logs:       {server.folder / 'logs'}"]
+    lines = [
+        f"TorchServe (pid {server.pid}) serves {', '.join(server.models)}",
+        f"  inference:  {server.url('inference')}/predictions/<model>",
+        f"  management: {server.url('management')}/models",
+        f"  metrics:    {server.url('metrics')}/metrics",
+        f"  logs:       {server.folder / 'logs'}",
+    ]
     auth = ""
     if server.token_file:
-        lines.append(f"  token file: {server.token_file} (keys expire after serve.token_expiration_min, 60 min by default)")
-        read_key = (f"python3 -c 'import json,sys; print(\"Authorization: Bearer \" + "
-                    f"json.load(open(sys.argv[1]))[\"inference\"][\"key\"])' {server.token_file}")
+        lines.append(
+            f"  token file: {server.token_file} (keys expire after serve.token_expiration_min, 60 min by default)"
+        )
+        read_key = (
+            f'python3 -c \'import json,sys; print("Authorization: Bearer " + '
+            f'json.load(open(sys.argv[1]))["inference"]["key"])\' {server.token_file}'
+        )
         auth = f" -H @<({read_key})"
-    curl = (f"curl -s -H 'Content-Type: application/json'{auth} --data @{server.example(first)} "
-            f"{server.url('inference')}/predictions/{first}")
+    curl = (
+        f"curl -s -H 'Content-Type: application/json'{auth} --data @{server.example(first)} "
+        f"{server.url('inference')}/predictions/{first}"
+    )
     lines += ["try it:", f"  {curl}"]
     return "\n".join(lines)
 
@@ -409,8 +525,10 @@ def wait_for_interrupt(server: Server) -> None:
         return
     finally:
         server.stop()
-    raise MlkubeError(f"TorchServe ended on its own: {log_tail(server.folder / 'logs' / 'torchserve.out')}",
-                      f"see the logs in {server.folder / 'logs'}")
+    raise MlkubeError(
+        f"TorchServe ended on its own: {log_tail(server.folder / 'logs' / 'torchserve.out')}",
+        f"see the logs in {server.folder / 'logs'}",
+    )
 
 
 def _interrupt(signum: int, frame: Any) -> None:

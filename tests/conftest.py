@@ -36,7 +36,9 @@ def pytest_collection_modifyitems(config, items):
     if marked["gpu"] and not _has_cuda():
         reasons["gpu"] = "needs a CUDA GPU (torch.cuda.is_available() is False on this machine)"
     if marked["kind"] and not _docker_engine():
-        reasons["kind"] = "needs a Docker engine and the kind binary (docker info failed or kind is not on PATH)"
+        reasons["kind"] = (
+            "needs a Docker engine and the kind binary (docker info failed or kind is not on PATH)"
+        )
     for name, reason in reasons.items():
         for item in marked[name]:
             item.add_marker(pytest.mark.skip(reason=reason))
@@ -76,10 +78,19 @@ def run_cli(tmp_path):
 
     def run(*args: str, check: bool = False, env: dict | None = None, timeout: float = 600):
         full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-        proc = subprocess.run([*MLKUBE, *map(str, args)], check=False, cwd=tmp_path, capture_output=True, text=True,
-                              env=full_env, timeout=timeout)
+        proc = subprocess.run(
+            [*MLKUBE, *map(str, args)],
+            check=False,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env=full_env,
+            timeout=timeout,
+        )
         if check and proc.returncode != 0:
-            raise AssertionError(f"mlkube {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+            raise AssertionError(
+                f"mlkube {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+            )
         return proc
 
     return run
@@ -112,7 +123,9 @@ class PrometheusServer:
     def scrape(self, address: str, component: str) -> None:
         import json
 
-        (self.targets / f"{component}.json").write_text(json.dumps([{"targets": [address], "labels": {"component": component}}]))
+        (self.targets / f"{component}.json").write_text(
+            json.dumps([{"targets": [address], "labels": {"component": component}}])
+        )
 
     def query(self, promql: str) -> list[dict]:
         import requests
@@ -147,7 +160,9 @@ def free_tcp_port(count: int = 1) -> int:
 
     ranges = Path("/proc/sys/net/ipv4/ip_local_port_range")
     ephemeral = int(ranges.read_text().split()[0]) if ranges.is_file() else 32768
-    low, high = (20000, ephemeral - count) if ephemeral > 20000 + 100 * count else (ephemeral + 1000, 65000 - count)
+    low, high = (
+        (20000, ephemeral - count) if ephemeral > 20000 + 100 * count else (ephemeral + 1000, 65000 - count)
+    )
     for _ in range(1000):
         port = random.randrange(low, high)
         wanted = set(range(port, port + count))
@@ -178,12 +193,31 @@ def prometheus_server(tmp_path_factory):
     targets = folder / "targets"
     targets.mkdir()
     config = folder / "prometheus.yml"
-    config.write_text(json.dumps({"global": {"scrape_interval": "1s", "scrape_timeout": "1s"}, "scrape_configs": [
-        {"job_name": "mlkube", "file_sd_configs": [{"files": [str(targets / "*.json")], "refresh_interval": "1s"}]}]}))
+    config.write_text(
+        json.dumps(
+            {
+                "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+                "scrape_configs": [
+                    {
+                        "job_name": "mlkube",
+                        "file_sd_configs": [{"files": [str(targets / "*.json")], "refresh_interval": "1s"}],
+                    }
+                ],
+            }
+        )
+    )
     port = free_tcp_port()
-    process = subprocess.Popen(["prometheus", f"--config.file={config}", f"--storage.tsdb.path={folder / 'tsdb'}",
-                                f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            "prometheus",
+            f"--config.file={config}",
+            f"--storage.tsdb.path={folder / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:

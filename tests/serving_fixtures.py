@@ -28,8 +28,11 @@ def scrape(server) -> dict[tuple[str, str], float]:
     from prometheus_client.parser import text_string_to_metric_families
 
     text = requests.get(f"{server.url('metrics')}/metrics", timeout=10).text
-    return {(s.name, s.labels.get("ModelName") or s.labels.get("model_name")): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, s.labels.get("ModelName") or s.labels.get("model_name")): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def serve_spec(**overrides):
@@ -50,8 +53,15 @@ def iris_pipeline():
 
     iris = load_iris(as_frame=True)
     pipeline = make_pipeline(StandardScaler(), LinearDiscriminantAnalysis()).fit(iris.data, iris.target)
-    meta = {"name": "classical", "task": "classification", "features": list(iris.data.columns), "target": "species",
-            "classes": list(iris.target_names), "estimator": "LDA", "metrics": {"accuracy": 0.98}}
+    meta = {
+        "name": "classical",
+        "task": "classification",
+        "features": list(iris.data.columns),
+        "target": "species",
+        "classes": list(iris.target_names),
+        "estimator": "LDA",
+        "metrics": {"accuracy": 0.98},
+    }
     return pipeline, meta, iris.data
 
 
@@ -62,11 +72,23 @@ def lstm_network(seed: int = 0, hidden_size: int = 16, days: int = LSTM_PREPROCE
     from mlkube.trainer.lstm.model import build_model
 
     torch.manual_seed(seed)
-    architecture = {"n_dynamic": 3, "n_static": 2, "hidden_size": hidden_size, "num_layers": 1, "dropout": 0.0,
-                    "static_embedding": None}
-    meta = {"name": "lstm", "task": "regression", "target": "QObs(mm/d)", "architecture": architecture,
-            "features": [*LSTM_PREPROCESSING["dynamic_inputs"], *LSTM_PREPROCESSING["static_inputs"]],
-            "preprocessing": {**LSTM_PREPROCESSING, "sequence_length": days}, "metrics": {"nse": 0.71}}
+    architecture = {
+        "n_dynamic": 3,
+        "n_static": 2,
+        "hidden_size": hidden_size,
+        "num_layers": 1,
+        "dropout": 0.0,
+        "static_embedding": None,
+    }
+    meta = {
+        "name": "lstm",
+        "task": "regression",
+        "target": "QObs(mm/d)",
+        "architecture": architecture,
+        "features": [*LSTM_PREPROCESSING["dynamic_inputs"], *LSTM_PREPROCESSING["static_inputs"]],
+        "preprocessing": {**LSTM_PREPROCESSING, "sequence_length": days},
+        "metrics": {"nse": 0.71},
+    }
     return build_model(architecture).eval(), meta
 
 
@@ -92,11 +114,19 @@ def forcing_windows(count: int, seed: int = 1) -> list[dict]:
     rng = np.random.default_rng(seed)
     p = LSTM_PREPROCESSING
     days = p["sequence_length"]
-    return [{"dynamic": {name: (rng.normal(m, s, days)).round(3).tolist()
-                         for name, m, s in zip(p["dynamic_inputs"], p["dynamic_mean"], p["dynamic_std"])},
-             "static": {name: round(float(rng.normal(m, s)), 3)
-                        for name, m, s in zip(p["static_inputs"], p["static_mean"], p["static_std"])}}
-            for _ in range(count)]
+    return [
+        {
+            "dynamic": {
+                name: (rng.normal(m, s, days)).round(3).tolist()
+                for name, m, s in zip(p["dynamic_inputs"], p["dynamic_mean"], p["dynamic_std"], strict=False)
+            },
+            "static": {
+                name: round(float(rng.normal(m, s)), 3)
+                for name, m, s in zip(p["static_inputs"], p["static_mean"], p["static_std"], strict=False)
+            },
+        }
+        for _ in range(count)
+    ]
 
 
 def iris_instances(rows) -> list[dict]:
@@ -109,9 +139,17 @@ def expected_lstm(instances) -> np.ndarray:
 
     p = LSTM_PREPROCESSING
     network, _ = lstm_network()
-    x = np.stack([np.column_stack([*(np.array(i["dynamic"][n]) for n in p["dynamic_inputs"]),
-                                   *(np.full(p["sequence_length"], i["static"][n]) for n in p["static_inputs"])])
-                  for i in instances])
+    x = np.stack(
+        [
+            np.column_stack(
+                [
+                    *(np.array(i["dynamic"][n]) for n in p["dynamic_inputs"]),
+                    *(np.full(p["sequence_length"], i["static"][n]) for n in p["static_inputs"]),
+                ]
+            )
+            for i in instances
+        ]
+    )
     mean = np.array(p["dynamic_mean"] + p["static_mean"])
     std = np.array(p["dynamic_std"] + p["static_std"])
     with torch.no_grad():

@@ -19,19 +19,22 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.fixtures.k8s.schemas import CRDS, crd_schemas, problems
-from mlkube.cluster.jobs import CHART_KINDS
 from mlkube.cluster.chart import deep_merge, render, values_for
+from mlkube.cluster.jobs import CHART_KINDS
 from mlkube.trainer.errors import MlkubeError
 from mlkube.trainer.spec import parse_spec
+from tests.fixtures.k8s.schemas import CRDS, crd_schemas, problems
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
 KIND = ROOT / "deploy" / "kind"
 CHART = ROOT / "helm" / "mlkube"
 # Ids never equal a marker name (a test id `gpu` would be skipped as a gpu test).
-VALUES_FILES = {"defaults": None, "kind-values": KIND / "values.yaml",
-                **{p.stem: p for p in sorted((CHART / "ci").glob("*.yaml"))}}
+VALUES_FILES = {
+    "defaults": None,
+    "kind-values": KIND / "values.yaml",
+    **{p.stem: p for p in sorted((CHART / "ci").glob("*.yaml"))},
+}
 
 
 def values_of(name: str) -> dict:
@@ -42,8 +45,10 @@ def values_of(name: str) -> dict:
 def kind_everything() -> dict:
     """deploy/kind's values with every workload on and the e2e experiment."""
     experiment = yaml.safe_load((KIND / "experiment.yaml").read_text())
-    return deep_merge(values_of("kind-values"), {"elastic": {"enabled": True}, "serve": {"enabled": True},
-                                                 "experiment": experiment})
+    return deep_merge(
+        values_of("kind-values"),
+        {"elastic": {"enabled": True}, "serve": {"enabled": True}, "experiment": experiment},
+    )
 
 
 def objects(values: dict, release: str = "demo", namespace: str = "ml") -> list[dict]:
@@ -69,7 +74,10 @@ def pod_templates(obj: dict) -> list[dict]:
     if obj["kind"] == "Deployment":
         return [spec["template"]]
     if obj["kind"] == "RayJob":
-        return [spec["submitterPodTemplate"], *pod_templates({"kind": "RayCluster", "spec": spec["rayClusterSpec"]})]
+        return [
+            spec["submitterPodTemplate"],
+            *pod_templates({"kind": "RayCluster", "spec": spec["rayClusterSpec"]}),
+        ]
     if obj["kind"] == "RayCluster":
         return [spec["headGroupSpec"]["template"], *(g["template"] for g in spec["workerGroupSpecs"])]
     if obj["kind"] == "PyTorchJob":
@@ -102,7 +110,9 @@ def helm_test_pod(values: dict) -> dict:
     import helm_python as helm
 
     with helm.Chart.load(str(CHART)) as chart:
-        return yaml.safe_load(chart.render(values, name="demo", namespace="ml")["mlkube/templates/tests/predict.yaml"])
+        return yaml.safe_load(
+            chart.render(values, name="demo", namespace="ml")["mlkube/templates/tests/predict.yaml"]
+        )
 
 
 def test_helm_test_pod_matches_the_pod_schema():
@@ -112,9 +122,14 @@ def test_helm_test_pod_matches_the_pod_schema():
 
 
 def test_crd_schemas_are_vendored_for_every_custom_kind():
-    assert {("ray.io/v1", "RayJob"), ("ray.io/v1", "RayCluster"), ("kubeflow.org/v1", "PyTorchJob"),
-            ("elastic.pytorch.org/v1alpha1", "ElasticJob"), ("monitoring.coreos.com/v1", "ServiceMonitor"),
-            ("monitoring.coreos.com/v1", "PodMonitor")} <= set(crd_schemas())
+    assert {
+        ("ray.io/v1", "RayJob"),
+        ("ray.io/v1", "RayCluster"),
+        ("kubeflow.org/v1", "PyTorchJob"),
+        ("elastic.pytorch.org/v1alpha1", "ElasticJob"),
+        ("monitoring.coreos.com/v1", "ServiceMonitor"),
+        ("monitoring.coreos.com/v1", "PodMonitor"),
+    } <= set(crd_schemas())
     readme = (CRDS / "README.md").read_text()
     for path in CRDS.glob("*.yaml"):
         assert path.name in readme, f"{path.name}: source and version missing from deploy/crds/README.md"
@@ -122,7 +137,9 @@ def test_crd_schemas_are_vendored_for_every_custom_kind():
 
 def test_a_misspelt_field_in_a_custom_resource_is_caught():
     rayjob = only(objects({}), "RayJob")
-    rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Never"
+    rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0][
+        "imagePullPolicyy"
+    ] = "Never"
     assert any("'imagePullPolicyy' was unexpected" in p for p in problems(rayjob))
 
 
@@ -135,8 +152,16 @@ def test_a_wrongly_typed_field_in_a_custom_resource_is_caught():
 def test_every_kind_the_chart_renders_is_one_mlkube_delete_removes():
     rendered = {(o["apiVersion"], o["kind"]) for name in VALUES_FILES for o in objects(values_of(name))}
     assert rendered - {("v1", "PersistentVolumeClaim")} <= set(CHART_KINDS)
-    assert {kind for _, kind in rendered} >= {"RayJob", "RayCluster", "PyTorchJob", "ElasticJob", "Deployment",
-                                              "ServiceMonitor", "PodMonitor", "NetworkPolicy"}
+    assert {kind for _, kind in rendered} >= {
+        "RayJob",
+        "RayCluster",
+        "PyTorchJob",
+        "ElasticJob",
+        "Deployment",
+        "ServiceMonitor",
+        "PodMonitor",
+        "NetworkPolicy",
+    }
 
 
 # ------------------------------------------------------------------------------------------ what the objects say
@@ -155,20 +180,37 @@ def test_run_id_defaults_to_the_release_name():
 
 
 def test_two_releases_never_share_a_rendezvous():
-    ids = {only(objects({"elastic": {"enabled": True}}, release=r), "PyTorchJob")["spec"]["elasticPolicy"]["rdzvId"]
-           for r in ("a", "b")}
+    ids = {
+        only(objects({"elastic": {"enabled": True}}, release=r), "PyTorchJob")["spec"]["elasticPolicy"][
+            "rdzvId"
+        ]
+        for r in ("a", "b")
+    }
     assert ids == {"a", "b"}
 
 
 def test_torchrun_launches_the_elastic_entrypoint_with_the_elastic_values():
-    job = only(objects({"elastic": {"enabled": True, "minNodes": 2, "maxNodes": 4, "nprocPerNode": 3, "maxRestarts": 5}}),
-               "PyTorchJob")
+    job = only(
+        objects(
+            {"elastic": {"enabled": True, "minNodes": 2, "maxNodes": 4, "nprocPerNode": 3, "maxRestarts": 5}}
+        ),
+        "PyTorchJob",
+    )
     (container,) = containers(pod_templates(job)[0])
     assert container["name"] == "pytorch" and container["command"] == ["torchrun"]
-    assert container["args"][:6] == ["--nnodes=2:4", "--nproc-per-node=3", "--rdzv-backend=c10d",
-                                     "--rdzv-endpoint=demo-train-worker-0:29400", "--rdzv-id=demo", "--max-restarts=5"]
+    assert container["args"][:6] == [
+        "--nnodes=2:4",
+        "--nproc-per-node=3",
+        "--rdzv-backend=c10d",
+        "--rdzv-endpoint=demo-train-worker-0:29400",
+        "--rdzv-id=demo",
+        "--max-restarts=5",
+    ]
     assert container["args"][6:8] == ["-m", "mlkube.commands.lstm_worker"]
-    assert (job["spec"]["elasticPolicy"]["minReplicas"], job["spec"]["elasticPolicy"]["maxReplicas"]) == (2, 4)
+    assert (job["spec"]["elasticPolicy"]["minReplicas"], job["spec"]["elasticPolicy"]["maxReplicas"]) == (
+        2,
+        4,
+    )
 
 
 def test_elasticjob_rendezvous_is_the_etcd_service_the_chart_starts():
@@ -190,7 +232,9 @@ def test_gpu_values_request_gpus_and_ray_workers_declare_them():
     training = pod_templates(only(objs, "PyTorchJob"))[0]
     assert containers(training)[0]["resources"]["limits"]["nvidia.com/gpu"] == 2
     assert "--nproc-per-node=2" in containers(training)[0]["args"]
-    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in training["spec"]["tolerations"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in training["spec"][
+        "tolerations"
+    ]
 
 
 def test_cpu_fallback_requests_no_gpu_anywhere():
@@ -199,7 +243,9 @@ def test_cpu_fallback_requests_no_gpu_anywhere():
 
 
 def test_ray_workers_autoscale_between_min_and_max():
-    spec = only(objects({"ray": {"workers": {"minReplicas": 2, "maxReplicas": 5}}}), "RayJob")["spec"]["rayClusterSpec"]
+    spec = only(objects({"ray": {"workers": {"minReplicas": 2, "maxReplicas": 5}}}), "RayJob")["spec"][
+        "rayClusterSpec"
+    ]
     assert spec["enableInTreeAutoscaling"] is True
     assert (spec["workerGroupSpecs"][0]["minReplicas"], spec["workerGroupSpecs"][0]["maxReplicas"]) == (2, 5)
 
@@ -217,15 +263,22 @@ def test_every_pod_runs_as_non_root_without_privilege_escalation_and_with_limits
                 assert template["spec"]["securityContext"]["runAsNonRoot"] is True, obj["metadata"]["name"]
                 for container in containers(template):
                     security = container["securityContext"]
-                    assert security["allowPrivilegeEscalation"] is False and security["capabilities"] == {"drop": ["ALL"]}
+                    assert security["allowPrivilegeEscalation"] is False and security["capabilities"] == {
+                        "drop": ["ALL"]
+                    }
                     assert security["readOnlyRootFilesystem"] is True
                     assert {"requests", "limits"} <= set(container["resources"]), container["name"]
 
 
 def test_tuning_training_and_serving_share_one_runs_claim():
     objs = objects(kind_everything())
-    claims = {v["persistentVolumeClaim"]["claimName"] for o in objs for t in pod_templates(o)
-              for v in t["spec"].get("volumes", []) if "persistentVolumeClaim" in v}
+    claims = {
+        v["persistentVolumeClaim"]["claimName"]
+        for o in objs
+        for t in pod_templates(o)
+        for v in t["spec"].get("volumes", [])
+        if "persistentVolumeClaim" in v
+    }
     assert claims == {"demo-runs"} and only(objs, "PersistentVolumeClaim")["metadata"]["name"] == "demo-runs"
 
 
@@ -249,7 +302,11 @@ def test_serving_is_one_torchserve_pod_probed_on_the_inference_port_without_a_ke
     template = deployment["spec"]["template"]
     (container,) = containers(template)
     assert container["command"] == ["mlkube", "serve", "/runs/tuned-run"]
-    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"inference": 8080, "management": 8081, "metrics": 8082}
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
+        "inference": 8080,
+        "management": 8081,
+        "metrics": 8082,
+    }
     assert {p["name"] for p in service["spec"]["ports"]} == {"inference", "management", "metrics"}
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["tcpSocket"] == {"port": "inference"} and "httpGet" not in container[probe]
@@ -274,7 +331,11 @@ def test_network_policy_lets_only_the_inference_port_in():
 
 def test_metrics_peers_may_reach_the_metrics_port_only():
     rules = only(objects(values_of("serving-values")), "NetworkPolicy")["spec"]["ingress"]
-    assert rules[1]["ports"] == [{"protocol": "TCP", "port": 8082}] and "from" in rules[1] and "from" not in rules[0]
+    assert (
+        rules[1]["ports"] == [{"protocol": "TCP", "port": 8082}]
+        and "from" in rules[1]
+        and "from" not in rules[0]
+    )
 
 
 def test_notes_tell_how_to_predict_with_the_key_torchserve_made():
@@ -295,7 +356,12 @@ def test_the_tuning_driver_and_each_training_process_have_an_exporter_port_and_s
         assert template["metadata"]["annotations"]["prometheus.io/port"] == "9500"
     assert containers(head)[0]["ports"] == [{"name": "metrics-0", "containerPort": 9500}]
     ports = {p["name"]: p["containerPort"] for p in containers(training)[0]["ports"]}
-    assert ports == {"rdzv": 29400, "metrics-0": 9500, "metrics-1": 9501, "metrics-2": 9502}  # port + local rank
+    assert ports == {
+        "rdzv": 29400,
+        "metrics-0": 9500,
+        "metrics-1": 9501,
+        "metrics-2": 9502,
+    }  # port + local rank
     for template in (submitter, worker):  # no exporter there: nothing to scrape
         assert "annotations" not in template["metadata"] and "ports" not in containers(template)[0]
 
@@ -305,7 +371,9 @@ def test_no_exporter_port_or_annotation_without_metrics_or_on_a_raycluster_head(
         for obj in objects(values):
             for template in pod_templates(obj):
                 assert "annotations" not in template["metadata"], obj["kind"]
-                assert not [p for p in containers(template)[0].get("ports", []) if p["name"].startswith("metrics-")]
+                assert not [
+                    p for p in containers(template)[0].get("ports", []) if p["name"].startswith("metrics-")
+                ]
 
 
 def test_podmonitor_scrapes_every_exporter_port_of_the_driver_and_the_training_workers():
@@ -313,17 +381,28 @@ def test_podmonitor_scrapes_every_exporter_port_of_the_driver_and_the_training_w
     monitor = only(objs, "PodMonitor")
     assert [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]] == ["metrics-0", "metrics-1"]
     selector = monitor["spec"]["selector"]
-    selected = [t for o in objs for t in pod_templates(o)
-                if all(t["metadata"]["labels"].get(k) == v for k, v in selector["matchLabels"].items())
-                and t["metadata"]["labels"].get("mlkube.dev/role") in selector["matchExpressions"][0]["values"]]
+    selected = [
+        t
+        for o in objs
+        for t in pod_templates(o)
+        if all(t["metadata"]["labels"].get(k) == v for k, v in selector["matchLabels"].items())
+        and t["metadata"]["labels"].get("mlkube.dev/role") in selector["matchExpressions"][0]["values"]
+    ]
     assert {t["metadata"]["labels"]["mlkube.dev/role"] for t in selected} == {"ray-head", "worker"}
-    exporter_ports = {p["name"] for t in selected for p in containers(t)[0]["ports"] if p["name"].startswith("metrics-")}
+    exporter_ports = {
+        p["name"] for t in selected for p in containers(t)[0]["ports"] if p["name"].startswith("metrics-")
+    }
     assert exporter_ports == {"metrics-0", "metrics-1"}
 
 
 def test_podmonitor_is_off_by_default_and_when_nothing_exports():
     assert by_kind(objects({}), "PodMonitor") == []
-    assert by_kind(objects({"metrics": {"podMonitor": {"enabled": True}}, "ray": {"mode": "cluster"}}), "PodMonitor") == []
+    assert (
+        by_kind(
+            objects({"metrics": {"podMonitor": {"enabled": True}}, "ray": {"mode": "cluster"}}), "PodMonitor"
+        )
+        == []
+    )
 
 
 # ------------------------------------------------------------------------------------------ helm test, for real
@@ -331,8 +410,8 @@ def test_podmonitor_is_off_by_default_and_when_nothing_exports():
 def torchserve(tmp_path_factory):
     """A real TorchServe serving both models of a run (classical, lstm), as the serve Deployment runs it."""
     from mlkube.serving.server import serve_run
-    from tests.serving_fixtures import make_run, serve_spec
     from mlkube.trainer.run import Run
+    from tests.serving_fixtures import make_run, serve_spec
 
     server = serve_run(Run.open(make_run(tmp_path_factory.mktemp("runs"), serve=serve_spec())))
     yield server
@@ -345,7 +424,9 @@ def run_helm_test_script(serving: Path, url: str) -> subprocess.CompletedProcess
     (container,) = containers(pod)
     env = {e["name"]: e["value"] for e in container["env"]}
     assert (env["SERVING"], env["URL"]) == ("/runs/tuned-run/serving", "http://demo-serve:8080")
-    env.update(SERVING=str(serving), URL=url, HOME=str(serving.parent), PYTHONPATH=str(ROOT), PATH=os.environ["PATH"])
+    env.update(
+        SERVING=str(serving), URL=url, HOME=str(serving.parent), PYTHONPATH=str(ROOT), PATH=os.environ["PATH"]
+    )
     command = [sys.executable if part == "python" else part for part in container["command"]]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
 
@@ -353,7 +434,9 @@ def run_helm_test_script(serving: Path, url: str) -> subprocess.CompletedProcess
 def test_helm_test_pod_reads_the_run_from_the_runs_volume_read_only():
     pod = helm_test_pod({"serve": {"enabled": True, "runId": "tuned-run"}})
     assert {"name": "runs", "mountPath": "/runs", "readOnly": True} in containers(pod)[0]["volumeMounts"]
-    assert {"name": "runs", "persistentVolumeClaim": {"claimName": "demo-runs", "readOnly": True}} in pod["spec"]["volumes"]
+    assert {"name": "runs", "persistentVolumeClaim": {"claimName": "demo-runs", "readOnly": True}} in pod[
+        "spec"
+    ]["volumes"]
 
 
 def test_helm_test_pod_gets_an_answer_from_every_served_model_with_their_example_and_the_key(torchserve):
@@ -381,7 +464,9 @@ def test_helm_test_pod_names_an_expired_key_and_the_fix(tmp_path):
     serving.mkdir()
     (serving / "server.json").write_text(json.dumps({"models": ["classical"]}))
     expired = (datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat().replace("+00:00", "Z")
-    (serving / "key_file.json").write_text(json.dumps({"inference": {"key": "k", "expiration time": expired}}))
+    (serving / "key_file.json").write_text(
+        json.dumps({"inference": {"key": "k", "expiration time": expired}})
+    )
     done = run_helm_test_script(serving, "http://127.0.0.1:9")
     assert done.returncode == 1 and "the inference key expired at" in done.stderr and "restart" in done.stderr
 
@@ -394,10 +479,19 @@ def test_helm_test_pod_says_when_torchserve_does_not_serve_the_run(tmp_path):
 # ------------------------------------------------------------------------------------------ Grafana dashboard
 DASHBOARD = CHART / "dashboards" / "mlkube.json"
 # The LSTM workers' exporter (being written): every series carries the worker's global rank.
-LSTM_METRICS = {name: {"rank"} for name in (
-    "mlkube_lstm_steps_total", "mlkube_lstm_epoch", "mlkube_lstm_train_loss", "mlkube_lstm_validation_nse",
-    "mlkube_lstm_sequences_per_second", "mlkube_lstm_checkpoint_age_seconds", "mlkube_lstm_restarts",
-    "mlkube_lstm_gpu_memory_bytes")}
+LSTM_METRICS = {
+    name: {"rank"}
+    for name in (
+        "mlkube_lstm_steps_total",
+        "mlkube_lstm_epoch",
+        "mlkube_lstm_train_loss",
+        "mlkube_lstm_validation_nse",
+        "mlkube_lstm_sequences_per_second",
+        "mlkube_lstm_checkpoint_age_seconds",
+        "mlkube_lstm_restarts",
+        "mlkube_lstm_gpu_memory_bytes",
+    )
+}
 SCRAPE_LABELS = {"namespace", "pod"}  # added by the scrape (Prometheus operator, kubernetes_sd relabelling)
 GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$namespace": ".*"}
 
@@ -423,16 +517,22 @@ def promql_problems(expressions: list[str], folder: Path) -> str:
     if shutil.which("promtool") is None:
         subprocess.run(["bash", str(ROOT / "deploy" / "system-deps.sh")], check=True)
     fill = re.compile("|".join(map(re.escape, GRAFANA_VARIABLES)))
-    rules = [{"record": f"dashboard:query_{i}", "expr": fill.sub(lambda m: GRAFANA_VARIABLES[m[0]], expr)}
-             for i, expr in enumerate(expressions)]
+    rules = [
+        {"record": f"dashboard:query_{i}", "expr": fill.sub(lambda m: GRAFANA_VARIABLES[m[0]], expr)}
+        for i, expr in enumerate(expressions)
+    ]
     path = folder / "dashboard-rules.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
-    done = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["promtool", "check", "rules", str(path)], capture_output=True, text=True, check=False
+    )
     return "" if done.returncode == 0 else done.stdout + done.stderr
 
 
 def test_dashboard_configmap_carries_the_dashboard_with_the_sidecar_label():
-    config = next(o for o in objects(values_of("serving-values")) if o["metadata"]["name"] == "demo-dashboard")
+    config = next(
+        o for o in objects(values_of("serving-values")) if o["metadata"]["name"] == "demo-dashboard"
+    )
     assert config["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(config["data"]["mlkube.json"]) == json.loads(DASHBOARD.read_text())
     assert [o for o in objects({}) if o["metadata"]["name"] == "demo-dashboard"] == []  # off by default
@@ -440,15 +540,26 @@ def test_dashboard_configmap_carries_the_dashboard_with_the_sidecar_label():
 
 def test_dashboard_shows_training_tuning_and_serving():
     queries = " ".join(t["expr"] for t in dashboard_targets())
-    for metric in ("mlkube_lstm_train_loss", "mlkube_lstm_validation_nse", "mlkube_lstm_sequences_per_second",
-                   "mlkube_lstm_checkpoint_age_seconds", "mlkube_lstm_restarts", "mlkube_tune_trials_total",
-                   "rate(mlkube_tune_folds_total", "mlkube_tune_best_score", "rate(ts_inference_requests_total",
-                   "ts_inference_latency_microseconds", "mlkube_predictions_total"):
+    for metric in (
+        "mlkube_lstm_train_loss",
+        "mlkube_lstm_validation_nse",
+        "mlkube_lstm_sequences_per_second",
+        "mlkube_lstm_checkpoint_age_seconds",
+        "mlkube_lstm_restarts",
+        "mlkube_tune_trials_total",
+        "rate(mlkube_tune_folds_total",
+        "mlkube_tune_best_score",
+        "rate(ts_inference_requests_total",
+        "ts_inference_latency_microseconds",
+        "mlkube_predictions_total",
+    ):
         assert metric in queries
 
 
 def test_every_dashboard_query_is_valid_promql(tmp_path):
-    assert "parse error" in promql_problems(["sum by (pod (mlkube_tune_best_score)"], tmp_path)  # promtool does parse
+    assert "parse error" in promql_problems(
+        ["sum by (pod (mlkube_tune_best_score)"], tmp_path
+    )  # promtool does parse
     assert promql_problems([t["expr"] for t in dashboard_targets()], tmp_path) == ""
 
 
@@ -462,8 +573,9 @@ def test_every_dashboard_metric_and_label_is_one_an_exporter_exposes(torchserve)
 
     assert run_helm_test_script(torchserve.folder, torchserve.url("inference")).returncode == 0
     deadline = time.monotonic() + 30
-    while "mlkube_predictions_total" not in (serving := exposed(requests.get(f"{torchserve.url('metrics')}/metrics",
-                                                                             timeout=10).text)):
+    while "mlkube_predictions_total" not in (
+        serving := exposed(requests.get(f"{torchserve.url('metrics')}/metrics", timeout=10).text)
+    ):
         assert time.monotonic() < deadline, "the handlers' metrics never reached TorchServe's /metrics page"
         time.sleep(0.5)
     known = {**serving, **exposed(generate_latest(TuneMetrics.create().registry).decode()), **LSTM_METRICS}
@@ -471,7 +583,9 @@ def test_every_dashboard_metric_and_label_is_one_an_exporter_exposes(torchserve)
         expr = target["expr"]
         metrics = set(re.findall(r"\b(?:mlkube|ts)_\w+", expr))
         assert metrics and metrics <= set(known), f"{expr}: unknown {metrics - set(known)}"
-        labels = set(re.findall(r"by \(([\w, ]*)\)", expr)) | set(re.findall(r"\{\{(\w+)\}\}", target["legendFormat"]))
+        labels = set(re.findall(r"by \(([\w, ]*)\)", expr)) | set(
+            re.findall(r"\{\{(\w+)\}\}", target["legendFormat"])
+        )
         labels = {name.strip() for group in labels for name in group.split(",")}
         assert labels <= SCRAPE_LABELS | set.intersection(*(known[m] for m in metrics)), expr
 
@@ -484,8 +598,10 @@ def test_image_version_of_ray_matches_the_dockerfile():
 
 # ------------------------------------------------------------------------------------------ submit = chart
 def test_submit_values_from_a_spec_render_the_specs_workload():
-    spec = parse_spec("data: {name: iris}\nlstm: {elastic: {min_nodes: 2, max_nodes: 3, nproc_per_node: 2}}\n"
-                      "cluster: {image: 'registry:5000/team/mlkube:1.2', gpu: true}\n")
+    spec = parse_spec(
+        "data: {name: iris}\nlstm: {elastic: {min_nodes: 2, max_nodes: 3, nproc_per_node: 2}}\n"
+        "cluster: {image: 'registry:5000/team/mlkube:1.2', gpu: true}\n"
+    )
     objs = render(values_for(spec, "elastic", "r1"), "mlkube-r1", "ml").objects
     assert {o["kind"] for o in objs} == {"ConfigMap", "PersistentVolumeClaim", "PyTorchJob"}
     job = only(objs, "PyTorchJob")
@@ -504,7 +620,12 @@ def test_submit_values_files_override_the_spec():
 
 def test_objects_come_in_apply_order_storage_and_config_first():
     kinds = [o["kind"] for o in objects(kind_everything())]
-    assert kinds.index("PersistentVolumeClaim") < kinds.index("ConfigMap") < kinds.index("Service") < kinds.index("RayJob")
+    assert (
+        kinds.index("PersistentVolumeClaim")
+        < kinds.index("ConfigMap")
+        < kinds.index("Service")
+        < kinds.index("RayJob")
+    )
 
 
 # ------------------------------------------------------------------------------------------ bad values
@@ -523,7 +644,10 @@ SCHEMA_RULES = [
     ({"ray": {"version": "latest"}}, "ray.version: 'latest' does not match pattern"),
     ({"ray": {"stages": "evaluate;rm"}}, "ray.stages: 'evaluate;rm' does not match pattern"),
     ({"ray": {"workers": {"maxReplicas": 0}}}, "ray.workers.maxReplicas: minimum: got 0, want 1"),
-    ({"ray": {"head": {"resources": {"requests": {"cpu": "two"}}}}}, "ray.head.resources.requests.cpu: 'two' does not match"),
+    (
+        {"ray": {"head": {"resources": {"requests": {"cpu": "two"}}}}},
+        "ray.head.resources.requests.cpu: 'two' does not match",
+    ),
     ({"elastic": {"operator": "mpi"}}, "elastic.operator: value must be one of 'kubeflow', 'torchelastic'"),
     ({"elastic": {"minNodes": 0}}, "elastic.minNodes: minimum: got 0, want 1"),
     ({"elastic": {"nprocPerNode": 0}}, "elastic.nprocPerNode: minimum: got 0, want 1"),
@@ -531,10 +655,16 @@ SCHEMA_RULES = [
     ({"elastic": {"rdzvPort": 0}}, "elastic.rdzvPort: minimum: got 0, want 1"),
     ({"serve": {"ports": {"inference": 65536}}}, "serve.ports.inference: maximum: got 65,536, want 65,535"),
     ({"serve": {"service": {"type": "Ingress"}}}, "serve.service.type: value must be one of"),
-    ({"serve": {"serviceMonitor": {"interval": "often"}}}, "serve.serviceMonitor.interval: 'often' does not match"),
+    (
+        {"serve": {"serviceMonitor": {"interval": "often"}}},
+        "serve.serviceMonitor.interval: 'often' does not match",
+    ),
     ({"serve": {"tokn": "x"}}, "serve: additional properties 'tokn' not allowed"),
     ({"metrics": {"podMonitor": {"interval": "30"}}}, "metrics.podMonitor.interval: '30' does not match"),
-    ({"grafana": {"dashboard": {"labels": {"grafana_dashboard": None}}}}, "grafana.dashboard.labels: minProperties: got 0, want 1"),
+    (
+        {"grafana": {"dashboard": {"labels": {"grafana_dashboard": None}}}},
+        "grafana.dashboard.labels: minProperties: got 0, want 1",
+    ),
     ({"grafana": {"dashboard": {"labels": None}}}, "grafana.dashboard: missing property 'labels'"),
     ({"raay": {}}, "<top level>: additional properties 'raay' not allowed"),
     ({"serve": {"runId": "Run 1"}}, "serve.runId: 'Run 1' does not match pattern"),
@@ -551,7 +681,9 @@ SCHEMA_RULES = [
 ]
 
 
-@pytest.mark.parametrize(("bad", "message"), SCHEMA_RULES, ids=[f"bad-{m.split(':')[0]}" for _, m in SCHEMA_RULES])
+@pytest.mark.parametrize(
+    ("bad", "message"), SCHEMA_RULES, ids=[f"bad-{m.split(':')[0]}" for _, m in SCHEMA_RULES]
+)
 def test_a_bad_value_fails_with_a_message_naming_it(bad, message):
     with pytest.raises(MlkubeError) as err:
         render(bad, "demo", "ml")
@@ -560,14 +692,22 @@ def test_a_bad_value_fails_with_a_message_naming_it(bad, message):
 
 TEMPLATE_RULES = [
     ({"elastic": {"minNodes": 3, "maxNodes": 2}}, "elastic.minNodes (3) must be <= elastic.maxNodes (2)"),
-    ({"ray": {"workers": {"minReplicas": 4, "maxReplicas": 2}}}, "ray.workers.minReplicas (4) must be <= ray.workers.maxReplicas (2)"),
-    ({"metrics": {"port": None, "podMonitor": {"enabled": True}}}, "metrics.podMonitor.enabled needs metrics.port"),
+    (
+        {"ray": {"workers": {"minReplicas": 4, "maxReplicas": 2}}},
+        "ray.workers.minReplicas (4) must be <= ray.workers.maxReplicas (2)",
+    ),
+    (
+        {"metrics": {"port": None, "podMonitor": {"enabled": True}}},
+        "metrics.podMonitor.enabled needs metrics.port",
+    ),
     ({"runs": {"create": False}}, "runs.create is false: set runs.claimName"),
     ({"ray": {"enabled": False}}, "nothing to deploy: enable ray, elastic or serve"),
 ]
 
 
-@pytest.mark.parametrize(("bad", "message"), TEMPLATE_RULES, ids=[f"bad-{m.split(' ')[0]}" for _, m in TEMPLATE_RULES])
+@pytest.mark.parametrize(
+    ("bad", "message"), TEMPLATE_RULES, ids=[f"bad-{m.split(' ')[0]}" for _, m in TEMPLATE_RULES]
+)
 def test_a_rule_across_values_fails_with_the_fix(bad, message):
     with pytest.raises(MlkubeError) as err:
         render(bad, "demo", "ml")
@@ -583,7 +723,11 @@ def test_every_constrained_value_has_a_bad_value_test():
 
     for path, node in _properties(schema):
         target = schema["definitions"].get(_ref_name(node), node)
-        if any(rule in target for rule in rules) and path not in tested and _ref_name(node) not in covered_refs:
+        if (
+            any(rule in target for rule in rules)
+            and path not in tested
+            and _ref_name(node) not in covered_refs
+        ):
             untested.append(path)
     assert untested == []
 

@@ -9,6 +9,7 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
+
 def _board(run):
     return json.loads((run.path / "leaderboard.json").read_text())
 
@@ -26,7 +27,9 @@ def _tutorial_pipelines(seed: int):
     from sklearn.tree import DecisionTreeClassifier
 
     return {
-        "LR": make_pipeline(StandardScaler(), OneVsRestClassifier(LogisticRegression(solver="liblinear", random_state=seed))),
+        "LR": make_pipeline(
+            StandardScaler(), OneVsRestClassifier(LogisticRegression(solver="liblinear", random_state=seed))
+        ),
         "LDA": make_pipeline(LinearDiscriminantAnalysis()),
         "KNN": make_pipeline(StandardScaler(), KNeighborsClassifier()),
         "CART": make_pipeline(DecisionTreeClassifier(random_state=seed)),
@@ -82,7 +85,12 @@ def test_outputs_of_a_finished_run(iris_run):
     assert lines[0] == "model,stage,params,fold,score" and len(lines) == 1 + 6 * 10
     model, meta = load_sklearn_model(path / "models" / "classical")
     assert meta["estimator"] == _board(iris_run)["best"]["model"]
-    assert meta["features"] == ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
+    assert meta["features"] == [
+        "sepal length (cm)",
+        "sepal width (cm)",
+        "petal length (cm)",
+        "petal width (cm)",
+    ]
     assert list(model.predict(np.array([[5.1, 3.5, 1.4, 0.2]]))) == [0]
     env = json.loads((path / "env.json").read_text())
     assert env["seed"] == 1 and env["end_time"] and len(env["data_hash"]["classical"]) == 64
@@ -91,7 +99,9 @@ def test_outputs_of_a_finished_run(iris_run):
 def test_report_rebuilds_the_same_files_and_compare_lines_up_two_runs(iris_run, capsys):
     from mlkube.cli import main
 
-    before = {p: p.read_bytes() for p in [iris_run.path / "leaderboard.json", *iris_run.figures.glob("*.png")]}
+    before = {
+        p: p.read_bytes() for p in [iris_run.path / "leaderboard.json", *iris_run.figures.glob("*.png")]
+    }
     assert main(["report", str(iris_run.path)]) == 0
     assert {p: p.read_bytes() for p in before} == before  # same stage results, same bytes
     assert main(["compare", str(iris_run.path), str(iris_run.path)]) == 0
@@ -124,10 +134,12 @@ def test_group_scheme_keeps_each_group_in_one_fold(ray_cluster, run_spec, tmp_pa
 
     X, y = make_classification(n_samples=120, n_features=5, random_state=0)
     groups = np.repeat(np.arange(12), 10)
-    table = "\n".join(",".join(map(str, [*x, t, g])) for x, t, g in zip(X, y, groups))
+    table = "\n".join(",".join(map(str, [*x, t, g])) for x, t, g in zip(X, y, groups, strict=False))
     (tmp_path / "g.csv").write_text("a,b,c,d,e,label,site\n" + table + "\n")
-    run = run_spec(f"data: {{path: {tmp_path / 'g.csv'}, target: label, groups: site}}\n"
-                   "classical: {models: [NB], cv: {scheme: group, folds: 4}}\n")
+    run = run_spec(
+        f"data: {{path: {tmp_path / 'g.csv'}, target: label, groups: site}}\n"
+        "classical: {models: [NB], cv: {scheme: group, folds: 4}}\n"
+    )
     expected = cross_val_score(GaussianNB(), X, y, groups=groups, cv=GroupKFold(4))
     assert _board(run)["rows"][0]["scores"] == pytest.approx(list(expected), abs=1e-12)
 
@@ -139,37 +151,56 @@ def test_grid_search_scores_equal_grid_search_cv(ray_cluster, run_spec):
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
 
-    run = run_spec("seed: 5\ndata: {name: breast_cancer}\nclassical:\n  models: [SVM]\n  cv: {scheme: stratified, folds: 3}\n"
-                   "  search: {algorithm: grid, space: {SVM: {C: [0.1, 1, 10], gamma: [0.01, 0.1]}}}\n")
+    run = run_spec(
+        "seed: 5\ndata: {name: breast_cancer}\nclassical:\n  models: [SVM]\n  cv: {scheme: stratified, folds: 3}\n"
+        "  search: {algorithm: grid, space: {SVM: {C: [0.1, 1, 10], gamma: [0.01, 0.1]}}}\n"
+    )
     trials = json.loads(run.stage_file("improve").read_text())["trials"]
     assert len(trials) == 6
     X, y = load_breast_cancer(return_X_y=True)
-    grid = GridSearchCV(make_pipeline(StandardScaler(), SVC(random_state=5)),
-                        {"svc__C": [0.1, 1, 10], "svc__gamma": [0.01, 0.1]},
-                        cv=StratifiedKFold(3, shuffle=True, random_state=5), scoring="accuracy").fit(X, y)
+    grid = GridSearchCV(
+        make_pipeline(StandardScaler(), SVC(random_state=5)),
+        {"svc__C": [0.1, 1, 10], "svc__gamma": [0.01, 0.1]},
+        cv=StratifiedKFold(3, shuffle=True, random_state=5),
+        scoring="accuracy",
+    ).fit(X, y)
     for i, params in enumerate(grid.cv_results_["params"]):
-        trial = next(t for t in trials if t["params"]["C"] == params["svc__C"] and t["params"]["gamma"] == params["svc__gamma"])
+        trial = next(
+            t
+            for t in trials
+            if t["params"]["C"] == params["svc__C"] and t["params"]["gamma"] == params["svc__gamma"]
+        )
         expected = [grid.cv_results_[f"split{k}_test_score"][i] for k in range(3)]
         assert trial["scores"] == pytest.approx(expected, abs=1e-9)
     best = json.loads(run.stage_file("improve").read_text())["best"]
-    assert best["params"]["C"] == grid.best_params_["svc__C"] and best["params"]["gamma"] == grid.best_params_["svc__gamma"]
+    assert (
+        best["params"]["C"] == grid.best_params_["svc__C"]
+        and best["params"]["gamma"] == grid.best_params_["svc__gamma"]
+    )
 
 
 @pytest.mark.parametrize("algorithm", ["random", "tpe"])
 def test_random_and_tpe_search_sample_the_space(algorithm, ray_cluster, run_spec):
-    run = run_spec(f"seed: 2\ndata: {{name: wine}}\nclassical:\n  models: [KNN]\n  cv: {{scheme: kfold, folds: 3}}\n"
-                   f"  search: {{algorithm: {algorithm}, trials: 4, space: {{KNN: {{n_neighbors: {{randint: [1, 30]}}, "
-                   f"weights: [uniform, distance]}}}}}}\n")
+    run = run_spec(
+        f"seed: 2\ndata: {{name: wine}}\nclassical:\n  models: [KNN]\n  cv: {{scheme: kfold, folds: 3}}\n"
+        f"  search: {{algorithm: {algorithm}, trials: 4, space: {{KNN: {{n_neighbors: {{randint: [1, 30]}}, "
+        f"weights: [uniform, distance]}}}}}}\n"
+    )
     trials = json.loads(run.stage_file("improve").read_text())["trials"]
     assert len(trials) == 4 and all(t["status"] == "ok" for t in trials)
-    assert all(1 <= t["params"]["n_neighbors"] < 30 and t["params"]["weights"] in ("uniform", "distance") for t in trials)
+    assert all(
+        1 <= t["params"]["n_neighbors"] < 30 and t["params"]["weights"] in ("uniform", "distance")
+        for t in trials
+    )
 
 
 def test_asha_stops_weak_trials_after_the_grace_folds(ray_cluster, run_spec):
-    run = run_spec("seed: 0\ndata: {name: breast_cancer}\nclassical:\n  models: [KNN]\n  max_concurrent: 1\n"
-                   "  cv: {scheme: stratified, folds: 8}\n"
-                   "  search: {algorithm: grid, scheduler: asha, grace_folds: 1, "
-                   "space: {KNN: {n_neighbors: [5, 300, 350, 400]}}}\n")
+    run = run_spec(
+        "seed: 0\ndata: {name: breast_cancer}\nclassical:\n  models: [KNN]\n  max_concurrent: 1\n"
+        "  cv: {scheme: stratified, folds: 8}\n"
+        "  search: {algorithm: grid, scheduler: asha, grace_folds: 1, "
+        "space: {KNN: {n_neighbors: [5, 300, 350, 400]}}}\n"
+    )
     trials = json.loads(run.stage_file("improve").read_text())["trials"]
     stopped = [t for t in trials if t["status"] == "early_stopped"]
     assert stopped and all(t["params"]["n_neighbors"] >= 300 and len(t["scores"]) < 8 for t in stopped)
@@ -183,22 +214,29 @@ def test_nested_cv_equals_a_hand_written_nested_loop(ray_cluster, run_spec):
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
 
-    run = run_spec("seed: 4\ndata: {name: wine}\nclassical:\n  models: [SVM]\n"
-                   "  cv: {scheme: nested, outer: {scheme: stratified, folds: 3}, inner: {scheme: stratified, folds: 3}}\n"
-                   "  search: {space: {SVM: {C: [0.01, 1, 100]}}}\n")
+    run = run_spec(
+        "seed: 4\ndata: {name: wine}\nclassical:\n  models: [SVM]\n"
+        "  cv: {scheme: nested, outer: {scheme: stratified, folds: 3}, inner: {scheme: stratified, folds: 3}}\n"
+        "  search: {space: {SVM: {C: [0.01, 1, 100]}}}\n"
+    )
     nested = json.loads(run.stage_file("improve").read_text())["nested"]["SVM"]
     X, y = load_wine(return_X_y=True)
     expected = []
     for train, test in StratifiedKFold(3, shuffle=True, random_state=4).split(X, y):
         inner = StratifiedKFold(3, shuffle=True, random_state=4)
-        pipe = lambda c: make_pipeline(StandardScaler(), SVC(C=c, random_state=4))
-        best_c = max([0.01, 1, 100], key=lambda c: cross_val_score(pipe(c), X[train], y[train], cv=inner).mean())
+        def pipe(c):
+            return make_pipeline(StandardScaler(), SVC(C=c, random_state=4))
+        best_c = max(
+            [0.01, 1, 100], key=lambda c: cross_val_score(pipe(c), X[train], y[train], cv=inner).mean()
+        )
         expected.append(pipe(best_c).fit(X[train], y[train]).score(X[test], y[test]))
     assert nested["outer_scores"] == pytest.approx(expected, abs=1e-12)
     assert nested["optimism"] == pytest.approx(nested["inner_mean"] - nested["nested_mean"])
     tuned = json.loads(run.stage_file("improve").read_text())["tuned"]
     assert tuned[0]["scores"] == nested["outer_scores"]
-    assert (run.path / "figures" / "nested_cv.png").exists() and "optimism" in (run.path / "report.html").read_text()
+    assert (run.path / "figures" / "nested_cv.png").exists() and "optimism" in (
+        run.path / "report.html"
+    ).read_text()
 
 
 def test_a_failing_trial_is_recorded_and_the_others_finish(ray_cluster, run_spec, tmp_path):
@@ -206,9 +244,11 @@ def test_a_failing_trial_is_recorded_and_the_others_finish(ray_cluster, run_spec
     X = rng.normal(size=(80, 3))
     X[::7, 1] = np.nan  # models without native NaN support fail; GBM handles missing values
     y = (rng.normal(size=80) > 0).astype(int)
-    rows = "\n".join(",".join("" if np.isnan(v) else str(v) for v in x) + f",{t}" for x, t in zip(X, y))
+    rows = "\n".join(",".join("" if np.isnan(v) else str(v) for v in x) + f",{t}" for x, t in zip(X, y, strict=False))
     (tmp_path / "nan.csv").write_text("a,b,c,y\n" + rows + "\n")
-    run = run_spec(f"data: {{path: {tmp_path / 'nan.csv'}, target: y}}\nclassical: {{models: [GBM, LR], max_failures: 0}}\n")
+    run = run_spec(
+        f"data: {{path: {tmp_path / 'nan.csv'}, target: y}}\nclassical: {{models: [GBM, LR], max_failures: 0}}\n"
+    )
     board = _board(run)
     status = {r["model"]: r for r in board["rows"]}
     assert status["GBM"]["status"] == "ok" and status["LR"]["status"] == "failed"
@@ -221,7 +261,12 @@ def test_same_seed_gives_identical_scores_with_folds_in_trials_or_as_parallel_ta
     text = "seed: 9\ndata: {name: wine}\nclassical: {models: [CART, RF], cv: {scheme: kfold, folds: 3}}\n"
     first = _board(run_spec(text, run_id="a"))
     second = _board(run_spec(text, run_id="b"))
-    parallel = _board(run_spec(text.replace("folds: 3}", "folds: 3}, parallel_folds: true, resources_per_trial: {cpu: 0.5}"), run_id="c"))
+    parallel = _board(
+        run_spec(
+            text.replace("folds: 3}", "folds: 3}, parallel_folds: true, resources_per_trial: {cpu: 0.5}"),
+            run_id="c",
+        )
+    )
     scores = [[(r["model"], r["scores"]) for r in board["rows"]] for board in (first, second, parallel)]
     assert scores[0] == scores[1] == scores[2]
 
@@ -256,15 +301,31 @@ def test_a_killed_trial_worker_is_retried_and_the_trial_finishes(ray_cluster):
 
     X, y = make_classification(n_samples=3000, n_features=20, random_state=0)
     steps = [Step(str(i), tr, te) for i, (tr, te) in enumerate(KFold(5).split(X))]
-    data = TrialData(X=X, y=y, steps=steps, task="classification", metric="accuracy", scaler="auto", impute="none",
-                     n_classes=2, seed=0)
+    data = TrialData(
+        X=X,
+        y=y,
+        steps=steps,
+        task="classification",
+        metric="accuracy",
+        scaler="auto",
+        impute="none",
+        n_classes=2,
+        seed=0,
+    )
     killed: list[int] = []
     killer = threading.Thread(target=_kill_first_trial_worker, args=(killed, time.monotonic() + 60))
     killer.start()
-    rows = run_trials("fault", {"model": tune.grid_search(["RF", "GBM"])}, data, SearchSettings(max_failures=2),
-                      Progress(quiet=True))
+    rows = run_trials(
+        "fault",
+        {"model": tune.grid_search(["RF", "GBM"])},
+        data,
+        SearchSettings(max_failures=2),
+        Progress(quiet=True),
+    )
     killer.join()
     assert killed, "no trial worker was seen to kill"
     assert [r["status"] for r in rows] == ["ok", "ok"] and all(len(r["scores"]) == 5 for r in rows)
-    calm = run_trials("calm", {"model": tune.grid_search(["RF", "GBM"])}, data, SearchSettings(), Progress(quiet=True))
+    calm = run_trials(
+        "calm", {"model": tune.grid_search(["RF", "GBM"])}, data, SearchSettings(), Progress(quiet=True)
+    )
     assert {r["model"]: r["scores"] for r in rows} == {r["model"]: r["scores"] for r in calm}

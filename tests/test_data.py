@@ -13,10 +13,15 @@ from mlkube.trainer.spec import DataSpec
 pytestmark = pytest.mark.unit
 
 
-@pytest.mark.parametrize("name, task, rows, classes", [
-    ("iris", "classification", 150, 3), ("wine", "classification", 178, 3),
-    ("breast_cancer", "classification", 569, 2), ("diabetes", "regression", 442, 0),
-])
+@pytest.mark.parametrize(
+    "name, task, rows, classes",
+    [
+        ("iris", "classification", 150, 3),
+        ("wine", "classification", 178, 3),
+        ("breast_cancer", "classification", 569, 2),
+        ("diabetes", "regression", 442, 0),
+    ],
+)
 def test_builtins_load_without_download(name, task, rows, classes):
     data = load_tabular(DataSpec(name=name))
     assert (data.task, data.n_rows, len(data.class_names)) == (task, rows, classes)
@@ -24,8 +29,14 @@ def test_builtins_load_without_download(name, task, rows, classes):
 
 
 def test_parquet_with_string_classes_and_chosen_features(tmp_path):
-    frame = pd.DataFrame({"a": [1.0, 2, 3, 4], "b": [0.5, 0.1, 0.2, 0.3], "noise": [9, 9, 9, 9],
-                          "kind": ["cat", "dog", "cat", "dog"]})
+    frame = pd.DataFrame(
+        {
+            "a": [1.0, 2, 3, 4],
+            "b": [0.5, 0.1, 0.2, 0.3],
+            "noise": [9, 9, 9, 9],
+            "kind": ["cat", "dog", "cat", "dog"],
+        }
+    )
     frame.to_parquet(tmp_path / "t.parquet")
     data = load_tabular(DataSpec(path=tmp_path / "t.parquet", target="kind", features=["a", "b"]))
     assert data.task == "classification" and data.class_names == ["cat", "dog"]
@@ -37,15 +48,20 @@ def test_a_continuous_target_is_regression_and_task_can_be_forced(tmp_path):
     assert load_tabular(DataSpec(path=tmp_path / "r.csv", target="y")).task == "regression"
     (tmp_path / "c.csv").write_text("x,y\n1,1\n2,2\n3,1\n4,2\n")
     assert load_tabular(DataSpec(path=tmp_path / "c.csv", target="y")).task == "classification"
-    assert load_tabular(DataSpec(path=tmp_path / "c.csv", target="y"), task="regression").y.dtype == np.float64
+    assert (
+        load_tabular(DataSpec(path=tmp_path / "c.csv", target="y"), task="regression").y.dtype == np.float64
+    )
 
 
-@pytest.mark.parametrize("content, message", [
-    ("x,y\n", "has no rows"),
-    ("x,y\n1,\n2,1\n", "has 1 missing value(s) (file lines [2]"),
-    ("x,y\n1,0\n", "column(s) ['z'] not in"),
-    ("y\n1\n2\n", "no feature columns"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("x,y\n", "has no rows"),
+        ("x,y\n1,\n2,1\n", "has 1 missing value(s) (file lines [2]"),
+        ("x,y\n1,0\n", "column(s) ['z'] not in"),
+        ("y\n1\n2\n", "no feature columns"),
+    ],
+)
 def test_bad_files_are_refused_with_the_fix(tmp_path, content, message):
     (tmp_path / "bad.csv").write_text(content)
     features = ["z"] if "'z'" in message else None

@@ -23,14 +23,22 @@ SCRIPTS = ("up.sh", "e2e.sh", "down.sh")
 
 def dry_run(script: str, **env: str) -> list[str]:
     """The commands a script would run (DRY_RUN=1), one string each."""
-    proc = subprocess.run(["bash", str(KIND / script)], env={**os.environ, "DRY_RUN": "1", "RUN_ID": "e2e-1", **env},
-                          capture_output=True, text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        ["bash", str(KIND / script)],
+        env={**os.environ, "DRY_RUN": "1", "RUN_ID": "e2e-1", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     return [line[2:] for line in proc.stderr.splitlines() if line.startswith("+ ")]
 
 
 def common(name: str) -> str:
-    (value,) = re.findall(rf"^{name}=\$\{{{name}:-([^}}]+)\}}", (KIND / "common.sh").read_text(), flags=re.MULTILINE)
+    (value,) = re.findall(
+        rf"^{name}=\$\{{{name}:-([^}}]+)\}}", (KIND / "common.sh").read_text(), flags=re.MULTILINE
+    )
     return value
 
 
@@ -42,8 +50,13 @@ def dockerfile() -> list:
 
 # ------------------------------------------------------------------------------------------- scripts
 def test_scripts_pass_shellcheck():
-    proc = subprocess.run([str(BIN / "shellcheck"), "-x", "--severity=style", *SCRIPTS, "common.sh"], cwd=KIND,
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [str(BIN / "shellcheck"), "-x", "--severity=style", *SCRIPTS, "common.sh"],
+        cwd=KIND,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout
 
 
@@ -57,9 +70,15 @@ def test_scripts_are_strict_executable_bash(script):
 def test_up_creates_the_cluster_installs_both_operators_and_loads_the_image():
     commands = dry_run("up.sh")
     assert commands[0] == f"kind create cluster --name mlkube --config {KIND}/cluster.yaml --wait 180s"
-    assert any(c.startswith("helm upgrade --install kuberay-operator kuberay/kuberay-operator --version 1.7.0") for c in commands)
+    assert any(
+        c.startswith("helm upgrade --install kuberay-operator kuberay/kuberay-operator --version 1.7.0")
+        for c in commands
+    )
     assert any("training-operator.git/manifests/overlays/standalone?ref=v1.9.0" in c for c in commands)
-    assert commands[-2:] == [f"docker build --build-arg VARIANT=cpu -t mlkube:dev {ROOT}", "kind load docker-image mlkube:dev --name mlkube"]
+    assert commands[-2:] == [
+        f"docker build --build-arg VARIANT=cpu -t mlkube:dev {ROOT}",
+        "kind load docker-image mlkube:dev --name mlkube",
+    ]
     assert not any("elasticjob" in c for c in commands)
 
 
@@ -74,20 +93,29 @@ def test_up_builds_the_gpu_variant_on_request():
 def test_operator_versions_are_those_of_the_vendored_crds():
     readme = (CRDS / "README.md").read_text()
     assert re.search(rf"ray.io_rayjobs.yaml.*\| v{re.escape(common('KUBERAY_VERSION'))} ", readme)
-    assert re.search(rf"kubeflow.org_pytorchjobs.yaml.*\| {re.escape(common('TRAINING_OPERATOR_VERSION'))} ", readme)
+    assert re.search(
+        rf"kubeflow.org_pytorchjobs.yaml.*\| {re.escape(common('TRAINING_OPERATOR_VERSION'))} ", readme
+    )
 
 
 def test_e2e_tunes_serves_the_tuned_run_predicts_with_torchserves_key_and_collects_logs():
     commands = dry_run("e2e.sh")
     mlkube = str(ROOT / ".venv/bin/mlkube")
-    assert commands[0] == (f"{mlkube} submit {KIND}/experiment.yaml --kind ray --run-id e2e-1 -n mlkube "
-                           f"-f {KIND}/values.yaml --timeout 1800")
+    assert commands[0] == (
+        f"{mlkube} submit {KIND}/experiment.yaml --kind ray --run-id e2e-1 -n mlkube "
+        f"-f {KIND}/values.yaml --timeout 1800"
+    )
     install = next(c for c in commands if c.startswith("helm upgrade --install mlkube-serve-e2e-1"))
     assert "--set serve.runId=e2e-1" in install and "--set runs.claimName=mlkube-runs" in install
     assert "helm test mlkube-serve-e2e-1 -n mlkube --logs" in commands
-    assert "kubectl -n mlkube exec deploy/mlkube-serve-e2e-1-serve -- mlkube predict /runs/e2e-1 --model classical" in commands
-    assert any(c.startswith("kubectl") and "/runs/e2e-1/serving/key_file.json" in c and "Authorization: Bearer" in c
-               for c in commands)
+    assert (
+        "kubectl -n mlkube exec deploy/mlkube-serve-e2e-1-serve -- mlkube predict /runs/e2e-1 --model classical"
+        in commands
+    )
+    assert any(
+        c.startswith("kubectl") and "/runs/e2e-1/serving/key_file.json" in c and "Authorization: Bearer" in c
+        for c in commands
+    )
     assert any(c.startswith("curl") and " -H @" in c and "/predictions/classical" in c for c in commands)
     assert "collect" in (KIND / "e2e.sh").read_text() and "trap collect EXIT" in (KIND / "e2e.sh").read_text()
 
@@ -103,8 +131,13 @@ def test_down_deletes_the_cluster():
 def test_a_missing_tool_stops_up_with_the_install_hint(tmp_path):
     for tool in ("bash", "dirname", "basename", "cat"):
         (tmp_path / tool).symlink_to(shutil.which(tool))
-    proc = subprocess.run([str(tmp_path / "bash"), str(KIND / "up.sh")], env={"PATH": str(tmp_path)},
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [str(tmp_path / "bash"), str(KIND / "up.sh")],
+        env={"PATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 1 and "up.sh: docker not found: install Docker" in proc.stderr
 
 
@@ -125,13 +158,20 @@ def test_elasticjob_v1_crd_is_valid_and_keeps_the_vendored_fields():
     vendored = yaml.safe_load((CRDS / "elastic.pytorch.org_elasticjobs.yaml").read_text())
     v1_schema = v1["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     vendored_schema = vendored["spec"]["validation"]["openAPIV3Schema"]
-    assert set(v1_schema["properties"]["spec"]["properties"]) == set(vendored_schema["properties"]["spec"]["properties"])
+    assert set(v1_schema["properties"]["spec"]["properties"]) == set(
+        vendored_schema["properties"]["spec"]["properties"]
+    )
 
 
 # ------------------------------------------------------------------------------------------- the image
 def test_dockerfile_passes_hadolint():
-    proc = subprocess.run([str(BIN / "hadolint"), "--no-color", "Dockerfile"], cwd=ROOT, capture_output=True, text=True,
-                          check=False)
+    proc = subprocess.run(
+        [str(BIN / "hadolint"), "--no-color", "Dockerfile"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout
 
 
@@ -139,7 +179,9 @@ def test_dockerfile_has_a_cpu_and_a_gpu_variant_cpu_by_default():
     commands = dockerfile()
     stages = [c.value[-1] for c in commands if c.cmd == "FROM" and len(c.value) == 3]
     assert {"base-cpu", "base-gpu"} <= set(stages)
-    assert next(c for c in commands if c.cmd == "ARG" and c.value[0].startswith("VARIANT=")).value == ("VARIANT=cpu",)
+    assert next(c for c in commands if c.cmd == "ARG" and c.value[0].startswith("VARIANT=")).value == (
+        "VARIANT=cpu",
+    )
     assert commands[-1 - [c.cmd for c in reversed(commands)].index("FROM")].value == ("base-${VARIANT}",)
     cpu_torch = next(c for c in commands if c.cmd == "RUN" and "download.pytorch.org/whl/cpu" in c.value[0])
     assert "torch==${TORCH_VERSION}" in cpu_torch.value[0]
@@ -160,7 +202,11 @@ def test_the_image_runs_mlkube_as_the_charts_non_root_user():
 
 
 def test_every_copied_path_exists_and_passes_dockerignore():
-    allowed = [line[1:].rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines() if line.startswith("!")]
+    allowed = [
+        line[1:].rstrip("/")
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.startswith("!")
+    ]
     sources = [src for c in dockerfile() if c.cmd == "COPY" for src in c.value[:-1]]
     assert sources
     for src in sources:

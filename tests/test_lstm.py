@@ -60,7 +60,9 @@ def test_scores_leave_out_missing_days_and_summaries_leave_out_unscored_sites():
     scores = site_scores(sim, obs, ["a", "b"])
     assert scores["a"] == {"nse": 1.0, "kge": pytest.approx(1.0), "rmse": 0.0, "bias": 0.0}
     assert np.isnan(scores["b"]["nse"])  # constant observations: NSE undefined
-    assert summarize(scores)["median"]["nse"] == 1.0 and summarize(scores)["mean"]["rmse"] == pytest.approx(np.sqrt(0.5) / 2)
+    assert summarize(scores)["median"]["nse"] == 1.0 and summarize(scores)["mean"]["rmse"] == pytest.approx(
+        np.sqrt(0.5) / 2
+    )
 
 
 # ----------------------------------------------------------------------------------------------- baselines
@@ -83,8 +85,11 @@ def test_ridge_baseline_recovers_a_target_linear_in_yesterdays_inputs(tiny):
     data = prepared.data
     linear = np.full(data.target.shape, np.nan, np.float32)
     linear[:, 1:] = 2 * data.dynamic[:, :-1, 1] - data.dynamic[:, :-1, 3]
-    test = score(BASELINES["Ridge"](dataclasses.replace(data, target=linear), 30, 1, 0, "test"),
-                 dataclasses.replace(data, target=linear), "test")
+    test = score(
+        BASELINES["Ridge"](dataclasses.replace(data, target=linear), 30, 1, 0, "test"),
+        dataclasses.replace(data, target=linear),
+        "test",
+    )
     assert test["median"]["nse"] > 0.999
 
 
@@ -113,8 +118,11 @@ def test_a_truncated_checkpoint_is_detected_and_the_previous_one_is_used(tmp_pat
 
     for step in (10, 20, 30, 40):
         save_checkpoint(tmp_path, step, {"step": step, "w": torch.full((100,), float(step))})
-    assert [p.name for p in checkpoints(tmp_path)] == ["step-000000040.ckpt", "step-000000030.ckpt",
-                                                       "step-000000020.ckpt"]
+    assert [p.name for p in checkpoints(tmp_path)] == [
+        "step-000000040.ckpt",
+        "step-000000030.ckpt",
+        "step-000000020.ckpt",
+    ]
     newest = checkpoints(tmp_path)[0]
     newest.write_bytes(newest.read_bytes()[:-7])
     warnings = []
@@ -162,8 +170,10 @@ def test_resuming_from_the_last_complete_checkpoint_ends_with_bit_identical_weig
     state = resumed.fit()
     assert [s["from_step"] for s in state.segments] == [0, 10]
     assert_same_weights(weights(resumed.net), weights(calm.net))
-    untimed = [[{k: v for k, v in h.items() if k != "samples_per_second"} for h in t.state.history]
-               for t in (resumed, calm)]
+    untimed = [
+        [{k: v for k, v in h.items() if k != "samples_per_second"} for h in t.state.history]
+        for t in (resumed, calm)
+    ]
     assert untimed[0] == untimed[1] and len(untimed[0]) == 3
 
 
@@ -198,13 +208,29 @@ def test_torchrun_command_carries_the_contract_flags(tmp_path):
     run = Run.start(spec.to_yaml(), tmp_path, run_id="r-1")
     command = torchrun_command(spec.lstm.elastic, run, 29511)
     assert command[1:3] == ["-m", "torch.distributed.run"]
-    assert command[3:9] == ["--nnodes=1", "--nproc-per-node=3", "--rdzv-backend=c10d",
-                            "--rdzv-endpoint=127.0.0.1:29511", "--rdzv-id=r-1", "--max-restarts=5"]
-    assert command[9:] == ["-m", "mlkube.commands.lstm_worker", "--spec", str(run.path / "spec.yaml"), "--run-dir", str(run.path)]
+    assert command[3:9] == [
+        "--nnodes=1",
+        "--nproc-per-node=3",
+        "--rdzv-backend=c10d",
+        "--rdzv-endpoint=127.0.0.1:29511",
+        "--rdzv-id=r-1",
+        "--max-restarts=5",
+    ]
+    assert command[9:] == [
+        "-m",
+        "mlkube.commands.lstm_worker",
+        "--spec",
+        str(run.path / "spec.yaml"),
+        "--run-dir",
+        str(run.path),
+    ]
     spec.lstm.elastic.rdzv_endpoint, spec.lstm.elastic.rdzv_backend = "etcd-host:2379", "etcd-v2"
     spec.lstm.elastic.max_nodes = 4
     assert torchrun_command(spec.lstm.elastic, run, 29511)[3:6] == [
-        "--nnodes=1:4", "--nproc-per-node=3", "--rdzv-backend=etcd-v2"]
+        "--nnodes=1:4",
+        "--nproc-per-node=3",
+        "--rdzv-backend=etcd-v2",
+    ]
 
 
 def test_a_batch_smaller_than_the_workers_is_refused_before_torchrun_starts(tiny):
@@ -219,8 +245,20 @@ def test_a_batch_smaller_than_the_workers_is_refused_before_torchrun_starts(tiny
 
 def test_entry_point_without_an_lstm_section_exits_2_with_the_fix(tmp_path):
     (tmp_path / "spec.yaml").write_text("data: {name: iris}\n")
-    proc = subprocess.run([sys.executable, "-m", "mlkube.commands.lstm_worker", "--spec", str(tmp_path / "spec.yaml"),
-                           "--run-dir", str(tmp_path)], capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlkube.commands.lstm_worker",
+            "--spec",
+            str(tmp_path / "spec.yaml"),
+            "--run-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 2
     assert "has no `lstm` section" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -242,12 +280,21 @@ def test_last_day_is_the_forward_pass_last_day(static_embedding):
     from mlkube.trainer.lstm.model import build_model
 
     torch.manual_seed(0)
-    net = build_model({"n_dynamic": 3, "n_static": 2, "hidden_size": 16, "num_layers": 2, "dropout": 0.3,
-                       "static_embedding": static_embedding}).eval()
+    net = build_model(
+        {
+            "n_dynamic": 3,
+            "n_static": 2,
+            "hidden_size": 16,
+            "num_layers": 2,
+            "dropout": 0.3,
+            "static_embedding": static_embedding,
+        }
+    ).eval()
     x = torch.randn(5, 40, 5)
     with torch.inference_mode():
         torch.testing.assert_close(net.last_day(x), net(x)[:, -1], atol=1e-6, rtol=1e-6)
         assert net.last_day(x).shape == (5,)
+
 
 # ---------------------------------------------------------------------------------------------------- CUDA
 @pytest.mark.gpu
@@ -257,8 +304,16 @@ def test_on_cuda_the_network_takes_the_cudnn_path_and_agrees_with_the_cpu():
     from mlkube.trainer.lstm.model import build_model
 
     torch.manual_seed(0)
-    net = build_model({"n_dynamic": 5, "n_static": 0, "hidden_size": 16, "num_layers": 2, "dropout": 0.0,
-                       "static_embedding": None}).eval()
+    net = build_model(
+        {
+            "n_dynamic": 5,
+            "n_static": 0,
+            "hidden_size": 16,
+            "num_layers": 2,
+            "dropout": 0.0,
+            "static_embedding": None,
+        }
+    ).eval()
     x = torch.randn(4, 50, 5)
     with torch.no_grad():
         on_cpu = net(x)

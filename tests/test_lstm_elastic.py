@@ -68,12 +68,16 @@ def test_deep_stage_writes_its_result_figures_and_model(calm):
     assert set(deep["models"]["lstm"]["sites"]) == set(deep["sites"]) and len(deep["sites"]) == 4
     assert set(deep["models"]["lstm"]["median"]) == {"nse", "kge", "rmse", "bias"}
     medians = [r["median_nse"] for r in deep["ranking"]]
-    assert {r["model"] for r in deep["ranking"]} == set(deep["models"]) and medians == sorted(medians, reverse=True)
+    assert {r["model"] for r in deep["ranking"]} == set(deep["models"]) and medians == sorted(
+        medians, reverse=True
+    )
     assert len(deep["training"]["history"]) == 8
     for figure in deep["figures"].values():
         assert (calm.path / figure).read_bytes().startswith(b"\x89PNG")
     meta = read_json(calm.path / "models" / "lstm" / "model.json")
-    assert meta["metrics"]["median"] == pytest.approx(deep["models"]["lstm"]["median"], rel=1e-6)  # thread counts
+    assert meta["metrics"]["median"] == pytest.approx(
+        deep["models"]["lstm"]["median"], rel=1e-6
+    )  # thread counts
     assert read_json(calm.path / "env.json")["data_hash"]["lstm"] == meta["data_hash"]
 
 
@@ -88,10 +92,16 @@ def test_served_lstm_predicts_what_the_trained_network_predicts(calm):
     prepared = read_prepared(calm.path / "prepared" / "lstm.npz")
     data, days, site, last = prepared.data, 60, 2, prepared.data.periods["test"][0] + 30
     window = slice(last - days + 1, last + 1)
-    instance = {"dynamic": {name: data.dynamic[site, window, i].tolist() for i, name in enumerate(data.dynamic_inputs)}}
-    [(status, answer)] = InProcess(calm.path / "models" / "lstm")([json.dumps({"instances": [instance]}).encode()])
+    instance = {
+        "dynamic": {
+            name: data.dynamic[site, window, i].tolist() for i, name in enumerate(data.dynamic_inputs)
+        }
+    }
+    [(status, answer)] = InProcess(calm.path / "models" / "lstm")(
+        [json.dumps({"instances": [instance]}).encode()]
+    )
     net, _ = load_lstm_model(calm.path / "models" / "lstm")
-    x = torch.from_numpy(standardize(data, prepared.stats).dynamic[site:site + 1, window])
+    x = torch.from_numpy(standardize(data, prepared.stats).dynamic[site : site + 1, window])
     with torch.no_grad():
         expected = destandardize_target(net(x)[:, -1:].numpy(), prepared.stats, np.array([site]))
     assert status == 200

@@ -23,11 +23,22 @@ def etcd(tmp_path):
     if shutil.which("etcd") is None:
         subprocess.run(["bash", str(ROOT / "deploy" / "system-deps.sh")], check=True)
     client, peer = free_tcp_port(), free_tcp_port()
-    process = subprocess.Popen(["etcd", "--data-dir", str(tmp_path / "etcd"), "--enable-v2",
-                                "--listen-client-urls", f"http://127.0.0.1:{client}",
-                                "--advertise-client-urls", f"http://127.0.0.1:{client}",
-                                "--listen-peer-urls", f"http://127.0.0.1:{peer}"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            "etcd",
+            "--data-dir",
+            str(tmp_path / "etcd"),
+            "--enable-v2",
+            "--listen-client-urls",
+            f"http://127.0.0.1:{client}",
+            "--advertise-client-urls",
+            f"http://127.0.0.1:{client}",
+            "--listen-peer-urls",
+            f"http://127.0.0.1:{peer}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{client}"
     deadline = time.monotonic() + 30
     while True:
@@ -45,10 +56,15 @@ def etcd(tmp_path):
 
 def test_two_workers_meet_through_etcd_under_the_run_id(etcd, run_spec):
     endpoint = etcd.removeprefix("http://")
-    run = run_spec("seed: 2\nlstm:\n  data: {name: synthetic, synthetic_sites: 3, synthetic_years: 2}\n  sequence_length: 30\n"
-                   "  model: {hidden_size: 8}\n  train: {epochs: 1, steps_per_epoch: 10, batch_size: 8}\n"
-                   f"  elastic: {{nproc_per_node: 2, rdzv_backend: etcd-v2, rdzv_endpoint: '{endpoint}'}}\n", run_id="etcd-run")
+    run = run_spec(
+        "seed: 2\nlstm:\n  data: {name: synthetic, synthetic_sites: 3, synthetic_years: 2}\n  sequence_length: 30\n"
+        "  model: {hidden_size: 8}\n  train: {epochs: 1, steps_per_epoch: 10, batch_size: 8}\n"
+        f"  elastic: {{nproc_per_node: 2, rdzv_backend: etcd-v2, rdzv_endpoint: '{endpoint}'}}\n",
+        run_id="etcd-run",
+    )
     training = json.loads(run.stage_file("deep").read_text())["training"]
     assert (training["world_size"], training["steps"]) == (2, 10)
     keys = requests.get(f"{etcd}/v2/keys/torch/elastic/rendezvous", timeout=5).json()["node"]["nodes"]
-    assert [k["key"] for k in keys] == ["/torch/elastic/rendezvous/etcd-run"]  # the rendezvous id is the run id
+    assert [k["key"] for k in keys] == [
+        "/torch/elastic/rendezvous/etcd-run"
+    ]  # the rendezvous id is the run id

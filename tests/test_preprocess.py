@@ -52,10 +52,24 @@ def kernel_cases(seed: int = 0) -> dict[str, tuple]:
         "scale log": (np.abs(values), mean, std, True, False),
         "scale inverse log": (values, mean, std, True, True),
         "fill_gaps": (values, 3),
-        "window_validity": (np.ascontiguousarray(values[:, :, :2]), np.ascontiguousarray(values[:, :, 2]),
-                            3, 50, 12, 2, 4),
-        "gather": (np.ascontiguousarray(full[:, :, :2]), static, np.ascontiguousarray(full[:, :, 2]),
-                   rng.integers(0, 5, 7), rng.integers(0, 60, 7), 12, 2),
+        "window_validity": (
+            np.ascontiguousarray(values[:, :, :2]),
+            np.ascontiguousarray(values[:, :, 2]),
+            3,
+            50,
+            12,
+            2,
+            4,
+        ),
+        "gather": (
+            np.ascontiguousarray(full[:, :, :2]),
+            static,
+            np.ascontiguousarray(full[:, :, 2]),
+            rng.integers(0, 5, 7),
+            rng.integers(0, 60, 7),
+            12,
+            2,
+        ),
     }
 
 
@@ -69,7 +83,9 @@ def test_cpu_kernel_equals_numpy_reference(case):
 
     args = kernel_cases()[case]
     name = case.split()[0]
-    for got, want in zip(as_tuple(getattr(cpu, name)(*args)), as_tuple(getattr(reference, name)(*args)), strict=True):
+    for got, want in zip(
+        as_tuple(getattr(cpu, name)(*args)), as_tuple(getattr(reference, name)(*args)), strict=True
+    ):
         assert got.shape == want.shape
         np.testing.assert_array_equal(got, want)
 
@@ -102,12 +118,21 @@ print(json.dumps(report))
 
 def test_cuda_twins_equal_cpu_and_reference_under_the_simulator():
     env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-c", SIMULATOR_CHECK], cwd=ROOT, env=env, capture_output=True, text=True,
-                          check=False, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", SIMULATOR_CHECK],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert set(report) == {*kernel_cases(), "sampler", "statistics"}
-    assert [case for case, equal in report.items() if not equal] == [], "CUDA twin differs from the CPU one or NumPy"
+    assert [case for case, equal in report.items() if not equal] == [], (
+        "CUDA twin differs from the CPU one or NumPy"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- gap filling
@@ -125,18 +150,24 @@ def test_fill_gaps_with_zero_max_gap_changes_nothing():
 
 
 # ----------------------------------------------------------------------------------------------- statistics
-def make_data(seed: int = 0, sites: int = 4, days: int = 120, dynamic: int = 3, static: int = 2,
-              missing: float = 0.1) -> TimeSeriesData:
+def make_data(
+    seed: int = 0, sites: int = 4, days: int = 120, dynamic: int = 3, static: int = 2, missing: float = 0.1
+) -> TimeSeriesData:
     """A small TimeSeriesData: train days [0, 60), validation [60, 90), test [90, 120)."""
     rng = np.random.default_rng(seed)
     inputs = rng.normal(size=(sites, days, dynamic)).astype(np.float32) * 3 + 10
     target = rng.gamma(1.0, 2.0, size=(sites, days)).astype(np.float32)
     target[rng.random(target.shape) < missing] = np.nan
     return TimeSeriesData(
-        dynamic=inputs, static=rng.normal(size=(sites, static)).astype(np.float32), target=target,
-        dates=np.datetime64("2000-01-01") + np.arange(days), sites=tuple(f"s{i}" for i in range(sites)),
-        dynamic_inputs=tuple(f"x{i}" for i in range(dynamic)), static_inputs=tuple(f"a{i}" for i in range(static)),
-        target_name="q", periods={"train": (0, 60), "validation": (60, 90), "test": (90, 120)},
+        dynamic=inputs,
+        static=rng.normal(size=(sites, static)).astype(np.float32),
+        target=target,
+        dates=np.datetime64("2000-01-01") + np.arange(days),
+        sites=tuple(f"s{i}" for i in range(sites)),
+        dynamic_inputs=tuple(f"x{i}" for i in range(dynamic)),
+        static_inputs=tuple(f"a{i}" for i in range(static)),
+        target_name="q",
+        periods={"train": (0, 60), "validation": (60, 90), "test": (90, 120)},
     )
 
 
@@ -146,7 +177,9 @@ def test_global_statistics_pool_every_site_of_the_training_period_only():
     train = data.dynamic[:, :60].reshape(-1, 3).astype(np.float64)
     np.testing.assert_allclose(stats.dynamic_mean, np.repeat(train.mean(axis=0)[None], 4, axis=0), rtol=1e-12)
     np.testing.assert_allclose(stats.dynamic_std[0], train.std(axis=0), rtol=1e-12)
-    np.testing.assert_allclose(stats.target_mean, np.nanmean(data.target[:, :60].astype(np.float64)), rtol=1e-12)
+    np.testing.assert_allclose(
+        stats.target_mean, np.nanmean(data.target[:, :60].astype(np.float64)), rtol=1e-12
+    )
     np.testing.assert_allclose(stats.static_mean, data.static.astype(np.float64).mean(axis=0), rtol=1e-6)
 
 
@@ -163,7 +196,9 @@ def test_statistics_ignore_the_validation_and_test_periods():
 def test_per_site_statistics_and_log_target():
     data = make_data()
     stats = fit_statistics(data, PreprocessSpec(normalization="per_site", log_target=True))
-    np.testing.assert_allclose(stats.dynamic_mean, data.dynamic[:, :60].astype(np.float64).mean(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(
+        stats.dynamic_mean, data.dynamic[:, :60].astype(np.float64).mean(axis=1), rtol=1e-12
+    )
     log_q = np.log(data.target[:, :60].astype(np.float64) + LOG_OFFSET)
     # the log-transformed target is float32, like the data the statistics standardise
     np.testing.assert_allclose(stats.target_mean, np.nanmean(log_q, axis=1), rtol=1e-6)
@@ -198,8 +233,9 @@ def test_standardize_then_destandardize_gives_back_the_target(log_target):
     assert scaled.dynamic.dtype == np.float32 and scaled.target.flags["C_CONTIGUOUS"]
     np.testing.assert_allclose(destandardize_target(scaled.target, stats), data.target, rtol=1e-5, atol=1e-5)
     rows = np.array([3, 1])
-    np.testing.assert_allclose(destandardize_target(scaled.target[rows], stats, sites=rows), data.target[rows],
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        destandardize_target(scaled.target[rows], stats, sites=rows), data.target[rows], rtol=1e-5, atol=1e-5
+    )
 
 
 def test_model_json_statistics_are_per_variable_lists():
@@ -235,10 +271,10 @@ def test_batch_holds_inputs_statics_and_the_target_horizon_days_later():
     data = make_data()
     batch = BatchSampler(data, 10, seed=1, horizon=3).batch(0, 8)
     assert batch.x.shape == (8, 10, 5) and batch.x.flags["C_CONTIGUOUS"] and batch.x.dtype == np.float32
-    for i, (site, start) in enumerate(zip(batch.site, batch.start)):
-        np.testing.assert_array_equal(batch.x[i, :, :3], data.dynamic[site, start:start + 10])
+    for i, (site, start) in enumerate(zip(batch.site, batch.start, strict=False)):
+        np.testing.assert_array_equal(batch.x[i, :, :3], data.dynamic[site, start : start + 10])
         np.testing.assert_array_equal(batch.x[i, :, 3:], np.broadcast_to(data.static[site], (10, 2)))
-        np.testing.assert_array_equal(batch.y[i], data.target[site, start + 2:start + 12])
+        np.testing.assert_array_equal(batch.y[i], data.target[site, start + 2 : start + 12])
         assert start + 12 <= 60  # every target day lies in the train period
 
 
@@ -250,7 +286,9 @@ def test_sampler_skips_windows_without_a_scored_target_or_with_missing_inputs():
     sampler = BatchSampler(data, 10, seed=0, warmup_days=4, period="train")
     batch = sampler.batch(0, 2000)
     assert 0 not in batch.site
-    assert (batch.start[batch.site == 1] >= 31).all()  # a finite target among the scored days [start + 4, start + 10)
+    assert (
+        batch.start[batch.site == 1] >= 31
+    ).all()  # a finite target among the scored days [start + 4, start + 10)
     starts_2 = batch.start[batch.site == 2]
     assert not ((starts_2 <= 30) & (starts_2 + 10 > 30)).any()
     assert np.isfinite(batch.x).all()
@@ -281,7 +319,7 @@ def test_period_batch_covers_the_period_with_a_full_history():
     data = make_data()
     batch = period_batch(data, "validation", sequence_length=25, horizon=2)
     assert batch.history == 24 and batch.x.shape == (4, 24 + 30, 5)
-    np.testing.assert_array_equal(batch.y[:, batch.history:], data.target[:, 60:90])
+    np.testing.assert_array_equal(batch.y[:, batch.history :], data.target[:, 60:90])
     np.testing.assert_array_equal(batch.x[:, -1, :3], data.dynamic[:, 88])
 
 
@@ -297,6 +335,12 @@ def test_cuda_without_a_gpu_is_a_user_error_and_auto_falls_back(monkeypatch):
 
 def test_importing_the_data_modules_does_not_import_numba():
     code = "import sys, mlkube.trainer.tsdata, mlkube.trainer.preprocess; print('numba' in sys.modules)"
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert proc.stdout.strip() == "False", proc.stderr

@@ -11,9 +11,17 @@ import pytest
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--window-size=1280,2000"]
+CHROMIUM_FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,2000",
+]
 
 
 @pytest.fixture
@@ -38,12 +46,15 @@ def test_report_renders_offline_with_every_image_and_no_console_error(iris_run, 
     browser.get(report.as_uri())
     assert browser.title == f"mlkube run {iris_run.id}"
     images = browser.execute_script(
-        "return Array.from(document.images).map(i => [i.alt, i.complete && i.naturalWidth > 0])")
+        "return Array.from(document.images).map(i => [i.alt, i.complete && i.naturalWidth > 0])"
+    )
     assert [alt for alt, _ in images] == ["algorithm_comparison", "confusion_matrix"]
     assert all(loaded for _, loaded in images)
     rows = browser.execute_script("return document.querySelectorAll('#leaderboard tr').length")
     assert rows == 1 + 6  # header + the six tutorial models
-    headings = browser.execute_script("return Array.from(document.querySelectorAll('h2')).map(h => h.textContent)")
+    headings = browser.execute_script(
+        "return Array.from(document.querySelectorAll('h2')).map(h => h.textContent)"
+    )
     assert headings == ["Problem", "Classical models", "Serving", "Environment and timings"]
     errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
     assert errors == []

@@ -73,7 +73,11 @@ classical:
 
 
 def _final_files(run_dir: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(run_dir)): p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and ".tmp-" not in p.name}
+    return {
+        str(p.relative_to(run_dir)): p.read_bytes()
+        for p in run_dir.rglob("*")
+        if p.is_file() and ".tmp-" not in p.name
+    }
 
 
 @pytest.mark.integration
@@ -81,8 +85,14 @@ def test_sigkill_mid_stage_leaves_no_partial_file_and_resume_completes(ray_clust
     (tmp_path / "spec.yaml").write_text(SLOW_SPEC)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": ray_cluster.address}
     cmd = [sys.executable, "-m", "mlkube.cli", "run", "spec.yaml"]
-    proc = subprocess.Popen([*cmd, "--run-id", "k"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [*cmd, "--run-id", "k"],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     for line in proc.stderr:  # kill once the spot-check trials are running
         if "evaluate: trial 1/" in line:
             break
@@ -95,16 +105,40 @@ def test_sigkill_mid_stage_leaves_no_partial_file_and_resume_completes(ray_clust
     assert json.loads((run_dir / "stages.json").read_text())["done"] == ["prepare"]
     assert not (run_dir / "leaderboard.json").exists()
 
-    done = subprocess.run([*cmd, "--resume", "k"], check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [*cmd, "--resume", "k"],
+        check=False,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     assert "prepare: done earlier, skipped" in done.stderr
-    assert json.loads((run_dir / "stages.json").read_text())["done"] == ["prepare", "evaluate", "improve", "present"]
+    assert json.loads((run_dir / "stages.json").read_text())["done"] == [
+        "prepare",
+        "evaluate",
+        "improve",
+        "present",
+    ]
     assert not [p for p in run_dir.rglob("*") if ".tmp-" in p.name]
 
-    whole = subprocess.run([*cmd, "--run-id", "w"], check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    whole = subprocess.run(
+        [*cmd, "--run-id", "w"],
+        check=False,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert whole.returncode == 0, whole.stderr
-    resumed, uninterrupted = (json.loads((tmp_path / "runs" / r / "leaderboard.json").read_text()) for r in ("k", "w"))
-    strip = lambda board: [(r["model"], r["scores"]) for r in board["rows"]]
+    resumed, uninterrupted = (
+        json.loads((tmp_path / "runs" / r / "leaderboard.json").read_text()) for r in ("k", "w")
+    )
+    def strip(board):
+        return [(r["model"], r["scores"]) for r in board["rows"]]
     assert strip(resumed) == strip(uninterrupted)
     assert resumed["best"]["holdout_score"] == uninterrupted["best"]["holdout_score"]
 

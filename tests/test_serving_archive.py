@@ -26,7 +26,12 @@ def test_archive_packs_handler_model_json_and_weights_versioned_by_run_id(run):
         with zipfile.ZipFile(mar) as z:
             manifest = json.loads(z.read("MAR-INF/MANIFEST.json"))["model"]
             meta = json.loads(z.read("model.json"))
-            assert set(z.namelist()) == {"MAR-INF/MANIFEST.json", "model.json", meta["weights"], manifest["handler"]}
+            assert set(z.namelist()) == {
+                "MAR-INF/MANIFEST.json",
+                "model.json",
+                meta["weights"],
+                manifest["handler"],
+            }
         assert (manifest["modelName"], manifest["modelVersion"]) == (mar.stem, RUN_ID)
         assert manifest["handler"] == {"classical": "sklearn_handler.py", "lstm": "lstm_handler.py"}[mar.stem]
 
@@ -79,7 +84,11 @@ def test_config_binds_loopback_keeps_token_auth_and_model_api_off_and_batches_fr
     for key in ("inference_address", "management_address", "metrics_address"):
         assert props[key].startswith("http://127.0.0.1:")
     assert props["grpc_inference_address"] == props["grpc_management_address"] == "127.0.0.1"
-    assert (props["disable_token_authorization"], props["enable_model_api"], props["metrics_mode"]) == ("false", "false", "prometheus")
+    assert (props["disable_token_authorization"], props["enable_model_api"], props["metrics_mode"]) == (
+        "false",
+        "false",
+        "prometheus",
+    )
     assert props["max_request_size"] == "2048" and props["token_expiration_min"] == "720"
     model = json.loads(props["models"])["classical"][RUN_ID]
     assert (model["batchSize"], model["maxBatchDelay"]) == (4, 7)

@@ -32,13 +32,18 @@ def test_serve_prints_a_working_curl_line_then_predict_answers_and_stop_ends_it(
         assert str(key_file) in served.stdout
         assert all(entry["key"] not in served.stdout for entry in json.loads(key_file.read_text()).values())
         curl = next(line.strip() for line in served.stdout.splitlines() if line.strip().startswith("curl "))
-        answer = json.loads(subprocess.run(["bash", "-c", curl], capture_output=True, text=True, check=True).stdout)
+        answer = json.loads(
+            subprocess.run(["bash", "-c", curl], capture_output=True, text=True, check=True).stdout
+        )
         assert (answer["model"], len(answer["predictions"])) == ("classical", 1)
         predicted = run_cli("predict", relative, "--model", "lstm", check=True)
         assert json.loads(predicted.stdout)["version"] == RUN_ID
         (tmp_path / "empty.json").write_text('{"instances": []}')
         refused = run_cli("predict", relative, "--model", "lstm", "--input", "empty.json")
-        assert refused.returncode == 2 and "lstm: HTTP 400: \"instances\" must be a non-empty list" in refused.stderr
+        assert (
+            refused.returncode == 2
+            and 'lstm: HTTP 400: "instances" must be a non-empty list' in refused.stderr
+        )
         again = run_cli("serve", relative, "--detach")
         assert (again.returncode, "already serves" in again.stderr) == (2, True)
     finally:
@@ -82,8 +87,14 @@ def test_serve_stays_attached_and_stops_the_server_on_sigterm(tmp_path):
 
     run = make_run(tmp_path / "runs", serve=serve_spec())
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-    cli = subprocess.Popen([*MLKUBE, "serve", str(run)], cwd=tmp_path, env=env, text=True,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    cli = subprocess.Popen(
+        [*MLKUBE, "serve", str(run)],
+        cwd=tmp_path,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         for line in cli.stdout:  # until the instructions are printed (or the command ended)
             if line.startswith("try it:"):

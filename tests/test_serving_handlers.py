@@ -64,20 +64,24 @@ def test_regressor_and_classifier_without_probabilities_answer_plain_predictions
 
     diabetes, iris = load_diabetes(), load_iris()
     species = iris.target_names[iris.target]  # fitted on the labels themselves
-    cases = {"regression": (Ridge().fit(diabetes.data, diabetes.target), diabetes),
-             "classification": (LinearSVC().fit(iris.data, species), iris)}
+    cases = {
+        "regression": (Ridge().fit(diabetes.data, diabetes.target), diabetes),
+        "classification": (LinearSVC().fit(iris.data, species), iris),
+    }
     for task, (model, data) in cases.items():
         features = list(data.feature_names)
-        save_sklearn_model(tmp_path / task, model, {"name": task, "task": task, "features": features, "target": "y"})
-        [(status, answer)] = InProcess(tmp_path / task)([body([dict(zip(features, data.data[0].tolist()))])])
+        save_sklearn_model(
+            tmp_path / task, model, {"name": task, "task": task, "features": features, "target": "y"}
+        )
+        [(status, answer)] = InProcess(tmp_path / task)([body([dict(zip(features, data.data[0].tolist(), strict=False))])])
         assert status == 200 and "probabilities" not in answer
         assert answer["predictions"] == model.predict(data.data[:1]).tolist()
 
 
 def test_lstm_without_static_inputs_takes_only_dynamic_windows(tmp_path):
     from mlkube.serving.handlers import InProcess
-    from tests.serving_fixtures import lstm_network
     from mlkube.trainer.lstm.model import build_model, save_lstm_model
+    from tests.serving_fixtures import lstm_network
 
     _, meta = lstm_network()
     meta["architecture"]["n_static"] = 0
@@ -92,7 +96,10 @@ def test_lstm_without_static_inputs_takes_only_dynamic_windows(tmp_path):
     assert status == 400 and "has unknown ['static']" in answer["error"]
 
 
-SITES = {"01013500": (0.0, 1.0), "01022500": (2.0, 0.5)}  # site → (offset of its input means, its target mean)
+SITES = {
+    "01013500": (0.0, 1.0),
+    "01022500": (2.0, 0.5),
+}  # site → (offset of its input means, its target mean)
 
 
 @pytest.fixture
@@ -130,7 +137,10 @@ def test_lstm_runs_a_batch_as_shards_on_the_workers_cpus_with_the_same_predictio
     answers = sharded([body([instance]) for instance in instances])
     assert [status for status, _ in answers] == [200] * 5
     np.testing.assert_allclose([a["predictions"][0] for _, a in answers], expected_lstm(instances), rtol=1e-6)
-    assert sorted(n for _, n in threads) == [2, 3]  # 5 windows: one shard of 3 here, one of 2 on the pool's thread
+    assert sorted(n for _, n in threads) == [
+        2,
+        3,
+    ]  # 5 windows: one shard of 3 here, one of 2 on the pool's thread
     assert {name.startswith("mlkube-lstm-shard") for name, _ in threads} == {True, False}
     threads.clear()
     sharded([body(instances[:1])])
@@ -152,15 +162,19 @@ def test_a_bad_worker_cpus_value_is_refused_at_load_naming_the_variable(run_path
 def per_site(tmp_path_factory):
     """An LSTM with per-site statistics for two sites (inputs and target standardised differently at each)."""
     from mlkube.serving.handlers import InProcess
-    from tests.serving_fixtures import lstm_network
     from mlkube.trainer.lstm.model import save_lstm_model
+    from tests.serving_fixtures import lstm_network
 
     network, meta = lstm_network()
     p = meta["preprocessing"]
-    p.update(normalization="per_site", sites=list(SITES),
-             dynamic_mean=[[m + offset for m in p["dynamic_mean"]] for offset, _ in SITES.values()],
-             dynamic_std=[[s * (1 + offset) for s in p["dynamic_std"]] for offset, _ in SITES.values()],
-             target_mean=[target for _, target in SITES.values()], target_std=[1.2, 0.7])
+    p.update(
+        normalization="per_site",
+        sites=list(SITES),
+        dynamic_mean=[[m + offset for m in p["dynamic_mean"]] for offset, _ in SITES.values()],
+        dynamic_std=[[s * (1 + offset) for s in p["dynamic_std"]] for offset, _ in SITES.values()],
+        target_mean=[target for _, target in SITES.values()],
+        target_std=[1.2, 0.7],
+    )
     folder = tmp_path_factory.mktemp("per_site")
     save_lstm_model(folder, network, meta)
     return InProcess(folder), network, p
@@ -176,23 +190,35 @@ def test_lstm_with_per_site_statistics_standardises_each_window_with_its_site(pe
     assert status == 200, answer
     expected = []
     for row, instance in enumerate(instances):
-        x = np.column_stack([*(np.array(instance["dynamic"][n]) for n in p["dynamic_inputs"]),
-                             *(np.full(p["sequence_length"], instance["static"][n]) for n in p["static_inputs"])])
+        x = np.column_stack(
+            [
+                *(np.array(instance["dynamic"][n]) for n in p["dynamic_inputs"]),
+                *(np.full(p["sequence_length"], instance["static"][n]) for n in p["static_inputs"]),
+            ]
+        )
         mean = np.array(p["dynamic_mean"][row] + p["static_mean"])
         std = np.array(p["dynamic_std"][row] + p["static_std"])
         with torch.no_grad():
             out = network(torch.tensor((x - mean) / std, dtype=torch.float32)[None])[0, -1].item()
         expected.append(np.exp(out * p["target_std"][row] + p["target_mean"][row]) - 0.1)
     np.testing.assert_allclose(answer["predictions"], expected, rtol=1e-6)
-    assert abs(answer["predictions"][0] - answer["predictions"][1]) > 1e-3  # the sites' statistics really differ
+    assert (
+        abs(answer["predictions"][0] - answer["predictions"][1]) > 1e-3
+    )  # the sites' statistics really differ
     assert handler.handler.fast_rows(body(instances)) is not None
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    (lambda i: i.pop("site"), "lacks ['site']"),
-    (lambda i: i.update(site="09999999"), "unknown site '09999999'; the model was trained on 2 site(s): 01013500"),
-    (lambda i: i.update(site=1013500), "expected a site id (a string), got number 1013500"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda i: i.pop("site"), "lacks ['site']"),
+        (
+            lambda i: i.update(site="09999999"),
+            "unknown site '09999999'; the model was trained on 2 site(s): 01013500",
+        ),
+        (lambda i: i.update(site=1013500), "expected a site id (a string), got number 1013500"),
+    ],
+)
 def test_lstm_with_per_site_statistics_refuses_a_window_without_a_known_site(per_site, change, message):
     handler = per_site[0]
     [window] = forcing_windows(1, seed=7)
@@ -205,10 +231,10 @@ def test_lstm_with_per_site_statistics_refuses_a_window_without_a_known_site(per
 
 def test_a_model_trained_with_per_site_statistics_names_its_sites_and_each_site_gets_its_own(tmp_path):
     from mlkube.serving.handlers import InProcess
-    from tests.test_preprocess import make_data
     from mlkube.trainer.lstm.model import artifact_meta, build_model, save_lstm_model
     from mlkube.trainer.preprocess import fit_statistics
     from mlkube.trainer.spec import LstmSpec, PreprocessSpec
+    from tests.test_preprocess import make_data
 
     data = make_data()
     stats = fit_statistics(data, PreprocessSpec(normalization="per_site"))
@@ -216,18 +242,24 @@ def test_a_model_trained_with_per_site_statistics_names_its_sites_and_each_site_
     assert meta["preprocessing"]["sites"] == list(data.sites)
     save_lstm_model(tmp_path, build_model(meta["architecture"]).eval(), meta)
     handler = InProcess(tmp_path)
-    window = {"dynamic": {name: data.dynamic[2, :20, j].astype(float).tolist() for j, name in enumerate(data.dynamic_inputs)},
-              "static": {name: float(data.static[2, j]) for j, name in enumerate(data.static_inputs)}}
+    window = {
+        "dynamic": {
+            name: data.dynamic[2, :20, j].astype(float).tolist() for j, name in enumerate(data.dynamic_inputs)
+        },
+        "static": {name: float(data.static[2, j]) for j, name in enumerate(data.static_inputs)},
+    }
     answers = handler([body([{**window, "site": site}]) for site in data.sites])
     assert [status for status, _ in answers] == [200] * len(data.sites)
-    assert len({answer["predictions"][0] for _, answer in answers}) == len(data.sites)  # one set of statistics each
+    assert len({answer["predictions"][0] for _, answer in answers}) == len(
+        data.sites
+    )  # one set of statistics each
 
 
 def test_lstm_with_per_site_statistics_but_no_site_ids_is_refused_at_load_naming_the_fix(tmp_path):
     from mlkube.serving.handlers import InProcess
-    from tests.serving_fixtures import lstm_network
     from mlkube.trainer.errors import MlkubeError
     from mlkube.trainer.lstm.model import save_lstm_model
+    from tests.serving_fixtures import lstm_network
 
     network, meta = lstm_network()
     meta["preprocessing"]["normalization"] = "per_site"
@@ -252,6 +284,7 @@ def _set(path: tuple, value):
         for key in parents:
             target = target[key]
         target[last] = value
+
     return change
 
 
@@ -293,13 +326,17 @@ def _text(instance) -> str:
 
 # Bodies json.dumps of a changed window cannot write, or that simdjson's arrays of doubles could misread.
 LSTM_BAD_BODIES = {
-    "window of one-value arrays": (lambda i: _text(_with(i, ("dynamic", "prcp"), [[v] for v in i["dynamic"]["prcp"]])),
-                                   "prcp[0]: expected a number, got array"),
+    "window of one-value arrays": (
+        lambda i: _text(_with(i, ("dynamic", "prcp"), [[v] for v in i["dynamic"]["prcp"]])),
+        "prcp[0]: expected a number, got array",
+    ),
     "one-value window": (lambda i: _text(_with(i, ("dynamic", "prcp"), [5.0])), "got 1 values"),
     "null static": (lambda i: _text(_with(i, ("static",), None)), "expected an object"),
     "boolean static attribute": (lambda i: _text(_with(i, ("static", "area"), False)), "got boolean"),
-    "number beyond float range": (lambda i: _text(i).replace(str(i["dynamic"]["srad"][2]), "1e400", 1),
-                                  "every value must be a finite number"),
+    "number beyond float range": (
+        lambda i: _text(i).replace(str(i["dynamic"]["srad"][2]), "1e400", 1),
+        "every value must be a finite number",
+    ),
     "a name twice, one missing": (lambda i: _text(i).replace('"tmax"', '"prcp"'), "lacks ['tmax']"),
     "instances not a list": (lambda i: json.dumps({"instances": i}), "must be a non-empty list"),
     "no instances": (lambda i: json.dumps({"instances": []}), "must be a non-empty list"),
@@ -327,18 +364,28 @@ def test_lstm_fast_path_hands_every_odd_body_to_the_checks_that_name_it(lstm, ca
 def test_lstm_fast_path_leaves_a_repeated_name_to_the_checked_path_which_keeps_the_last(lstm):
     [instance] = forcing_windows(1, seed=4)
     later = [v + 1 for v in instance["dynamic"]["prcp"]]
-    dynamic = json.dumps(instance["dynamic"])[:-1] + ', "prcp": ' + json.dumps(later) + "}"  # prcp, tmax, srad, prcp
+    dynamic = (
+        json.dumps(instance["dynamic"])[:-1] + ', "prcp": ' + json.dumps(later) + "}"
+    )  # prcp, tmax, srad, prcp
     raw = '{"instances": [{"dynamic": ' + dynamic + ', "static": ' + json.dumps(instance["static"]) + "}]}"
     assert raw.count('"prcp"') == 2 and lstm.handler.fast_rows(raw.encode()) is None
     [(status, answer)] = lstm([raw.encode()])
     assert status == 200
-    assert answer["predictions"] == lstm([body([_with(instance, ("dynamic", "prcp"), later)])])[0][1]["predictions"]
+    assert (
+        answer["predictions"]
+        == lstm([body([_with(instance, ("dynamic", "prcp"), later)])])[0][1]["predictions"]
+    )
 
 
 def test_lstm_fast_path_reads_valid_windows_exactly_like_the_checked_path(lstm):
     instances = forcing_windows(4, seed=5)
-    instances[1]["dynamic"]["prcp"] = [round(v) for v in instances[1]["dynamic"]["prcp"]]  # integers are numbers
-    instances[2] = {"static": instances[2]["static"], "dynamic": dict(reversed(instances[2]["dynamic"].items()))}
+    instances[1]["dynamic"]["prcp"] = [
+        round(v) for v in instances[1]["dynamic"]["prcp"]
+    ]  # integers are numbers
+    instances[2] = {
+        "static": instances[2]["static"],
+        "dynamic": dict(reversed(instances[2]["dynamic"].items())),
+    }
     raw = body(instances)
     fast = lstm.handler.fast_rows(raw)
     assert fast is not None

@@ -42,8 +42,12 @@ def post(server, model: str, body: bytes, headers: dict | None = None) -> reques
     """POST to the inference API, with the inference key unless `headers` says otherwise."""
     from mlkube.serving.client import auth_header
 
-    headers = {"Content-Type": "application/json", **auth_header(server.token_file)} if headers is None else headers
-    return requests.post(f"{server.url('inference')}/predictions/{model}", data=body, headers=headers, timeout=60)
+    headers = (
+        {"Content-Type": "application/json", **auth_header(server.token_file)} if headers is None else headers
+    )
+    return requests.post(
+        f"{server.url('inference')}/predictions/{model}", data=body, headers=headers, timeout=60
+    )
 
 
 def request(instances) -> bytes:
@@ -53,7 +57,11 @@ def request(instances) -> bytes:
 def worker_pids(server, model: str) -> list[int]:
     from mlkube.serving.client import auth_header
 
-    answer = requests.get(f"{server.url('management')}/models/{model}", headers=auth_header(server.token_file, "management"), timeout=10)
+    answer = requests.get(
+        f"{server.url('management')}/models/{model}",
+        headers=auth_header(server.token_file, "management"),
+        timeout=10,
+    )
     return [w["pid"] for w in answer.json()[0]["workers"] if w["status"] == "READY"]
 
 
@@ -71,7 +79,12 @@ def scrape_when_moved(server, before: dict, name: str, model: str, by: float, ti
     return after
 
 
-IRIS_ROW = {"sepal length (cm)": 5.9, "sepal width (cm)": 3.0, "petal length (cm)": 5.1, "petal width (cm)": 1.8}
+IRIS_ROW = {
+    "sepal length (cm)": 5.9,
+    "sepal width (cm)": 3.0,
+    "petal length (cm)": 5.1,
+    "petal width (cm)": 1.8,
+}
 GOOD = {"classical": request([IRIS_ROW]), "lstm": request(forcing_windows(1))}
 
 
@@ -95,10 +108,26 @@ BAD = {
     "unknown feature": ("classical", with_row(colour=1.0), "has unknown ['colour']"),
     "NaN": ("classical", with_row().replace(b"5.9", b"NaN"), "NaN is not allowed"),
     "infinity": ("classical", with_row().replace(b"5.9", b"1e999"), "inf is not allowed"),
-    "string for a number": ("classical", with_row(**{"sepal length (cm)": "5.9"}), "expected a number, got string"),
-    "boolean for a number": ("classical", with_row(**{"sepal length (cm)": True}), "expected a number, got boolean"),
-    "short window": ("lstm", with_window(lambda i: i["dynamic"]["prcp"].pop()), "sequence_length = 30 daily values, got 29"),
-    "null in a window": ("lstm", with_window(lambda i: i["dynamic"]["tmax"].__setitem__(3, None)), "tmax[3]: expected a number, got null"),
+    "string for a number": (
+        "classical",
+        with_row(**{"sepal length (cm)": "5.9"}),
+        "expected a number, got string",
+    ),
+    "boolean for a number": (
+        "classical",
+        with_row(**{"sepal length (cm)": True}),
+        "expected a number, got boolean",
+    ),
+    "short window": (
+        "lstm",
+        with_window(lambda i: i["dynamic"]["prcp"].pop()),
+        "sequence_length = 30 daily values, got 29",
+    ),
+    "null in a window": (
+        "lstm",
+        with_window(lambda i: i["dynamic"]["tmax"].__setitem__(3, None)),
+        "tmax[3]: expected a number, got null",
+    ),
     "missing static": ("lstm", with_window(lambda i: i.pop("static")), "lacks ['static']"),
 }
 
@@ -157,12 +186,17 @@ def test_requests_without_their_api_key_are_refused(server, api, key):
     from mlkube.serving.client import auth_header, read_key
 
     other = {"inference": "management", "management": "inference"}[api]
-    headers = {"none": {}, "wrong": {"Authorization": "Bearer not-a-key"},
-               "the other API's": {"Authorization": f"Bearer {read_key(server.token_file, other)}"}}[key]
+    headers = {
+        "none": {},
+        "wrong": {"Authorization": "Bearer not-a-key"},
+        "the other API's": {"Authorization": f"Bearer {read_key(server.token_file, other)}"},
+    }[key]
 
     def call(headers):
         if api == "inference":
-            return post(server, "classical", GOOD["classical"], {"Content-Type": "application/json", **headers})
+            return post(
+                server, "classical", GOOD["classical"], {"Content-Type": "application/json", **headers}
+            )
         return requests.get(f"{server.url('management')}/models", headers=headers, timeout=10)
 
     refused = call(headers)
@@ -187,23 +221,39 @@ def test_logs_keep_one_access_line_per_request_and_no_per_request_debug_lines(se
     import psutil
 
     logs = server.folder / "logs"
-    sizes = {name: (logs / name).stat().st_size for name in ("access_log.log", "ts_log.log", "torchserve.out")}
+    sizes = {
+        name: (logs / name).stat().st_size for name in ("access_log.log", "ts_log.log", "torchserve.out")
+    }
     for _ in range(20):
         assert post(server, "classical", GOOD["classical"]).status_code == 200
     time.sleep(0.5)  # log4j writes as the answers go out
-    access = (logs / "access_log.log").read_text()[sizes["access_log.log"]:]
+    access = (logs / "access_log.log").read_text()[sizes["access_log.log"] :]
     assert access.count('"POST /predictions/classical HTTP/1.1" 200') == 20
-    grown = {name: (logs / name).stat().st_size - size for name, size in sizes.items() if name != "access_log.log"}
+    grown = {
+        name: (logs / name).stat().st_size - size for name, size in sizes.items() if name != "access_log.log"
+    }
     assert grown == {"ts_log.log": 0, "torchserve.out": 0}
-    [java] = [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] and "org.pytorch.serve.ModelServer"
-              in p.info["cmdline"] and str(server.folder / "config.properties") in " ".join(p.info["cmdline"])]
+    [java] = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if p.info["cmdline"]
+        and "org.pytorch.serve.ModelServer" in p.info["cmdline"]
+        and str(server.folder / "config.properties") in " ".join(p.info["cmdline"])
+    ]
     assert "-XX:TieredStopAtLevel=1" in java.info["cmdline"]  # serve.jvm_options, the default
-    assert any(a.startswith("-Dlog4j.configurationFile=") and a.endswith("/serving/log4j2.xml") for a in java.info["cmdline"])
+    assert any(
+        a.startswith("-Dlog4j.configurationFile=") and a.endswith("/serving/log4j2.xml")
+        for a in java.info["cmdline"]
+    )
 
 
 def forks_since_boot() -> int:
     """Processes and threads this machine has created since boot (/proc/stat's `processes`)."""
-    return int(next(line for line in Path("/proc/stat").read_text().splitlines() if line.startswith("processes ")).split()[1])
+    return int(
+        next(
+            line for line in Path("/proc/stat").read_text().splitlines() if line.startswith("processes ")
+        ).split()[1]
+    )
 
 
 def test_frontend_hands_batches_to_the_worker_without_starting_a_thread_each(server):
@@ -220,7 +270,11 @@ def test_frontend_hands_batches_to_the_worker_without_starting_a_thread_each(ser
 def test_dynamic_batching_from_the_spec_puts_concurrent_requests_in_one_call(server):
     from mlkube.serving.client import auth_header
 
-    [model] = requests.get(f"{server.url('management')}/models/lstm", headers=auth_header(server.token_file, "management"), timeout=10).json()
+    [model] = requests.get(
+        f"{server.url('management')}/models/lstm",
+        headers=auth_header(server.token_file, "management"),
+        timeout=10,
+    ).json()
     assert (model["batchSize"], model["maxBatchDelay"]) == (SPEC["batch_size"], SPEC["max_batch_delay_ms"])
     before = scrape(server)
     with ThreadPoolExecutor(8) as pool:
@@ -228,7 +282,9 @@ def test_dynamic_batching_from_the_spec_puts_concurrent_requests_in_one_call(ser
     after = scrape_when_moved(server, before, "mlkube_predictions_total", "lstm", 32)
     assert statuses == [200] * 32
     assert moved(before, after, "mlkube_predictions_total", "lstm") == 32
-    assert 0 < moved(before, after, "mlkube_handler_latency_ms_count", "lstm") < 32  # fewer handler calls than requests
+    assert (
+        0 < moved(before, after, "mlkube_handler_latency_ms_count", "lstm") < 32
+    )  # fewer handler calls than requests
 
 
 def test_torchserve_and_handler_metrics_count_every_request(server):
@@ -236,7 +292,9 @@ def test_torchserve_and_handler_metrics_count_every_request(server):
     for _ in range(3):
         post(server, "classical", request([IRIS_ROW, IRIS_ROW]))
     post(server, "classical", b"{")
-    scrape_when_moved(server, before, "mlkube_rejected_total", "classical", 1)  # the last batch's metrics are in
+    scrape_when_moved(
+        server, before, "mlkube_rejected_total", "classical", 1
+    )  # the last batch's metrics are in
     after = scrape_when_moved(server, before, "ts_inference_requests_total", "classical", 4)
     assert moved(before, after, "ts_inference_requests_total", "classical") == 4
     assert moved(before, after, "mlkube_predictions_total", "classical") == 3
@@ -253,7 +311,9 @@ def test_prometheus_sees_the_request_counter_move_by_the_requests_sent(server, p
 
     before = scrape(server)
     post(server, "lstm", GOOD["lstm"])  # the series exists from here on
-    served = scrape_when_moved(server, before, "ts_inference_requests_total", "lstm", 1)[("ts_inference_requests_total", "lstm")]
+    served = scrape_when_moved(server, before, "ts_inference_requests_total", "lstm", 1)[
+        ("ts_inference_requests_total", "lstm")
+    ]
     start = value(prometheus_server.wait_for(query, lambda result: value(result) == served))
     for _ in range(5):
         assert post(server, "lstm", GOOD["lstm"]).status_code == 200

@@ -44,26 +44,52 @@ def test_every_problem_is_reported_at_once():
 BROKEN = {
     "unknown key": ("seed: 1\ndata: {name: iris}\nclasical: {}\n", "clasical (line 3): unknown key"),
     "wrong type": ("seed: one\ndata: {name: iris}\n", "seed (line 1): 'one'"),
-    "negative folds": ("data: {name: iris}\nclassical: {cv: {folds: -3}}\n", "classical.cv.folds (line 2): -3"),
+    "negative folds": (
+        "data: {name: iris}\nclassical: {cv: {folds: -3}}\n",
+        "classical.cv.folds (line 2): -3",
+    ),
     "unknown built-in": ("data: {name: irises}\n", "data.name (line 1): 'irises'"),
     "unknown model": ("data: {name: iris}\nclassical: {models: [LR, XGB]}\n", "unknown model 'XGB'"),
-    "regression model on classes": ("data: {name: iris}\nclassical: {models: [SVR]}\n", "SVR is a regression model"),
-    "bad param value": ("data: {name: iris}\nclassical: {models: [KNN], params: {KNN: {n_neighbors: 0}}}\n",
-                        "classical.params.KNN: The 'n_neighbors' parameter"),
-    "bad param name": ("data: {name: iris}\nclassical: {models: [SVM], params: {SVM: {gama: auto}}}\n",
-                       "unknown parameter(s) ['gama']"),
+    "regression model on classes": (
+        "data: {name: iris}\nclassical: {models: [SVR]}\n",
+        "SVR is a regression model",
+    ),
+    "bad param value": (
+        "data: {name: iris}\nclassical: {models: [KNN], params: {KNN: {n_neighbors: 0}}}\n",
+        "classical.params.KNN: The 'n_neighbors' parameter",
+    ),
+    "bad param name": (
+        "data: {name: iris}\nclassical: {models: [SVM], params: {SVM: {gama: auto}}}\n",
+        "unknown parameter(s) ['gama']",
+    ),
     "missing data file": ("data: {path: nope.csv, target: y}\n", "file not found"),
     "missing target column": ("data: {path: @CSV@, target: label}\n", "column(s) ['label'] not in"),
     "non-numeric feature": ("data: {path: @CSV@, target: y}\n", "non-numeric column(s) ['colour']"),
-    "more folds than rows": ("data: {name: iris}\nclassical: {cv: {scheme: kfold, folds: 151}}\n", "151 folds but only 150 rows"),
-    "class smaller than k": ("data: {path: @CSV@, target: y, features: [a]}\nclassical: {cv: {folds: 3}}\n",
-                             "needs ≥ 3 rows of every class"),
-    "nested without inner": ("data: {name: iris}\nclassical: {cv: {scheme: nested}}\n", "needs both `inner` and `outer`"),
+    "more folds than rows": (
+        "data: {name: iris}\nclassical: {cv: {scheme: kfold, folds: 151}}\n",
+        "151 folds but only 150 rows",
+    ),
+    "class smaller than k": (
+        "data: {path: @CSV@, target: y, features: [a]}\nclassical: {cv: {folds: 3}}\n",
+        "needs ≥ 3 rows of every class",
+    ),
+    "nested without inner": (
+        "data: {name: iris}\nclassical: {cv: {scheme: nested}}\n",
+        "needs both `inner` and `outer`",
+    ),
     "unknown metric": ("data: {name: iris}\nclassical: {metric: acuracy}\n", "unknown scorer 'acuracy'"),
-    "metric of the other task": ("data: {name: diabetes}\nclassical: {metric: accuracy}\n", "classification metric"),
-    "grid with a sampler": ("data: {name: iris}\nclassical: {models: [SVM], search: {space: {SVM: {C: {loguniform: [0.1, 10]}}}}}\n",
-                            "grid search needs a list"),
-    "min above max nodes": ("lstm: {elastic: {min_nodes: 3, max_nodes: 2}}\n", "min_nodes (3) must be ≤ max_nodes (2)"),
+    "metric of the other task": (
+        "data: {name: diabetes}\nclassical: {metric: accuracy}\n",
+        "classification metric",
+    ),
+    "grid with a sampler": (
+        "data: {name: iris}\nclassical: {models: [SVM], search: {space: {SVM: {C: {loguniform: [0.1, 10]}}}}}\n",
+        "grid search needs a list",
+    ),
+    "min above max nodes": (
+        "lstm: {elastic: {min_nodes: 3, max_nodes: 2}}\n",
+        "min_nodes (3) must be ≤ max_nodes (2)",
+    ),
     "not YAML": ("data: {name: iris\n", "not valid YAML"),
     "JVM options over two lines": ('serve: {jvm_options: "-Xmx1g\\n-Xms1g"}\n', "serve.jvm_options (line 1)"),
 }
@@ -90,17 +116,24 @@ def test_validate_accepts_the_examples(capsys):
 
 def test_cli_exit_code_and_no_traceback_in_a_real_process(tmp_path):
     (tmp_path / "bad.yaml").write_text("seed: 1\ndata: {name: iris}\nclassical: {models: [NOPE]}\n")
-    proc = subprocess.run([sys.executable, "-m", "mlkube.cli", "validate", "bad.yaml"], check=False, cwd=tmp_path,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlkube.cli", "validate", "bad.yaml"],
+        check=False,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert "unknown model 'NOPE'" in proc.stderr and "fix:" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_help_imports_no_heavy_library():
-    code = ("import sys, mlkube.cli as c\n"
-            "try:\n    c.main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "heavy = [m for m in ('ray', 'torch', 'kubernetes', 'sklearn', 'numba', 'ts', 'pydantic') if m in sys.modules]\n"
-            "print('HEAVY', heavy)")
+    code = (
+        "import sys, mlkube.cli as c\n"
+        "try:\n    c.main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('ray', 'torch', 'kubernetes', 'sklearn', 'numba', 'ts', 'pydantic') if m in sys.modules]\n"
+        "print('HEAVY', heavy)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "usage: mlkube" in out and "HEAVY []" in out
 
@@ -116,4 +149,6 @@ def test_the_spec_reference_in_docs_is_generated_from_the_code():
     from pathlib import Path
 
     docs = Path(__file__).parents[1] / "docs" / "spec-reference.md"
-    assert docs.read_text() == reference_markdown() + "\n", "regenerate: python -m mlkube.trainer.spec > docs/spec-reference.md"
+    assert docs.read_text() == reference_markdown() + "\n", (
+        "regenerate: python -m mlkube.trainer.spec > docs/spec-reference.md"
+    )

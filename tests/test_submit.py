@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fixtures.k8s.fake_apiserver import FakeApiServer, FakeCluster
 from mlkube.cluster.chart import render, values_for
 from mlkube.trainer.spec import parse_spec
+from tests.fixtures.k8s.fake_apiserver import FakeApiServer, FakeCluster
 
 pytestmark = pytest.mark.integration
 SPEC = "data: {name: iris}\nclassical: {models: [LR, CART]}\nlstm: {elastic: {min_nodes: 1, max_nodes: 2}}\n"
@@ -30,7 +30,11 @@ def mlkube(run_cli, tmp_path, cluster):
         kubeconfig = server.kubeconfig(tmp_path / "kubeconfig")
 
         def run(*args: str, env: dict | None = None):
-            return run_cli(*args, env={"KUBECONFIG": str(kubeconfig), "TMPDIR": str(tmp_path), **(env or {})}, timeout=120)
+            return run_cli(
+                *args,
+                env={"KUBECONFIG": str(kubeconfig), "TMPDIR": str(tmp_path), **(env or {})},
+                timeout=120,
+            )
 
         yield run
 
@@ -40,11 +44,20 @@ def labels(run_id: str, role: str) -> dict:
 
 
 def script_ray_success(cluster: FakeCluster, run_id: str) -> None:
-    cluster.script("rayjobs", f"mlkube-{run_id}-tune", {"jobDeploymentStatus": "Initializing"},
-                   {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"},
-                   {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"})
-    cluster.add_pod("default", f"mlkube-{run_id}-tune-submitter", labels(run_id, "driver"), "Running",
-                    "[  12.0s] [2/4] evaluate …\nbest: LR accuracy 0.96\n")
+    cluster.script(
+        "rayjobs",
+        f"mlkube-{run_id}-tune",
+        {"jobDeploymentStatus": "Initializing"},
+        {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"},
+        {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"},
+    )
+    cluster.add_pod(
+        "default",
+        f"mlkube-{run_id}-tune-submitter",
+        labels(run_id, "driver"),
+        "Running",
+        "[  12.0s] [2/4] evaluate …\nbest: LR accuracy 0.96\n",
+    )
 
 
 # ------------------------------------------------------------------------------------------- submit
@@ -52,7 +65,11 @@ def test_submit_ray_creates_the_rayjob_waits_streams_the_driver_log_and_exits_0(
     script_ray_success(cluster, "t1")
     proc = mlkube("submit", "experiment.yaml", "--kind", "ray", "--run-id", "t1", *FAST)
     assert proc.returncode == 0, proc.stderr
-    assert cluster.created() == ["PersistentVolumeClaim/mlkube-runs", "ConfigMap/mlkube-t1-spec", "RayJob/mlkube-t1-tune"]
+    assert cluster.created() == [
+        "PersistentVolumeClaim/mlkube-runs",
+        "ConfigMap/mlkube-t1-spec",
+        "RayJob/mlkube-t1-tune",
+    ]
     assert "best: LR accuracy 0.96" in proc.stdout
     for state in ("Initializing", "Running, Ray job RUNNING", "Complete, Ray job SUCCEEDED"):
         assert f"RayJob/mlkube-t1-tune: {state}" in proc.stderr
@@ -63,8 +80,14 @@ def test_submit_dry_runs_every_object_on_the_server_before_creating_any(mlkube, 
     script_ray_success(cluster, "t1")
     mlkube("submit", "experiment.yaml", "--kind", "ray", "--run-id", "t1", *FAST)
     posts = [("dryRun" in query, kind) for method, _, query, kind, _ in cluster.calls if method == "POST"]
-    assert posts == [(True, "PersistentVolumeClaim"), (True, "ConfigMap"), (True, "RayJob"),
-                     (False, "PersistentVolumeClaim"), (False, "ConfigMap"), (False, "RayJob")]
+    assert posts == [
+        (True, "PersistentVolumeClaim"),
+        (True, "ConfigMap"),
+        (True, "RayJob"),
+        (False, "PersistentVolumeClaim"),
+        (False, "ConfigMap"),
+        (False, "RayJob"),
+    ]
 
 
 def test_submitted_objects_are_the_charts_objects(mlkube, cluster):
@@ -74,7 +97,9 @@ def test_submitted_objects_are_the_charts_objects(mlkube, cluster):
     chart = render(values_for(parse_spec(SPEC), "ray", "t1"), "mlkube-t1", "default").objects
     for obj in chart:
         sent = stored[(obj["kind"], obj["metadata"]["name"])]
-        server_side = {"metadata": {k: v for k, v in sent["metadata"].items() if k not in ("namespace", "uid")}}
+        server_side = {
+            "metadata": {k: v for k, v in sent["metadata"].items() if k not in ("namespace", "uid")}
+        }
         assert {k: v for k, v in sent.items() if k != "status"} | server_side == obj
 
 
@@ -86,25 +111,36 @@ def test_the_run_id_is_the_ray_job_id(mlkube, cluster):
 
 
 def test_a_failed_job_exits_1_with_its_message(mlkube, cluster):
-    cluster.script("rayjobs", "mlkube-t2-tune", {"jobDeploymentStatus": "Failed", "jobStatus": "FAILED",
-                                                 "message": "entrypoint exited with 2"})
+    cluster.script(
+        "rayjobs",
+        "mlkube-t2-tune",
+        {"jobDeploymentStatus": "Failed", "jobStatus": "FAILED", "message": "entrypoint exited with 2"},
+    )
     proc = mlkube("submit", "experiment.yaml", "--kind", "ray", "--run-id", "t2", *FAST)
     assert proc.returncode == 1
     assert "Failed, Ray job FAILED: entrypoint exited with 2" in proc.stdout
 
 
 def test_submit_elastic_runs_a_pytorchjob_with_the_run_id_as_rendezvous_id(mlkube, cluster):
-    cluster.script("pytorchjobs", "mlkube-e1-train",
-                   {"conditions": [{"type": "Created", "status": "True"}]},
-                   {"conditions": [{"type": "Created", "status": "True"}, {"type": "Running", "status": "True"}]},
-                   {"conditions": [{"type": "Running", "status": "False"}, {"type": "Succeeded", "status": "True"}]})
-    cluster.add_pod("default", "mlkube-e1-train-worker-0", labels("e1", "worker"), "Running", "epoch 1 nse 0.61\n")
+    cluster.script(
+        "pytorchjobs",
+        "mlkube-e1-train",
+        {"conditions": [{"type": "Created", "status": "True"}]},
+        {"conditions": [{"type": "Created", "status": "True"}, {"type": "Running", "status": "True"}]},
+        {"conditions": [{"type": "Running", "status": "False"}, {"type": "Succeeded", "status": "True"}]},
+    )
+    cluster.add_pod(
+        "default", "mlkube-e1-train-worker-0", labels("e1", "worker"), "Running", "epoch 1 nse 0.61\n"
+    )
     proc = mlkube("submit", "experiment.yaml", "--kind", "elastic", "--run-id", "e1", *FAST)
     assert proc.returncode == 0, proc.stderr
     assert "epoch 1 nse 0.61" in proc.stdout and "PyTorchJob/mlkube-e1-train: Succeeded" in proc.stderr
     (job,) = cluster.stored("pytorchjobs")
     assert job["spec"]["elasticPolicy"]["rdzvId"] == "e1"
-    assert (job["spec"]["elasticPolicy"]["minReplicas"], job["spec"]["elasticPolicy"]["maxReplicas"]) == (1, 2)
+    assert (job["spec"]["elasticPolicy"]["minReplicas"], job["spec"]["elasticPolicy"]["maxReplicas"]) == (
+        1,
+        2,
+    )
 
 
 def test_submit_serve_waits_for_the_replicas_and_prints_how_to_predict(mlkube, cluster):
@@ -113,12 +149,18 @@ def test_submit_serve_waits_for_the_replicas_and_prints_how_to_predict(mlkube, c
     assert proc.returncode == 0, proc.stderr
     assert "0/1 replicas available" in proc.stderr and "1/1 replicas available" in proc.stderr
     assert "port-forward svc/mlkube-t1-serve 8080:8080" in proc.stdout
-    assert {"Service/mlkube-t1-serve", "NetworkPolicy/mlkube-t1-serve", "Deployment/mlkube-t1-serve"} <= set(cluster.created())
+    assert {"Service/mlkube-t1-serve", "NetworkPolicy/mlkube-t1-serve", "Deployment/mlkube-t1-serve"} <= set(
+        cluster.created()
+    )
 
 
 def test_submit_serve_needs_the_run_to_serve(mlkube, cluster):
     proc = mlkube("submit", "experiment.yaml", "--kind", "serve")
-    assert proc.returncode == 2 and "--kind serve needs the run to serve" in proc.stderr and "--run-id" in proc.stderr
+    assert (
+        proc.returncode == 2
+        and "--kind serve needs the run to serve" in proc.stderr
+        and "--run-id" in proc.stderr
+    )
 
 
 def test_detach_returns_once_the_objects_exist(mlkube, cluster):
@@ -129,14 +171,22 @@ def test_detach_returns_once_the_objects_exist(mlkube, cluster):
 
 def test_the_runs_claim_is_shared_and_kept_by_a_second_submit(mlkube, cluster):
     for run_id in ("a1", "a2"):
-        assert mlkube("submit", "experiment.yaml", "--kind", "ray", "--run-id", run_id, "--detach").returncode == 0
+        assert (
+            mlkube("submit", "experiment.yaml", "--kind", "ray", "--run-id", run_id, "--detach").returncode
+            == 0
+        )
     assert cluster.created().count("PersistentVolumeClaim/mlkube-runs") == 1
 
 
 def test_a_job_that_never_finishes_times_out_with_the_commands_to_follow_it(mlkube, cluster):
-    proc = mlkube("submit", "experiment.yaml", "--kind", "ray", "--run-id", "slow", "--poll", "0.05", "--timeout", "0.3")
+    proc = mlkube(
+        "submit", "experiment.yaml", "--kind", "ray", "--run-id", "slow", "--poll", "0.05", "--timeout", "0.3"
+    )
     assert proc.returncode == 2
-    assert "RayJob/mlkube-slow-tune is still Pending after 0 s" in proc.stderr and "mlkube status slow" in proc.stderr
+    assert (
+        "RayJob/mlkube-slow-tune is still Pending after 0 s" in proc.stderr
+        and "mlkube status slow" in proc.stderr
+    )
 
 
 # ------------------------------------------------------------------------------------------- user errors
@@ -151,26 +201,44 @@ def test_missing_operator_names_the_operator_and_creates_nothing(mlkube, cluster
 def test_missing_namespace_says_how_to_create_it(mlkube, cluster):
     proc = mlkube("submit", "experiment.yaml", "--kind", "ray", "-n", "team-a", *FAST)
     assert proc.returncode == 2
-    assert "namespace 'team-a' does not exist" in proc.stderr and "kubectl create namespace team-a" in proc.stderr
+    assert (
+        "namespace 'team-a' does not exist" in proc.stderr
+        and "kubectl create namespace team-a" in proc.stderr
+    )
 
 
 def test_rbac_refusal_is_reported_before_anything_is_created(mlkube, cluster):
     cluster.forbidden.add(("create", "rayjobs"))
     proc = mlkube("submit", "experiment.yaml", "--kind", "ray", "--run-id", "t1", *FAST)
-    assert proc.returncode == 2 and "forbidden by RBAC" in proc.stderr and 'cannot create resource "rayjobs"' in proc.stderr
+    assert (
+        proc.returncode == 2
+        and "forbidden by RBAC" in proc.stderr
+        and 'cannot create resource "rayjobs"' in proc.stderr
+    )
     assert "ask a cluster admin for a Role in namespace default" in proc.stderr and cluster.created() == []
 
 
 def test_a_run_id_submitted_twice_is_refused(mlkube, cluster):
     assert mlkube("submit", "experiment.yaml", "--kind", "ray", "--run-id", "t1", "--detach").returncode == 0
     proc = mlkube("submit", "experiment.yaml", "--kind", "ray", "--run-id", "t1", "--detach")
-    assert proc.returncode == 2 and "ConfigMap/mlkube-t1-spec already exists" in proc.stderr and "mlkube delete" in proc.stderr
+    assert (
+        proc.returncode == 2
+        and "ConfigMap/mlkube-t1-spec already exists" in proc.stderr
+        and "mlkube delete" in proc.stderr
+    )
 
 
 def test_no_kubeconfig_says_how_to_get_one(mlkube, tmp_path):
-    proc = mlkube("submit", "experiment.yaml", "--kind", "ray", env={"KUBECONFIG": str(tmp_path / "absent"),
-                                                                     "KUBERNETES_SERVICE_HOST": ""})
-    assert proc.returncode == 2 and "no usable kubeconfig" in proc.stderr and "deploy/kind/up.sh" in proc.stderr
+    proc = mlkube(
+        "submit",
+        "experiment.yaml",
+        "--kind",
+        "ray",
+        env={"KUBECONFIG": str(tmp_path / "absent"), "KUBERNETES_SERVICE_HOST": ""},
+    )
+    assert (
+        proc.returncode == 2 and "no usable kubeconfig" in proc.stderr and "deploy/kind/up.sh" in proc.stderr
+    )
 
 
 def test_an_unreachable_cluster_is_named(mlkube, tmp_path):
@@ -183,14 +251,21 @@ def test_an_unreachable_cluster_is_named(mlkube, tmp_path):
 
 def test_a_run_id_that_cannot_name_objects_is_refused_before_any_call(mlkube, cluster):
     proc = mlkube("submit", "experiment.yaml", "--kind", "ray", "--run-id", "My_Run")
-    assert proc.returncode == 2 and "run id 'My_Run' cannot name Kubernetes objects" in proc.stderr and cluster.calls == []
+    assert (
+        proc.returncode == 2
+        and "run id 'My_Run' cannot name Kubernetes objects" in proc.stderr
+        and cluster.calls == []
+    )
 
 
 def test_a_bad_chart_value_is_named(mlkube, cluster, tmp_path):
     (tmp_path / "values.yaml").write_text("elastic: {operator: mpi}\n")
     proc = mlkube("submit", "experiment.yaml", "--kind", "elastic", "-f", "values.yaml")
     assert proc.returncode == 2
-    assert "the chart rejected the values: elastic.operator: value must be one of 'kubeflow', 'torchelastic'" in proc.stderr
+    assert (
+        "the chart rejected the values: elastic.operator: value must be one of 'kubeflow', 'torchelastic'"
+        in proc.stderr
+    )
 
 
 def test_a_bad_spec_is_reported_like_mlkube_validate(mlkube, tmp_path):
@@ -233,5 +308,9 @@ def test_delete_removes_the_runs_objects_and_keeps_the_runs_volume(mlkube, clust
     mlkube("submit", "experiment.yaml", "--kind", "ray", "--run-id", "t2", "--detach")
     proc = mlkube("delete", "t1")
     assert proc.returncode == 0 and "deleted RayJob/mlkube-t1-tune, ConfigMap/mlkube-t1-spec" in proc.stdout
-    assert {o["metadata"]["name"] for o in cluster.objects.values()} == {"mlkube-runs", "mlkube-t2-tune", "mlkube-t2-spec"}
+    assert {o["metadata"]["name"] for o in cluster.objects.values()} == {
+        "mlkube-runs",
+        "mlkube-t2-tune",
+        "mlkube-t2-spec",
+    }
     assert mlkube("delete", "t1").returncode == 2

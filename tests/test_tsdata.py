@@ -60,8 +60,12 @@ def test_shipped_sample_loads_four_basins_with_its_default_periods():
     data = load()
     assert data.sites == GAUGES
     assert data.dynamic_inputs == CAMELS_DYNAMIC and data.target_name == CAMELS_TARGET
-    assert data.dynamic.shape == (4, 1096, 6) and data.target.shape == (4, 1096) and data.static.shape == (4, 0)
-    assert all(a.dtype == np.float32 and a.flags["C_CONTIGUOUS"] for a in (data.dynamic, data.static, data.target))
+    assert (
+        data.dynamic.shape == (4, 1096, 6) and data.target.shape == (4, 1096) and data.static.shape == (4, 0)
+    )
+    assert all(
+        a.dtype == np.float32 and a.flags["C_CONTIGUOUS"] for a in (data.dynamic, data.static, data.target)
+    )
     assert str(data.dates[0]) == "2000-01-01" and str(data.dates[-1]) == "2002-12-31"
     assert data.period_dates("train") == (dt.date(2000, 1, 1), dt.date(2001, 6, 30))
     assert data.period_dates("validation") == (dt.date(2001, 7, 1), dt.date(2001, 12, 31))
@@ -71,7 +75,9 @@ def test_shipped_sample_loads_four_basins_with_its_default_periods():
 
 def test_streamflow_is_converted_from_cubic_feet_per_second_to_mm_per_day():
     data = load({"sites": ["01022500"], "dynamic_inputs": ["prcp"]})
-    area_m2 = float((SAMPLE / "forcing_daymet" / "01022500_lump_cida_forcing_leap.txt").read_text().splitlines()[2])
+    area_m2 = float(
+        (SAMPLE / "forcing_daymet" / "01022500_lump_cida_forcing_leap.txt").read_text().splitlines()[2]
+    )
     first_day_cfs = 255.0  # 01022500 2000-01-01 in streamflow/01022500_streamflow_qc.txt
     assert data.target[0, 0] == pytest.approx(first_day_cfs * CUBIC_FOOT * 86400 * 1000 / area_m2, rel=1e-6)
     assert data.dynamic_inputs == ("prcp(mm/day)",)
@@ -86,14 +92,21 @@ def test_static_attributes_come_from_the_camels_tables():
 
 def test_full_download_layout_with_huc_subfolders_reads_the_same(tmp_path):
     root = tmp_path / "basin_dataset_public_v1p2"
-    for folder, target in (("forcing_daymet", "basin_mean_forcing/daymet"), ("streamflow", "usgs_streamflow")):
+    for folder, target in (
+        ("forcing_daymet", "basin_mean_forcing/daymet"),
+        ("streamflow", "usgs_streamflow"),
+    ):
         for file in (SAMPLE / folder).iterdir():
             huc = tmp_path.joinpath(root, target, f"{GAUGES.index(file.name[:8]) + 1:02d}")
             huc.mkdir(parents=True, exist_ok=True)
             shutil.copy(file, huc)
     shutil.copytree(SAMPLE / "attributes", tmp_path / "camels_attributes_v2.0")
-    periods = {"train_period": ["2000-01-01", "2001-06-30"], "validation_period": ["2001-07-01", "2001-12-31"],
-               "test_period": ["2002-01-01", "2002-12-31"], "static_inputs": ["elev_mean"]}
+    periods = {
+        "train_period": ["2000-01-01", "2001-06-30"],
+        "validation_period": ["2001-07-01", "2001-12-31"],
+        "test_period": ["2002-01-01", "2002-12-31"],
+        "static_inputs": ["elev_mean"],
+    }
     shipped, downloaded = load(periods), load({"path": str(tmp_path), **periods})
     assert downloaded.sites == shipped.sites
     assert downloaded.data_hash() == shipped.data_hash()
@@ -102,11 +115,15 @@ def test_full_download_layout_with_huc_subfolders_reads_the_same(tmp_path):
 def test_missing_values_become_nan_and_short_gaps_are_filled(camels_copy):
     def punch(fields):  # 01547700: 2 missing days in January 2000, 10 missing days in March 2000
         day = dt.date(int(fields[1]), int(fields[2]), int(fields[3]))
-        gap = dt.date(2000, 1, 10) <= day <= dt.date(2000, 1, 11) or dt.date(2000, 3, 1) <= day <= dt.date(2000, 3, 10)
+        gap = dt.date(2000, 1, 10) <= day <= dt.date(2000, 1, 11) or dt.date(2000, 3, 1) <= day <= dt.date(
+            2000, 3, 10
+        )
         return [*fields[:4], "-999.00", "M"] if gap else fields
 
     edit_lines(camels_copy / "streamflow" / "01547700_streamflow_qc.txt", punch)
-    data = load({"path": str(camels_copy), "sites": ["01547700"], "train_period": ["2000-01-01", "2001-06-30"]})
+    data = load(
+        {"path": str(camels_copy), "sites": ["01547700"], "train_period": ["2000-01-01", "2001-06-30"]}
+    )
     q = data.target[0]
     assert np.isnan(q[60:70]).all() and np.isfinite(q[:60]).all()  # the 10-day gap stays (fill_max_gap is 5)
     assert q[9] == pytest.approx(q[8] + (q[11] - q[8]) / 3, rel=1e-6)  # the 2-day gap is a straight line
@@ -126,9 +143,16 @@ def test_missing_forcings_marked_minus_999_become_nan(camels_copy):
 # ------------------------------------------------------------------------------------------------ user files
 def site_table(site: str, days: int = 400, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({"date": pd.date_range("2010-01-01", periods=days).strftime("%Y-%m-%d"),
-                         "rain": rng.gamma(1, 3, days), "temp": rng.normal(10, 5, days), "flow": rng.gamma(1, 2, days),
-                         "area": 100.0 + seed, "kind": "forest"})
+    return pd.DataFrame(
+        {
+            "date": pd.date_range("2010-01-01", periods=days).strftime("%Y-%m-%d"),
+            "rain": rng.gamma(1, 3, days),
+            "temp": rng.normal(10, 5, days),
+            "flow": rng.gamma(1, 2, days),
+            "area": 100.0 + seed,
+            "kind": "forest",
+        }
+    )
 
 
 @pytest.mark.parametrize("layout", ["csv folder", "parquet folder", "long csv", "long parquet"])
@@ -165,8 +189,15 @@ def synthetic_run(sites: int, years: int, seed: int) -> tuple[dict, pd.DataFrame
     _, values = source.read(source.sites, source.variables)
     series = {name: values[:, :, i].astype(np.float64) for i, name in enumerate(source.variables)}
     site = source.attributes
-    truth = bucket_model(series["prcp(mm/day)"], series["tmax(C)"], series["tmin(C)"], series["pet(mm/day)"],
-                         site["soil_capacity"].to_numpy(), site["recession"].to_numpy(), site["melt_factor"].to_numpy())
+    truth = bucket_model(
+        series["prcp(mm/day)"],
+        series["tmax(C)"],
+        series["tmin(C)"],
+        series["pet(mm/day)"],
+        site["soil_capacity"].to_numpy(),
+        site["recession"].to_numpy(),
+        site["melt_factor"].to_numpy(),
+    )
     return series, site, truth
 
 
@@ -214,29 +245,43 @@ def test_unknown_variable_lists_the_available_ones():
 
 
 def test_unknown_or_non_numeric_attribute_lists_the_numeric_ones():
-    error = fails(r"attribute\(s\) \['geol_1st_class', 'size'\]", {"static_inputs": ["geol_1st_class", "size"]})
+    error = fails(
+        r"attribute\(s\) \['geol_1st_class', 'size'\]", {"static_inputs": ["geol_1st_class", "size"]}
+    )
     assert "area_gages2" in error.fix and "geol_1st_class" not in error.fix
 
 
 def test_overlapping_periods_are_refused():
-    fails(r"train_period \(2000-01-01..2001-06-30\) and validation_period \(2001-06-01..2001-12-31\) overlap",
-          {"validation_period": ["2001-06-01", "2001-12-31"]})
+    fails(
+        r"train_period \(2000-01-01..2001-06-30\) and validation_period \(2001-06-01..2001-12-31\) overlap",
+        {"validation_period": ["2001-06-01", "2001-12-31"]},
+    )
 
 
 def test_a_period_outside_the_data_is_refused():
-    error = fails(r"test_period: 2002-01-01..2003-06-30 falls outside the data", {"test_period": ["2002-01-01", "2003-06-30"]})
+    error = fails(
+        r"test_period: 2002-01-01..2003-06-30 falls outside the data",
+        {"test_period": ["2002-01-01", "2003-06-30"]},
+    )
     assert "2000-01-01..2002-12-31" in error.message
 
 
 def test_a_sequence_longer_than_the_train_period_is_refused():
-    fails(r"lstm.sequence_length \(600 days\) is longer than lstm.data.train_period \(547 days\)",
-          sequence_length=600)
+    fails(
+        r"lstm.sequence_length \(600 days\) is longer than lstm.data.train_period \(547 days\)",
+        sequence_length=600,
+    )
 
 
 def test_a_validation_period_without_input_history_is_refused():
-    error = fails("validation_period starts on 2000-03-01, but its first prediction needs 364 days",
-                  {"train_period": ["2001-01-01", "2002-06-30"], "validation_period": ["2000-03-01", "2000-12-31"],
-                   "test_period": ["2002-07-01", "2002-12-31"]})
+    error = fails(
+        "validation_period starts on 2000-03-01, but its first prediction needs 364 days",
+        {
+            "train_period": ["2001-01-01", "2002-06-30"],
+            "validation_period": ["2000-03-01", "2000-12-31"],
+            "test_period": ["2002-07-01", "2002-12-31"],
+        },
+    )
     assert "2000-12-30" in error.fix
 
 
@@ -245,20 +290,28 @@ def test_a_site_without_target_in_the_train_period_is_named(camels_copy):
         return [*fields[:4], "-999.00", "M"] if fields[1] in ("2000", "2001") else fields
 
     edit_lines(camels_copy / "streamflow" / "02064000_streamflow_qc.txt", blank_2000)
-    fails(r"site\(s\) 02064000 have no valid QObs\(mm/d\) in lstm.data.train_period", {"path": str(camels_copy)})
+    fails(
+        r"site\(s\) 02064000 have no valid QObs\(mm/d\) in lstm.data.train_period", {"path": str(camels_copy)}
+    )
 
 
 def test_a_period_without_any_observed_target_is_refused():
     # 01022500 has forcings for 2003 but streamflow only to 2002: the days load, with the target missing
-    error = fails(r"test_period \(2003-01-01..2003-12-31\) holds no valid QObs\(mm/d\) at any site",
-                  {"sites": ["01022500"], "test_period": ["2003-01-01", "2003-12-31"]})
+    error = fails(
+        r"test_period \(2003-01-01..2003-12-31\) holds no valid QObs\(mm/d\) at any site",
+        {"sites": ["01022500"], "test_period": ["2003-01-01", "2003-12-31"]},
+    )
     assert "observations" in error.fix
 
 
 def test_a_missing_static_attribute_names_the_site(camels_copy):
     table = camels_copy / "attributes" / "camels_topo.txt"
-    table.write_text(table.read_text().replace("01547700;41.05951;-77.60583;353.57", "01547700;41.05951;-77.60583;"))
-    fails("elev_mean is missing for site 01547700", {"path": str(camels_copy), "static_inputs": ["elev_mean"]})
+    table.write_text(
+        table.read_text().replace("01547700;41.05951;-77.60583;353.57", "01547700;41.05951;-77.60583;")
+    )
+    fails(
+        "elev_mean is missing for site 01547700", {"path": str(camels_copy), "static_inputs": ["elev_mean"]}
+    )
 
 
 def test_file_errors_say_what_to_give(tmp_path):
@@ -277,12 +330,15 @@ def test_camels_folder_without_streamflow_is_refused(camels_copy):
     fails("no gauge has both", {"path": str(camels_copy)})
 
 
-@pytest.mark.parametrize("section, problem", [
-    ("{name: synthetic, path: /data}", "give `name`"),
-    ("{sites: [01022500]}", "quote site ids"),
-    ("{sites: ['01022500', '01022500']}", "lists a site twice"),
-    ("{train_period: [2001-01-01, 2000-01-01]}", "the start date comes after the end date"),
-])
+@pytest.mark.parametrize(
+    "section, problem",
+    [
+        ("{name: synthetic, path: /data}", "give `name`"),
+        ("{sites: [01022500]}", "quote site ids"),
+        ("{sites: ['01022500', '01022500']}", "lists a site twice"),
+        ("{train_period: [2001-01-01, 2000-01-01]}", "the start date comes after the end date"),
+    ],
+)
 def test_spec_errors_of_the_data_section(section, problem):
     with pytest.raises(SpecError, match=problem):
         parse_spec(f"lstm: {{data: {section}}}")

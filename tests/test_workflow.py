@@ -33,14 +33,37 @@ lstm:
 """
 # Fields that hold times, durations or Ray node ids (they differ between any two runs), and the LSTM's record of
 # where its training was resumed (an interrupted run says so; its weights and scores are still compared).
-VOLATILE = {"fit_time", "fit_times", "node", "created", "start_time", "end_time", "updated", "seconds",
-            "samples_per_second", "sequences_per_second", "time", "wall_time", "hostname", "segments", "restarts"}
+VOLATILE = {
+    "fit_time",
+    "fit_times",
+    "node",
+    "created",
+    "start_time",
+    "end_time",
+    "updated",
+    "seconds",
+    "samples_per_second",
+    "sequences_per_second",
+    "time",
+    "wall_time",
+    "hostname",
+    "segments",
+    "restarts",
+}
 SKIPPED = ("env.json", "timings.json", "status.json", "report.html", "stages.json")
 
 
 def _mlkube(*args, cwd: Path, env: dict, **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "mlkube.cli", *map(str, args)], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "mlkube.cli", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        **kwargs,
+    )
 
 
 def _strip(value):
@@ -56,7 +79,11 @@ def _results(run_dir: Path) -> dict[str, object]:
     out = {}
     for path in sorted(run_dir.rglob("*")):
         rel = path.relative_to(run_dir)
-        if not path.is_file() or rel.parts[0] in ("checkpoints", "logs", "serving", "tmp") or rel.name in SKIPPED:
+        if (
+            not path.is_file()
+            or rel.parts[0] in ("checkpoints", "logs", "serving", "tmp")
+            or rel.name in SKIPPED
+        ):
             continue
         out[str(rel)] = _strip(json.loads(path.read_text())) if path.suffix == ".json" else path.read_bytes()
     return out
@@ -97,11 +124,13 @@ def _interrupt_in(proc, stage: str, sig) -> None:
 
 
 @pytest.mark.parametrize("chain", CHAINS)
-def test_a_run_interrupted_in_every_stage_resumes_to_the_same_results(chain, reference, workflow_env, tmp_path):
+def test_a_run_interrupted_in_every_stage_resumes_to_the_same_results(
+    chain, reference, workflow_env, tmp_path
+):
     (tmp_path / "spec.yaml").write_text(MINI)
     run_dir = tmp_path / "runs" / "w"
     proc = _mlkube("run", "spec.yaml", "--run-id", "w", cwd=tmp_path, env=workflow_env)
-    for stage, sig in zip(STAGES, CHAINS[chain]):
+    for stage, sig in zip(STAGES, CHAINS[chain], strict=False):
         _interrupt_in(proc, stage, sig)
         done = json.loads((run_dir / "stages.json").read_text())["done"]
         assert done == STAGES[: STAGES.index(stage)], f"{sig.name} in {stage}"
@@ -126,16 +155,32 @@ def test_the_quickstart_runs_end_to_end_and_ends_with_a_live_prediction(workflow
     try:
         assert proc.returncode == 0, err
         lines = out.splitlines()
-        predictions = {line.split()[2]: json.loads(line.split(": ", 1)[1]) for line in lines if line.startswith("prediction from")}
+        predictions = {
+            line.split()[2]: json.loads(line.split(": ", 1)[1])
+            for line in lines
+            if line.startswith("prediction from")
+        }
         assert predictions["classical"]["predictions"][0] in ("setosa", "versicolor", "virginica")
         assert predictions["lstm"]["target"] == "QObs(mm/d)" and len(predictions["lstm"]["predictions"]) == 1
         assert lines[-1] == f"report: {run_dir / 'report.html'}"
         board = json.loads((run_dir / "leaderboard.json").read_text())
         assert board["best"]["holdout_score"] is not None
         assert "climatology" in {r["model"] for r in board["deep"]["rows"]}
-        watched = subprocess.run([sys.executable, "-m", "mlkube.cli", "watch", "q", "--once"], cwd=tmp_path,
-                                 env=workflow_env, capture_output=True, text=True, timeout=60, check=True).stdout
+        watched = subprocess.run(
+            [sys.executable, "-m", "mlkube.cli", "watch", "q", "--once"],
+            cwd=tmp_path,
+            env=workflow_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
         assert "(finished)" in watched and "LSTM: step " in watched and '"finished":' in watched
     finally:
-        subprocess.run([sys.executable, "-m", "mlkube.cli", "serve", str(run_dir), "--stop"], env=workflow_env,
-                       capture_output=True, timeout=120, check=False)
+        subprocess.run(
+            [sys.executable, "-m", "mlkube.cli", "serve", str(run_dir), "--stop"],
+            env=workflow_env,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )

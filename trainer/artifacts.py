@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from mlkube.trainer.errors import MlkubeError
-from mlkube.trainer.run import atomic_path, atomic_write_json, library_versions, now_iso, read_json, sha256_file
+from mlkube.trainer.run import (
+    atomic_path,
+    atomic_write_json,
+    library_versions,
+    now_iso,
+    read_json,
+    sha256_file,
+)
 
 MODEL_JSON = "model.json"
 REQUIRED_KEYS = ("name", "framework", "task", "features", "target", "weights", "sha256")
@@ -35,7 +42,9 @@ def read_model_json(folder: Path, verify: bool = True) -> dict[str, Any]:
     folder = Path(folder)
     path = folder / MODEL_JSON
     if not path.is_file():
-        raise MlkubeError(f"no {MODEL_JSON} in {folder}", "point at a models/<name>/ folder of a finished run")
+        raise MlkubeError(
+            f"no {MODEL_JSON} in {folder}", "point at a models/<name>/ folder of a finished run"
+        )
     meta = read_json(path)
     missing = [k for k in REQUIRED_KEYS if k not in meta]
     if missing:
@@ -91,7 +100,9 @@ def canonical_skops(data: bytes) -> bytes:
 
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as target:
-        for name in sorted(source.namelist(), key=lambda n: (new_name(n) == "schema.json", len(new_name(n)), new_name(n))):
+        for name in sorted(
+            source.namelist(), key=lambda n: (new_name(n) == "schema.json", len(new_name(n)), new_name(n))
+        ):
             payload = renumber(schema).encode() if name == "schema.json" else source.read(name)
             target.writestr(zipfile.ZipInfo(new_name(name), date_time=(1980, 1, 1, 0, 0, 0)), payload)
     return out.getvalue()
@@ -106,5 +117,8 @@ def load_sklearn_model(folder: Path) -> tuple[Any, dict[str, Any]]:
     types = sio.get_untrusted_types(file=weights)
     refused = [t for t in types if not t.startswith(SKOPS_TRUSTED_PREFIXES)]
     if refused:
-        raise MlkubeError(f"{weights} holds types outside scikit-learn/NumPy/SciPy: {refused}", "only load models mlkube wrote")
+        raise MlkubeError(
+            f"{weights} holds types outside scikit-learn/NumPy/SciPy: {refused}",
+            "only load models mlkube wrote",
+        )
     return sio.load(weights, trusted=types), meta

@@ -42,16 +42,24 @@ class TabularData:
 
     def summary(self) -> dict:
         out = {
-            "source": self.source, "rows": self.n_rows, "features": len(self.feature_names),
-            "feature_names": self.feature_names, "target": self.target_name, "task": self.task,
+            "source": self.source,
+            "rows": self.n_rows,
+            "features": len(self.feature_names),
+            "feature_names": self.feature_names,
+            "target": self.target_name,
+            "task": self.task,
             "missing_values": int(np.isnan(self.X).sum()),
         }
         if self.task == "classification":
             counts = np.bincount(self.y.astype(int), minlength=len(self.class_names))
-            out["classes"] = {name: int(c) for name, c in zip(self.class_names, counts)}
+            out["classes"] = {name: int(c) for name, c in zip(self.class_names, counts, strict=False)}
         else:
-            out["target_stats"] = {"mean": float(self.y.mean()), "std": float(self.y.std()),
-                                   "min": float(self.y.min()), "max": float(self.y.max())}
+            out["target_stats"] = {
+                "mean": float(self.y.mean()),
+                "std": float(self.y.std()),
+                "min": float(self.y.min()),
+                "max": float(self.y.max()),
+            }
         return out
 
 
@@ -61,10 +69,18 @@ def _sklearn_builtin(loader_name: str, task: str) -> Callable[[], TabularData]:
 
         bunch = getattr(skd, loader_name)()
         names = list(getattr(bunch, "target_names", [])) if task == "classification" else []
-        target = "species" if loader_name == "load_iris" else ("class" if task == "classification" else "target")
-        return TabularData(X=np.asarray(bunch.data, dtype=np.float64), y=np.asarray(bunch.target),
-                           feature_names=[str(f) for f in bunch.feature_names], target_name=target, task=task,
-                           class_names=[str(n) for n in names], source=f"builtin:{loader_name.removeprefix('load_')}")
+        target = (
+            "species" if loader_name == "load_iris" else ("class" if task == "classification" else "target")
+        )
+        return TabularData(
+            X=np.asarray(bunch.data, dtype=np.float64),
+            y=np.asarray(bunch.target),
+            feature_names=[str(f) for f in bunch.feature_names],
+            target_name=target,
+            task=task,
+            class_names=[str(n) for n in names],
+            source=f"builtin:{loader_name.removeprefix('load_')}",
+        )
 
     return load
 
@@ -89,15 +105,21 @@ def _read_table(path: Path):
     import pandas as pd
 
     if not path.is_file():
-        raise MlkubeError(f"data.path: file not found: {path}", "check the path (relative paths are from the spec's folder)")
+        raise MlkubeError(
+            f"data.path: file not found: {path}", "check the path (relative paths are from the spec's folder)"
+        )
     readers = {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".pq": pd.read_parquet}
     reader = readers.get(path.suffix.lower())
     if reader is None:
-        raise MlkubeError(f"data.path: {path.name} is neither .csv nor .parquet", "convert the file to CSV or Parquet")
+        raise MlkubeError(
+            f"data.path: {path.name} is neither .csv nor .parquet", "convert the file to CSV or Parquet"
+        )
     try:
         table = reader(path)
     except Exception as exc:  # noqa: BLE001 -- pandas/pyarrow raise many types for unreadable files
-        raise MlkubeError(f"data.path: cannot read {path}: {exc}", "check that the file is valid CSV/Parquet") from None
+        raise MlkubeError(
+            f"data.path: cannot read {path}: {exc}", "check that the file is valid CSV/Parquet"
+        ) from None
     if table.empty:
         raise MlkubeError(f"data.path: {path} has no rows", "give a file with a header and at least one row")
     return table
@@ -113,20 +135,34 @@ def _load_file(spec: DataSpec, task: str) -> TabularData:
         raise MlkubeError(f"data: column(s) {missing} not in {spec.path.name}", f"columns there: {columns}")
     features = spec.features or [c for c in columns if c not in (spec.target, spec.groups)]
     if not features:
-        raise MlkubeError(f"data: {spec.path.name} has no feature columns besides the target", "add feature columns")
+        raise MlkubeError(
+            f"data: {spec.path.name} has no feature columns besides the target", "add feature columns"
+        )
     non_numeric = [c for c in features if not _is_numeric(table[c])]
     if non_numeric:
-        raise MlkubeError(f"data.features: non-numeric column(s) {non_numeric} in {spec.path.name}",
-                          "encode them as numbers, or leave them out with `data.features`")
+        raise MlkubeError(
+            f"data.features: non-numeric column(s) {non_numeric} in {spec.path.name}",
+            "encode them as numbers, or leave them out with `data.features`",
+        )
     target = table[spec.target]
     if target.isna().any():
         rows = [int(i) + 2 for i in np.flatnonzero(target.isna().to_numpy())[:5]]
-        raise MlkubeError(f"data.target: column {spec.target!r} has {int(target.isna().sum())} missing value(s) (file lines {rows}…)",
-                          "drop or fill those rows: a target cannot be missing")
+        raise MlkubeError(
+            f"data.target: column {spec.target!r} has {int(target.isna().sum())} missing value(s) (file lines {rows}…)",
+            "drop or fill those rows: a target cannot be missing",
+        )
     y, class_names, task = _encode_target(target, task)
     groups = table[spec.groups].to_numpy() if spec.groups else None
-    return TabularData(X=table[features].to_numpy(dtype=np.float64), y=y, feature_names=features,
-                       target_name=spec.target, task=task, class_names=class_names, groups=groups, source=str(spec.path))
+    return TabularData(
+        X=table[features].to_numpy(dtype=np.float64),
+        y=y,
+        feature_names=features,
+        target_name=spec.target,
+        task=task,
+        class_names=class_names,
+        groups=groups,
+        source=str(spec.path),
+    )
 
 
 def _is_numeric(column) -> bool:
@@ -143,9 +179,13 @@ def _encode_target(target, task: str) -> tuple[np.ndarray, list[str], str]:
     values = target.to_numpy()
     is_number = pd.api.types.is_numeric_dtype(target) and not pd.api.types.is_bool_dtype(target)
     if task == "regression" and not is_number:
-        raise MlkubeError(f"classical.task: regression needs a numeric target; {target.name!r} holds {target.dtype} values",
-                          "use task: classification, or auto")
-    few_integers = is_number and np.all(np.mod(values, 1) == 0) and target.nunique() <= MAX_CLASSES_FOR_INTEGER_TARGET
+        raise MlkubeError(
+            f"classical.task: regression needs a numeric target; {target.name!r} holds {target.dtype} values",
+            "use task: classification, or auto",
+        )
+    few_integers = (
+        is_number and np.all(np.mod(values, 1) == 0) and target.nunique() <= MAX_CLASSES_FOR_INTEGER_TARGET
+    )
     if task == "regression" or (task == "auto" and is_number and not few_integers):
         return values.astype(np.float64), [], "regression"
     _check_class_count(target.nunique(), str(target.name))
@@ -155,8 +195,10 @@ def _encode_target(target, task: str) -> tuple[np.ndarray, list[str], str]:
 
 def _check_class_count(n_unique: int, target: str) -> None:
     if n_unique > MAX_CLASSES_FOR_INTEGER_TARGET * 5:
-        raise MlkubeError(f"classical.task: a classification target, but {target!r} has {n_unique} distinct values",
-                          "use task: regression, or auto")
+        raise MlkubeError(
+            f"classical.task: a classification target, but {target!r} has {n_unique} distinct values",
+            "use task: regression, or auto",
+        )
 
 
 def _retask(data: TabularData, task: str) -> TabularData:

@@ -26,8 +26,12 @@ def start_exporter(port: int | None, registry, what: str, host: str = "0.0.0.0")
     try:
         start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
-        print(f"mlkube: metrics for {what} are off: port {port} (metrics.port) cannot be used ({exc.strerror}); "
-              f"fix: set metrics.port to a free port. Going on without metrics.", file=sys.stderr, flush=True)
+        print(
+            f"mlkube: metrics for {what} are off: port {port} (metrics.port) cannot be used ({exc.strerror}); "
+            f"fix: set metrics.port to a free port. Going on without metrics.",
+            file=sys.stderr,
+            flush=True,
+        )
         return False
     return True
 
@@ -51,10 +55,22 @@ class TuneMetrics:
         metrics = cls(
             registry=registry,
             running=Gauge("mlkube_tune_trials_running", "Ray Tune trials running now.", registry=registry),
-            trials=Counter("mlkube_tune_trials", "Ray Tune trials ended, by how they ended.", ["state"], registry=registry),
-            folds=Counter("mlkube_tune_folds", "Cross-validation folds scored (rate: folds per second).", registry=registry),
-            best=Gauge("mlkube_tune_best_score", "Best mean fold score of a finished trial so far (higher is better).",
-                       registry=registry),
+            trials=Counter(
+                "mlkube_tune_trials",
+                "Ray Tune trials ended, by how they ended.",
+                ["state"],
+                registry=registry,
+            ),
+            folds=Counter(
+                "mlkube_tune_folds",
+                "Cross-validation folds scored (rate: folds per second).",
+                registry=registry,
+            ),
+            best=Gauge(
+                "mlkube_tune_best_score",
+                "Best mean fold score of a finished trial so far (higher is better).",
+                registry=registry,
+            ),
         )
         for state in TRIAL_STATES:
             metrics.trials.labels(state=state)  # export zeros from the start

@@ -28,21 +28,36 @@ def build_leaderboard(run: Run) -> dict[str, Any] | None:
         spot = read_json(evaluate_path)
         improved = read_json(improve_path, {"tuned": [], "best": None})
         rows = _rank_rows(spot["rows"] + improved["tuned"])
-        board.update({"metric": spot["metric"], "task": spot["task"], "scheme": spot["scheme"], "rows": rows,
-                      "best": improved["best"]})
+        board.update(
+            {
+                "metric": spot["metric"],
+                "task": spot["task"],
+                "scheme": spot["scheme"],
+                "rows": rows,
+                "best": improved["best"],
+            }
+        )
         failed = [{"model": r["model"], "error": r.get("error")} for r in rows if r["status"] == "failed"]
         if failed:
             board["failed"] = failed
     if run.stage_file("deep").exists():
         deep = read_json(run.stage_file("deep"))
-        board["deep"] = {"metric": "median_nse", "period": deep["period"], "dates": deep["dates"],
-                         "target": deep["target"], "rows": deep["ranking"], "artifact": deep["artifact"]}
+        board["deep"] = {
+            "metric": "median_nse",
+            "period": deep["period"],
+            "dates": deep["dates"],
+            "target": deep["target"],
+            "rows": deep["ranking"],
+            "artifact": deep["artifact"],
+        }
     return board or None
 
 
 def _rank_rows(rows: list[dict]) -> list[dict]:
     order = {"ok": 0, "early_stopped": 1, "failed": 2}
-    return sorted(rows, key=lambda r: (order[r["status"]], -(r["mean"] if r["mean"] is not None else float("-inf"))))
+    return sorted(
+        rows, key=lambda r: (order[r["status"]], -(r["mean"] if r["mean"] is not None else float("-inf")))
+    )
 
 
 def write_cv_scores(path: Path, rows: list[dict]) -> None:
@@ -51,8 +66,16 @@ def write_cv_scores(path: Path, rows: list[dict]) -> None:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["model", "stage", "params", "fold", "score"])
     for row in rows:
-        for fold, score in zip(row.get("folds", []), row["scores"]):
-            writer.writerow([row["model"], row.get("stage", ""), json.dumps(row["params"], sort_keys=True), fold, repr(score)])
+        for fold, score in zip(row.get("folds", []), row["scores"], strict=False):
+            writer.writerow(
+                [
+                    row["model"],
+                    row.get("stage", ""),
+                    json.dumps(row["params"], sort_keys=True),
+                    fold,
+                    repr(score),
+                ]
+            )
     atomic_write_text(path, buffer.getvalue())
 
 
@@ -60,23 +83,33 @@ def leaderboard_table(board: dict[str, Any]) -> str:
     """The leaderboard as a plain-text table (for `mlkube show`)."""
     lines: list[str] = []
     if "rows" in board:
-        lines += [f"metric: {board['metric']}   task: {board['task']}   scheme: {board['scheme']['scheme']}", ""]
+        lines += [
+            f"metric: {board['metric']}   task: {board['task']}   scheme: {board['scheme']['scheme']}",
+            "",
+        ]
         header = f"{'#':>2}  {'model':<8} {'stage':<9} {'mean':>8} {'std':>8} {'folds':>5} {'fit s':>7}  {'status':<13} params"
         lines += [header, "-" * len(header)]
         for i, row in enumerate(board["rows"], 1):
             params = json.dumps(row["params"], sort_keys=True)
-            lines.append(f"{i:>2}  {row['model']:<8} {row.get('stage', ''):<9} {_num(row['mean']):>8} {_num(row['std']):>8} "
-                         f"{len(row['scores']):>5} {_num(row.get('fit_time'), 3):>7}  {row['status']:<13} {params}")
+            lines.append(
+                f"{i:>2}  {row['model']:<8} {row.get('stage', ''):<9} {_num(row['mean']):>8} {_num(row['std']):>8} "
+                f"{len(row['scores']):>5} {_num(row.get('fit_time'), 3):>7}  {row['status']:<13} {params}"
+            )
         best = board.get("best")
         if best:
             hold = _num(best.get("holdout_score")) if best.get("holdout_score") is not None else "no holdout"
-            lines += ["", f"best: {best['model']}  cv {best['cv_mean']:.4f}  holdout {hold}  → {best['artifact']}"]
+            lines += [
+                "",
+                f"best: {best['model']}  cv {best['cv_mean']:.4f}  holdout {hold}  → {best['artifact']}",
+            ]
     if "deep" in board:
         deep = board["deep"]
         title = f"LSTM and baselines on the {deep['period']} period {deep['dates'][0]}..{deep['dates'][1]} ({deep['target']}):"
         lines += ["", title, f"{'model':<12} {'median NSE':>10} {'mean NSE':>9} {'median KGE':>10}"]
-        lines += [f"{r['model']:<12} {_num(r['median_nse']):>10} {_num(r['mean_nse']):>9} {_num(r['median_kge']):>10}"
-                  for r in deep["rows"]]
+        lines += [
+            f"{r['model']:<12} {_num(r['median_nse']):>10} {_num(r['mean_nse']):>9} {_num(r['median_kge']):>10}"
+            for r in deep["rows"]
+        ]
     return "\n".join(lines)
 
 
@@ -168,8 +201,18 @@ def nested_plot(nested: dict[str, dict], metric: str, path: Path) -> Path | None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(4, 1.4 * len(models) + 2), 4))
     xs = range(len(models))
-    ax.bar([x - 0.2 for x in xs], [nested[m]["inner_mean"] for m in models], width=0.4, label="inner CV (optimistic)")
-    ax.bar([x + 0.2 for x in xs], [nested[m]["nested_mean"] for m in models], width=0.4, label="nested CV (unbiased)")
+    ax.bar(
+        [x - 0.2 for x in xs],
+        [nested[m]["inner_mean"] for m in models],
+        width=0.4,
+        label="inner CV (optimistic)",
+    )
+    ax.bar(
+        [x + 0.2 for x in xs],
+        [nested[m]["nested_mean"] for m in models],
+        width=0.4,
+        label="nested CV (unbiased)",
+    )
     ax.set_xticks(list(xs), models)
     ax.set_ylabel(metric)
     ax.set_title("Nested CV vs inner-CV optimism")
@@ -192,15 +235,38 @@ def _html_table(headers: list[str] | None, rows: list[list[Any]], table_id: str 
 def _classical_table(board: dict[str, Any]) -> str:
     return _html_table(
         ["#", "model", "stage", "mean", "std", "folds", "fit s", "status", "params"],
-        [[i, r["model"], r.get("stage", ""), _num(r["mean"]), _num(r["std"]), len(r["scores"]), _num(r.get("fit_time"), 3),
-          r["status"] + (f": {r['error']}" if r.get("error") else ""), json.dumps(r["params"], sort_keys=True)]
-         for i, r in enumerate(board["rows"], 1)], table_id="leaderboard")
+        [
+            [
+                i,
+                r["model"],
+                r.get("stage", ""),
+                _num(r["mean"]),
+                _num(r["std"]),
+                len(r["scores"]),
+                _num(r.get("fit_time"), 3),
+                r["status"] + (f": {r['error']}" if r.get("error") else ""),
+                json.dumps(r["params"], sort_keys=True),
+            ]
+            for i, r in enumerate(board["rows"], 1)
+        ],
+        table_id="leaderboard",
+    )
 
 
 def _nested_table(nested: dict[str, dict]) -> str:
-    return _html_table(["model", "nested mean", "nested std", "inner CV of chosen params", "optimism"],
-                       [[m, _num(n.get("nested_mean")), _num(n.get("nested_std")), _num(n.get("inner_mean")),
-                         _num(n.get("optimism"))] for m, n in nested.items()])
+    return _html_table(
+        ["model", "nested mean", "nested std", "inner CV of chosen params", "optimism"],
+        [
+            [
+                m,
+                _num(n.get("nested_mean")),
+                _num(n.get("nested_std")),
+                _num(n.get("inner_mean")),
+                _num(n.get("optimism")),
+            ]
+            for m, n in nested.items()
+        ],
+    )
 
 
 def _num(value, digits: int = 4) -> str:
@@ -215,8 +281,10 @@ th{background:#f3f3f3}figure{display:inline-block;margin:.5em}img{max-width:520p
 def write_html(run: Run, sections: list[tuple[str, str]]) -> Path:
     """report.html: one self-contained page (images inline), readable offline."""
     body = "".join(f"<h2>{html.escape(title)}</h2>{content}" for title, content in sections)
-    page = (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>mlkube run {html.escape(run.id)}</title>"
-            f"<style>{CSS}</style></head><body><h1>mlkube run {html.escape(run.id)}</h1>{body}</body></html>\n")
+    page = (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>mlkube run {html.escape(run.id)}</title>'
+        f"<style>{CSS}</style></head><body><h1>mlkube run {html.escape(run.id)}</h1>{body}</body></html>\n"
+    )
     return atomic_write_text(run.path / "report.html", page)
 
 
@@ -228,32 +296,65 @@ def _problem_section(prepared: dict[str, Any]) -> str:
     parts = []
     if "classical" in prepared:
         c = prepared["classical"]
-        parts.append("<h3>Tabular data</h3>" + _facts({
-            "source": c["source"], "rows × features": f"{c['rows']} × {c['features']}", "target": c["target"],
-            "task": c["task"], "classes (rows)": ", ".join(f"{k} ({v})" for k, v in c.get("classes", {}).items()) or None,
-            "missing feature values": c["missing_values"], "training rows (CV)": c["train_rows"],
-            "holdout rows": c["holdout_rows"] or "none", "features": ", ".join(c["feature_names"])}))
+        parts.append(
+            "<h3>Tabular data</h3>"
+            + _facts(
+                {
+                    "source": c["source"],
+                    "rows × features": f"{c['rows']} × {c['features']}",
+                    "target": c["target"],
+                    "task": c["task"],
+                    "classes (rows)": ", ".join(f"{k} ({v})" for k, v in c.get("classes", {}).items())
+                    or None,
+                    "missing feature values": c["missing_values"],
+                    "training rows (CV)": c["train_rows"],
+                    "holdout rows": c["holdout_rows"] or "none",
+                    "features": ", ".join(c["feature_names"]),
+                }
+            )
+        )
     if "lstm" in prepared:
         t = prepared["lstm"]
-        parts.append("<h3>Time series</h3>" + _facts({
-            "sites": f"{len(t['sites'])}: {', '.join(t['sites'][:12])}{' …' if len(t['sites']) > 12 else ''}",
-            "days": t["days"], "dynamic inputs": ", ".join(t["dynamic_inputs"]),
-            "static inputs": ", ".join(t["static_inputs"]) or "none", "target": t["target"],
-            **{f"{name} period": f"{a} .. {b}" for name, (a, b) in t["periods"].items()},
-            "missing target fraction": f"{t['missing_target_fraction']:.1%}"}))
+        parts.append(
+            "<h3>Time series</h3>"
+            + _facts(
+                {
+                    "sites": f"{len(t['sites'])}: {', '.join(t['sites'][:12])}{' …' if len(t['sites']) > 12 else ''}",
+                    "days": t["days"],
+                    "dynamic inputs": ", ".join(t["dynamic_inputs"]),
+                    "static inputs": ", ".join(t["static_inputs"]) or "none",
+                    "target": t["target"],
+                    **{f"{name} period": f"{a} .. {b}" for name, (a, b) in t["periods"].items()},
+                    "missing target fraction": f"{t['missing_target_fraction']:.1%}",
+                }
+            )
+        )
     return "".join(parts)
 
 
 def _deep_section(run: Run, deep: dict[str, Any]) -> str:
     training = deep["training"]
-    ranking = _html_table(["model", "median NSE", "mean NSE", "median KGE"],
-                          [[r["model"], _num(r["median_nse"]), _num(r["mean_nse"]), _num(r["median_kge"])]
-                           for r in deep["ranking"]])
-    facts = _facts({"test period": " .. ".join(deep["dates"]), "steps": f"{training['steps']} of {training['total_steps']}",
-                    "epochs (best)": f"{training['epochs']} ({training['best_epoch']})",
-                    "stopped early": training["stopped_early"], "world size": training["world_size"],
-                    "restarts survived": training["restarts"], "device": training["device"], "cuDNN": training["cudnn"],
-                    "sequences/s": _num(training["samples_per_second"], 1), "training seconds": training["seconds"]})
+    ranking = _html_table(
+        ["model", "median NSE", "mean NSE", "median KGE"],
+        [
+            [r["model"], _num(r["median_nse"]), _num(r["mean_nse"]), _num(r["median_kge"])]
+            for r in deep["ranking"]
+        ],
+    )
+    facts = _facts(
+        {
+            "test period": " .. ".join(deep["dates"]),
+            "steps": f"{training['steps']} of {training['total_steps']}",
+            "epochs (best)": f"{training['epochs']} ({training['best_epoch']})",
+            "stopped early": training["stopped_early"],
+            "world size": training["world_size"],
+            "restarts survived": training["restarts"],
+            "device": training["device"],
+            "cuDNN": training["cudnn"],
+            "sequences/s": _num(training["samples_per_second"], 1),
+            "training seconds": training["seconds"],
+        }
+    )
     figures = [run.path / f for f in deep.get("figures", {}).values() if (run.path / f).exists()]
     return ranking + facts + "".join(_img(f) for f in figures)
 
@@ -264,21 +365,40 @@ def _serving_section(run: Run) -> str:
     for meta_path in sorted(run.models.glob("*/model.json")):
         meta = read_json(meta_path)
         inputs = meta.get("features") or meta.get("preprocessing", {}).get("dynamic_inputs", [])
-        rows.append([meta["name"], meta["framework"], meta.get("estimator", "LSTM"), ", ".join(inputs), meta["sha256"][:12]])
+        rows.append(
+            [
+                meta["name"],
+                meta["framework"],
+                meta.get("estimator", "LSTM"),
+                ", ".join(inputs),
+                meta["sha256"][:12],
+            ]
+        )
     if not rows:
         return ""
-    commands = (f"mlkube serve {run.path}            # TorchServe on 127.0.0.1, token auth on; prints a curl line\n"
-                f"mlkube predict {run.path} --model {rows[0][0]}   # sends the model's example request\n"
-                f"mlkube serve {run.path} --stop")
-    return (_html_table(["model", "framework", "estimator", "inputs", "sha256"], rows)
-            + f"<pre>{html.escape(commands)}</pre>")
+    commands = (
+        f"mlkube serve {run.path}            # TorchServe on 127.0.0.1, token auth on; prints a curl line\n"
+        f"mlkube predict {run.path} --model {rows[0][0]}   # sends the model's example request\n"
+        f"mlkube serve {run.path} --stop"
+    )
+    return (
+        _html_table(["model", "framework", "estimator", "inputs", "sha256"], rows)
+        + f"<pre>{html.escape(commands)}</pre>"
+    )
 
 
 def _environment_section(run: Run) -> str:
     env, timings = read_json(run.path / "env.json", {}), read_json(run.path / "timings.json", {})
-    facts = _facts({"run id": env.get("run_id"), "seed": env.get("seed"), "host": env.get("hostname"),
-                    "platform": env.get("platform"), "started": env.get("start_time"),
-                    "data hash": json.dumps(env.get("data_hash")) if env.get("data_hash") else None})
+    facts = _facts(
+        {
+            "run id": env.get("run_id"),
+            "seed": env.get("seed"),
+            "host": env.get("hostname"),
+            "platform": env.get("platform"),
+            "started": env.get("start_time"),
+            "data hash": json.dumps(env.get("data_hash")) if env.get("data_hash") else None,
+        }
+    )
     stages = _html_table(["stage", "seconds"], [[k, _num(v, 1)] for k, v in timings.items()])
     versions = _html_table(["library", "version"], list(env.get("versions", {}).items()))
     return facts + "<h3>Seconds per stage</h3>" + stages + "<h3>Libraries</h3>" + versions
@@ -304,15 +424,26 @@ def present(run: Run) -> dict[str, Any] | None:
 
 def _classical_section(run: Run, board: dict[str, Any], summary: dict[str, Any]) -> str:
     improved = read_json(run.stage_file("improve"), {})
-    figures = [comparison_boxplot(board, run.figures / "algorithm_comparison.png"),
-               confusion_plot(board["best"], summary.get("class_names", []), run.figures / "confusion_matrix.png"),
-               tuning_curves(improved.get("trials", []), board["metric"], run.figures / "tuning_curves.png"),
-               nested_plot(improved.get("nested", {}), board["metric"], run.figures / "nested_cv.png")]
+    figures = [
+        comparison_boxplot(board, run.figures / "algorithm_comparison.png"),
+        confusion_plot(board["best"], summary.get("class_names", []), run.figures / "confusion_matrix.png"),
+        tuning_curves(improved.get("trials", []), board["metric"], run.figures / "tuning_curves.png"),
+        nested_plot(improved.get("nested", {}), board["metric"], run.figures / "nested_cv.png"),
+    ]
     best = board.get("best") or {}
-    parts = [_facts({"metric": board["metric"], "scheme": board["scheme"]["scheme"], "best model": best.get("model"),
-                     "its CV mean": _num(best.get("cv_mean")), "its holdout score": _num(best.get("holdout_score")),
-                     "saved as": best.get("artifact")}),
-             _classical_table(board)]
+    parts = [
+        _facts(
+            {
+                "metric": board["metric"],
+                "scheme": board["scheme"]["scheme"],
+                "best model": best.get("model"),
+                "its CV mean": _num(best.get("cv_mean")),
+                "its holdout score": _num(best.get("holdout_score")),
+                "saved as": best.get("artifact"),
+            }
+        ),
+        _classical_table(board),
+    ]
     if improved.get("nested"):
         parts.append("<h3>Nested cross-validation</h3>" + _nested_table(improved["nested"]))
     parts.append("".join(_img(f) for f in figures if f))
@@ -324,11 +455,13 @@ def compare(a: dict[str, Any], b: dict[str, Any], names: tuple[str, str]) -> str
     if a["metric"] != b["metric"]:
         return f"the runs use different metrics ({a['metric']} vs {b['metric']}); their scores are not comparable"
     best = [{}, {}]
-    for side, board in zip(best, (a, b)):
+    for side, board in zip(best, (a, b), strict=False):
         for row in board["rows"]:
             if row["status"] == "ok" and row["mean"] > side.get(row["model"], float("-inf")):
                 side[row["model"]] = row["mean"]
-    models = sorted(set(best[0]) | set(best[1]), key=lambda m: -max(best[0].get(m, -1e300), best[1].get(m, -1e300)))
+    models = sorted(
+        set(best[0]) | set(best[1]), key=lambda m: -max(best[0].get(m, -1e300), best[1].get(m, -1e300))
+    )
     width = max(12, *(len(n) for n in names))
     lines = [f"metric: {a['metric']}", f"{'model':<8} {names[0]:>{width}} {names[1]:>{width}} {'b - a':>9}"]
     for model in models:
@@ -336,6 +469,8 @@ def compare(a: dict[str, Any], b: dict[str, Any], names: tuple[str, str]) -> str
         delta = f"{y - x:+.4f}" if x is not None and y is not None else "-"
         lines.append(f"{model:<8} {_num(x):>{width}} {_num(y):>{width}} {delta:>9}")
     holdout = [board["best"].get("holdout_score") if board.get("best") else None for board in (a, b)]
-    lines.append(f"{'best':<8} {(a['best'] or {}).get('model', '-'):>{width}} {(b['best'] or {}).get('model', '-'):>{width}}")
+    lines.append(
+        f"{'best':<8} {(a['best'] or {}).get('model', '-'):>{width}} {(b['best'] or {}).get('model', '-'):>{width}}"
+    )
     lines.append(f"{'holdout':<8} {_num(holdout[0]):>{width}} {_num(holdout[1]):>{width}}")
     return "\n".join(lines)

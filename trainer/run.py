@@ -27,8 +27,21 @@ TMP_MARK = ".tmp-"
 # The models a run makes (`models/<name>/`): the best classical pipeline and the LSTM.
 CLASSICAL_MODEL = "classical"
 LSTM_MODEL = "lstm"
-LIBRARIES = ("numpy", "pandas", "scikit-learn", "ray", "torch", "numba", "optuna", "pydantic", "skops",
-             "torchserve", "torch-model-archiver", "kubernetes", "matplotlib")
+LIBRARIES = (
+    "numpy",
+    "pandas",
+    "scikit-learn",
+    "ray",
+    "torch",
+    "numba",
+    "optuna",
+    "pydantic",
+    "skops",
+    "torchserve",
+    "torch-model-archiver",
+    "kubernetes",
+    "matplotlib",
+)
 
 
 # ----------------------------------------------------------------------------------------- atomic writes
@@ -222,7 +235,9 @@ class Run:
         """Create `run_root/<run_id>/`, or reopen it with `resume=True` (same spec required)."""
         run_id = run_id or new_run_id()
         if not run_id.replace("-", "").replace("_", "").replace(".", "").isalnum():
-            raise MlkubeError(f"run id {run_id!r} may hold only letters, digits, '-', '_' and '.'", "pick another --run-id")
+            raise MlkubeError(
+                f"run id {run_id!r} may hold only letters, digits, '-', '_' and '.'", "pick another --run-id"
+            )
         run = cls(Path(run_root) / run_id)
         if run.spec_file.exists():
             if not resume:
@@ -234,7 +249,9 @@ class Run:
             remove_partial_files(run.path)
             return run
         if resume:
-            raise MlkubeError(f"cannot resume run {run_id!r}: no such run under {run_root}", "check the id with `ls runs/`")
+            raise MlkubeError(
+                f"cannot resume run {run_id!r}: no such run under {run_root}", "check the id with `ls runs/`"
+            )
         run.path.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run.spec_file, spec_yaml)
         atomic_write_json(run.stages_file, {"done": []})
@@ -246,12 +263,16 @@ class Run:
         for run in (cls(Path(ref)), cls(Path(run_root) / str(ref))):
             if run.spec_file.exists():
                 return run
-        raise MlkubeError(f"no run at {ref!r} (looked in {Path(ref)} and {Path(run_root) / str(ref)})",
-                          "give a run folder or an id under runs/")
+        raise MlkubeError(
+            f"no run at {ref!r} (looked in {Path(ref)} and {Path(run_root) / str(ref)})",
+            "give a run folder or an id under runs/",
+        )
 
     def _check_resumable(self, spec_yaml: str) -> None:
         if self.finished:
-            raise MlkubeError(f"run {self.id!r} is finished and is never rewritten", "start a new run (another --run-id)")
+            raise MlkubeError(
+                f"run {self.id!r} is finished and is never rewritten", "start a new run (another --run-id)"
+            )
         saved = self.spec_file.read_text()
         if saved != spec_yaml:
             raise MlkubeError(
@@ -281,14 +302,16 @@ class Run:
         """Write env.json (versions, seed, data hash, host, start/end times), keeping the first start time."""
         env = read_json(self.env_file, {})
         env.setdefault("start_time", now_iso())
-        env.update({
-            "run_id": self.id,
-            "seed": seed,
-            "hostname": socket.gethostname(),
-            "platform": platform.platform(),
-            "versions": library_versions(),
-            "end_time": now_iso() if end else None,
-        })
+        env.update(
+            {
+                "run_id": self.id,
+                "seed": seed,
+                "hostname": socket.gethostname(),
+                "platform": platform.platform(),
+                "versions": library_versions(),
+                "end_time": now_iso() if end else None,
+            }
+        )
         if data_hash is not None:
             env["data_hash"] = data_hash
         env.update(extra)

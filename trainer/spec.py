@@ -30,17 +30,24 @@ class DataSpec(Section):
     """The tabular data set for the classical stages: a built-in by name, or a CSV/Parquet file."""
 
     name: Literal["iris", "wine", "breast_cancer", "diabetes"] | None = Field(
-        None, description="Built-in data set shipped with scikit-learn (no download): iris, wine, breast_cancer, diabetes."
+        None,
+        description="Built-in data set shipped with scikit-learn (no download): iris, wine, breast_cancer, diabetes.",
     )
-    path: Path | None = Field(None, description="A CSV or Parquet file with one row per sample (instead of `name`).")
+    path: Path | None = Field(
+        None, description="A CSV or Parquet file with one row per sample (instead of `name`)."
+    )
     target: str | None = Field(None, description="Target column of `path` (built-ins know theirs).")
-    features: list[str] | None = Field(None, description="Feature columns of `path`; default: every column but the target and groups.")
+    features: list[str] | None = Field(
+        None, description="Feature columns of `path`; default: every column but the target and groups."
+    )
     groups: str | None = Field(None, description="Column holding group labels, for `cv.scheme: group`.")
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSpec:
         if self.name is None and self.path is None:
-            raise ValueError("give either `name` (a built-in: iris, wine, breast_cancer, diabetes) or `path` (a CSV/Parquet file)")
+            raise ValueError(
+                "give either `name` (a built-in: iris, wine, breast_cancer, diabetes) or `path` (a CSV/Parquet file)"
+            )
         if self.name is not None and self.path is not None:
             raise ValueError("give `name` or `path`, not both")
         if self.path is not None and not self.target:
@@ -53,13 +60,27 @@ class PreprocessSpec(Section):
     """Preprocessing: scaling for tabular models; gap filling and normalisation for time series (Numba kernels)."""
 
     scaler: Literal["auto", "standard", "minmax", "none"] = Field(
-        "auto", description="Tabular scaling inside each model's pipeline. auto: only models that need it (LR, KNN, SVM, ...)."
+        "auto",
+        description="Tabular scaling inside each model's pipeline. auto: only models that need it (LR, KNN, SVM, ...).",
     )
-    impute: Literal["none", "mean", "median"] = Field("none", description="Tabular missing-value imputation inside the pipeline.")
-    fill_max_gap: int = Field(5, ge=0, description="Time series: longest gap (days) filled by linear interpolation; longer gaps stay NaN and are masked in the loss.")
-    log_target: bool = Field(False, description="Time series: train on log(target + 0.1) (skewed streamflow).")
-    normalization: Literal["global", "per_site"] = Field("global", description="Time series: standardise inputs with statistics over all sites or per site (training period only).")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the Numba kernels run: auto picks CUDA when present.")
+    impute: Literal["none", "mean", "median"] = Field(
+        "none", description="Tabular missing-value imputation inside the pipeline."
+    )
+    fill_max_gap: int = Field(
+        5,
+        ge=0,
+        description="Time series: longest gap (days) filled by linear interpolation; longer gaps stay NaN and are masked in the loss.",
+    )
+    log_target: bool = Field(
+        False, description="Time series: train on log(target + 0.1) (skewed streamflow)."
+    )
+    normalization: Literal["global", "per_site"] = Field(
+        "global",
+        description="Time series: standardise inputs with statistics over all sites or per site (training period only).",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where the Numba kernels run: auto picks CUDA when present."
+    )
 
 
 # ------------------------------------------------------------------------------------------------ classical
@@ -69,20 +90,30 @@ Scheme = Literal["holdout", "kfold", "stratified", "repeated", "loocv", "group",
 class CVSpec(Section):
     """A cross-validation scheme, built from scikit-learn's splitters."""
 
-    scheme: Scheme = Field("stratified", description="holdout, kfold, stratified, repeated, loocv, group, timeseries or nested.")
-    folds: int = Field(5, ge=2, description="Number of folds (k) for kfold, stratified, repeated, group and timeseries.")
-    repeats: int = Field(3, ge=1, description="Repeats for `repeated` (repeated stratified k-fold for classification).")
+    scheme: Scheme = Field(
+        "stratified", description="holdout, kfold, stratified, repeated, loocv, group, timeseries or nested."
+    )
+    folds: int = Field(
+        5, ge=2, description="Number of folds (k) for kfold, stratified, repeated, group and timeseries."
+    )
+    repeats: int = Field(
+        3, ge=1, description="Repeats for `repeated` (repeated stratified k-fold for classification)."
+    )
     test_size: float = Field(0.25, gt=0, lt=1, description="Test fraction for `holdout`.")
     shuffle: bool = Field(True, description="Shuffle before splitting (kfold, stratified); seeded by `seed`.")
     gap: int = Field(0, ge=0, description="`timeseries`: samples left out between train and test.")
     inner: CVSpec | None = Field(None, description="`nested`: the inner scheme that tunes.")
-    outer: CVSpec | None = Field(None, description="`nested`: the outer scheme that scores the tuned pipeline.")
+    outer: CVSpec | None = Field(
+        None, description="`nested`: the outer scheme that scores the tuned pipeline."
+    )
 
     @model_validator(mode="after")
     def _nested_parts(self) -> CVSpec:
         if self.scheme == "nested":
             if self.inner is None or self.outer is None:
-                raise ValueError("`nested` needs both `inner` and `outer` schemes, e.g. inner: {scheme: stratified, folds: 3}")
+                raise ValueError(
+                    "`nested` needs both `inner` and `outer` schemes, e.g. inner: {scheme: stratified, folds: 3}"
+                )
             if "nested" in (self.inner.scheme, self.outer.scheme):
                 raise ValueError("`inner` and `outer` cannot themselves be nested")
         elif self.inner is not None or self.outer is not None:
@@ -93,19 +124,27 @@ class CVSpec(Section):
 class HoldoutSpec(Section):
     """A final validation split taken before any cross-validation and scored once by the best model."""
 
-    test_size: float = Field(0.2, gt=0, lt=1, description="Fraction of rows kept aside for the final validation.")
+    test_size: float = Field(
+        0.2, gt=0, lt=1, description="Fraction of rows kept aside for the final validation."
+    )
 
 
 class SearchSpec(Section):
     """Hyperparameter search on Ray Tune."""
 
-    algorithm: Literal["grid", "random", "tpe"] = Field("grid", description="grid (every combination), random, or tpe (Optuna TPE).")
+    algorithm: Literal["grid", "random", "tpe"] = Field(
+        "grid", description="grid (every combination), random, or tpe (Optuna TPE)."
+    )
     space: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Per model, per parameter: a list of values, or {loguniform|uniform: [lo, hi]}, {randint: [lo, hi]}, {choice: [...]}.",
     )
-    trials: int = Field(20, ge=1, description="Trials per model for random and tpe (grid runs every combination).")
-    scheduler: Literal["none", "asha"] = Field("none", description="asha stops weak trials after a few folds.")
+    trials: int = Field(
+        20, ge=1, description="Trials per model for random and tpe (grid runs every combination)."
+    )
+    scheduler: Literal["none", "asha"] = Field(
+        "none", description="asha stops weak trials after a few folds."
+    )
     grace_folds: int = Field(2, ge=1, description="ASHA: folds every trial runs before it may be stopped.")
 
 
@@ -120,17 +159,33 @@ class ClassicalSpec(Section):
     """Spot-check and tuning of scikit-learn models (stages evaluate and improve)."""
 
     enabled: bool = Field(True, description="Run the classical stages (they need a `data` section).")
-    task: Literal["auto", "classification", "regression"] = Field("auto", description="auto infers it from the target.")
+    task: Literal["auto", "classification", "regression"] = Field(
+        "auto", description="auto infers it from the target."
+    )
     models: list[str] | None = Field(None, description="Model short names; default: the task's whole zoo.")
-    params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Fixed parameters per model, e.g. {SVM: {gamma: auto}}.")
-    metric: str = Field("auto", description="A scikit-learn scorer name; auto: accuracy (classification) or r2 (regression).")
-    holdout: HoldoutSpec | None = Field(None, description="Final validation split scored once by the best model.")
+    params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Fixed parameters per model, e.g. {SVM: {gamma: auto}}."
+    )
+    metric: str = Field(
+        "auto", description="A scikit-learn scorer name; auto: accuracy (classification) or r2 (regression)."
+    )
+    holdout: HoldoutSpec | None = Field(
+        None, description="Final validation split scored once by the best model."
+    )
     cv: CVSpec = Field(default_factory=CVSpec, description="The cross-validation scheme of the spot-check.")
-    search: SearchSpec | None = Field(None, description="Hyperparameter search (stage improve); none: spot-check only.")
-    max_concurrent: int | None = Field(None, ge=1, description="Trials running at once; default: as many as the resources allow.")
-    resources_per_trial: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Resources one trial holds.")
+    search: SearchSpec | None = Field(
+        None, description="Hyperparameter search (stage improve); none: spot-check only."
+    )
+    max_concurrent: int | None = Field(
+        None, ge=1, description="Trials running at once; default: as many as the resources allow."
+    )
+    resources_per_trial: ResourcesSpec = Field(
+        default_factory=ResourcesSpec, description="Resources one trial holds."
+    )
     max_failures: int = Field(1, ge=0, description="Retries of a trial whose worker died.")
-    parallel_folds: bool = Field(False, description="Run the folds of one trial as parallel Ray tasks (big data sets).")
+    parallel_folds: bool = Field(
+        False, description="Run the folds of one trial as parallel Ray tasks (big data sets)."
+    )
 
 
 # ------------------------------------------------------------------------------------------------------ lstm
@@ -138,36 +193,49 @@ class TimeSeriesDataSpec(Section):
     """Multi-site daily time series for the LSTM: a built-in by name, or the user's files."""
 
     name: Literal["camels_us_sample", "synthetic"] | None = Field(
-        None, description="Built-in: camels_us_sample (4 real CAMELS-US basins, shipped; the default when `path` is "
+        None,
+        description="Built-in: camels_us_sample (4 real CAMELS-US basins, shipped; the default when `path` is "
         "not given) or synthetic (seeded weather driving a bucket model, any size).",
     )
     path: Path | None = Field(
-        None, description="Instead of `name`: a CAMELS-US folder (the full download works as is), a folder of one "
+        None,
+        description="Instead of `name`: a CAMELS-US folder (the full download works as is), a folder of one "
         "CSV/Parquet per site (file name = site), or one long CSV/Parquet/NetCDF table with `site` and `date`.",
     )
-    sites: list[str] | None = Field(None, description="Sites (basins) to use, quoted (e.g. '01022500'); default: all.")
+    sites: list[str] | None = Field(
+        None, description="Sites (basins) to use, quoted (e.g. '01022500'); default: all."
+    )
     dynamic_inputs: list[str] | None = Field(
-        None, description="Daily input variables (`prcp` finds `prcp(mm/day)`); default: the data set's forcings "
+        None,
+        description="Daily input variables (`prcp` finds `prcp(mm/day)`); default: the data set's forcings "
         "(CAMELS: prcp, srad, tmax, tmin, vp, dayl; tables: every numeric column but the target).",
     )
     static_inputs: list[str] = Field(
-        default_factory=list, description="Static site attributes appended to every day (CAMELS: e.g. area_gages2, "
+        default_factory=list,
+        description="Static site attributes appended to every day (CAMELS: e.g. area_gages2, "
         "elev_mean, p_mean; tables: columns constant within each site).",
     )
-    target: str | None = Field(None, description="Daily target variable; default: streamflow QObs(mm/d) (required for tables).")
+    target: str | None = Field(
+        None, description="Daily target variable; default: streamflow QObs(mm/d) (required for tables)."
+    )
     train_period: tuple[dt.date, dt.date] | None = Field(
-        None, description="[start, end] dates, inclusive; default: the data set's (camels_us_sample: 2000-01-01 to "
+        None,
+        description="[start, end] dates, inclusive; default: the data set's (camels_us_sample: 2000-01-01 to "
         "2001-06-30), else the first half of the days.",
     )
     validation_period: tuple[dt.date, dt.date] | None = Field(
-        None, description="[start, end] dates, inclusive; default: camels_us_sample 2001-07-01 to 2001-12-31, else "
+        None,
+        description="[start, end] dates, inclusive; default: camels_us_sample 2001-07-01 to 2001-12-31, else "
         "the third quarter of the days.",
     )
     test_period: tuple[dt.date, dt.date] | None = Field(
-        None, description="[start, end] dates, inclusive; default: camels_us_sample 2002, else the last quarter.",
+        None,
+        description="[start, end] dates, inclusive; default: camels_us_sample 2002, else the last quarter.",
     )
     synthetic_sites: int = Field(8, ge=1, description="`synthetic`: number of sites generated.")
-    synthetic_years: int = Field(4, ge=1, description="`synthetic`: years of daily data generated (from 2000-01-01).")
+    synthetic_years: int = Field(
+        4, ge=1, description="`synthetic`: years of daily data generated (from 2000-01-01)."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -186,8 +254,10 @@ class TimeSeriesDataSpec(Section):
     @classmethod
     def _sites_quoted(cls, value: Any) -> Any:
         if isinstance(value, list) and any(isinstance(site, int) for site in value):
-            raise ValueError("quote site ids, e.g. '01022500': YAML reads unquoted digits as a number and drops the "
-                             "leading zeros")
+            raise ValueError(
+                "quote site ids, e.g. '01022500': YAML reads unquoted digits as a number and drops the "
+                "leading zeros"
+            )
         if isinstance(value, list) and len(set(value)) != len(value):
             raise ValueError("lists a site twice")
         return value
@@ -206,7 +276,9 @@ class LstmModelSpec(Section):
     hidden_size: int = Field(64, ge=1, description="LSTM hidden units.")
     num_layers: int = Field(1, ge=1, description="Stacked LSTM layers.")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout before the head (and between layers).")
-    static_embedding: int | None = Field(None, ge=1, description="Embed static attributes to this size; none: feed them raw.")
+    static_embedding: int | None = Field(
+        None, ge=1, description="Embed static attributes to this size; none: feed them raw."
+    )
 
 
 class LstmTrainSpec(Section):
@@ -218,9 +290,13 @@ class LstmTrainSpec(Section):
     learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate.")
     schedule: Literal["none", "step", "cosine"] = Field("none", description="Learning-rate schedule.")
     clip_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping; none: off.")
-    loss: Literal["nse", "mse"] = Field("nse", description="nse: per-site variance weighted (neuralhydrology); mse.")
+    loss: Literal["nse", "mse"] = Field(
+        "nse", description="nse: per-site variance weighted (neuralhydrology); mse."
+    )
     warmup_days: int = Field(0, ge=0, description="First days of each sequence left out of the loss.")
-    early_stopping_patience: int | None = Field(None, ge=1, description="Epochs without better validation NSE before stopping.")
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="Epochs without better validation NSE before stopping."
+    )
     checkpoint_every: int = Field(50, ge=1, description="Steps between checkpoints (rank 0, atomic).")
     mixed_precision: bool = Field(True, description="bfloat16/float16 autocast on CUDA (ignored on CPU).")
 
@@ -232,7 +308,9 @@ class ElasticSpec(Section):
     min_nodes: int = Field(1, ge=1, description="Elastic membership: fewest nodes.")
     max_nodes: int = Field(1, ge=1, description="Elastic membership: most nodes.")
     max_restarts: int = Field(3, ge=0, description="Worker-group restarts after a failure.")
-    rdzv_backend: Literal["c10d", "etcd", "etcd-v2", "static"] = Field("c10d", description="Rendezvous backend.")
+    rdzv_backend: Literal["c10d", "etcd", "etcd-v2", "static"] = Field(
+        "c10d", description="Rendezvous backend."
+    )
     rdzv_endpoint: str | None = Field(None, description="host:port of the rendezvous; default: local.")
 
     @model_validator(mode="after")
@@ -246,9 +324,13 @@ class LstmSpec(Section):
     """The deep stage: an LSTM on multi-site daily series, trained under torch elastic."""
 
     enabled: bool = Field(True, description="Run the deep stage.")
-    data: TimeSeriesDataSpec = Field(default_factory=TimeSeriesDataSpec, description="The time-series data set.")
+    data: TimeSeriesDataSpec = Field(
+        default_factory=TimeSeriesDataSpec, description="The time-series data set."
+    )
     sequence_length: int = Field(365, ge=2, description="Days the LSTM sees per sample.")
-    horizon: int = Field(1, ge=1, description="Predict the target this many days ahead of the last input day (1: same day).")
+    horizon: int = Field(
+        1, ge=1, description="Predict the target this many days ahead of the last input day (1: same day)."
+    )
     model: LstmModelSpec = Field(default_factory=LstmModelSpec, description="The network.")
     train: LstmTrainSpec = Field(default_factory=LstmTrainSpec, description="Optimisation.")
     elastic: ElasticSpec = Field(default_factory=ElasticSpec, description="torchrun launch.")
@@ -263,15 +345,21 @@ class ServeSpec(Section):
     management_port: int = Field(8081, ge=1, le=65535, description="Management API port.")
     metrics_port: int = Field(8082, ge=1, le=65535, description="Prometheus metrics port.")
     token_auth: bool = Field(True, description="TorchServe token authorization (keep on).")
-    token_expiration_min: int = Field(60, ge=1, description="Minutes before TorchServe's keys expire (renew or restart after).")
+    token_expiration_min: int = Field(
+        60, ge=1, description="Minutes before TorchServe's keys expire (renew or restart after)."
+    )
     batch_size: int = Field(8, ge=1, description="Dynamic batching: requests per batch.")
     max_batch_delay_ms: int = Field(5, ge=0, description="Dynamic batching: wait this long to fill a batch.")
     workers: int = Field(1, ge=1, description="Workers per model.")
     max_request_bytes: int = Field(1_048_576, ge=1024, description="Largest request body.")
-    jvm_options: str = Field("-XX:TieredStopAtLevel=1", description=(
-        "Extra options for TorchServe's Java frontend (one line). The default compiles with C1 only: on a few cores, "
-        "C2's compiler threads took 12-50 % of a core through the first minute of load and ~25 % of the LSTM's "
-        "batched throughput; \"\" restores the JVM's default."))
+    jvm_options: str = Field(
+        "-XX:TieredStopAtLevel=1",
+        description=(
+            "Extra options for TorchServe's Java frontend (one line). The default compiles with C1 only: on a few cores, "
+            "C2's compiler threads took 12-50 % of a core through the first minute of load and ~25 % of the LSTM's "
+            'batched throughput; "" restores the JVM\'s default.'
+        ),
+    )
 
     @field_validator("jvm_options")
     @classmethod
@@ -285,7 +373,10 @@ class ServeSpec(Section):
 class ClusterSpec(Section):
     """Where the work runs: the embedded default, or a cluster."""
 
-    ray_address: str | None = Field(None, description="Ray cluster to join (`ray://...` or `auto`); default: $RAY_ADDRESS, else a local Ray.")
+    ray_address: str | None = Field(
+        None,
+        description="Ray cluster to join (`ray://...` or `auto`); default: $RAY_ADDRESS, else a local Ray.",
+    )
     num_cpus: int | None = Field(None, ge=1, description="CPUs of the local Ray; default: all.")
     namespace: str = Field("default", description="Kubernetes namespace for `mlkube submit`.")
     image: str = Field("mlkube:latest", description="Container image for cluster jobs.")
@@ -295,8 +386,15 @@ class ClusterSpec(Section):
 class MetricsSpec(Section):
     """Prometheus exporters of mlkube's own processes."""
 
-    port: int | None = Field(None, ge=0, le=65535, description="Exporter port (training rank r uses port + r); none: off.")
-    linger_seconds: float = Field(0, ge=0, le=3600, description="Keep the LSTM workers' exporters up this long after training, so a short job's last values get scraped.")
+    port: int | None = Field(
+        None, ge=0, le=65535, description="Exporter port (training rank r uses port + r); none: off."
+    )
+    linger_seconds: float = Field(
+        0,
+        ge=0,
+        le=3600,
+        description="Keep the LSTM workers' exporters up this long after training, so a short job's last values get scraped.",
+    )
 
 
 # ------------------------------------------------------------------------------------------------------ spec
@@ -359,7 +457,12 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise SpecError([f"the spec must be a mapping of sections (seed, data, classical, ...), got {type(raw).__name__}"], source=source)
+        raise SpecError(
+            [
+                f"the spec must be a mapping of sections (seed, data, classical, ...), got {type(raw).__name__}"
+            ],
+            source=source,
+        )
     try:
         return Spec.model_validate(raw)
     except ValidationError as exc:
@@ -444,9 +547,14 @@ def _resolve_paths(spec: Spec, base: Path) -> Spec:
 # ------------------------------------------------------------------------------------------ spec reference
 def reference_markdown() -> str:
     """The spec reference for the README, generated from the field descriptions so it cannot drift."""
-    out: list[str] = ["# Spec reference", "",
-                      ("Generated from the pydantic model (`python -m mlkube.trainer.spec > docs/spec-reference.md`); "
-                       "a test keeps it equal to the code.")]
+    out: list[str] = [
+        "# Spec reference",
+        "",
+        (
+            "Generated from the pydantic model (`python -m mlkube.trainer.spec > docs/spec-reference.md`); "
+            "a test keeps it equal to the code."
+        ),
+    ]
 
     def section(model: type[BaseModel], prefix: str) -> None:
         out.append(f"\n### `{prefix or 'top level'}`\n\n{(model.__doc__ or '').strip()}\n")
@@ -470,4 +578,3 @@ def _short(value: Any) -> str:
     if isinstance(value, Path):
         return str(value)
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
-

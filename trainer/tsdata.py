@@ -33,17 +33,25 @@ if TYPE_CHECKING:
 
 DATASETS = Path(__file__).parent / "datasets"
 PERIODS = ("train", "validation", "test")
-DEFAULT_SPLIT = (0.5, 0.25)  # train and validation fractions of the days when a data set has no default periods
+DEFAULT_SPLIT = (
+    0.5,
+    0.25,
+)  # train and validation fractions of the days when a data set has no default periods
 SPLIT_HINT = "make them disjoint: a model must not be scored on days it trained on"
 
 # CAMELS-US (Newman et al. 2015; Addor et al. 2017): see trainer/datasets/camels_us_sample/README.md
 FORCING_SUFFIX = "_lump_cida_forcing_leap.txt"
 STREAMFLOW_SUFFIX = "_streamflow_qc.txt"
-ATTRIBUTE_FILES = tuple(f"camels_{part}" for part in ("clim", "geol", "hydro", "name", "soil", "topo", "vege"))
+ATTRIBUTE_FILES = tuple(
+    f"camels_{part}" for part in ("clim", "geol", "hydro", "name", "soil", "topo", "vege")
+)
 CAMELS_TARGET = "QObs(mm/d)"
 CAMELS_DYNAMIC = ("prcp(mm/day)", "srad(W/m2)", "tmax(C)", "tmin(C)", "vp(Pa)", "dayl(s)")
-CAMELS_SAMPLE_PERIODS = {"train": ("2000-01-01", "2001-06-30"), "validation": ("2001-07-01", "2001-12-31"),
-                         "test": ("2002-01-01", "2002-12-31")}
+CAMELS_SAMPLE_PERIODS = {
+    "train": ("2000-01-01", "2001-06-30"),
+    "validation": ("2001-07-01", "2001-12-31"),
+    "test": ("2002-01-01", "2002-12-31"),
+}
 MISSING = -999.0  # CAMELS marks missing values with it
 CUBIC_FOOT = 0.0283168  # m3
 
@@ -60,7 +68,9 @@ class TimeSeriesData:
     dynamic_inputs: tuple[str, ...]
     static_inputs: tuple[str, ...]
     target_name: str
-    periods: dict[str, tuple[int, int]]  # train / validation / test → [first day, last day + 1), indices into dates
+    periods: dict[
+        str, tuple[int, int]
+    ]  # train / validation / test → [first day, last day + 1), indices into dates
 
     def period_dates(self, period: str) -> tuple[dt.date, dt.date]:
         """First and last date (inclusive) of `period`."""
@@ -85,7 +95,9 @@ class Source:
     sites: list[str]
     variables: list[str]  # daily variables
     attributes: pd.DataFrame  # static attributes, one row per site (index)
-    read: Callable[[list[str], list[str]], tuple[np.ndarray, np.ndarray]]  # sites, variables → dates, [s, d, v]
+    read: Callable[
+        [list[str], list[str]], tuple[np.ndarray, np.ndarray]
+    ]  # sites, variables → dates, [s, d, v]
     dynamic_default: tuple[str, ...]
     target_default: str | None = None
     periods_default: dict[str, tuple[str, str]] | None = None
@@ -111,9 +123,14 @@ def load_timeseries(lstm: LstmSpec, preprocess: PreprocessSpec, seed: int) -> Ti
     first, last = _check_lengths(lstm, periods, dates)
     values = fill_gaps(values[:, first:last], preprocess.fill_max_gap, preprocess.device)
     data = TimeSeriesData(
-        dynamic=np.ascontiguousarray(values[:, :, :-1]), static=static,
-        target=np.ascontiguousarray(values[:, :, -1]), dates=dates[first:last], sites=tuple(sites),
-        dynamic_inputs=tuple(dynamic_inputs), static_inputs=tuple(static_inputs), target_name=target,
+        dynamic=np.ascontiguousarray(values[:, :, :-1]),
+        static=static,
+        target=np.ascontiguousarray(values[:, :, -1]),
+        dates=dates[first:last],
+        sites=tuple(sites),
+        dynamic_inputs=tuple(dynamic_inputs),
+        static_inputs=tuple(static_inputs),
+        target_name=target,
         periods={name: (lo - first, hi - first) for name, (lo, hi) in periods.items()},
     )
     _check_targets(data)
@@ -129,8 +146,10 @@ def open_source(spec: TimeSeriesDataSpec, seed: int) -> Source:
 
 def _path_source(path: Path) -> Source:
     if not path.exists():
-        raise MlkubeError(f"lstm.data.path: {path} does not exist",
-                          "give a CAMELS-US folder, a folder of one CSV/Parquet per site, or a CSV/Parquet/NetCDF table")
+        raise MlkubeError(
+            f"lstm.data.path: {path} does not exist",
+            "give a CAMELS-US folder, a folder of one CSV/Parquet per site, or a CSV/Parquet/NetCDF table",
+        )
     if path.is_dir() and next(path.rglob(f"*{FORCING_SUFFIX}"), None) is not None:
         return camels_source(path, str(path))
     if path.is_dir():
@@ -145,15 +164,25 @@ def camels_source(root: Path, name: str, periods: dict[str, tuple[str, str]] | N
     streamflows = _gauge_files(root, STREAMFLOW_SUFFIX)
     sites = sorted(forcings.keys() & streamflows.keys())
     if not sites:
-        raise MlkubeError(f"{name}: no gauge has both a *{FORCING_SUFFIX} and a *{STREAMFLOW_SUFFIX} file",
-                          "point lstm.data.path at the CAMELS-US folder that holds basin_mean_forcing and usgs_streamflow")
+        raise MlkubeError(
+            f"{name}: no gauge has both a *{FORCING_SUFFIX} and a *{STREAMFLOW_SUFFIX} file",
+            "point lstm.data.path at the CAMELS-US folder that holds basin_mean_forcing and usgs_streamflow",
+        )
 
     def read(chosen: list[str], variables: list[str]) -> tuple[np.ndarray, np.ndarray]:
         return _stack({s: _camels_site(forcings[s], streamflows[s]) for s in chosen}, variables, name)
 
     _, forcing_variables = _forcing_header(forcings[sites[0]])
-    return Source(name, sites, [*forcing_variables, CAMELS_TARGET], _camels_attributes(root), read,
-                  CAMELS_DYNAMIC, CAMELS_TARGET, periods)
+    return Source(
+        name,
+        sites,
+        [*forcing_variables, CAMELS_TARGET],
+        _camels_attributes(root),
+        read,
+        CAMELS_DYNAMIC,
+        CAMELS_TARGET,
+        periods,
+    )
 
 
 def _gauge_files(root: Path, suffix: str) -> dict[str, Path]:
@@ -180,16 +209,22 @@ def _camels_site(forcing: Path, streamflow: Path) -> pd.DataFrame:
     frame = pd.read_csv(forcing, sep=r"\s+", skiprows=3)
     frame.index = _dates(frame["Year"], frame["Mnth"], frame["Day"])
     frame = frame.drop(columns=["Year", "Mnth", "Day", "Hr"]).mask(lambda f: f == MISSING)
-    flow = pd.read_csv(streamflow, sep=r"\s+", header=None, usecols=[1, 2, 3, 4], names=["y", "m", "d", "cfs"])
+    flow = pd.read_csv(
+        streamflow, sep=r"\s+", header=None, usecols=[1, 2, 3, 4], names=["y", "m", "d", "cfs"]
+    )
     cfs = flow["cfs"].where(flow["cfs"] >= 0)  # -999: missing
-    mm_per_day = pd.Series((cfs * CUBIC_FOOT * 86400 * 1000 / area).to_numpy(), index=_dates(flow.y, flow.m, flow.d))
+    mm_per_day = pd.Series(
+        (cfs * CUBIC_FOOT * 86400 * 1000 / area).to_numpy(), index=_dates(flow.y, flow.m, flow.d)
+    )
     return frame.join(mm_per_day.rename(CAMELS_TARGET), how="left")
 
 
 def _camels_attributes(root: Path) -> pd.DataFrame:
     files = [p for p in sorted(root.rglob("camels_*.txt")) if p.stem in ATTRIBUTE_FILES]
-    tables = [pd.read_csv(p, sep=";", dtype={"gauge_id": str}, encoding_errors="replace").set_index("gauge_id")
-              for p in files]
+    tables = [
+        pd.read_csv(p, sep=";", dtype={"gauge_id": str}, encoding_errors="replace").set_index("gauge_id")
+        for p in files
+    ]
     return pd.concat(tables, axis=1) if tables else pd.DataFrame()
 
 
@@ -209,8 +244,10 @@ def _read_table(path: Path) -> pd.DataFrame:
     if path.suffix == ".nc":
         return _read_netcdf(path)
     if path.suffix not in TABLE_READERS:
-        raise MlkubeError(f"lstm.data.path: cannot read {path.name} (a {path.suffix or 'suffix-less'} file)",
-                          "give a .csv, .parquet or .nc table, or a folder")
+        raise MlkubeError(
+            f"lstm.data.path: cannot read {path.name} (a {path.suffix or 'suffix-less'} file)",
+            "give a .csv, .parquet or .nc table, or a folder",
+        )
     return TABLE_READERS[path.suffix](path)
 
 
@@ -218,12 +255,16 @@ def _read_netcdf(path: Path) -> pd.DataFrame:
     try:
         import xarray as xr
     except ImportError:
-        raise MlkubeError(f"reading {path} (NetCDF) needs xarray", "pip install xarray netCDF4, or convert the file "
-                          "to Parquet") from None
+        raise MlkubeError(
+            f"reading {path} (NetCDF) needs xarray",
+            "pip install xarray netCDF4, or convert the file to Parquet",
+        ) from None
     with xr.open_dataset(path) as ds:
         if not set(KEYS) <= set(ds.dims):
-            raise MlkubeError(f"{path} has dimensions {list(ds.dims)}, not `site` and `date`",
-                              "rename its dimensions to site and date")
+            raise MlkubeError(
+                f"{path} has dimensions {list(ds.dims)}, not `site` and `date`",
+                "rename its dimensions to site and date",
+            )
         return ds.to_dataframe().reset_index()
 
 
@@ -231,8 +272,11 @@ def _read_site_folder(root: Path) -> pd.DataFrame:
     """One long table from a folder of one CSV/Parquet file per site (the file name, without suffix, is the site)."""
     files = [p for p in sorted(root.iterdir()) if p.suffix in TABLE_READERS]
     if not files:
-        raise MlkubeError(f"lstm.data.path: {root} holds neither CAMELS-US files (*{FORCING_SUFFIX}) nor .csv/.parquet "
-                          "files", "point it at a CAMELS-US folder or a folder of one table per site")
+        raise MlkubeError(
+            f"lstm.data.path: {root} holds neither CAMELS-US files (*{FORCING_SUFFIX}) nor .csv/.parquet "
+            "files",
+            "point it at a CAMELS-US folder or a folder of one table per site",
+        )
     return pd.concat([TABLE_READERS[p.suffix](p).assign(site=p.stem) for p in files], ignore_index=True)
 
 
@@ -241,13 +285,19 @@ def table_source(table: pd.DataFrame, name: str) -> Source:
     every site are static attributes (and no default input)."""
     missing = [k for k in KEYS if k not in table.columns]
     if missing:
-        raise MlkubeError(f"{name} has no column {missing}; it has {list(table.columns)}",
-                          "name the site column `site` and the day column `date`")
+        raise MlkubeError(
+            f"{name} has no column {missing}; it has {list(table.columns)}",
+            "name the site column `site` and the day column `date`",
+        )
     try:
-        table = table.assign(site=table["site"].astype(str), date=pd.to_datetime(table["date"]).dt.normalize())
+        table = table.assign(
+            site=table["site"].astype(str), date=pd.to_datetime(table["date"]).dt.normalize()
+        )
     except (ValueError, TypeError) as exc:
-        raise MlkubeError(f"{name}: the `date` column holds something that is not a date ({exc})",
-                          "write dates as YYYY-MM-DD") from None
+        raise MlkubeError(
+            f"{name}: the `date` column holds something that is not a date ({exc})",
+            "write dates as YYYY-MM-DD",
+        ) from None
     variables = [c for c in table.columns if c not in KEYS and pd.api.types.is_numeric_dtype(table[c])]
     by_site = {site: frame.set_index("date") for site, frame in table.groupby("site", sort=True)}
 
@@ -270,7 +320,9 @@ def _stack(frames: dict[str, pd.DataFrame], variables: list[str], name: str) -> 
     first = max(f.index.min() for f in frames.values())
     last = min(f.index.max() for f in frames.values())
     if first > last:
-        raise MlkubeError(f"{name}: the chosen sites share no day", "choose sites whose records overlap in time")
+        raise MlkubeError(
+            f"{name}: the chosen sites share no day", "choose sites whose records overlap in time"
+        )
     dates = pd.date_range(first, last, freq="D")
     values = np.empty((len(frames), len(dates), len(variables)), np.float32)
     for i, (site, frame) in enumerate(frames.items()):
@@ -284,8 +336,17 @@ def _stack(frames: dict[str, pd.DataFrame], variables: list[str], name: str) -> 
 
 
 # ------------------------------------------------------------------------------------------------ synthetic
-SYNTHETIC_FORCINGS = ("dayl(s)", "prcp(mm/day)", "srad(W/m2)", "swe(mm)", "tmax(C)", "tmin(C)", "vp(Pa)",
-                      "wind(m/s)", "pet(mm/day)")
+SYNTHETIC_FORCINGS = (
+    "dayl(s)",
+    "prcp(mm/day)",
+    "srad(W/m2)",
+    "swe(mm)",
+    "tmax(C)",
+    "tmin(C)",
+    "vp(Pa)",
+    "wind(m/s)",
+    "pet(mm/day)",
+)
 SYNTHETIC_ATTRIBUTES = ("latitude", "wet_day_prcp", "t_mean", "soil_capacity", "recession", "melt_factor")
 SYNTHETIC_START = np.datetime64("2000-01-01")
 SYNTHETIC_CHUNK = 256  # sites generated at once (bounds memory; each chunk has its own random stream)
@@ -295,11 +356,15 @@ def synthetic_source(n_sites: int, years: int, seed: int) -> Source:
     """`n_sites` sites × `years` years of seeded synthetic weather and the bucket model's streamflow (the truth)."""
     end = (SYNTHETIC_START.astype("datetime64[Y]") + years).astype("datetime64[D]")
     dates = np.arange(SYNTHETIC_START, end)
-    chunks = [_synthetic_chunk(np.random.default_rng([seed, i]), min(SYNTHETIC_CHUNK, n_sites - lo), dates)
-              for i, lo in enumerate(range(0, n_sites, SYNTHETIC_CHUNK))]
+    chunks = [
+        _synthetic_chunk(np.random.default_rng([seed, i]), min(SYNTHETIC_CHUNK, n_sites - lo), dates)
+        for i, lo in enumerate(range(0, n_sites, SYNTHETIC_CHUNK))
+    ]
     values = np.concatenate([c[0] for c in chunks])
     sites = [f"S{i:05d}" for i in range(n_sites)]
-    attributes = pd.DataFrame(np.concatenate([c[1] for c in chunks]), index=sites, columns=SYNTHETIC_ATTRIBUTES)
+    attributes = pd.DataFrame(
+        np.concatenate([c[1] for c in chunks]), index=sites, columns=SYNTHETIC_ATTRIBUTES
+    )
     variables = [*SYNTHETIC_FORCINGS, CAMELS_TARGET]
 
     def read(chosen: list[str], names: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -310,7 +375,9 @@ def synthetic_source(n_sites: int, years: int, seed: int) -> Source:
     return Source("synthetic", sites, variables, attributes, read, dynamic, CAMELS_TARGET)
 
 
-def _synthetic_chunk(rng: np.random.Generator, n_sites: int, dates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _synthetic_chunk(
+    rng: np.random.Generator, n_sites: int, dates: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Forcings and streamflow [sites, days, forcings + 1] and the attributes [sites, 6] of one chunk of sites."""
     site = {
         "latitude": rng.uniform(25, 50, n_sites),  # degrees north
@@ -321,14 +388,25 @@ def _synthetic_chunk(rng: np.random.Generator, n_sites: int, dates: np.ndarray) 
         "melt_factor": rng.uniform(1.5, 4.5, n_sites),  # mm/C/day
     }
     weather = synthetic_weather(rng, site, dates)
-    flow = bucket_model(weather["prcp(mm/day)"], weather["tmax(C)"], weather["tmin(C)"], weather["pet(mm/day)"],
-                        site["soil_capacity"], site["recession"], site["melt_factor"])
+    flow = bucket_model(
+        weather["prcp(mm/day)"],
+        weather["tmax(C)"],
+        weather["tmin(C)"],
+        weather["pet(mm/day)"],
+        site["soil_capacity"],
+        site["recession"],
+        site["melt_factor"],
+    )
     weather["swe(mm)"] = flow["snow"]
     series = [weather[name] for name in SYNTHETIC_FORCINGS] + [flow["q"]]
-    return np.stack(series, axis=2).astype(np.float32), np.stack([site[a] for a in SYNTHETIC_ATTRIBUTES], axis=1)
+    return np.stack(series, axis=2).astype(np.float32), np.stack(
+        [site[a] for a in SYNTHETIC_ATTRIBUTES], axis=1
+    )
 
 
-def synthetic_weather(rng: np.random.Generator, site: dict[str, np.ndarray], dates: np.ndarray) -> dict[str, np.ndarray]:
+def synthetic_weather(
+    rng: np.random.Generator, site: dict[str, np.ndarray], dates: np.ndarray
+) -> dict[str, np.ndarray]:
     """Daily weather [sites, days]: Markov-chain wet days with gamma amounts, seasonal AR(1) temperature, radiation
     from latitude and day of year (FAO-56), and FAO-56 Penman-Monteith reference evapotranspiration."""
     n_sites, days = len(site["latitude"]), len(dates)
@@ -345,8 +423,14 @@ def synthetic_weather(rng: np.random.Generator, site: dict[str, np.ndarray], dat
     wind = rng.uniform(1.5, 4, n_sites)[:, None] * rng.lognormal(0, 0.3, (n_sites, days))
     vp = 1000 * _saturation_kpa(tmin)  # Pa: the dew point is taken as tmin, as Daymet does
     return {
-        "dayl(s)": dayl, "prcp(mm/day)": prcp, "srad(W/m2)": rs * 1e6 / dayl, "tmax(C)": tmax, "tmin(C)": tmin,
-        "vp(Pa)": vp, "wind(m/s)": wind, "pet(mm/day)": _penman_monteith(tmax, tmin, vp / 1000, rs, 0.75 * ra, wind),
+        "dayl(s)": dayl,
+        "prcp(mm/day)": prcp,
+        "srad(W/m2)": rs * 1e6 / dayl,
+        "tmax(C)": tmax,
+        "tmin(C)": tmin,
+        "vp(Pa)": vp,
+        "wind(m/s)": wind,
+        "pet(mm/day)": _penman_monteith(tmax, tmin, vp / 1000, rs, 0.75 * ra, wind),
     }
 
 
@@ -374,8 +458,14 @@ def _daylight(latitude: np.ndarray, doy: np.ndarray) -> tuple[np.ndarray, np.nda
     phi, delta = latitude[:, None], declination[None, :]
     sunset = np.arccos(np.clip(-np.tan(phi) * np.tan(delta), -1, 1))
     distance = 1 + 0.033 * np.cos(2 * np.pi * doy / 365)
-    ra = 24 * 60 / np.pi * 0.0820 * distance * (sunset * np.sin(phi) * np.sin(delta)
-                                                + np.cos(phi) * np.cos(delta) * np.sin(sunset))
+    ra = (
+        24
+        * 60
+        / np.pi
+        * 0.0820
+        * distance
+        * (sunset * np.sin(phi) * np.sin(delta) + np.cos(phi) * np.cos(delta) * np.sin(sunset))
+    )
     return 86400 * sunset / np.pi, ra
 
 
@@ -391,10 +481,17 @@ def _penman_monteith(tmax, tmin, ea, rs, rso, wind) -> np.ndarray:
     es = (_saturation_kpa(tmax) + _saturation_kpa(tmin)) / 2
     slope = 4098 * _saturation_kpa(t) / (t + 237.3) ** 2
     gamma = 0.0665
-    longwave = 4.903e-9 * ((tmax + 273.16) ** 4 + (tmin + 273.16) ** 4) / 2 * (0.34 - 0.14 * np.sqrt(ea)) \
+    longwave = (
+        4.903e-9
+        * ((tmax + 273.16) ** 4 + (tmin + 273.16) ** 4)
+        / 2
+        * (0.34 - 0.14 * np.sqrt(ea))
         * (1.35 * np.minimum(rs / rso, 1) - 0.35)
+    )
     net = 0.77 * rs - longwave
-    pet = (0.408 * slope * net + gamma * 900 / (t + 273) * wind * (es - ea)) / (slope + gamma * (1 + 0.34 * wind))
+    pet = (0.408 * slope * net + gamma * 900 / (t + 273) * wind * (es - ea)) / (
+        slope + gamma * (1 + 0.34 * wind)
+    )
     return np.maximum(pet, 0)
 
 
@@ -423,8 +520,9 @@ def bucket_model(prcp, tmax, tmin, pet, soil_capacity, recession, melt_factor) -
 
 
 BUILTINS: dict[str, Callable[[TimeSeriesDataSpec, int], Source]] = {
-    "camels_us_sample": lambda spec, seed: camels_source(DATASETS / "camels_us_sample", "camels_us_sample",
-                                                         CAMELS_SAMPLE_PERIODS),
+    "camels_us_sample": lambda spec, seed: camels_source(
+        DATASETS / "camels_us_sample", "camels_us_sample", CAMELS_SAMPLE_PERIODS
+    ),
     "synthetic": lambda spec, seed: synthetic_source(spec.synthetic_sites, spec.synthetic_years, seed),
 }
 
@@ -441,22 +539,28 @@ def _choose_sites(requested: list[str] | None, source: Source) -> list[str]:
     known = set(source.sites)
     unknown = [s for s in requested if s not in known]
     if unknown:
-        raise MlkubeError(f"lstm.data.sites: unknown site(s) {unknown} in {source.name}",
-                          f"choose from: {_listing(source.sites)}")
+        raise MlkubeError(
+            f"lstm.data.sites: unknown site(s) {unknown} in {source.name}",
+            f"choose from: {_listing(source.sites)}",
+        )
     return list(requested)
 
 
 def _choose_variable(name: str | None, source: Source, field: str) -> str:
     """`name` among the source's daily variables; `prcp` also finds `prcp(mm/day)`."""
     if name is None:
-        raise MlkubeError(f"lstm.data.{field}: {source.name} has no default {field}",
-                          f"name one of: {_listing(source.variables)}")
+        raise MlkubeError(
+            f"lstm.data.{field}: {source.name} has no default {field}",
+            f"name one of: {_listing(source.variables)}",
+        )
     if name in source.variables:
         return name
     matches = [v for v in source.variables if v.split("(")[0] == name]
     if len(matches) != 1:
-        raise MlkubeError(f"lstm.data.{field}: unknown variable {name!r} in {source.name}",
-                          f"choose from: {_listing(source.variables)}")
+        raise MlkubeError(
+            f"lstm.data.{field}: unknown variable {name!r} in {source.name}",
+            f"choose from: {_listing(source.variables)}",
+        )
     return matches[0]
 
 
@@ -472,41 +576,58 @@ def _choose_attributes(names: list[str], source: Source, sites: list[str]) -> tu
     numeric = [c for c in table.columns if pd.api.types.is_numeric_dtype(table[c])]
     unknown = [n for n in names if n not in numeric]
     if unknown:
-        raise MlkubeError(f"lstm.data.static_inputs: unknown or non-numeric attribute(s) {unknown} in {source.name}",
-                          f"choose from: {', '.join(numeric) or 'none (this source has no attributes)'}")
+        raise MlkubeError(
+            f"lstm.data.static_inputs: unknown or non-numeric attribute(s) {unknown} in {source.name}",
+            f"choose from: {', '.join(numeric) or 'none (this source has no attributes)'}",
+        )
     absent = [s for s in sites if s not in table.index]
     if names and absent:
-        raise MlkubeError(f"lstm.data.static_inputs: no attributes for site(s) {_listing(absent)} in {source.name}",
-                          "add them to the attribute tables, or drop those sites or the static inputs")
+        raise MlkubeError(
+            f"lstm.data.static_inputs: no attributes for site(s) {_listing(absent)} in {source.name}",
+            "add them to the attribute tables, or drop those sites or the static inputs",
+        )
     values = table.loc[sites, names].to_numpy(np.float32) if names else np.zeros((len(sites), 0), np.float32)
     holes = np.argwhere(~np.isfinite(values))
     if holes.size:
         site, column = holes[0]
-        raise MlkubeError(f"lstm.data.static_inputs: {names[column]} is missing for site {sites[site]} "
-                          f"({len(holes)} missing values in all)", "drop that attribute or those sites")
+        raise MlkubeError(
+            f"lstm.data.static_inputs: {names[column]} is missing for site {sites[site]} "
+            f"({len(holes)} missing values in all)",
+            "drop that attribute or those sites",
+        )
     return list(names), np.ascontiguousarray(values)
 
 
 def _periods(spec: TimeSeriesDataSpec, source: Source, dates: np.ndarray) -> dict[str, tuple[int, int]]:
     """Each period as [first, last + 1) day indices: the spec's, else the source's default, else a 50/25/25 split."""
-    chosen = {**_default_periods(source, dates),
-              **{p: getattr(spec, f"{p}_period") for p in PERIODS if getattr(spec, f"{p}_period") is not None}}
+    chosen = {
+        **_default_periods(source, dates),
+        **{p: getattr(spec, f"{p}_period") for p in PERIODS if getattr(spec, f"{p}_period") is not None},
+    }
     begin, end = _date(dates[0]), _date(dates[-1])
     for period, (first, last) in chosen.items():
         if first < begin or last > end:
-            raise MlkubeError(f"lstm.data.{period}_period: {first}..{last} falls outside the data of "
-                              f"{source.name} ({begin}..{end} for the chosen sites)", "choose dates within that range")
+            raise MlkubeError(
+                f"lstm.data.{period}_period: {first}..{last} falls outside the data of "
+                f"{source.name} ({begin}..{end} for the chosen sites)",
+                "choose dates within that range",
+            )
     for (a, (a0, a1)), (b, (b0, b1)) in itertools.combinations(chosen.items(), 2):
         if a0 <= b1 and b0 <= a1:
-            raise MlkubeError(f"lstm.data.{a}_period ({a0}..{a1}) and {b}_period ({b0}..{b1}) overlap", SPLIT_HINT)
+            raise MlkubeError(
+                f"lstm.data.{a}_period ({a0}..{a1}) and {b}_period ({b0}..{b1}) overlap", SPLIT_HINT
+            )
     return {p: ((first - begin).days, (last - begin).days + 1) for p, (first, last) in chosen.items()}
 
 
 def _default_periods(source: Source, dates: np.ndarray) -> dict[str, tuple[dt.date, dt.date]]:
     if source.periods_default is not None:
-        return {p: (dt.date.fromisoformat(a), dt.date.fromisoformat(b)) for p, (a, b) in source.periods_default.items()}
+        return {
+            p: (dt.date.fromisoformat(a), dt.date.fromisoformat(b))
+            for p, (a, b) in source.periods_default.items()
+        }
     cuts = [0, int(len(dates) * DEFAULT_SPLIT[0]), int(len(dates) * sum(DEFAULT_SPLIT)), len(dates)]
-    return {p: (_date(dates[lo]), _date(dates[hi - 1])) for p, lo, hi in zip(PERIODS, cuts, cuts[1:])}
+    return {p: (_date(dates[lo]), _date(dates[hi - 1])) for p, lo, hi in zip(PERIODS, cuts, cuts[1:], strict=False)}
 
 
 def _check_lengths(lstm: LstmSpec, periods: dict[str, tuple[int, int]], dates: np.ndarray) -> tuple[int, int]:
@@ -515,16 +636,20 @@ def _check_lengths(lstm: LstmSpec, periods: dict[str, tuple[int, int]], dates: n
     length, history = lstm.sequence_length, lstm.sequence_length + lstm.horizon - 2
     lo, hi = periods["train"]
     if length > hi - lo:
-        raise MlkubeError(f"lstm.sequence_length ({length} days) is longer than lstm.data.train_period "
-                          f"({hi - lo} days)", "shorten sequence_length or lengthen train_period")
+        raise MlkubeError(
+            f"lstm.sequence_length ({length} days) is longer than lstm.data.train_period ({hi - lo} days)",
+            "shorten sequence_length or lengthen train_period",
+        )
     for period in ("validation", "test"):
         start = periods[period][0]
         if start < history:
             raise MlkubeError(
                 f"lstm.data.{period}_period starts on {_date(dates[start])}, but its first prediction needs {history} "
                 f"days of inputs before it (sequence_length {length}, horizon {lstm.horizon}) and the data begin "
-                f"on {_date(dates[0])}", f"start it on or after {_date(dates[min(history, len(dates) - 1)])}, or "
-                "shorten lstm.sequence_length")
+                f"on {_date(dates[0])}",
+                f"start it on or after {_date(dates[min(history, len(dates) - 1)])}, or "
+                "shorten lstm.sequence_length",
+            )
     first = max(0, min(lo for lo, _ in periods.values()) - history)
     return first, max(hi for _, hi in periods.values())
 
@@ -532,18 +657,23 @@ def _check_lengths(lstm: LstmSpec, periods: dict[str, tuple[int, int]], dates: n
 def _check_targets(data: TimeSeriesData) -> None:
     """Every site needs a finite target in the train period; validation and test need one at some site."""
     lo, hi = data.periods["train"]
-    empty = [site for site, row in zip(data.sites, data.target[:, lo:hi]) if np.isnan(row).all()]
+    empty = [site for site, row in zip(data.sites, data.target[:, lo:hi], strict=False) if np.isnan(row).all()]
     if empty:
         first, last = data.period_dates("train")
-        raise MlkubeError(f"site(s) {_listing(empty)} have no valid {data.target_name} in lstm.data.train_period "
-                          f"({first}..{last})", "drop them from lstm.data.sites, or move the train period to days "
-                          "where they have data")
+        raise MlkubeError(
+            f"site(s) {_listing(empty)} have no valid {data.target_name} in lstm.data.train_period "
+            f"({first}..{last})",
+            "drop them from lstm.data.sites, or move the train period to days where they have data",
+        )
     for period in ("validation", "test"):
         lo, hi = data.periods[period]
         if np.isnan(data.target[:, lo:hi]).all():
             first, last = data.period_dates(period)
-            raise MlkubeError(f"lstm.data.{period}_period ({first}..{last}) holds no valid {data.target_name} at any "
-                              "site, so nothing could be scored there", "move it to days with observations")
+            raise MlkubeError(
+                f"lstm.data.{period}_period ({first}..{last}) holds no valid {data.target_name} at any "
+                "site, so nothing could be scored there",
+                "move it to days with observations",
+            )
 
 
 def _date(day: np.datetime64) -> dt.date:

@@ -40,8 +40,10 @@ def chart_path() -> Path:
     places = (Path(os.environ["MLKUBE_CHART"]),) if os.environ.get("MLKUBE_CHART") else CHART_PLACES
     found = next((path for path in places if (path / "Chart.yaml").is_file()), None)
     if found is None:
-        raise MlkubeError(f"the mlkube Helm chart is not at {' nor '.join(map(str, places))}",
-                          "reinstall mlkube (its wheel holds the chart), or set MLKUBE_CHART to a copy of helm/mlkube")
+        raise MlkubeError(
+            f"the mlkube Helm chart is not at {' nor '.join(map(str, places))}",
+            "reinstall mlkube (its wheel holds the chart), or set MLKUBE_CHART to a copy of helm/mlkube",
+        )
     return found
 
 
@@ -87,8 +89,11 @@ def values_for(spec: Spec, kind: str, run_id: str, overrides: list[dict] = ()) -
         },
         "serve": {
             "enabled": kind == "serve",
-            "ports": {"inference": spec.serve.inference_port, "management": spec.serve.management_port,
-                      "metrics": spec.serve.metrics_port},
+            "ports": {
+                "inference": spec.serve.inference_port,
+                "management": spec.serve.management_port,
+                "metrics": spec.serve.metrics_port,
+            },
         },
     }
     for override in overrides:
@@ -100,17 +105,26 @@ def deep_merge(base: dict, override: dict) -> dict:
     """`override` on top of `base`, recursing into mappings (as Helm merges values files)."""
     merged = dict(base)
     for key, value in override.items():
-        merged[key] = deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        merged[key] = (
+            deep_merge(merged[key], value)
+            if isinstance(value, dict) and isinstance(merged.get(key), dict)
+            else value
+        )
     return merged
 
 
 def read_values_file(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise MlkubeError(f"values file not found: {path}", "give a YAML file of chart values (see helm/mlkube/values.yaml)")
+        raise MlkubeError(
+            f"values file not found: {path}", "give a YAML file of chart values (see helm/mlkube/values.yaml)"
+        )
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
-        raise MlkubeError(f"{path}: chart values must be a mapping, got {type(data).__name__}", "see helm/mlkube/values.yaml")
+        raise MlkubeError(
+            f"{path}: chart values must be a mapping, got {type(data).__name__}",
+            "see helm/mlkube/values.yaml",
+        )
     return data
 
 
@@ -122,9 +136,18 @@ def render(values: dict, release: str, namespace: str, chart: Path | None = None
         with helm.Chart.load(str(chart or chart_path())) as loaded:
             files = loaded.render(values, name=release, namespace=namespace, is_install=True)
     except (helm.HelmValuesError, helm.HelmRenderError) as err:
-        raise MlkubeError(f"the chart rejected the values: {_helm_message(err)}", "fix the value it names (spec or -f values file)") from None
+        raise MlkubeError(
+            f"the chart rejected the values: {_helm_message(err)}",
+            "fix the value it names (spec or -f values file)",
+        ) from None
     notes = "".join(text for path, text in files.items() if path.endswith("NOTES.txt"))
-    objects = [obj for path, text in sorted(files.items()) if _applied(path) for obj in yaml.safe_load_all(text) if obj]
+    objects = [
+        obj
+        for path, text in sorted(files.items())
+        if _applied(path)
+        for obj in yaml.safe_load_all(text)
+        if obj
+    ]
     return Rendered(sorted(objects, key=_apply_order), notes)
 
 

@@ -78,8 +78,16 @@ LOG_ROLE = {"ray": "driver", "elastic": "worker", "serve": None}
 
 
 # ------------------------------------------------------------------------------------------- waiting
-def wait(kube: Kube, kind: str, name: str, run_id: str, log_role: str | None, timeout: float, poll: float,
-         progress: Progress) -> State:
+def wait(
+    kube: Kube,
+    kind: str,
+    name: str,
+    run_id: str,
+    log_role: str | None,
+    timeout: float,
+    poll: float,
+    progress: Progress,
+) -> State:
     """Poll the workload until it is done, saying each new state; stream the log of each pod of `log_role` once."""
     api, read = WORKLOADS[kind]
     resource = kube.resource(api, kind)
@@ -89,7 +97,10 @@ def wait(kube: Kube, kind: str, name: str, run_id: str, log_role: str | None, ti
     while True:
         obj = kube.get(resource, name)
         if obj is None:
-            raise MlkubeError(f"{kind}/{name} was deleted while mlkube waited for it", f"see `kubectl -n {kube.namespace} get events`")
+            raise MlkubeError(
+                f"{kind}/{name} was deleted while mlkube waited for it",
+                f"see `kubectl -n {kube.namespace} get events`",
+            )
         state = read(obj)
         if state.text != said:
             progress.say(f"{kind}/{name}: {state.text}")
@@ -97,8 +108,10 @@ def wait(kube: Kube, kind: str, name: str, run_id: str, log_role: str | None, ti
         if state.done:
             return state
         if time.monotonic() > deadline:
-            raise MlkubeError(f"{kind}/{name} is still {state.text} after {timeout:.0f} s",
-                              f"follow it with `mlkube status {run_id}`, or stop it with `mlkube delete {run_id}`")
+            raise MlkubeError(
+                f"{kind}/{name} is still {state.text} after {timeout:.0f} s",
+                f"follow it with `mlkube status {run_id}`, or stop it with `mlkube delete {run_id}`",
+            )
         pod = _pod_with_log(kube, run_id, log_role, streamed) if log_role else None
         if pod:
             streamed.add(pod)
@@ -113,7 +126,11 @@ def _pod_with_log(kube: Kube, run_id: str, role: str, streamed: set[str]) -> str
     """The first pod of `role` that has started and whose log was not streamed yet."""
     for pod in kube.pods(run_id, role):
         name = pod["metadata"]["name"]
-        if name not in streamed and (pod.get("status") or {}).get("phase") in ("Running", "Succeeded", "Failed"):
+        if name not in streamed and (pod.get("status") or {}).get("phase") in (
+            "Running",
+            "Succeeded",
+            "Failed",
+        ):
             return name
     return None
 
@@ -134,5 +151,7 @@ def pod_phase(pod: dict) -> str:
 
 
 def no_run(run_id: str, namespace: str) -> MlkubeError:
-    return MlkubeError(f"no objects of run {run_id!r} in namespace {namespace}",
-                       f"check the id and the namespace (-n): kubectl get pods -A -l mlkube.dev/run-id={run_id}")
+    return MlkubeError(
+        f"no objects of run {run_id!r} in namespace {namespace}",
+        f"check the id and the namespace (-n): kubectl get pods -A -l mlkube.dev/run-id={run_id}",
+    )

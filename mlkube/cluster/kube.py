@@ -73,17 +73,29 @@ class Kube:
     def _api_error(self, what: str, status: int, message: str) -> MlkubeError:
         ns = self.namespace
         if status == 401:
-            return MlkubeError(f"the cluster did not accept your credentials ({message})", "refresh the kubeconfig's credentials")
+            return MlkubeError(
+                f"the cluster did not accept your credentials ({message})",
+                "refresh the kubeconfig's credentials",
+            )
         if status == 403:
             return MlkubeError(
                 f"forbidden by RBAC: {message}",
                 f"ask a cluster admin for a Role in namespace {ns} that allows it (docs/cluster.md, 'RBAC')",
             )
         if status == 404 and "namespaces" in message and ns in message:
-            return MlkubeError(f"namespace {ns!r} does not exist", f"kubectl create namespace {ns}  (or set cluster.namespace / -n)")
+            return MlkubeError(
+                f"namespace {ns!r} does not exist",
+                f"kubectl create namespace {ns}  (or set cluster.namespace / -n)",
+            )
         if status == 409:
-            return MlkubeError(f"{what} already exists", "pick another --run-id, or remove the old run with `mlkube delete RUN_ID`")
-        return MlkubeError(f"the cluster refused {what} (HTTP {status}): {message}", "fix the value it names (spec or -f values file)")
+            return MlkubeError(
+                f"{what} already exists",
+                "pick another --run-id, or remove the old run with `mlkube delete RUN_ID`",
+            )
+        return MlkubeError(
+            f"the cluster refused {what} (HTTP {status}): {message}",
+            "fix the value it names (spec or -f values file)",
+        )
 
     # -- resources
     def resource(self, api_version: str, kind: str):
@@ -148,7 +160,9 @@ class Kube:
     def log_lines(self, pod: str, follow: bool) -> Iterator[str]:
         """A pod's log, line by line; with `follow`, until its container ends."""
         with self.errors(f"the log of pod {pod}"):
-            response = self.core.read_namespaced_pod_log(pod, self.namespace, follow=follow, _preload_content=False)
+            response = self.core.read_namespaced_pod_log(
+                pod, self.namespace, follow=follow, _preload_content=False
+            )
             buffer = b""
             for chunk in response.stream(4096):
                 buffer += chunk

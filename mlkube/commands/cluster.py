@@ -37,7 +37,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
         progress.say(f"created {name}")
     kind, name = next((o["kind"], o["metadata"]["name"]) for o in rendered.objects if o["kind"] in WORKLOADS)
     if args.detach:
-        print(f"run {run_id}: submitted {kind}/{name} to {namespace}; follow it with `mlkube status {run_id} -n {namespace}`")
+        print(
+            f"run {run_id}: submitted {kind}/{name} to {namespace}; follow it with `mlkube status {run_id} -n {namespace}`"
+        )
         return 0
     state = wait(kube, kind, name, run_id, LOG_ROLE[args.kind], args.timeout, args.poll, progress)
     print(f"run {run_id}: {kind}/{name} {state.text}")
@@ -48,7 +50,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     kube = _kube(args)
-    workloads = [(kind, obj, read(obj)) for kind, (api, read) in WORKLOADS.items() for obj in kube.find(api, kind, args.run_id)]
+    workloads = [
+        (kind, obj, read(obj))
+        for kind, (api, read) in WORKLOADS.items()
+        for obj in kube.find(api, kind, args.run_id)
+    ]
     pods = kube.pods(args.run_id)
     if not workloads and not pods:
         raise no_run(args.run_id, kube.namespace)

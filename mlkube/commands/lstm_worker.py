@@ -13,7 +13,9 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mlkube.commands.lstm_worker", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m mlkube.commands.lstm_worker", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--spec", required=True, type=Path, help="the run's resolved spec (spec.yaml)")
     parser.add_argument("--run-dir", required=True, type=Path, help="the run directory (checkpoints, models)")
     args = parser.parse_args(argv)

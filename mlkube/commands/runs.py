@@ -67,7 +67,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 def _leaderboard(run: Run) -> dict:
     path = run.path / "leaderboard.json"
     if not path.exists():
-        raise MlkubeError(f"run {run.id} has no leaderboard yet", f"finish it with `mlkube run SPEC --resume {run.id}`")
+        raise MlkubeError(
+            f"run {run.id} has no leaderboard yet", f"finish it with `mlkube run SPEC --resume {run.id}`"
+        )
     return read_json(path)
 
 

@@ -45,10 +45,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if server is None:
         raise MlkubeError(f"no TorchServe runs for {run.id}", f"start it with `mlkube serve {run.path}`")
     if args.model not in server.models:
-        raise MlkubeError(f"the server of {run.id} does not serve {args.model!r}", f"choose from {server.models}")
+        raise MlkubeError(
+            f"the server of {run.id} does not serve {args.model!r}", f"choose from {server.models}"
+        )
     source = server.example(args.model) if args.input is None else Path(args.input)
     if str(source) != "-" and not source.is_file():
-        raise MlkubeError(f"no request file {source}", "give a JSON file {\"instances\": [...]} (schemas: docs/serving.md)")
+        raise MlkubeError(
+            f"no request file {source}", 'give a JSON file {"instances": [...]} (schemas: docs/serving.md)'
+        )
     payload = sys.stdin.buffer.read() if str(source) == "-" else source.read_bytes()
     print(json.dumps(server.predict(args.model, payload), indent=2))
     return 0

@@ -22,7 +22,9 @@ HANDLERS = {"sklearn": ("sklearn_handler", "SklearnHandler"), "torch": ("lstm_ha
 def handler_for(framework: str) -> tuple[Path, type]:
     """The handler's source file (packed into the .mar) and its class, for a model.json `framework`."""
     if framework not in HANDLERS:
-        raise MlkubeError(f"no TorchServe handler for framework {framework!r}", f"mlkube serves {sorted(HANDLERS)} models")
+        raise MlkubeError(
+            f"no TorchServe handler for framework {framework!r}", f"mlkube serves {sorted(HANDLERS)} models"
+        )
     module_name, class_name = HANDLERS[framework]
     module = importlib.import_module(f"{__name__}.{module_name}")
     return Path(module.__file__), getattr(module, class_name)
@@ -37,7 +39,9 @@ class InProcess:
 
         meta = read_model_json(model_dir)
         _, handler_class = handler_for(meta["framework"])
-        metrics = MetricsCacheYamlImpl(str(Path(importlib.import_module("ts").__file__).parent / "configs" / "metrics.yaml"))
+        metrics = MetricsCacheYamlImpl(
+            str(Path(importlib.import_module("ts").__file__).parent / "configs" / "metrics.yaml")
+        )
         metrics.initialize_cache()
         metrics.model_name = meta["name"]
         manifest = {"model": {"modelName": meta["name"], "modelVersion": version}}

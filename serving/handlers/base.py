@@ -39,7 +39,9 @@ class RequestError(ValueError):
 def parse_body(raw: Any) -> list[Any]:
     """The request's `instances` list, from its raw JSON bytes (NaN and Infinity refused)."""
     if raw is None:
-        raise RequestError("empty request: send one JSON object {\"instances\": [...]} with Content-Type: application/json")
+        raise RequestError(
+            'empty request: send one JSON object {"instances": [...]} with Content-Type: application/json'
+        )
     try:
         body = json.loads(raw, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError) as err:
@@ -47,13 +49,13 @@ def parse_body(raw: Any) -> list[Any]:
     except RecursionError:
         raise RequestError("the body nests JSON too deeply") from None
     if not isinstance(body, dict) or "instances" not in body:
-        raise RequestError("the body must be a JSON object {\"instances\": [...]}")
+        raise RequestError('the body must be a JSON object {"instances": [...]}')
     extra = sorted(set(body) - {"instances"})
     if extra:
-        raise RequestError(f"unknown key(s) {extra} in the body; the only key is \"instances\"")
+        raise RequestError(f'unknown key(s) {extra} in the body; the only key is "instances"')
     instances = body["instances"]
     if not isinstance(instances, list) or not instances:
-        raise RequestError("\"instances\" must be a non-empty list")
+        raise RequestError('"instances" must be a non-empty list')
     return instances
 
 
@@ -109,7 +111,9 @@ def worker_cpus() -> int:
 
     value = os.environ.get(WORKER_CPUS_ENV, "1")
     if not value.isdigit() or int(value) < 1:
-        raise MlkubeError(f"{WORKER_CPUS_ENV}={value!r} is not a whole number of CPUs", "set it to 1 or more, or unset it")
+        raise MlkubeError(
+            f"{WORKER_CPUS_ENV}={value!r} is not a whole number of CPUs", "set it to 1 or more, or unset it"
+        )
     return int(value)
 
 
@@ -169,7 +173,7 @@ class ModelHandler:
                 context.set_response_status(BAD_REQUEST, "Bad Request", idx)
                 answers.append(json.dumps({"error": str(rows), "code": BAD_REQUEST}))
                 continue
-            answers.append(json.dumps({**self.header, **self.answer(outputs[offset: offset + len(rows)])}))
+            answers.append(json.dumps({**self.header, **self.answer(outputs[offset : offset + len(rows)])}))
             offset += len(rows)
         self._emit(context, len(good), len(data) - len(good), offset, (time.perf_counter() - start) * 1000)
         return answers
@@ -185,8 +189,12 @@ class ModelHandler:
     def _emit(self, context: Any, answered: int, rejected: int, rows: int, latency_ms: float) -> None:
         from ts.metrics.metric_type_enum import MetricTypes
 
-        values = {"mlkube_predictions_total": answered, "mlkube_rejected_total": rejected,
-                  "mlkube_input_rows_total": rows, "mlkube_handler_latency_ms": latency_ms}
+        values = {
+            "mlkube_predictions_total": answered,
+            "mlkube_rejected_total": rejected,
+            "mlkube_input_rows_total": rows,
+            "mlkube_handler_latency_ms": latency_ms,
+        }
         for name, value in values.items():
             kind, unit = METRICS[name]
             context.metrics.add_metric(name, value, unit, dimensions=[], metric_type=MetricTypes(kind))

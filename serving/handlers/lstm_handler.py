@@ -51,13 +51,22 @@ class LstmHandler(ModelHandler):
         self.sites = None  # site id → statistics row, under per-site normalization
         if p.get("normalization", "global") == "per_site":
             if not p.get("sites"):
-                raise MlkubeError(f"{model_dir}: the LSTM has per-site statistics but model.json does not name their "
-                                  "sites (preprocessing.sites)", "train it again: model.json then lists the sites")
+                raise MlkubeError(
+                    f"{model_dir}: the LSTM has per-site statistics but model.json does not name their "
+                    "sites (preprocessing.sites)",
+                    "train it again: model.json then lists the sites",
+                )
             self.sites = {str(site): row for row, site in enumerate(p["sites"])}
-        self.days, self.dynamic, self.static = p["sequence_length"], list(p["dynamic_inputs"]), list(p["static_inputs"])
+        self.days, self.dynamic, self.static = (
+            p["sequence_length"],
+            list(p["dynamic_inputs"]),
+            list(p["static_inputs"]),
+        )
         self.keys = ["dynamic"] + (["static"] if self.static else []) + (["site"] if self.sites else [])
         self.n_inputs = len(self.dynamic) + len(self.static)
-        self.width = self.n_inputs + bool(self.sites)  # a window's columns: the inputs, then the site's row if per-site
+        self.width = self.n_inputs + bool(
+            self.sites
+        )  # a window's columns: the inputs, then the site's row if per-site
         rows = 1 if self.sites is None else len(self.sites)
         static = [np.tile(np.asarray(p[k], dtype=float), (rows, 1)) for k in ("static_mean", "static_std")]
         self.mean = np.hstack([np.asarray(p["dynamic_mean"], dtype=float).reshape(rows, -1), static[0]])
@@ -80,11 +89,15 @@ class LstmHandler(ModelHandler):
     def site_row(self, site: Any, where: str) -> int:
         """The statistics row of a request's site id, or RequestError naming the known sites."""
         if not isinstance(site, str):
-            raise RequestError(f"{where}: expected a site id (a string), got {json_type(site)} {json.dumps(site)[:40]}")
+            raise RequestError(
+                f"{where}: expected a site id (a string), got {json_type(site)} {json.dumps(site)[:40]}"
+            )
         if site not in self.sites:
             known = list(self.sites)
-            raise RequestError(f"{where}: unknown site {site!r}; the model was trained on {len(known)} site(s): "
-                               f"{', '.join(known[:5])}{', ...' if len(known) > 5 else ''}")
+            raise RequestError(
+                f"{where}: unknown site {site!r}; the model was trained on {len(known)} site(s): "
+                f"{', '.join(known[:5])}{', ...' if len(known) > 5 else ''}"
+            )
         return self.sites[site]
 
     def fast_rows(self, raw: Any) -> Any:
@@ -106,7 +119,9 @@ class LstmHandler(ModelHandler):
             windows = np.empty((n, self.days, self.width))
             for i, instance in enumerate(instances):
                 dynamic = instance["dynamic"]
-                if len(instance) != len(self.keys) or len(dynamic) != len(self.dynamic):  # (repeated names count)
+                if len(instance) != len(self.keys) or len(dynamic) != len(
+                    self.dynamic
+                ):  # (repeated names count)
                     return None
                 for j, name in enumerate(self.dynamic):
                     series = np.frombuffer(dynamic[name].as_buffer(of_type="d"))
@@ -118,10 +133,15 @@ class LstmHandler(ModelHandler):
                     values = [static[name] for name in self.static]
                     if len(static) != len(self.static) or not all(type(v) in (int, float) for v in values):
                         return None
-                    windows[i, :, len(self.dynamic): self.n_inputs] = values
+                    windows[i, :, len(self.dynamic) : self.n_inputs] = values
                 if self.sites:
                     windows[i, :, -1] = self.sites[instance["site"]]
-        except (ValueError, TypeError, KeyError, AttributeError):  # not JSON, not an object, a name missing, ...
+        except (
+            ValueError,
+            TypeError,
+            KeyError,
+            AttributeError,
+        ):  # not JSON, not an object, a name missing, ...
             return None
         return windows if np.isfinite(windows).all() else None
 
@@ -137,8 +157,9 @@ class LstmHandler(ModelHandler):
                 windows[i, :, j] = self.window(instance["dynamic"][name], f"{where}.dynamic.{name}")
             if self.static:
                 check_names(instance["static"], self.static, f"{where}.static")
-                windows[i, :, len(self.dynamic): self.n_inputs] = [number(instance["static"][n], f"{where}.static.{n}")
-                                                                   for n in self.static]
+                windows[i, :, len(self.dynamic) : self.n_inputs] = [
+                    number(instance["static"][n], f"{where}.static.{n}") for n in self.static
+                ]
             if self.sites:
                 windows[i, :, -1] = self.site_row(instance["site"], f"{where}.site")
         return windows
@@ -146,7 +167,9 @@ class LstmHandler(ModelHandler):
     def window(self, series: Any, where: str) -> Any:
         if not isinstance(series, list) or len(series) != self.days:
             got = f"{len(series)} values" if isinstance(series, list) else json_type(series)
-            raise RequestError(f"{where}: the window must be a list of sequence_length = {self.days} daily values, got {got}")
+            raise RequestError(
+                f"{where}: the window must be a list of sequence_length = {self.days} daily values, got {got}"
+            )
         return numbers(series, where)
 
     def predict(self, batch: Any) -> Any:
@@ -177,9 +200,11 @@ class LstmHandler(ModelHandler):
         p = meta["preprocessing"]
         per_site = p.get("normalization", "global") == "per_site"
         means = p["dynamic_mean"][0] if per_site else p["dynamic_mean"]
-        instance: dict[str, Any] = {"dynamic": {n: [m] * p["sequence_length"] for n, m in zip(p["dynamic_inputs"], means)}}
+        instance: dict[str, Any] = {
+            "dynamic": {n: [m] * p["sequence_length"] for n, m in zip(p["dynamic_inputs"], means, strict=False)}
+        }
         if p["static_inputs"]:
-            instance["static"] = dict(zip(p["static_inputs"], p["static_mean"]))
+            instance["static"] = dict(zip(p["static_inputs"], p["static_mean"], strict=False))
         if per_site:
             instance["site"] = str(p["sites"][0])
         return {"instances": [instance]}

@@ -46,8 +46,8 @@ class SklearnHandler(ModelHandler):
         rows = [{"prediction": self.labels[value]} for value in predicted]
         if self.probabilities:
             names = [self.labels[c] for c in self.model.classes_.tolist()]
-            for row, p in zip(rows, self.model.predict_proba(X).tolist()):
-                row["probabilities"] = dict(zip(names, p))
+            for row, p in zip(rows, self.model.predict_proba(X).tolist(), strict=False):
+                row["probabilities"] = dict(zip(names, p, strict=False))
         return rows
 
     def answer(self, outputs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -68,5 +68,5 @@ def class_labels(pipeline: Any, meta: dict[str, Any]) -> dict[Any, Any] | None:
     classes = pipeline.classes_.tolist()
     names = meta.get("classes")
     if names and len(names) == len(classes) and classes == list(range(len(classes))):
-        return dict(zip(classes, names))
+        return dict(zip(classes, names, strict=False))
     return {c: c for c in classes}

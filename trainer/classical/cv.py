@@ -38,7 +38,10 @@ def _stratified(cv: CVSpec, task: str, seed: int):
     from sklearn.model_selection import StratifiedKFold
 
     if task != "classification":
-        raise MlkubeError("classical.cv.scheme: stratified needs a classification target", "use scheme: kfold for regression")
+        raise MlkubeError(
+            "classical.cv.scheme: stratified needs a classification target",
+            "use scheme: kfold for regression",
+        )
     return StratifiedKFold(n_splits=cv.folds, shuffle=cv.shuffle, random_state=_seed(cv, seed))
 
 
@@ -85,28 +88,47 @@ def make_splitter(cv: CVSpec, task: str, seed: int):
     return SCHEMES[cv.scheme](cv, task, seed)
 
 
-def check_scheme(cv: CVSpec, y: np.ndarray, task: str, groups: np.ndarray | None, field: str = "classical.cv") -> None:
+def check_scheme(
+    cv: CVSpec, y: np.ndarray, task: str, groups: np.ndarray | None, field: str = "classical.cv"
+) -> None:
     """Refuse a scheme that cannot split this data, before any trial runs."""
     n = len(y)
-    k = {"kfold": cv.folds, "stratified": cv.folds, "repeated": cv.folds, "group": cv.folds,
-         "timeseries": cv.folds + 1}.get(cv.scheme)
+    k = {
+        "kfold": cv.folds,
+        "stratified": cv.folds,
+        "repeated": cv.folds,
+        "group": cv.folds,
+        "timeseries": cv.folds + 1,
+    }.get(cv.scheme)
     if k is not None and k > n:
-        raise MlkubeError(f"{field}.folds: {cv.folds} folds but only {n} rows", f"use at most {n - (cv.scheme == 'timeseries')} folds")
+        raise MlkubeError(
+            f"{field}.folds: {cv.folds} folds but only {n} rows",
+            f"use at most {n - (cv.scheme == 'timeseries')} folds",
+        )
     if cv.scheme == "group":
         if groups is None:
-            raise MlkubeError(f"{field}.scheme: group needs group labels", "name the group column with data.groups")
+            raise MlkubeError(
+                f"{field}.scheme: group needs group labels", "name the group column with data.groups"
+            )
         n_groups = len(np.unique(groups))
         if n_groups < cv.folds:
-            raise MlkubeError(f"{field}.folds: {cv.folds} folds but only {n_groups} groups", f"use at most {n_groups} folds")
+            raise MlkubeError(
+                f"{field}.folds: {cv.folds} folds but only {n_groups} groups", f"use at most {n_groups} folds"
+            )
     if task == "classification" and cv.scheme in ("stratified", "repeated"):
         classes, counts = np.unique(y, return_counts=True)
-        small = [(int(c), int(n)) for c, n in zip(classes, counts) if n < cv.folds]
+        small = [(int(c), int(n)) for c, n in zip(classes, counts, strict=False) if n < cv.folds]
         if small:
-            raise MlkubeError(f"{field}.folds: stratified {cv.folds}-fold needs ≥ {cv.folds} rows of every class; "
-                              f"class index/rows {small} have fewer", f"use at most {int(counts.min())} folds, or scheme: kfold")
+            raise MlkubeError(
+                f"{field}.folds: stratified {cv.folds}-fold needs ≥ {cv.folds} rows of every class; "
+                f"class index/rows {small} have fewer",
+                f"use at most {int(counts.min())} folds, or scheme: kfold",
+            )
 
 
-def splits(cv: CVSpec, X: np.ndarray, y: np.ndarray, task: str, seed: int, groups: np.ndarray | None = None) -> list[Split]:
+def splits(
+    cv: CVSpec, X: np.ndarray, y: np.ndarray, task: str, seed: int, groups: np.ndarray | None = None
+) -> list[Split]:
     """Train/test index arrays of a non-nested scheme."""
     check_scheme(cv, y, task, groups)
     splitter = make_splitter(cv, task, seed)
@@ -121,8 +143,9 @@ class NestedSplits:
     inner: list[list[Split]]
 
 
-def nested_splits(cv: CVSpec, X: np.ndarray, y: np.ndarray, task: str, seed: int,
-                  groups: np.ndarray | None = None) -> NestedSplits:
+def nested_splits(
+    cv: CVSpec, X: np.ndarray, y: np.ndarray, task: str, seed: int, groups: np.ndarray | None = None
+) -> NestedSplits:
     outer = splits(cv.outer, X, y, task, seed, groups)
     inner = []
     for train, _ in outer:
@@ -146,5 +169,7 @@ def holdout_split(test_size: float, y: np.ndarray, task: str, seed: int, ordered
     try:
         train, test = train_test_split(index, test_size=test_size, random_state=seed, stratify=stratify)
     except ValueError as exc:
-        raise MlkubeError(f"classical.holdout.test_size: {exc}", "use a larger test_size or more data") from None
+        raise MlkubeError(
+            f"classical.holdout.test_size: {exc}", "use a larger test_size or more data"
+        ) from None
     return train, test

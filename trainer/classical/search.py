@@ -112,7 +112,7 @@ def _fold_results(pipeline, data: TrialData) -> Iterator[tuple[str, float, float
     X, y = ray.put(data.X), ray.put(data.y)
     futures = [remote.remote(pipeline, X, y, s.train, s.test, data.metric) for s in data.steps]
     try:
-        for step, future in zip(data.steps, futures):
+        for step, future in zip(data.steps, futures, strict=False):
             yield (step.label, *ray.get(future))
     finally:
         for future in futures:
@@ -132,8 +132,17 @@ def fold_trainable(config: dict[str, Any], data: TrialData) -> None:
         labels.append(label)
         fit_times.append(fit_time)
         # the history rides along, so the last result holds the whole trial (no per-result files needed)
-        tune.report({"score": score, "mean_score": float(np.mean(scores)), "fold": label, "node": node,
-                     "scores": list(scores), "folds": list(labels), "fit_times": list(fit_times)})
+        tune.report(
+            {
+                "score": score,
+                "mean_score": float(np.mean(scores)),
+                "fold": label,
+                "node": node,
+                "scores": list(scores),
+                "folds": list(labels),
+                "fit_times": list(fit_times),
+            }
+        )
 
 
 # ------------------------------------------------------------------------------------- search spaces
@@ -147,13 +156,17 @@ def tune_space(space: dict[str, Any], algorithm: str, where: str) -> dict[str, A
             out[param] = tune.grid_search(value) if algorithm == "grid" else tune.choice(value)
         elif isinstance(value, dict) and len(value) == 1 and next(iter(value)) in SAMPLERS:
             if algorithm == "grid":
-                raise MlkubeError(f"{where}.{param}: grid search needs a list of values, not {value}",
-                                  "give a list, or use algorithm: random or tpe")
+                raise MlkubeError(
+                    f"{where}.{param}: grid search needs a list of values, not {value}",
+                    "give a list, or use algorithm: random or tpe",
+                )
             kind, args = next(iter(value.items()))
             out[param] = tune.choice(args) if kind == "choice" else getattr(tune, kind)(*args)
         else:
-            raise MlkubeError(f"{where}.{param}: {value!r} is not a search axis",
-                              "give a list of values, or one of {loguniform|uniform|randint: [lo, hi]}, {choice: [...]}")
+            raise MlkubeError(
+                f"{where}.{param}: {value!r} is not a search axis",
+                "give a list of values, or one of {loguniform|uniform|randint: [lo, hi]}, {choice: [...]}",
+            )
     return out
 
 
@@ -176,30 +189,46 @@ class SearchSettings:
     status_path: str | None = None  # status.json for `mlkube watch`; None: none
 
 
-def run_trials(name: str, param_space: dict[str, Any], data: TrialData, settings: SearchSettings,
-               progress: Progress) -> list[dict[str, Any]]:
+def run_trials(
+    name: str, param_space: dict[str, Any], data: TrialData, settings: SearchSettings, progress: Progress
+) -> list[dict[str, Any]]:
     """Run one Tune experiment and return one row per trial (see `trial_row`)."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's tables would drown the progress lines
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # rows come from the last result, not files
-    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")  # Ctrl-C stops the run (resumable), not just the trials
+    os.environ.setdefault(
+        "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1"
+    )  # rows come from the last result, not files
+    os.environ.setdefault(
+        "TUNE_DISABLE_SIGINT_HANDLER", "1"
+    )  # Ctrl-C stops the run (resumable), not just the trials
     from ray import tune
 
     from mlkube.trainer.metrics import tune_metrics
 
     tune_metrics(settings.metrics_port)  # start the exporter before the first trial
-    trainable = tune.with_resources(tune.with_parameters(fold_trainable, data=data), _trial_resources(settings, data))
+    trainable = tune.with_resources(
+        tune.with_parameters(fold_trainable, data=data), _trial_resources(settings, data)
+    )
     n_trials = settings.trials if settings.algorithm != "grid" else 1
     with tempfile.TemporaryDirectory(prefix="mlkube-tune-") as storage:
         tuner = tune.Tuner(
             trainable,
             param_space=param_space,
-            tune_config=tune.TuneConfig(metric="mean_score", mode="max", num_samples=n_trials,
-                                        search_alg=_search_alg(settings, data.seed),
-                                        scheduler=_scheduler(settings, len(data.steps)),
-                                        max_concurrent_trials=settings.max_concurrent, reuse_actors=True),
-            run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0,
-                                      failure_config=tune.FailureConfig(max_failures=settings.max_failures),
-                                      callbacks=[_progress_callback(name, progress, settings, len(data.steps))]),
+            tune_config=tune.TuneConfig(
+                metric="mean_score",
+                mode="max",
+                num_samples=n_trials,
+                search_alg=_search_alg(settings, data.seed),
+                scheduler=_scheduler(settings, len(data.steps)),
+                max_concurrent_trials=settings.max_concurrent,
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=storage,
+                verbose=0,
+                failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+                callbacks=[_progress_callback(name, progress, settings, len(data.steps))],
+            ),
         )
         results = tuner.fit()
         return [trial_row(r, data) for r in results]
@@ -236,8 +265,9 @@ def _scheduler(settings: SearchSettings, n_steps: int):
         return None
     from ray.tune.schedulers import ASHAScheduler
 
-    return ASHAScheduler(time_attr="training_iteration", max_t=n_steps, grace_period=settings.grace_folds,
-                         reduction_factor=2)
+    return ASHAScheduler(
+        time_attr="training_iteration", max_t=n_steps, grace_period=settings.grace_folds, reduction_factor=2
+    )
 
 
 def _progress_callback(name: str, progress: Progress, settings: SearchSettings, n_steps: int):
@@ -271,8 +301,13 @@ def _progress_callback(name: str, progress: Progress, settings: SearchSettings, 
             last = trial.last_result or {}
             folds_done = last.get("training_iteration", 0)
             state = "finished" if folds_done >= n_steps else "early_stopped"
-            self._ended(trials, trial, state, last.get("mean_score"), f"mean {last.get('mean_score', float('nan')):.4f} "
-                                                                       f"({folds_done} folds)")
+            self._ended(
+                trials,
+                trial,
+                state,
+                last.get("mean_score"),
+                f"mean {last.get('mean_score', float('nan')):.4f} ({folds_done} folds)",
+            )
 
         def on_trial_error(self, iteration, trials, trial, **info):
             self._ended(trials, trial, "failed", None, "FAILED")
@@ -286,13 +321,23 @@ def _progress_callback(name: str, progress: Progress, settings: SearchSettings, 
                 metrics.trial_ended(state, mean)
             ended = sum(self.counts[s] for s in ("finished", "failed", "early_stopped"))
             config = trial.config
-            progress.say(f"{name}: trial {ended}/{len(trials)} {config['model']} {config.get('params') or ''} {what}")
+            progress.say(
+                f"{name}: trial {ended}/{len(trials)} {config['model']} {config.get('params') or ''} {what}"
+            )
             self._write_status(trials)
 
         def _write_status(self, trials) -> None:
             if settings.status_path:
-                atomic_write_json(settings.status_path, {"stage": name, "trials": {**self.counts, "total": len(trials)},
-                                                         "folds": self.folds, "best": self.best, "updated": now_iso()})
+                atomic_write_json(
+                    settings.status_path,
+                    {
+                        "stage": name,
+                        "trials": {**self.counts, "total": len(trials)},
+                        "folds": self.folds,
+                        "best": self.best,
+                        "updated": now_iso(),
+                    },
+                )
 
     return TrialProgress()
 
@@ -333,6 +378,11 @@ def rank(rows: list[dict[str, Any]], model_order: list[str]) -> list[dict[str, A
 
     def key(row):
         mean = row["mean"] if row["mean"] is not None else -math.inf
-        return (status_order[row["status"]], -mean, model_order.index(row["model"]), repr(sorted(row["params"].items())))
+        return (
+            status_order[row["status"]],
+            -mean,
+            model_order.index(row["model"]),
+            repr(sorted(row["params"].items())),
+        )
 
     return sorted(rows, key=key)

@@ -31,7 +31,15 @@ from mlkube.trainer.run import atomic_write_json, read_json
 from mlkube.trainer.spec import Spec
 
 DEFAULT_METRIC = {"classification": "accuracy", "regression": "r2"}
-REGRESSION_METRIC_MARKS = ("r2", "explained_variance", "max_error", "neg_mean", "neg_median", "neg_root", "d2_")
+REGRESSION_METRIC_MARKS = (
+    "r2",
+    "explained_variance",
+    "max_error",
+    "neg_mean",
+    "neg_median",
+    "neg_root",
+    "d2_",
+)
 
 
 # ------------------------------------------------------------------------------------------ the data
@@ -64,12 +72,17 @@ def classical_data(spec: Spec) -> ClassicalData:
 def _classical_data(data_json: str, classical_json: str, seed: int) -> ClassicalData:
     from mlkube.trainer.spec import ClassicalSpec, DataSpec
 
-    data_spec, classical = DataSpec.model_validate_json(data_json), ClassicalSpec.model_validate_json(classical_json)
+    data_spec, classical = (
+        DataSpec.model_validate_json(data_json),
+        ClassicalSpec.model_validate_json(classical_json),
+    )
     data = load_tabular(data_spec, classical.task)
     if classical.holdout is None:
         return ClassicalData(data, np.arange(data.n_rows), None)
     ordered = classical.cv.scheme == "timeseries"
-    train, holdout = cvlib.holdout_split(classical.holdout.test_size, data.y, data.task, seed, ordered=ordered)
+    train, holdout = cvlib.holdout_split(
+        classical.holdout.test_size, data.y, data.task, seed, ordered=ordered
+    )
     return ClassicalData(data, train, holdout)
 
 
@@ -80,12 +93,17 @@ def metric_for(spec: Spec, task: str) -> str:
     if metric == "auto":
         return DEFAULT_METRIC[task]
     if metric not in get_scorer_names():
-        raise MlkubeError(f"classical.metric: unknown scorer {metric!r}",
-                          "use a scikit-learn scorer name, e.g. accuracy, f1_macro, roc_auc, r2, neg_root_mean_squared_error")
+        raise MlkubeError(
+            f"classical.metric: unknown scorer {metric!r}",
+            "use a scikit-learn scorer name, e.g. accuracy, f1_macro, roc_auc, r2, neg_root_mean_squared_error",
+        )
     is_regression_metric = metric.startswith(REGRESSION_METRIC_MARKS)
     if is_regression_metric != (task == "regression"):
-        raise MlkubeError(f"classical.metric: {metric} is a {'regression' if is_regression_metric else 'classification'} "
-                          f"metric, but the target is a {task} target", f"use e.g. {DEFAULT_METRIC[task]}")
+        raise MlkubeError(
+            f"classical.metric: {metric} is a {'regression' if is_regression_metric else 'classification'} "
+            f"metric, but the target is a {task} target",
+            f"use e.g. {DEFAULT_METRIC[task]}",
+        )
     return metric
 
 
@@ -105,12 +123,17 @@ def check_classical(spec: Spec) -> None:
         zoo.plan(name, task, c.params.get(name, {}), spec.preprocess.scaler, n_classes, spec.seed)
     unused = [m for m in c.params if m not in names]
     if unused:
-        raise MlkubeError(f"classical.params: {unused} not among the models {names}", "add them to classical.models or remove their params")
+        raise MlkubeError(
+            f"classical.params: {unused} not among the models {names}",
+            "add them to classical.models or remove their params",
+        )
     scheme = c.cv.outer if c.cv.scheme == "nested" else c.cv
     cvlib.check_scheme(scheme, cd.y, task, cd.groups)
     if c.cv.scheme == "nested" and c.search is None:
-        raise MlkubeError("classical.cv.scheme: nested CV scores a tuned pipeline, but there is no classical.search",
-                          "add a search section, or use a non-nested scheme")
+        raise MlkubeError(
+            "classical.cv.scheme: nested CV scores a tuned pipeline, but there is no classical.search",
+            "add a search section, or use a non-nested scheme",
+        )
     if c.search is not None:
         _check_space(spec, names, task, n_classes)
 
@@ -121,7 +144,10 @@ def _check_space(spec: Spec, names: list[str], task: str, n_classes: int) -> Non
         raise MlkubeError("classical.search.space is empty", "give e.g. space: {SVM: {C: [0.1, 1, 10]}}")
     for model, space in search.space.items():
         if model not in names:
-            raise MlkubeError(f"classical.search.space: {model} is not among the models {names}", "add it to classical.models")
+            raise MlkubeError(
+                f"classical.search.space: {model} is not among the models {names}",
+                "add it to classical.models",
+            )
         where = f"classical.search.space.{model}"
         tune_space(space, search.algorithm, where)
         fixed = spec.classical.params.get(model, {})
@@ -133,20 +159,38 @@ def _check_space(spec: Spec, names: list[str], task: str, n_classes: int) -> Non
 # ---------------------------------------------------------------------------------------- settings
 def _trial_data(spec: Spec, cd: ClassicalData, steps: list[Step]) -> TrialData:
     c = spec.classical
-    return TrialData(X=cd.X, y=cd.y, steps=steps, task=cd.data.task, metric=metric_for(spec, cd.data.task),
-                     scaler=spec.preprocess.scaler, impute=spec.preprocess.impute, n_classes=len(cd.data.class_names),
-                     seed=spec.seed, fixed_params=c.params, parallel_folds=c.parallel_folds,
-                     cpus_per_fold=c.resources_per_trial.cpu)
+    return TrialData(
+        X=cd.X,
+        y=cd.y,
+        steps=steps,
+        task=cd.data.task,
+        metric=metric_for(spec, cd.data.task),
+        scaler=spec.preprocess.scaler,
+        impute=spec.preprocess.impute,
+        n_classes=len(cd.data.class_names),
+        seed=spec.seed,
+        fixed_params=c.params,
+        parallel_folds=c.parallel_folds,
+        cpus_per_fold=c.resources_per_trial.cpu,
+    )
 
 
 def _settings(spec: Spec, search: bool, status_path: str | None = None) -> SearchSettings:
     c = spec.classical
-    common = {"max_concurrent": c.max_concurrent, "cpu": c.resources_per_trial.cpu, "gpu": c.resources_per_trial.gpu,
-              "max_failures": c.max_failures, "metrics_port": spec.metrics.port, "status_path": status_path}
+    common = {
+        "max_concurrent": c.max_concurrent,
+        "cpu": c.resources_per_trial.cpu,
+        "gpu": c.resources_per_trial.gpu,
+        "max_failures": c.max_failures,
+        "metrics_port": spec.metrics.port,
+        "status_path": status_path,
+    }
     if not search:
         return SearchSettings(**common)
     s = c.search
-    return SearchSettings(algorithm=s.algorithm, trials=s.trials, scheduler=s.scheduler, grace_folds=s.grace_folds, **common)
+    return SearchSettings(
+        algorithm=s.algorithm, trials=s.trials, scheduler=s.scheduler, grace_folds=s.grace_folds, **common
+    )
 
 
 def _steps(splits: list[cvlib.Split], prefix: str = "") -> list[Step]:
@@ -172,16 +216,29 @@ def evaluate(ctx) -> None:
     scheme = c.cv.outer if c.cv.scheme == "nested" else c.cv
     steps = _steps(cvlib.splits(scheme, cd.X, cd.y, cd.data.task, spec.seed, cd.groups))
     names = model_names(spec, cd.data.task)
-    ctx.progress.say(f"spot-check: {len(names)} models × {len(steps)} folds ({scheme.scheme}) on {len(cd.train)} rows")
+    ctx.progress.say(
+        f"spot-check: {len(names)} models × {len(steps)} folds ({scheme.scheme}) on {len(cd.train)} rows"
+    )
     _connect(ctx)
-    rows = run_trials("evaluate", {"model": tune.grid_search(names)}, _trial_data(spec, cd, steps),
-                      _settings(spec, search=False, status_path=_status(ctx)), ctx.progress)
+    rows = run_trials(
+        "evaluate",
+        {"model": tune.grid_search(names)},
+        _trial_data(spec, cd, steps),
+        _settings(spec, search=False, status_path=_status(ctx)),
+        ctx.progress,
+    )
     for row in rows:
         row["stage"] = "evaluate"
-    atomic_write_json(ctx.run.stage_file("evaluate"), {
-        "metric": metric_for(spec, cd.data.task), "task": cd.data.task, "scheme": scheme.model_dump(mode="json"),
-        "folds": [s.label for s in steps], "rows": rank(rows, names),
-    })
+    atomic_write_json(
+        ctx.run.stage_file("evaluate"),
+        {
+            "metric": metric_for(spec, cd.data.task),
+            "task": cd.data.task,
+            "scheme": scheme.model_dump(mode="json"),
+            "folds": [s.label for s in steps],
+            "rows": rank(rows, names),
+        },
+    )
 
 
 # ----------------------------------------------------------------------------------------- improve
@@ -193,7 +250,9 @@ def improve(ctx) -> None:
     best = _pick_best(spot["rows"] + tuned)
     ctx.progress.say(f"best: {best['model']} {best['params']} mean {best['mean']:.4f} ({best['stage']})")
     final = _refit_and_save(ctx, cd, best)
-    atomic_write_json(ctx.run.stage_file("improve"), {"tuned": tuned, "trials": trials, "nested": nested, "best": final})
+    atomic_write_json(
+        ctx.run.stage_file("improve"), {"tuned": tuned, "trials": trials, "nested": nested, "best": final}
+    )
     release_ray()  # the last stage on Ray: give its CPUs and memory back before the LSTM trains
 
 
@@ -206,7 +265,9 @@ def _tune(ctx, cd: ClassicalData) -> tuple[list[dict], list[dict], dict]:
     if is_nested:
         ns = cvlib.nested_splits(c.cv, cd.X, cd.y, task, spec.seed, cd.groups)
         full_inner = cvlib.splits(c.cv.inner, cd.X, cd.y, task, spec.seed, cd.groups)
-        steps = [s for k, inner in enumerate(ns.inner) for s in _steps(inner, f"outer{k}/inner")] + _steps(full_inner, "all/inner")
+        steps = [s for k, inner in enumerate(ns.inner) for s in _steps(inner, f"outer{k}/inner")] + _steps(
+            full_inner, "all/inner"
+        )
     else:
         steps = _steps(cvlib.splits(c.cv, cd.X, cd.y, task, spec.seed, cd.groups))
     _connect(ctx)
@@ -214,9 +275,17 @@ def _tune(ctx, cd: ClassicalData) -> tuple[list[dict], list[dict], dict]:
     all_trials, best_rows, nested = [], [], {}
     for model, space in c.search.space.items():
         ctx.progress.say(f"search {model}: {c.search.algorithm}, {len(steps)} folds per trial")
-        param_space = {"model": model, "params": tune_space(space, c.search.algorithm, f"classical.search.space.{model}")}
-        rows = run_trials(f"improve-{model}", param_space, data, _settings(spec, search=True, status_path=_status(ctx)),
-                          ctx.progress)
+        param_space = {
+            "model": model,
+            "params": tune_space(space, c.search.algorithm, f"classical.search.space.{model}"),
+        }
+        rows = run_trials(
+            f"improve-{model}",
+            param_space,
+            data,
+            _settings(spec, search=True, status_path=_status(ctx)),
+            ctx.progress,
+        )
         all_trials += [{**r, "stage": "improve"} for r in rows]
         if is_nested:
             nested[model] = _nested_estimate(rows, ns, data)
@@ -229,7 +298,7 @@ def _tune(ctx, cd: ClassicalData) -> tuple[list[dict], list[dict], dict]:
 
 
 def _fold_mean(row: dict, prefix: str) -> float:
-    scores = [s for s, label in zip(row["scores"], row["folds"]) if label.startswith(prefix)]
+    scores = [s for s, label in zip(row["scores"], row["folds"], strict=False) if label.startswith(prefix)]
     return float(np.mean(scores)) if scores else -np.inf
 
 
@@ -249,20 +318,42 @@ def _nested_estimate(rows: list[dict], ns: cvlib.NestedSplits, data: TrialData) 
         pipeline = zoo.build_pipeline(_plan_from_row(best, data), data.impute)
         futures.append(remote.remote(pipeline, data.X, data.y, train, test, data.metric))
     outer = [score for score, _ in ray.get(futures)]
-    return {"outer_scores": outer, "nested_mean": float(np.mean(outer)), "nested_std": float(np.std(outer)),
-            "inner_mean": float(np.mean(inner_best)), "optimism": float(np.mean(inner_best) - np.mean(outer)),
-            "chosen_params": chosen}
+    return {
+        "outer_scores": outer,
+        "nested_mean": float(np.mean(outer)),
+        "nested_std": float(np.std(outer)),
+        "inner_mean": float(np.mean(inner_best)),
+        "optimism": float(np.mean(inner_best) - np.mean(outer)),
+        "chosen_params": chosen,
+    }
 
 
 def _nested_row(model: str, rows: list[dict], estimate: dict, data: TrialData) -> dict[str, Any]:
     ok = [r for r in rows if r["status"] == "ok"]
     if "error" in estimate:
-        return {"model": model, "params": {}, "mean": None, "std": None, "scores": [], "folds": [], "fit_time": None,
-                "node": None, "status": "failed", "error": estimate["error"], "stage": "improve"}
+        return {
+            "model": model,
+            "params": {},
+            "mean": None,
+            "std": None,
+            "scores": [],
+            "folds": [],
+            "fit_time": None,
+            "node": None,
+            "status": "failed",
+            "error": estimate["error"],
+            "stage": "improve",
+        }
     best = max(ok, key=lambda r: _fold_mean(r, "all/"))
-    return {**best, "mean": estimate["nested_mean"], "std": estimate["nested_std"], "scores": estimate["outer_scores"],
-            "folds": [f"outer{k}" for k in range(len(estimate["outer_scores"]))], "stage": "improve",
-            "inner_mean": _fold_mean(best, "all/")}
+    return {
+        **best,
+        "mean": estimate["nested_mean"],
+        "std": estimate["nested_std"],
+        "scores": estimate["outer_scores"],
+        "folds": [f"outer{k}" for k in range(len(estimate["outer_scores"]))],
+        "stage": "improve",
+        "inner_mean": _fold_mean(best, "all/"),
+    }
 
 
 def _plan_from_row(row: dict, data: TrialData) -> zoo.ModelPlan:
@@ -273,7 +364,9 @@ def _plan_from_row(row: dict, data: TrialData) -> zoo.ModelPlan:
 def _pick_best(rows: list[dict]) -> dict:
     ok = [r for r in rows if r["status"] == "ok" and r["mean"] is not None]
     if not ok:
-        raise MlkubeError("every model failed; see the errors in stages/evaluate.json", "check the models' params")
+        raise MlkubeError(
+            "every model failed; see the errors in stages/evaluate.json", "check the models' params"
+        )
     return max(ok, key=lambda r: r["mean"])
 
 
@@ -282,8 +375,16 @@ def _refit_and_save(ctx, cd: ClassicalData, best: dict) -> dict[str, Any]:
     spec = ctx.spec
     data = _trial_data(spec, cd, [])
     pipeline = zoo.build_pipeline(_plan_from_row(best, data), data.impute).fit(cd.X, cd.y)
-    final = {"model": best["model"], "params": best["params"], "cv_mean": best["mean"], "cv_std": best["std"],
-             "stage": best["stage"], "metric": data.metric, "holdout_score": None, "artifact": "models/classical"}
+    final = {
+        "model": best["model"],
+        "params": best["params"],
+        "cv_mean": best["mean"],
+        "cv_std": best["std"],
+        "stage": best["stage"],
+        "metric": data.metric,
+        "holdout_score": None,
+        "artifact": "models/classical",
+    }
     if cd.holdout is not None:
         from sklearn.metrics import get_scorer
 
@@ -294,11 +395,28 @@ def _refit_and_save(ctx, cd: ClassicalData, best: dict) -> dict[str, Any]:
             from sklearn.metrics import confusion_matrix
 
             labels = np.arange(len(cd.data.class_names))
-            final["confusion_matrix"] = confusion_matrix(y_hold, pipeline.predict(X_hold), labels=labels).tolist()
-    save_sklearn_model(ctx.run.models / "classical", pipeline, {
-        "name": "classical", "task": cd.data.task, "estimator": best["model"], "params": best["params"],
-        "features": cd.data.feature_names, "target": cd.data.target_name, "classes": cd.data.class_names,
-        "metrics": {data.metric: {"cv_mean": best["mean"], "cv_std": best["std"], "holdout": final["holdout_score"]}},
-        "run_id": ctx.run.id,
-    })
+            final["confusion_matrix"] = confusion_matrix(
+                y_hold, pipeline.predict(X_hold), labels=labels
+            ).tolist()
+    save_sklearn_model(
+        ctx.run.models / "classical",
+        pipeline,
+        {
+            "name": "classical",
+            "task": cd.data.task,
+            "estimator": best["model"],
+            "params": best["params"],
+            "features": cd.data.feature_names,
+            "target": cd.data.target_name,
+            "classes": cd.data.class_names,
+            "metrics": {
+                data.metric: {
+                    "cv_mean": best["mean"],
+                    "cv_std": best["std"],
+                    "holdout": final["holdout_score"],
+                }
+            },
+            "run_id": ctx.run.id,
+        },
+    )
     return final

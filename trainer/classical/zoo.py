@@ -82,8 +82,10 @@ def entry(name: str, task: str) -> ZooEntry:
         return zoo[name]
     other = "regression" if task == "classification" else "classification"
     if name in ZOOS[other]:
-        raise MlkubeError(f"classical.models: {name} is a {other} model, but the target is a {task} target",
-                          f"{task} models: {', '.join(zoo)}")
+        raise MlkubeError(
+            f"classical.models: {name} is a {other} model, but the target is a {task} target",
+            f"{task} models: {', '.join(zoo)}",
+        )
     raise MlkubeError(f"classical.models: unknown model {name!r}", f"{task} models: {', '.join(zoo)}")
 
 
@@ -108,12 +110,16 @@ def check_params(name: str, zoo_entry: ZooEntry, params: dict[str, Any]) -> None
     valid = cls().get_params()
     unknown = [p for p in params if p not in valid]
     if unknown:
-        raise MlkubeError(f"classical.params.{name}: unknown parameter(s) {unknown} for {cls.__name__}",
-                          f"valid parameters: {', '.join(sorted(valid))}")
+        raise MlkubeError(
+            f"classical.params.{name}: unknown parameter(s) {unknown} for {cls.__name__}",
+            f"valid parameters: {', '.join(sorted(valid))}",
+        )
     try:
         cls(**params)._validate_params()
     except (ValueError, TypeError) as exc:
-        raise MlkubeError(f"classical.params.{name}: {exc}", f"see the {cls.__name__} documentation") from None
+        raise MlkubeError(
+            f"classical.params.{name}: {exc}", f"see the {cls.__name__} documentation"
+        ) from None
 
 
 def build_pipeline(model: ModelPlan, impute: str = "none"):

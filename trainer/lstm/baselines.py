@@ -21,7 +21,9 @@ LAGS = 7  # days of each dynamic input, the last input day first
 MEANS = (30, 90)  # trailing means (days) of each dynamic input
 
 
-def climatology(data: TimeSeriesData, sequence_length: int, horizon: int, seed: int, period: str) -> np.ndarray:
+def climatology(
+    data: TimeSeriesData, sequence_length: int, horizon: int, seed: int, period: str
+) -> np.ndarray:
     """Each site's mean target per day of the year over the training period (the site's mean for a day of the
     year the training period lacks)."""
     lo, hi = data.periods["train"]
@@ -37,8 +39,9 @@ def climatology(data: TimeSeriesData, sequence_length: int, horizon: int, seed: 
     return table[:, doy[first:last]]
 
 
-def regression(model: str, data: TimeSeriesData, sequence_length: int, horizon: int, seed: int,
-               period: str) -> np.ndarray:
+def regression(
+    model: str, data: TimeSeriesData, sequence_length: int, horizon: int, seed: int, period: str
+) -> np.ndarray:
     """A zoo regressor on lagged forcings, fitted on the training period's days, predicting `period`'s."""
     from mlkube.trainer.classical import zoo
 
@@ -73,7 +76,9 @@ def lagged_features(data: TimeSeriesData, sequence_length: int) -> np.ndarray:
     for window in sorted({min(w, sequence_length) for w in MEANS}):
         n = count[:, window:] - count[:, :-window]
         mean = np.full_like(dynamic, np.nan)
-        mean[:, window - 1:] = np.where(n == window, (total[:, window:] - total[:, :-window]) / window, np.nan)
+        mean[:, window - 1 :] = np.where(
+            n == window, (total[:, window:] - total[:, :-window]) / window, np.nan
+        )
         columns.append(mean)
     columns.append(np.broadcast_to(data.static[:, None, :], (sites, days, data.static.shape[1])))
     return np.concatenate(columns, axis=2).astype(np.float32)
@@ -81,7 +86,7 @@ def lagged_features(data: TimeSeriesData, sequence_length: int) -> np.ndarray:
 
 def _shifted(values: np.ndarray, lag: int) -> np.ndarray:
     out = np.full_like(values, np.nan)
-    out[:, lag:] = values[:, :values.shape[1] - lag]
+    out[:, lag:] = values[:, : values.shape[1] - lag]
     return out
 
 
@@ -90,10 +95,12 @@ def _cumulative(values: np.ndarray) -> np.ndarray:
     return np.concatenate([np.zeros_like(values[:, :1]), values.cumsum(axis=1)], axis=1)
 
 
-def _rows(features: np.ndarray, data: TimeSeriesData, period: str, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+def _rows(
+    features: np.ndarray, data: TimeSeriesData, period: str, horizon: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(features of each target day's last input day, target) for `period`, flattened site by site."""
     first, last = _target_days(data, period, horizon)
-    x = features[:, first - (horizon - 1):last - (horizon - 1)]
+    x = features[:, first - (horizon - 1) : last - (horizon - 1)]
     return x.reshape(-1, x.shape[2]), observed(data, period, horizon).reshape(-1).astype(np.float64)
 
 
@@ -104,4 +111,6 @@ def _target_days(data: TimeSeriesData, period: str, horizon: int) -> tuple[int, 
 
 def _day_of_year(dates: np.ndarray) -> np.ndarray:
     """0-based day of the year of each date (0..365)."""
-    return (dates.astype("datetime64[D]") - dates.astype("datetime64[Y]").astype("datetime64[D]")).astype(np.int64)
+    return (dates.astype("datetime64[D]") - dates.astype("datetime64[Y]").astype("datetime64[D]")).astype(
+        np.int64
+    )

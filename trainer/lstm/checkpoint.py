@@ -53,7 +53,11 @@ def read_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
     blob = Path(path).read_bytes()
     if len(blob) < HEADER or not blob.startswith(MAGIC):
         raise ValueError(f"{path.name} has no complete header ({len(blob)} bytes)")
-    digest, length, payload = blob[len(MAGIC):len(MAGIC) + 32], int.from_bytes(blob[HEADER - 8:HEADER], "little"), blob[HEADER:]
+    digest, length, payload = (
+        blob[len(MAGIC) : len(MAGIC) + 32],
+        int.from_bytes(blob[HEADER - 8 : HEADER], "little"),
+        blob[HEADER:],
+    )
     if len(payload) != length:
         raise ValueError(f"{path.name} is truncated: {len(payload)} of {length} payload bytes")
     if hashlib.sha256(payload).digest() != digest:
@@ -61,8 +65,9 @@ def read_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
     return torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
 
 
-def latest_checkpoint(folder: Path, map_location: Any = "cpu",
-                      warn: Callable[[str], None] = print) -> tuple[dict[str, Any] | None, Path | None]:
+def latest_checkpoint(
+    folder: Path, map_location: Any = "cpu", warn: Callable[[str], None] = print
+) -> tuple[dict[str, Any] | None, Path | None]:
     """The newest complete checkpoint (state, path), skipping damaged ones with a warning; (None, None) if none."""
     for path in checkpoints(folder):
         try:

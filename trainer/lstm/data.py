@@ -52,15 +52,25 @@ def load_prepared(spec, run_path: Path) -> Prepared:
 def summary(prepared: Prepared) -> dict[str, Any]:
     """What the prepare stage records about the series (stages/prepare.json, key `lstm`)."""
     data = prepared.data
-    return {"sites": list(data.sites), "days": len(data.dates), "dynamic_inputs": list(data.dynamic_inputs),
-            "static_inputs": list(data.static_inputs), "target": data.target_name,
-            "periods": {p: [str(d) for d in data.period_dates(p)] for p in data.periods},
-            "missing_target_fraction": float(np.isnan(data.target).mean()), "file": str(PREPARED)}
+    return {
+        "sites": list(data.sites),
+        "days": len(data.dates),
+        "dynamic_inputs": list(data.dynamic_inputs),
+        "static_inputs": list(data.static_inputs),
+        "target": data.target_name,
+        "periods": {p: [str(d) for d in data.period_dates(p)] for p in data.periods},
+        "missing_target_fraction": float(np.isnan(data.target).mean()),
+        "file": str(PREPARED),
+    }
 
 
 def save_prepared(path: Path, prepared: Prepared) -> Path:
     data, stats = prepared.data, prepared.stats
-    arrays = {f"data_{f.name}": _array(getattr(data, f.name)) for f in dataclasses.fields(data) if f.name != "periods"}
+    arrays = {
+        f"data_{f.name}": _array(getattr(data, f.name))
+        for f in dataclasses.fields(data)
+        if f.name != "periods"
+    }
     arrays |= {f"stats_{f.name}": np.asarray(getattr(stats, f.name)) for f in dataclasses.fields(stats)}
     arrays["periods"] = np.array([[name, lo, hi] for name, (lo, hi) in data.periods.items()], dtype=object)
     arrays["data_hash"] = np.asarray(prepared.data_hash)
@@ -71,11 +81,15 @@ def save_prepared(path: Path, prepared: Prepared) -> Path:
 
 def read_prepared(path: Path) -> Prepared:
     with np.load(path, allow_pickle=False) as npz:
-        fields = {k.removeprefix("data_"): npz[k] for k in npz.files if k.startswith("data_") and k != "data_hash"}
+        fields = {
+            k.removeprefix("data_"): npz[k] for k in npz.files if k.startswith("data_") and k != "data_hash"
+        }
         stats = {k.removeprefix("stats_"): npz[k] for k in npz.files if k.startswith("stats_")}
         periods = {str(name): (int(lo), int(hi)) for name, lo, hi in npz["periods"]}
         data_hash = str(npz["data_hash"])
-    fields |= {k: tuple(str(v) for v in fields[k]) for k in NAME_FIELDS} | {"target_name": str(fields["target_name"])}
+    fields |= {k: tuple(str(v) for v in fields[k]) for k in NAME_FIELDS} | {
+        "target_name": str(fields["target_name"])
+    }
     data = TimeSeriesData(**fields, periods=periods)
     stats = {k: (v.item() if v.ndim == 0 else v) for k, v in stats.items()}
     return Prepared(data, Statistics(**stats), data_hash)

@@ -35,7 +35,9 @@ def train(spec_path: Path, run_dir: Path) -> None:
     if worker.device == "cpu":
         import torch
 
-        torch.use_deterministic_algorithms(True)  # bit-identical resume; CUDA would also need CUBLAS_WORKSPACE_CONFIG
+        torch.use_deterministic_algorithms(
+            True
+        )  # bit-identical resume; CUDA would also need CUBLAS_WORKSPACE_CONFIG
     with process_group(worker):
         fit_and_save(spec, Path(run_dir), worker)
 
@@ -45,7 +47,9 @@ def fit_and_save(spec, run_dir: Path, worker: Worker) -> None:
     process group is destroyed: a reducer outliving its gloo group hung a worker's exit here."""
     prepared = load_prepared(spec, run_dir)
     checkpoints = run_dir / "checkpoints"
-    exporter = metrics_hook(spec.metrics.port, worker.rank, int(os.environ.get("LOCAL_RANK", "0")), checkpoints)
+    exporter = metrics_hook(
+        spec.metrics.port, worker.rank, int(os.environ.get("LOCAL_RANK", "0")), checkpoints
+    )
     hooks = (ProgressLine(worker.rank, spec.lstm.train.steps_per_epoch),) + ((exporter,) if exporter else ())
     trainer = Trainer(spec.lstm, spec.seed, prepared, worker, checkpoints, hooks=hooks)
     state = trainer.fit()
@@ -68,8 +72,12 @@ class process_group:
 
             if self.worker.device.startswith("cuda"):
                 torch.cuda.set_device(torch.device(self.worker.device))
-            dist.init_process_group("nccl" if self.worker.device.startswith("cuda") else "gloo", store=self.store(),
-                                    rank=self.worker.rank, world_size=self.worker.world_size)
+            dist.init_process_group(
+                "nccl" if self.worker.device.startswith("cuda") else "gloo",
+                store=self.store(),
+                rank=self.worker.rank,
+                world_size=self.worker.world_size,
+            )
 
     def store(self):
         """torchrun's store, with keys of their own for this attempt: the agent's store outlives a restart of the
@@ -77,8 +85,13 @@ class process_group:
         import torch.distributed as dist
 
         agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"  # else rank 0 hosts the store
-        store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), self.worker.world_size,
-                              is_master=not agent and self.worker.rank == 0, multi_tenant=not agent)
+        store = dist.TCPStore(
+            os.environ["MASTER_ADDR"],
+            int(os.environ["MASTER_PORT"]),
+            self.worker.world_size,
+            is_master=not agent and self.worker.rank == 0,
+            multi_tenant=not agent,
+        )
         return dist.PrefixStore(f"mlkube/attempt-{self.worker.restart}", store)
 
     def __exit__(self, *exc: object) -> None:
@@ -103,8 +116,10 @@ class ProgressLine:
         self.seconds += info.seconds
         if self.rank != 0 or (info.step % self.every and info.validation_nse is None):
             return
-        line = (f"{PREFIX} step {info.step}/{info.total_steps} epoch {info.epoch} loss {info.loss:.4f} "
-                f"{self.samples / self.seconds:.0f} seq/s")
+        line = (
+            f"{PREFIX} step {info.step}/{info.total_steps} epoch {info.epoch} loss {info.loss:.4f} "
+            f"{self.samples / self.seconds:.0f} seq/s"
+        )
         if info.validation_nse is not None:
             line += f" validation NSE {info.validation_nse:.3f}"
         print(line, flush=True)
@@ -118,19 +133,32 @@ def write_model(trainer: Trainer, prepared: Prepared, run_dir: Path, state: Loop
     from mlkube.trainer.run import atomic_write_json
 
     lstm = trainer.lstm
-    sim = simulate(trainer.net, trainer.data, prepared.stats, "test", lstm.sequence_length, lstm.horizon, trainer.device)
+    sim = simulate(
+        trainer.net, trainer.data, prepared.stats, "test", lstm.sequence_length, lstm.horizon, trainer.device
+    )
     test = score(sim, prepared.data, "test", lstm.horizon)
     metrics = {"period": "test", "median": test["median"], "mean": test["mean"]}
     folder = run_dir / ARTIFACT
-    save_lstm_model(folder, trainer.net, {**artifact_meta(lstm, prepared.data, prepared.stats, metrics),
-                                          "data_hash": prepared.data_hash})
-    record = {"steps": state.step, "total_steps": trainer.total_steps, "epochs": len(state.history),
-              "stopped_early": state.stopped, "best_epoch": state.best_epoch,
-              "world_size": trainer.worker.world_size, "restarts": trainer.worker.restart,
-              "segments": state.segments, "device": str(trainer.device), "cudnn": _cudnn(trainer.device),
-              "seconds": round(state.seconds, 3),
-              "samples_per_second": state.step * trainer.train.batch_size / max(state.seconds, 1e-9),
-              "history": state.history}
+    save_lstm_model(
+        folder,
+        trainer.net,
+        {**artifact_meta(lstm, prepared.data, prepared.stats, metrics), "data_hash": prepared.data_hash},
+    )
+    record = {
+        "steps": state.step,
+        "total_steps": trainer.total_steps,
+        "epochs": len(state.history),
+        "stopped_early": state.stopped,
+        "best_epoch": state.best_epoch,
+        "world_size": trainer.worker.world_size,
+        "restarts": trainer.worker.restart,
+        "segments": state.segments,
+        "device": str(trainer.device),
+        "cudnn": _cudnn(trainer.device),
+        "seconds": round(state.seconds, 3),
+        "samples_per_second": state.step * trainer.train.batch_size / max(state.seconds, 1e-9),
+        "history": state.history,
+    }
     atomic_write_json(folder / TRAINING_RECORD, record)
     return folder
 
@@ -139,4 +167,3 @@ def _cudnn(device) -> bool:
     import torch
 
     return device.type == "cuda" and torch.backends.cudnn.is_available() and torch.backends.cudnn.enabled
-

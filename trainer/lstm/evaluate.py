@@ -19,22 +19,33 @@ from mlkube.trainer.tsdata import TimeSeriesData
 WINDOWS_PER_PASS = 256  # sites run through the network at once (bounds memory)
 
 
-def simulate(net: Any, standardized: TimeSeriesData, stats: Statistics, period: str, sequence_length: int,
-             horizon: int, device: Any = "cpu") -> np.ndarray:
+def simulate(
+    net: Any,
+    standardized: TimeSeriesData,
+    stats: Statistics,
+    period: str,
+    sequence_length: int,
+    horizon: int,
+    device: Any = "cpu",
+) -> np.ndarray:
     """The network's target [sites, period days] in the target's units; NaN where not scored."""
     import torch
 
     batch = period_batch(standardized, period, sequence_length, horizon)
     x = np.ascontiguousarray(batch.x)
-    unscored = _incomplete_inputs(x, sequence_length)[:, batch.history:]
+    unscored = _incomplete_inputs(x, sequence_length)[:, batch.history :]
     x[np.isnan(x)] = 0.0
     was_training = net.training
     net.eval()
     with torch.no_grad():
-        out = np.concatenate([net(torch.from_numpy(x[i:i + WINDOWS_PER_PASS]).to(device)).float().cpu().numpy()
-                              for i in range(0, len(x), WINDOWS_PER_PASS)])
+        out = np.concatenate(
+            [
+                net(torch.from_numpy(x[i : i + WINDOWS_PER_PASS]).to(device)).float().cpu().numpy()
+                for i in range(0, len(x), WINDOWS_PER_PASS)
+            ]
+        )
     net.train(was_training)
-    sim = destandardize_target(out[:, batch.history:], stats)
+    sim = destandardize_target(out[:, batch.history :], stats)
     sim[unscored] = np.nan
     return sim
 
@@ -50,7 +61,7 @@ def _incomplete_inputs(x: np.ndarray, sequence_length: int) -> np.ndarray:
 def observed(data: TimeSeriesData, period: str, horizon: int = 1) -> np.ndarray:
     """The observed target [sites, period days] that `simulate` predicts, in the target's units."""
     lo, hi = data.periods[period]
-    return data.target[:, max(lo, horizon - 1):hi]
+    return data.target[:, max(lo, horizon - 1) : hi]
 
 
 def score(sim: np.ndarray, data: TimeSeriesData, period: str, horizon: int = 1) -> dict[str, Any]:

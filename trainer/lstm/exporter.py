@@ -25,21 +25,32 @@ class MetricsHook:
         def gauge(name: str, text: str):
             return Gauge(name, text, **labels).labels(rank=str(rank))
 
-        self.steps = Counter("mlkube_lstm_steps", "Optimisation steps taken by this worker process.", **labels).labels(rank=str(rank))
+        self.steps = Counter(
+            "mlkube_lstm_steps", "Optimisation steps taken by this worker process.", **labels
+        ).labels(rank=str(rank))
         self.epoch = gauge("mlkube_lstm_epoch", "Current epoch (1-based).")
         self.loss = gauge("mlkube_lstm_train_loss", "Training loss of the last step's global batch.")
-        self.nse = gauge("mlkube_lstm_validation_nse", "Median validation NSE over sites at the last epoch end.")
-        self.speed = gauge("mlkube_lstm_sequences_per_second", "Sequences of the global batch per second, last step.")
-        self.restarts = gauge("mlkube_lstm_restarts", "Worker-group restarts torchrun has made (TORCHELASTIC_RESTART_COUNT).")
+        self.nse = gauge(
+            "mlkube_lstm_validation_nse", "Median validation NSE over sites at the last epoch end."
+        )
+        self.speed = gauge(
+            "mlkube_lstm_sequences_per_second", "Sequences of the global batch per second, last step."
+        )
+        self.restarts = gauge(
+            "mlkube_lstm_restarts", "Worker-group restarts torchrun has made (TORCHELASTIC_RESTART_COUNT)."
+        )
         self.restarts.set(int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")))
         self.nse.set(float("nan"))
-        gauge("mlkube_lstm_checkpoint_age_seconds", "Seconds since the newest checkpoint was written (NaN: none yet).") \
-            .set_function(lambda: _age_seconds(checkpoints))
+        gauge(
+            "mlkube_lstm_checkpoint_age_seconds",
+            "Seconds since the newest checkpoint was written (NaN: none yet).",
+        ).set_function(lambda: _age_seconds(checkpoints))
         if _cuda():
             import torch
 
-            gauge("mlkube_lstm_gpu_memory_bytes", "GPU memory held by this worker's tensors.") \
-                .set_function(lambda: torch.cuda.memory_allocated())
+            gauge("mlkube_lstm_gpu_memory_bytes", "GPU memory held by this worker's tensors.").set_function(
+                lambda: torch.cuda.memory_allocated()
+            )
 
     def __call__(self, info) -> None:
         self.steps.inc()
@@ -59,8 +70,10 @@ def metrics_hook(port: int | None, rank: int, local_rank: int, checkpoints: Path
 
 
 def _age_seconds(checkpoints: Path) -> float:
-    newest = max((p.stat().st_mtime for p in Path(checkpoints).glob("*") if p.is_file() and ".tmp-" not in p.name),
-                 default=None)
+    newest = max(
+        (p.stat().st_mtime for p in Path(checkpoints).glob("*") if p.is_file() and ".tmp-" not in p.name),
+        default=None,
+    )
     return float("nan") if newest is None else time.time() - newest
 
 

@@ -28,8 +28,12 @@ def training_curves(history: list[dict[str, Any]], path: Path) -> Path:
     fig, (loss_ax, nse_ax) = plt.subplots(1, 2, figsize=(9, 3.5))
     loss_ax.plot(epochs, [h["train_loss"] for h in history], marker="o")
     loss_ax.set(title="Training loss", xlabel="epoch", ylabel="loss")
-    nse_ax.plot(epochs, [np.nan if h["validation_nse"] is None else h["validation_nse"] for h in history],
-                marker="o", color="tab:green")
+    nse_ax.plot(
+        epochs,
+        [np.nan if h["validation_nse"] is None else h["validation_nse"] for h in history],
+        marker="o",
+        color="tab:green",
+    )
     nse_ax.set(title="Validation NSE (median over sites)", xlabel="epoch", ylabel="NSE")
     for ax in (loss_ax, nse_ax):
         ax.grid(alpha=0.3)
@@ -37,12 +41,18 @@ def training_curves(history: list[dict[str, Any]], path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def hydrographs(dates: np.ndarray, observed: np.ndarray, simulated: dict[str, np.ndarray],
-                panels: dict[str, tuple[int, str, float | None]], target: str, path: Path) -> Path:
+def hydrographs(
+    dates: np.ndarray,
+    observed: np.ndarray,
+    simulated: dict[str, np.ndarray],
+    panels: dict[str, tuple[int, str, float | None]],
+    target: str,
+    path: Path,
+) -> Path:
     """One panel per entry of `panels` (label → (site index, site, LSTM NSE)): observed and each simulation."""
     plt = _pyplot()
     fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.6 * len(panels)), sharex=True, squeeze=False)
-    for ax, (label, (index, site, nse)) in zip(axes[:, 0], panels.items()):
+    for ax, (label, (index, site, nse)) in zip(axes[:, 0], panels.items(), strict=False):
         ax.plot(dates, observed[index], color="black", lw=1.2, label="observed")
         for name, series in simulated.items():
             ax.plot(dates, series[index], lw=1, alpha=0.85, label=name)

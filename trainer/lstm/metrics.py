@@ -38,15 +38,24 @@ def bias(sim: np.ndarray, obs: np.ndarray) -> float:
     return float(np.mean(sim - obs))
 
 
-METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {"nse": nse, "kge": kge, "rmse": rmse, "bias": bias}
+METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "nse": nse,
+    "kge": kge,
+    "rmse": rmse,
+    "bias": bias,
+}
 
 
-def site_scores(sim: np.ndarray, obs: np.ndarray, sites: list[str] | tuple[str, ...]) -> dict[str, dict[str, float]]:
+def site_scores(
+    sim: np.ndarray, obs: np.ndarray, sites: list[str] | tuple[str, ...]
+) -> dict[str, dict[str, float]]:
     """{site: {metric: score}} for series [sites, days]."""
     out = {}
-    for site, s, o in zip(sites, sim.astype(np.float64), obs.astype(np.float64)):
+    for site, s, o in zip(sites, sim.astype(np.float64), obs.astype(np.float64), strict=False):
         seen = np.isfinite(s) & np.isfinite(o)
-        out[site] = {name: f(s[seen], o[seen]) if seen.sum() >= 2 else math.nan for name, f in METRICS.items()}
+        out[site] = {
+            name: f(s[seen], o[seen]) if seen.sum() >= 2 else math.nan for name, f in METRICS.items()
+        }
     return out
 
 

@@ -33,12 +33,25 @@ def deep(ctx, train: Callable[[], None]) -> None:
     models = {name: _scores(sim, prepared, lstm.horizon) for name, sim in simulations.items()}
     record = read_json(run.path / ARTIFACT / TRAINING_RECORD)
     figures = draw(run, prepared, simulations, models["lstm"], record["history"], lstm.horizon)
-    result = {"period": PERIOD, "dates": [str(d) for d in prepared.data.period_dates(PERIOD)],
-              "target": prepared.data.target_name, "sites": list(prepared.data.sites), "models": models,
-              "ranking": ranking(models), "training": record, "artifact": str(ARTIFACT), "figures": figures,
-              "seconds": {"training": round(trained - start, 3), "evaluation": round(time.perf_counter() - trained, 3)}}
+    result = {
+        "period": PERIOD,
+        "dates": [str(d) for d in prepared.data.period_dates(PERIOD)],
+        "target": prepared.data.target_name,
+        "sites": list(prepared.data.sites),
+        "models": models,
+        "ranking": ranking(models),
+        "training": record,
+        "artifact": str(ARTIFACT),
+        "figures": figures,
+        "seconds": {
+            "training": round(trained - start, 3),
+            "evaluation": round(time.perf_counter() - trained, 3),
+        },
+    }
     atomic_write_json(run.stage_file("deep"), result)
-    ctx.progress.say("test median NSE: " + ", ".join(f"{r['model']} {_fmt(r['median_nse'])}" for r in result["ranking"]))
+    ctx.progress.say(
+        "test median NSE: " + ", ".join(f"{r['model']} {_fmt(r['median_nse'])}" for r in result["ranking"])
+    )
 
 
 def check_training(lstm, prepared: Prepared) -> None:
@@ -48,16 +61,23 @@ def check_training(lstm, prepared: Prepared) -> None:
 
     from mlkube.trainer.preprocess import BatchSampler
 
-    BatchSampler(prepared.data, lstm.sequence_length, 0, horizon=lstm.horizon, warmup_days=lstm.train.warmup_days)
+    BatchSampler(
+        prepared.data, lstm.sequence_length, 0, horizon=lstm.horizon, warmup_days=lstm.train.warmup_days
+    )
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if 0 < gpus < lstm.elastic.nproc_per_node:
-        raise MlkubeError(f"lstm.elastic.nproc_per_node ({lstm.elastic.nproc_per_node}) exceeds the {gpus} GPU(s) of "
-                          "this machine: each worker trains on a GPU of its own", f"set nproc_per_node: {gpus}")
+        raise MlkubeError(
+            f"lstm.elastic.nproc_per_node ({lstm.elastic.nproc_per_node}) exceeds the {gpus} GPU(s) of "
+            "this machine: each worker trains on a GPU of its own",
+            f"set nproc_per_node: {gpus}",
+        )
     workers = lstm.elastic.nproc_per_node * lstm.elastic.max_nodes
     if lstm.train.batch_size < workers:
-        raise MlkubeError(f"lstm.train.batch_size ({lstm.train.batch_size}) is smaller than the number of workers "
-                          f"({workers} = nproc_per_node × max_nodes): some would get no sequence",
-                          f"raise batch_size to at least {workers}, or lower nproc_per_node")
+        raise MlkubeError(
+            f"lstm.train.batch_size ({lstm.train.batch_size}) is smaller than the number of workers "
+            f"({workers} = nproc_per_node × max_nodes): some would get no sequence",
+            f"raise batch_size to at least {workers}, or lower nproc_per_node",
+        )
 
 
 def simulate_all(spec, prepared: Prepared, artifact) -> dict[str, np.ndarray]:
@@ -67,8 +87,16 @@ def simulate_all(spec, prepared: Prepared, artifact) -> dict[str, np.ndarray]:
 
     lstm = spec.lstm
     net, _ = load_lstm_model(artifact)
-    out = {"lstm": simulate(net, standardize(prepared.data, prepared.stats), prepared.stats, PERIOD,
-                            lstm.sequence_length, lstm.horizon)}
+    out = {
+        "lstm": simulate(
+            net,
+            standardize(prepared.data, prepared.stats),
+            prepared.stats,
+            PERIOD,
+            lstm.sequence_length,
+            lstm.horizon,
+        )
+    }
     for name, baseline in BASELINES.items():
         out[name] = baseline(prepared.data, lstm.sequence_length, lstm.horizon, spec.seed, PERIOD)
     return out
@@ -83,28 +111,49 @@ def _scores(sim: np.ndarray, prepared: Prepared, horizon: int) -> dict[str, Any]
 
 def ranking(models: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Models by median test NSE, best first (undefined last)."""
-    rows = [{"model": name, "median_nse": m["median"]["nse"], "mean_nse": m["mean"]["nse"],
-             "median_kge": m["median"]["kge"]} for name, m in models.items()]
+    rows = [
+        {
+            "model": name,
+            "median_nse": m["median"]["nse"],
+            "mean_nse": m["mean"]["nse"],
+            "median_kge": m["median"]["kge"],
+        }
+        for name, m in models.items()
+    ]
     return sorted(rows, key=lambda r: -np.inf if r["median_nse"] is None else -r["median_nse"])
 
 
-def draw(run, prepared: Prepared, simulations: dict[str, np.ndarray], lstm_scores: dict[str, Any],
-         history: list[dict[str, Any]], horizon: int) -> dict[str, str]:
+def draw(
+    run,
+    prepared: Prepared,
+    simulations: dict[str, np.ndarray],
+    lstm_scores: dict[str, Any],
+    history: list[dict[str, Any]],
+    horizon: int,
+) -> dict[str, str]:
     """figures/lstm_training.png and figures/hydrographs.png (best, median and worst site by LSTM NSE)."""
     from mlkube.trainer.lstm.figures import hydrographs, training_curves
 
     data = prepared.data
     lo, hi = data.periods[PERIOD]
     training_curves(history, run.figures / FIGURES["training"])
-    hydrographs(data.dates[max(lo, horizon - 1):hi], observed(data, PERIOD, horizon),
-                {"LSTM": simulations["lstm"], "climatology": simulations["climatology"]},
-                chosen_sites(data.sites, lstm_scores["sites"]), data.target_name, run.figures / FIGURES["hydrographs"])
+    hydrographs(
+        data.dates[max(lo, horizon - 1) : hi],
+        observed(data, PERIOD, horizon),
+        {"LSTM": simulations["lstm"], "climatology": simulations["climatology"]},
+        chosen_sites(data.sites, lstm_scores["sites"]),
+        data.target_name,
+        run.figures / FIGURES["hydrographs"],
+    )
     return {name: f"figures/{file}" for name, file in FIGURES.items()}
 
 
 def chosen_sites(sites: tuple[str, ...], scores: dict[str, dict[str, float | None]]) -> dict[str, tuple]:
     """{"best" | "median" | "worst": (index, site, NSE)} by LSTM NSE (sites without one come last)."""
-    order = sorted(range(len(sites)), key=lambda i: -np.inf if scores[sites[i]]["nse"] is None else -scores[sites[i]]["nse"])
+    order = sorted(
+        range(len(sites)),
+        key=lambda i: -np.inf if scores[sites[i]]["nse"] is None else -scores[sites[i]]["nse"],
+    )
     picks: dict[str, int] = {}
     for label, i in (("best", order[0]), ("median", order[(len(order) - 1) // 2]), ("worst", order[-1])):
         if i not in picks.values():

@@ -62,9 +62,12 @@ class Worker:
         import torch
 
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        return cls(rank=int(os.environ.get("RANK", "0")), world_size=int(os.environ.get("WORLD_SIZE", "1")),
-                   device=f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu",
-                   restart=int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")))
+        return cls(
+            rank=int(os.environ.get("RANK", "0")),
+            world_size=int(os.environ.get("WORLD_SIZE", "1")),
+            device=f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu",
+            restart=int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")),
+        )
 
 
 @dataclass
@@ -80,7 +83,9 @@ class LoopState:
     epoch_loss: float = 0.0  # sum of this epoch's step losses so far
     epoch_seconds: float = 0.0
     seconds: float = 0.0  # time in training steps, over all (re)starts
-    segments: list[dict[str, int]] = field(default_factory=list)  # (re)starts: restart count, world size, step
+    segments: list[dict[str, int]] = field(
+        default_factory=list
+    )  # (re)starts: restart count, world size, step
 
 
 def loss_weights(loss: str, stats) -> np.ndarray:
@@ -118,8 +123,15 @@ def autocast_dtype(train, device) -> Any:
 class Trainer:
     """Trains the LSTM of `lstm` (the spec's section) on prepared data, as one worker of `worker.world_size`."""
 
-    def __init__(self, lstm, seed: int, prepared: Prepared, worker: Worker = Worker(), checkpoints: Path | None = None,
-                 hooks: tuple[Callable[[StepInfo], None], ...] = ()):
+    def __init__(
+        self,
+        lstm,
+        seed: int,
+        prepared: Prepared,
+        worker: Worker = Worker(),
+        checkpoints: Path | None = None,
+        hooks: tuple[Callable[[StepInfo], None], ...] = (),
+    ):
         import torch
 
         self.lstm, self.train, self.seed, self.worker = lstm, lstm.train, seed, worker
@@ -135,8 +147,9 @@ class Trainer:
         self.scheduler = schedule(self.optimizer, self.train, self.total_steps)
         self.amp = autocast_dtype(self.train, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
-        self.sampler = BatchSampler(self.data, lstm.sequence_length, seed, horizon=lstm.horizon,
-                                    warmup_days=self.train.warmup_days)
+        self.sampler = BatchSampler(
+            self.data, lstm.sequence_length, seed, horizon=lstm.horizon, warmup_days=self.train.warmup_days
+        )
         self.weights = torch.from_numpy(loss_weights(self.train.loss, self.stats)).to(self.device)
         self.loss_days = self.train.batch_size * (lstm.sequence_length - self.train.warmup_days)
         self.state = LoopState()
@@ -159,7 +172,9 @@ class Trainer:
             self.state.epoch_loss += loss
             self.state.epoch_seconds += seconds
             self.state.seconds += seconds
-            info = StepInfo(self.state.step, self.total_steps, self.epoch, loss, self.train.batch_size, seconds)
+            info = StepInfo(
+                self.state.step, self.total_steps, self.epoch, loss, self.train.batch_size, seconds
+            )
             if self.state.step % self.train.steps_per_epoch == 0:
                 info = dataclasses.replace(info, validation_nse=self.end_epoch())
             for hook in self.hooks:
@@ -189,7 +204,9 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
             prediction = self.model(x)
         error = (prediction.float()[:, warmup:] - y.nan_to_num()) * scored
-        loss = (weight[:, None] * error**2).sum() / self.loss_days * self.worker.world_size  # DDP averages workers
+        loss = (
+            (weight[:, None] * error**2).sum() / self.loss_days * self.worker.world_size
+        )  # DDP averages workers
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.train.clip_grad_norm:
@@ -204,10 +221,16 @@ class Trainer:
         """Score the validation period, record the epoch, and decide on early stopping; the median NSE."""
         p = self.state
         nse = self._from_rank0(self.validation_nse())
-        p.history.append({"epoch": self.epoch, "step": p.step, "train_loss": p.epoch_loss / self.train.steps_per_epoch,
-                          "validation_nse": nse if math.isfinite(nse) else None,
-                          "learning_rate": self.optimizer.param_groups[0]["lr"],
-                          "samples_per_second": self.train.steps_per_epoch * self.train.batch_size / p.epoch_seconds})
+        p.history.append(
+            {
+                "epoch": self.epoch,
+                "step": p.step,
+                "train_loss": p.epoch_loss / self.train.steps_per_epoch,
+                "validation_nse": nse if math.isfinite(nse) else None,
+                "learning_rate": self.optimizer.param_groups[0]["lr"],
+                "samples_per_second": self.train.steps_per_epoch * self.train.batch_size / p.epoch_seconds,
+            }
+        )
         p.epoch_loss = p.epoch_seconds = 0.0
         if nse > p.best_nse:
             p.best_nse, p.best_epoch, p.bad_epochs = nse, self.epoch, 0
@@ -215,24 +238,39 @@ class Trainer:
                 self.best_weights = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
         else:
             p.bad_epochs += 1
-        p.stopped = bool(self.train.early_stopping_patience and p.bad_epochs >= self.train.early_stopping_patience)
+        p.stopped = bool(
+            self.train.early_stopping_patience and p.bad_epochs >= self.train.early_stopping_patience
+        )
         return nse
 
     def validation_nse(self) -> float:
         """Median NSE over sites on the validation period (rank 0 computes it; NaN elsewhere, or if undefined)."""
         if self.worker.rank != 0:
             return math.nan
-        sim = simulate(self.net, self.data, self.stats, "validation", self.lstm.sequence_length, self.lstm.horizon,
-                       self.device)
+        sim = simulate(
+            self.net,
+            self.data,
+            self.stats,
+            "validation",
+            self.lstm.sequence_length,
+            self.lstm.horizon,
+            self.device,
+        )
         median = score(sim, self.raw, "validation", self.lstm.horizon)["median"]["nse"]
         return -math.inf if median is None else median
 
     # -- checkpoints
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                "sampler": self.sampler.state_dict(), "loop": dataclasses.asdict(self.state),
-                "best_weights": self.best_weights, "seed": self.seed}
+        return {
+            "model": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "loop": dataclasses.asdict(self.state),
+            "best_weights": self.best_weights,
+            "seed": self.seed,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.net.load_state_dict(state["model"])
@@ -249,8 +287,13 @@ class Trainer:
             state, _ = latest_checkpoint(self.checkpoints, self.device, warn=self._say)
             if state is not None:
                 self.load_state_dict(state)
-        self.state.segments.append({"restart": self.worker.restart, "world_size": self.worker.world_size,
-                                       "from_step": self.state.step})
+        self.state.segments.append(
+            {
+                "restart": self.worker.restart,
+                "world_size": self.worker.world_size,
+                "from_step": self.state.step,
+            }
+        )
 
     def save(self) -> None:
         if self.checkpoints is not None and self.worker.rank == 0:
@@ -262,7 +305,9 @@ class Trainer:
             return net
         from torch.nn.parallel import DistributedDataParallel
 
-        return DistributedDataParallel(net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        return DistributedDataParallel(
+            net, device_ids=[self.device.index] if self.device.type == "cuda" else None
+        )
 
     def _all_sum(self, value):
         if self.worker.world_size > 1:

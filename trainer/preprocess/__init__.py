@@ -22,8 +22,19 @@ if TYPE_CHECKING:
     from mlkube.trainer.spec import PreprocessSpec
     from mlkube.trainer.tsdata import TimeSeriesData
 
-__all__ = ["Batch", "BatchSampler", "Statistics", "destandardize_target", "fill_gaps", "fit_statistics",
-           "gather_windows", "kernels", "period_batch", "resolve_device", "standardize"]
+__all__ = [
+    "Batch",
+    "BatchSampler",
+    "Statistics",
+    "destandardize_target",
+    "fill_gaps",
+    "fit_statistics",
+    "gather_windows",
+    "kernels",
+    "period_batch",
+    "resolve_device",
+    "standardize",
+]
 
 
 def fill_gaps(values: np.ndarray, max_gap: int, device: str = "cpu") -> np.ndarray:
@@ -59,9 +70,12 @@ class Statistics:
         return {
             "normalization": self.normalization,
             "log_target": self.log_target,
-            "dynamic_mean": self.dynamic_mean[site].tolist(), "dynamic_std": self.dynamic_std[site].tolist(),
-            "static_mean": self.static_mean.tolist(), "static_std": self.static_std.tolist(),
-            "target_mean": self.target_mean[site].tolist(), "target_std": self.target_std[site].tolist(),
+            "dynamic_mean": self.dynamic_mean[site].tolist(),
+            "dynamic_std": self.dynamic_std[site].tolist(),
+            "static_mean": self.static_mean.tolist(),
+            "static_std": self.static_std.tolist(),
+            "target_mean": self.target_mean[site].tolist(),
+            "target_std": self.target_std[site].tolist(),
         }
 
 
@@ -70,18 +84,25 @@ def fit_statistics(data: TimeSeriesData, preprocess: PreprocessSpec) -> Statisti
     k = kernels(preprocess.device)
     lo, hi = data.periods["train"]
     per_site = preprocess.normalization == "per_site"
-    dynamic_mean, dynamic_std = _mean_std(k.site_moments(data.dynamic, lo, hi), per_site, data, data.dynamic_inputs)
+    dynamic_mean, dynamic_std = _mean_std(
+        k.site_moments(data.dynamic, lo, hi), per_site, data, data.dynamic_inputs
+    )
     target = _target_values(data.target, preprocess.log_target, k)
     target_moments = k.site_moments(target, lo, hi)
     target_mean, target_std = _mean_std(target_moments, per_site, data, [data.target_name])
-    static_mean, static_std = _mean_std(k.site_moments(data.static[None], 0, len(data.sites)), False, data,
-                                        data.static_inputs)
+    static_mean, static_std = _mean_std(
+        k.site_moments(data.static[None], 0, len(data.sites)), False, data, data.static_inputs
+    )
     count, _, m2 = target_moments
     return Statistics(
-        normalization=preprocess.normalization, log_target=preprocess.log_target,
-        dynamic_mean=dynamic_mean, dynamic_std=dynamic_std,
-        static_mean=static_mean[0], static_std=static_std[0],
-        target_mean=target_mean[:, 0], target_std=target_std[:, 0],
+        normalization=preprocess.normalization,
+        log_target=preprocess.log_target,
+        dynamic_mean=dynamic_mean,
+        dynamic_std=dynamic_std,
+        static_mean=static_mean[0],
+        static_std=static_std[0],
+        target_mean=target_mean[:, 0],
+        target_std=target_std[:, 0],
         target_site_std=np.sqrt(m2[:, 0] / count[:, 0]) / target_std[:, 0],
     )
 
@@ -95,10 +116,13 @@ def _target_values(target: np.ndarray, log: bool, k: ModuleType) -> np.ndarray:
     return k.scale(values, *identity, True, False)
 
 
-def _mean_std(moments: tuple[np.ndarray, ...], per_site: bool, data: TimeSeriesData,
-              names: tuple[str, ...] | list[str]) -> tuple[np.ndarray, np.ndarray]:
+def _mean_std(
+    moments: tuple[np.ndarray, ...], per_site: bool, data: TimeSeriesData, names: tuple[str, ...] | list[str]
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std [sites, variables] from per-site moments: per site, or pooled over sites (the same each row)."""
-    count, mean, m2 = moments if per_site else (np.repeat(a, len(moments[0]), axis=0) for a in _pooled(*moments))
+    count, mean, m2 = (
+        moments if per_site else (np.repeat(a, len(moments[0]), axis=0) for a in _pooled(*moments))
+    )
     _check_finite(mean, data, names)
     with np.errstate(invalid="ignore", divide="ignore"):
         std = np.sqrt(m2 / count)
@@ -131,21 +155,34 @@ def standardize(data: TimeSeriesData, stats: Statistics, device: str = "cpu") ->
     """The same data with dynamic inputs, static attributes and target standardised (float32, contiguous)."""
     k = kernels(device)
     dynamic = k.scale(data.dynamic, stats.dynamic_mean, stats.dynamic_std, False, False)
-    static = k.scale(np.ascontiguousarray(data.static[None]), stats.static_mean[None], stats.static_std[None],
-                     False, False)[0]
-    target = k.scale(np.ascontiguousarray(data.target[:, :, None]), stats.target_mean[:, None],
-                     stats.target_std[:, None], stats.log_target, False)[:, :, 0]
-    return dataclasses.replace(data, dynamic=dynamic, static=np.ascontiguousarray(static),
-                               target=np.ascontiguousarray(target))
+    static = k.scale(
+        np.ascontiguousarray(data.static[None]), stats.static_mean[None], stats.static_std[None], False, False
+    )[0]
+    target = k.scale(
+        np.ascontiguousarray(data.target[:, :, None]),
+        stats.target_mean[:, None],
+        stats.target_std[:, None],
+        stats.log_target,
+        False,
+    )[:, :, 0]
+    return dataclasses.replace(
+        data, dynamic=dynamic, static=np.ascontiguousarray(static), target=np.ascontiguousarray(target)
+    )
 
 
-def destandardize_target(values: np.ndarray, stats: Statistics, sites: np.ndarray | None = None,
-                         device: str = "cpu") -> np.ndarray:
+def destandardize_target(
+    values: np.ndarray, stats: Statistics, sites: np.ndarray | None = None, device: str = "cpu"
+) -> np.ndarray:
     """Standardised predictions [rows, days] back to the target's units (e.g. mm/day).
 
     Row i belongs to site `sites[i]` (indices into the data's sites; default: row i is site i).
     """
     sites = np.arange(len(values)) if sites is None else np.asarray(sites)
-    out = kernels(device).scale(np.ascontiguousarray(values[:, :, None], dtype=np.float32),
-                                stats.target_mean[sites, None], stats.target_std[sites, None], stats.log_target, True)
+    out = kernels(device).scale(
+        np.ascontiguousarray(values[:, :, None], dtype=np.float32),
+        stats.target_mean[sites, None],
+        stats.target_std[sites, None],
+        stats.log_target,
+        True,
+    )
     return out[:, :, 0]

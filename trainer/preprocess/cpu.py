@@ -20,7 +20,6 @@ _window_validity = item(series.window_validity)
 _gather_day = item(series.gather_day)
 
 
-
 @kernel
 def site_moments(values, lo, hi):
     """Per (site, variable) over days [lo, hi): finite count, mean and sum of squared deviations (float64)."""

@@ -18,8 +18,10 @@ def resolve_device(device: str) -> str:
     if cuda.is_available():
         return "cuda"
     if device == "cuda":
-        raise MlkubeError("preprocess.device is cuda, but Numba sees no CUDA GPU on this machine",
-                          "set preprocess.device: auto (or cpu), or run where a GPU and its driver are present")
+        raise MlkubeError(
+            "preprocess.device is cuda, but Numba sees no CUDA GPU on this machine",
+            "set preprocess.device: auto (or cpu), or run where a GPU and its driver are present",
+        )
     return "cpu"
 
 

@@ -81,8 +81,16 @@ def site_moments(values, lo, hi):
 def scale(values, mean, std, log, inverse):
     """Standardise (or with `inverse` de-standardise) values with per (site, variable) mean and std."""
     out = cuda.device_array(values.shape, values.dtype)
-    _launch(_scale_kernel, values.shape[0] * values.shape[1], _device(values), _device(mean), _device(std),
-            log, inverse, out)
+    _launch(
+        _scale_kernel,
+        values.shape[0] * values.shape[1],
+        _device(values),
+        _device(mean),
+        _device(std),
+        log,
+        inverse,
+        out,
+    )
     return out.copy_to_host()
 
 
@@ -99,8 +107,19 @@ def window_validity(dynamic, target, first, starts, length, shift, warmup):
     bad_days = cuda.device_array((sites, days + 1), np.int32)
     finite_days = cuda.device_array((sites, days + 1), np.int32)
     valid = cuda.device_array((sites, starts), np.bool_)
-    _launch(_window_validity_kernel, sites, _device(dynamic), _device(target), first, length, shift, warmup,
-            bad_days, finite_days, valid)
+    _launch(
+        _window_validity_kernel,
+        sites,
+        _device(dynamic),
+        _device(target),
+        first,
+        length,
+        shift,
+        warmup,
+        bad_days,
+        finite_days,
+        valid,
+    )
     return valid.copy_to_host()
 
 
@@ -109,6 +128,16 @@ def gather(dynamic, static, target, sites, starts, length, shift):
     windows = sites.shape[0]
     x = cuda.device_array((windows, length, dynamic.shape[2] + static.shape[1]), dynamic.dtype)
     y = cuda.device_array((windows, length), target.dtype)
-    _launch(_gather_kernel, windows * length, _device(dynamic), _device(static), _device(target),
-            _device(sites), _device(starts), shift, x, y)
+    _launch(
+        _gather_kernel,
+        windows * length,
+        _device(dynamic),
+        _device(static),
+        _device(target),
+        _device(sites),
+        _device(starts),
+        shift,
+        x,
+        y,
+    )
     return x, y

@@ -40,7 +40,9 @@ def fill_gaps(values, max_gap):
     finite = ~np.isnan(values)
     day = np.arange(values.shape[1])[None, :, None]
     before = np.maximum.accumulate(np.where(finite, day, -1), axis=1)  # last finite day at or before each day
-    after = np.flip(np.minimum.accumulate(np.flip(np.where(finite, day, values.shape[1]), axis=1), axis=1), axis=1)
+    after = np.flip(
+        np.minimum.accumulate(np.flip(np.where(finite, day, values.shape[1]), axis=1), axis=1), axis=1
+    )
     fill = ~finite & (before >= 0) & (after < values.shape[1]) & (after - before - 1 <= max_gap)
     x0 = np.take_along_axis(values, np.clip(before, 0, None), axis=1).astype(np.float64)
     x1 = np.take_along_axis(values, np.clip(after, None, values.shape[1] - 1), axis=1).astype(np.float64)

@@ -32,30 +32,43 @@ class Batch:
     history: int = 0  # leading days of every window that only give context (not scored)
 
 
-def gather_windows(data: TimeSeriesData, sites: np.ndarray, starts: np.ndarray, length: int, horizon: int = 1,
-                   device: str = "cpu") -> Batch:
+def gather_windows(
+    data: TimeSeriesData,
+    sites: np.ndarray,
+    starts: np.ndarray,
+    length: int,
+    horizon: int = 1,
+    device: str = "cpu",
+) -> Batch:
     """The windows of `length` days starting at day `starts[i]` of site `sites[i]` (indices), as one batch."""
     sites = np.ascontiguousarray(sites, dtype=np.int64)
     starts = np.ascontiguousarray(starts, dtype=np.int64)
     days = data.target.shape[1]
-    if sites.size and (sites.min() < 0 or sites.max() >= len(data.sites) or starts.min() < 0
-                       or starts.max() + length + horizon - 1 > days):
+    if sites.size and (
+        sites.min() < 0
+        or sites.max() >= len(data.sites)
+        or starts.min() < 0
+        or starts.max() + length + horizon - 1 > days
+    ):
         raise ValueError(f"windows outside the data ({len(data.sites)} sites, {days} days)")
-    x, y = kernels(device).gather(*on_device((data.dynamic, data.static, data.target), device), sites, starts,
-                                  length, horizon - 1)
+    x, y = kernels(device).gather(
+        *on_device((data.dynamic, data.static, data.target), device), sites, starts, length, horizon - 1
+    )
     return Batch(x, y, sites, starts)
 
 
-def period_batch(data: TimeSeriesData, period: str, sequence_length: int, horizon: int = 1,
-                 device: str = "cpu") -> Batch:
+def period_batch(
+    data: TimeSeriesData, period: str, sequence_length: int, horizon: int = 1, device: str = "cpu"
+) -> Batch:
     """Every site's whole `period` (train, validation, test) as one window per site, preceded by up to
     `sequence_length - 1` days of history (`Batch.history`) so that each scored day has its full input sequence."""
     lo, hi = data.periods[period]
     shift = horizon - 1
     first_target = max(lo, shift)
     start = max(0, first_target - shift - (sequence_length - 1))
-    batch = gather_windows(data, np.arange(len(data.sites)), np.full(len(data.sites), start),
-                           hi - shift - start, horizon, device)
+    batch = gather_windows(
+        data, np.arange(len(data.sites)), np.full(len(data.sites), start), hi - shift - start, horizon, device
+    )
     return Batch(batch.x, batch.y, batch.site, batch.start, history=first_target - shift - start)
 
 
@@ -66,12 +79,23 @@ class BatchSampler:
     finite target after `warmup_days`, and every target day inside `period`.
     """
 
-    def __init__(self, data: TimeSeriesData, sequence_length: int, seed: int, *, horizon: int = 1,
-                 warmup_days: int = 0, period: str = "train", device: str = "cpu"):
+    def __init__(
+        self,
+        data: TimeSeriesData,
+        sequence_length: int,
+        seed: int,
+        *,
+        horizon: int = 1,
+        warmup_days: int = 0,
+        period: str = "train",
+        device: str = "cpu",
+    ):
         if not 0 <= warmup_days < sequence_length:
-            raise MlkubeError(f"lstm.train.warmup_days ({warmup_days}) must be below lstm.sequence_length "
-                              f"({sequence_length}): a window needs days left to score",
-                              "lower warmup_days or raise sequence_length")
+            raise MlkubeError(
+                f"lstm.train.warmup_days ({warmup_days}) must be below lstm.sequence_length "
+                f"({sequence_length}): a window needs days left to score",
+                "lower warmup_days or raise sequence_length",
+            )
         self.sequence_length, self.seed, self.horizon = sequence_length, seed, horizon
         self.warmup_days, self.period, self.step = warmup_days, period, 0
         self.device = resolve_device(device)
@@ -86,8 +110,9 @@ class BatchSampler:
         starts = hi - shift - self.sequence_length - first + 1
         valid = np.zeros((1, 0), bool)
         if starts > 0:
-            valid = self._kernels.window_validity(data.dynamic, data.target, first, starts, self.sequence_length,
-                                                  shift, self.warmup_days)
+            valid = self._kernels.window_validity(
+                data.dynamic, data.target, first, starts, self.sequence_length, shift, self.warmup_days
+            )
         flat = np.flatnonzero(valid)
         if flat.size == 0:
             raise MlkubeError(
@@ -110,7 +135,7 @@ class BatchSampler:
             raise ValueError(f"rank {rank} is outside world size {world_size}")
         rng = np.random.default_rng([self.seed, step])
         drawn = rng.integers(0, self.windows, size=batch_size)
-        mine = drawn[rank * batch_size // world_size:(rank + 1) * batch_size // world_size]
+        mine = drawn[rank * batch_size // world_size : (rank + 1) * batch_size // world_size]
         sites, starts = self._site[mine], self._start[mine]
         x, y = self._kernels.gather(*self._arrays, sites, starts, self.sequence_length, self.horizon - 1)
         self.step = step + 1
@@ -118,15 +143,23 @@ class BatchSampler:
 
     def state_dict(self) -> dict[str, int | str]:
         """What a checkpoint keeps: the seed, the next step, and the settings that must match on resume."""
-        return {"seed": self.seed, "step": self.step, "sequence_length": self.sequence_length,
-                "horizon": self.horizon, "warmup_days": self.warmup_days, "period": self.period,
-                "windows": self.windows}
+        return {
+            "seed": self.seed,
+            "step": self.step,
+            "sequence_length": self.sequence_length,
+            "horizon": self.horizon,
+            "warmup_days": self.warmup_days,
+            "period": self.period,
+            "windows": self.windows,
+        }
 
     def load_state_dict(self, state: dict[str, int | str]) -> None:
         """Continue from a checkpoint; its settings and data must match this sampler's."""
         mine = self.state_dict()
         changed = {k: (state.get(k), mine[k]) for k in mine if k != "step" and state.get(k) != mine[k]}
         if changed:
-            raise MlkubeError(f"the checkpoint's batch sampler differs from this run's: {changed} (checkpoint, now)",
-                              "resume with the spec and data the checkpoint was made with, or start a new run")
+            raise MlkubeError(
+                f"the checkpoint's batch sampler differs from this run's: {changed} (checkpoint, now)",
+                "resume with the spec and data the checkpoint was made with, or start a new run",
+            )
         self.step = int(state["step"])

@@ -24,8 +24,10 @@ def main() -> None:
             sys.exit(f"no {name} in {folder}: TorchServe does not serve this run (see the serve pod's log)")
     expires = datetime.fromisoformat(read_json(folder / "key_file.json")["inference"]["expiration time"])
     if expires <= datetime.now(timezone.utc):
-        sys.exit(f"the inference key expired at {expires:%Y-%m-%d %H:%M} UTC; fix: restart the serve Deployment "
-                 "for fresh keys, or renew the key (docs/cluster.md)")
+        sys.exit(
+            f"the inference key expired at {expires:%Y-%m-%d %H:%M} UTC; fix: restart the serve Deployment "
+            "for fresh keys, or renew the key (docs/cluster.md)"
+        )
     client = Client(os.environ["URL"], folder / "key_file.json", timeout=60)
     for model in read_json(folder / "server.json")["models"]:
         try:
