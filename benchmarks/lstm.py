@@ -110,15 +110,15 @@ def torchrun_training(root: Path, spec: Spec) -> tuple[float, float]:
     """(sequences per second of the training steps, wall seconds) of one torchrun training."""
     from mlkube.torchrun import launch
     from mlkube.trainer.lstm.data import prepare
-    from mlkube.trainer.lstm.elastic import ARTIFACT, TRAINING_RECORD
+    from mlkube.trainer.lstm.elastic import TRAINING_RECORD
     from mlkube.trainer.progress import Progress
-    from mlkube.trainer.run import Run, read_json
+    from mlkube.trainer.run import LSTM_MODEL, Run, read_json
 
     run = Run.start(spec.to_yaml(), root, run_id="bench")
     prepare(spec, run.path)
     start = time.perf_counter()
     launch(spec.lstm.elastic, run, Progress(quiet=True))
-    return read_json(run.path / ARTIFACT / TRAINING_RECORD)["samples_per_second"], time.perf_counter() - start
+    return read_json(run.model_dir(LSTM_MODEL) / TRAINING_RECORD)["samples_per_second"], time.perf_counter() - start
 
 
 def skill() -> None:

@@ -53,7 +53,7 @@ def run_pipeline(spec: Spec, run: Run, progress: Progress, only: str | None = No
     """Run every enabled stage not yet done, then mark the run finished."""
     ctx = StageContext(spec=spec, run=run, progress=progress)
     run.write_env(seed=spec.seed)
-    timings = read_json(run.path / "timings.json", {})
+    timings = read_json(run.timings_file, {})
     stages = enabled_stages(spec, only)
     for index, name in enumerate(stages, 1):
         if run.is_done(name):
@@ -63,7 +63,7 @@ def run_pipeline(spec: Spec, run: Run, progress: Progress, only: str | None = No
         start = time.perf_counter()
         _stage_function(name)(ctx)
         timings[name] = round(time.perf_counter() - start, 3)
-        atomic_write_json(run.path / "timings.json", timings)
+        atomic_write_json(run.timings_file, timings)
         run.mark_done(name)
         progress.say(f"[{index}/{len(stages)}] {name}: done in {timings[name]:.1f} s")
     if only is None:

@@ -20,7 +20,6 @@ from mlkube.trainer.lstm.elastic import PREFIX
 from mlkube.trainer.progress import Progress
 from mlkube.trainer.run import Run
 
-LOG = Path("logs") / "lstm.log"
 WORKER = "mlkube.commands.lstm_worker"  # the module each torchrun worker runs
 FAILURE_MARK = (
     "failed (exitcode"  # torchrun's line when a worker died (it restarts the group, up to max_restarts)
@@ -50,7 +49,7 @@ def torchrun_command(elastic, run: Run, local_port: int) -> list[str]:
         "-m",
         WORKER,
         "--spec",
-        str(run.path / "spec.yaml"),
+        str(run.spec_file),
         "--run-dir",
         str(run.path),
     ]
@@ -64,7 +63,7 @@ def free_port() -> int:
 
 def launch(elastic, run: Run, progress: Progress) -> None:
     """Run torchrun to the end; show rank 0's progress lines and worker failures."""
-    log = run.path / LOG
+    log = run.lstm_log
     log.parent.mkdir(parents=True, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="mlkube-torchrun-")
     env = {**os.environ, "TMPDIR": tmp}

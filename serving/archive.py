@@ -24,7 +24,7 @@ ARCHIVES_JSON = "archives.json"
 
 
 def model_store(run: Run) -> Path:
-    return run.path / "serving" / "model-store"
+    return run.model_store
 
 
 def model_names(run: Run, names: list[str] | None = None) -> list[str]:

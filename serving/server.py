@@ -137,12 +137,13 @@ def serve_run(
 
 
 def run_serve_spec(run: Run) -> ServeSpec:
-    return parse_spec((run.path / "spec.yaml").read_text(), source=str(run.path / "spec.yaml")).serve
+    return parse_spec(run.spec_file.read_text(), source=str(run.spec_file)).serve
 
 
 def start(run: Run, serve: ServeSpec, names: list[str]) -> Server:
     """Write the configuration and start TorchServe in its own process group (returns at once)."""
-    folder = run.path.resolve() / "serving"  # TorchServe runs in this folder: every path it gets is absolute
+    run = Run(run.path.resolve())  # TorchServe runs in the serving folder: every path it gets is absolute
+    folder = run.serving
     refuse_if_running(folder)
     ports = {
         "inference": serve.inference_port,
@@ -157,7 +158,7 @@ def start(run: Run, serve: ServeSpec, names: list[str]) -> Server:
     atomic_write_text(folder / "metrics.yaml", metrics_yaml())
     tmpdir = java_tmpdir(folder / "tmp")
     config = atomic_write_text(
-        folder / "config.properties", config_properties(folder, serve, names, run.id, tmpdir)
+        folder / "config.properties", config_properties(run, serve, names, tmpdir)
     )
     log_config = atomic_write_text(folder / "log4j2.xml", log4j2_xml())
     env = {
@@ -180,7 +181,7 @@ def start(run: Run, serve: ServeSpec, names: list[str]) -> Server:
         "--log-config",
         str(log_config),
         "--model-store",
-        str(folder / "model-store"),
+        str(run.model_store),
     ]
     model_log = folder / "logs" / "model_log.log"  # TorchServe appends to it across starts
     log_start = model_log.stat().st_size if model_log.is_file() else 0
@@ -354,8 +355,10 @@ def common_pool_parallelism() -> int:
     return max(2, (os.cpu_count() or 1) - 1)
 
 
-def config_properties(folder: Path, serve: ServeSpec, names: list[str], version: str, tmpdir: Path) -> str:
-    """TorchServe's config.properties: loopback addresses, token auth, Prometheus metrics, dynamic batching."""
+def config_properties(run: Run, serve: ServeSpec, names: list[str], tmpdir: Path) -> str:
+    """TorchServe's config.properties: loopback addresses, token auth, Prometheus metrics, dynamic batching; each
+    model's version is the run id."""
+    version, folder = run.id, run.serving
     models = {
         name: {
             version: {
@@ -379,7 +382,7 @@ def config_properties(folder: Path, serve: ServeSpec, names: list[str], version:
         "grpc_inference_port": free_port(serve.host),
         "grpc_management_address": serve.host,
         "grpc_management_port": free_port(serve.host),
-        "model_store": str(folder / "model-store"),
+        "model_store": str(run.model_store),
         "load_models": ",".join(f"{name}.mar" for name in names),
         "models": json.dumps(models),
         "disable_token_authorization": str(not serve.token_auth).lower(),

@@ -7,6 +7,7 @@ import zipfile
 
 import pytest
 
+from mlkube.trainer.run import Run
 from tests.serving_fixtures import RUN_ID, make_run, serve_spec
 
 pytestmark = pytest.mark.unit
@@ -79,7 +80,7 @@ def test_config_binds_loopback_keeps_token_auth_and_model_api_off_and_batches_fr
     from mlkube.serving.server import config_properties
 
     serve = serve_spec(batch_size=4, max_batch_delay_ms=7, max_request_bytes=2048, token_expiration_min=720)
-    text = config_properties(tmp_path, serve, ["classical"], RUN_ID, tmp_path / "tmp")
+    text = config_properties(Run(tmp_path / RUN_ID), serve, ["classical"], tmp_path / "tmp")
     props = dict(line.split("=", 1) for line in text.splitlines())
     for key in ("inference_address", "management_address", "metrics_address"):
         assert props[key].startswith("http://127.0.0.1:")

@@ -285,7 +285,7 @@ def write_html(run: Run, sections: list[tuple[str, str]]) -> Path:
         f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>mlkube run {html.escape(run.id)}</title>'
         f"<style>{CSS}</style></head><body><h1>mlkube run {html.escape(run.id)}</h1>{body}</body></html>\n"
     )
-    return atomic_write_text(run.path / "report.html", page)
+    return atomic_write_text(run.report_file, page)
 
 
 def _facts(pairs: dict[str, Any]) -> str:
@@ -388,7 +388,7 @@ def _serving_section(run: Run) -> str:
 
 
 def _environment_section(run: Run) -> str:
-    env, timings = read_json(run.path / "env.json", {}), read_json(run.path / "timings.json", {})
+    env, timings = read_json(run.env_file, {}), read_json(run.timings_file, {})
     facts = _facts(
         {
             "run id": env.get("run_id"),
@@ -410,9 +410,9 @@ def present(run: Run) -> dict[str, Any] | None:
     prepared = read_json(run.stage_file("prepare"), {})
     sections: list[tuple[str, str]] = [("Problem", _problem_section(prepared))]
     if board is not None:
-        atomic_write_json(run.path / "leaderboard.json", board)
+        atomic_write_json(run.leaderboard_file, board)
     if board and "rows" in board:
-        write_cv_scores(run.path / "cv_scores.csv", board["rows"])
+        write_cv_scores(run.cv_scores_file, board["rows"])
         sections.append(("Classical models", _classical_section(run, board, prepared.get("classical", {}))))
     if run.stage_file("deep").exists():
         sections.append(("LSTM and baselines", _deep_section(run, read_json(run.stage_file("deep")))))

@@ -34,7 +34,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     progress = Progress(quiet=args.quiet)
     progress.say(f"run {run.id}: {run.path}")
     run_pipeline(spec, run, progress, only=args.stages)
-    if (run.path / "leaderboard.json").exists():
+    if run.leaderboard_file.exists():
         print(f"leaderboard: {run.path / 'leaderboard.json'}")
     if args.serve:
         serve_and_predict(run, spec, progress)
@@ -65,7 +65,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def _leaderboard(run: Run) -> dict:
-    path = run.path / "leaderboard.json"
+    path = run.leaderboard_file
     if not path.exists():
         raise MlkubeError(
             f"run {run.id} has no leaderboard yet", f"finish it with `mlkube run SPEC --resume {run.id}`"

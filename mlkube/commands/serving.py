@@ -23,7 +23,7 @@ def cmd_archive(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     run = Run.open(args.run)
     if args.stop:
-        server = running_server(run.path / "serving")
+        server = running_server(run.serving)
         if server is None:
             print(f"no TorchServe runs for {run.id}")
             return 0
@@ -41,7 +41,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     run = Run.open(args.run)
-    server = running_server(run.path / "serving")
+    server = running_server(run.serving)
     if server is None:
         raise MlkubeError(f"no TorchServe runs for {run.id}", f"start it with `mlkube serve {run.path}`")
     if args.model not in server.models:

@@ -20,18 +20,18 @@ def _read(path: Path) -> dict | None:
 def snapshot(run: Run) -> str:
     """One screenful: finished stages with their seconds, then what the running stage reports in status.json."""
     done = run.done_stages
-    timings = _read(run.path / "timings.json") or {}
+    timings = _read(run.timings_file) or {}
     lines = [
         f"run {run.id}  ({'finished' if run.finished else 'running or stopped'})",
         "stages done: " + (", ".join(f"{s} {timings.get(s, 0):.1f}s" for s in done) or "none"),
     ]
-    status = _read(run.path / "status.json")
+    status = _read(run.status_file)
     if status:
         body = {k: v for k, v in status.items() if k not in ("stage", "updated")}
         lines.append(
             f"tuning {status.get('stage', '?')} (as of {status.get('updated', '?')}): {json.dumps(body)}"
         )
-    training = _last_training_line(run.path / "logs" / "lstm.log")
+    training = _last_training_line(run.lstm_log)
     if training:
         lines.append(f"LSTM: {training}")
     return "\n".join(lines)

@@ -198,7 +198,7 @@ def _steps(splits: list[cvlib.Split], prefix: str = "") -> list[Step]:
 
 
 def _status(ctx) -> str:
-    return str(ctx.run.path / "status.json")
+    return str(ctx.run.status_file)
 
 
 def _connect(ctx) -> None:

@@ -19,10 +19,11 @@ from mlkube.trainer.errors import MlkubeError
 from mlkube.trainer.lstm.data import Prepared, load_prepared
 from mlkube.trainer.lstm.exporter import metrics_hook
 from mlkube.trainer.lstm.train import LoopState, StepInfo, Trainer, Worker
+from mlkube.trainer.run import LSTM_MODEL, Run
 
 PREFIX = "[lstm]"  # progress lines of rank 0, which the local launcher shows
 TRAINING_RECORD = "training.json"
-ARTIFACT = Path("models") / "lstm"
+ARTIFACT = Run(Path()).model_dir(LSTM_MODEL)  # models/lstm, relative to a run directory
 
 
 def train(spec_path: Path, run_dir: Path) -> None:
@@ -46,7 +47,7 @@ def fit_and_save(spec, run_dir: Path, worker: Worker) -> None:
     """Train; rank 0 writes the model. The trainer (and its DDP reducer) is gone when this returns, before the
     process group is destroyed: a reducer outliving its gloo group hung a worker's exit here."""
     prepared = load_prepared(spec, run_dir)
-    checkpoints = run_dir / "checkpoints"
+    checkpoints = Run(run_dir).checkpoints
     exporter = metrics_hook(
         spec.metrics.port, worker.rank, int(os.environ.get("LOCAL_RANK", "0")), checkpoints
     )

@@ -12,9 +12,9 @@ import numpy as np
 from mlkube.trainer.errors import MlkubeError
 from mlkube.trainer.lstm.baselines import BASELINES
 from mlkube.trainer.lstm.data import Prepared, load_prepared
-from mlkube.trainer.lstm.elastic import ARTIFACT, TRAINING_RECORD
+from mlkube.trainer.lstm.elastic import TRAINING_RECORD
 from mlkube.trainer.lstm.evaluate import observed, score, simulate
-from mlkube.trainer.run import atomic_write_json, read_json
+from mlkube.trainer.run import LSTM_MODEL, atomic_write_json, read_json
 
 PERIOD = "test"
 FIGURES = {"training": "lstm_training.png", "hydrographs": "hydrographs.png"}
@@ -29,9 +29,9 @@ def deep(ctx, train: Callable[[], None]) -> None:
     start = time.perf_counter()
     train()
     trained = time.perf_counter()
-    simulations = simulate_all(spec, prepared, run.path / ARTIFACT)
+    simulations = simulate_all(spec, prepared, run.model_dir(LSTM_MODEL))
     models = {name: _scores(sim, prepared, lstm.horizon) for name, sim in simulations.items()}
-    record = read_json(run.path / ARTIFACT / TRAINING_RECORD)
+    record = read_json(run.model_dir(LSTM_MODEL) / TRAINING_RECORD)
     figures = draw(run, prepared, simulations, models["lstm"], record["history"], lstm.horizon)
     result = {
         "period": PERIOD,
@@ -41,7 +41,7 @@ def deep(ctx, train: Callable[[], None]) -> None:
         "models": models,
         "ranking": ranking(models),
         "training": record,
-        "artifact": str(ARTIFACT),
+        "artifact": str(run.model_dir(LSTM_MODEL).relative_to(run.path)),
         "figures": figures,
         "seconds": {
             "training": round(trained - start, 3),
