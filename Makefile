@@ -31,8 +31,19 @@ test: $(STAMP) system-deps
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -m unit $(PYTEST_ARGS)
 
+## Style, types, dependency rules and declared dependencies; CI runs it before the tests.
+LINTED := mlkube trainer serving tests benchmarks helm/mlkube/scripts
+VIEW := build/lint-view
 lint: $(STAMP)
-	$(BIN)/ruff check mlkube trainer serving tests benchmarks
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+	@# mypy and import-linter read the installed layout: mlkube/ with trainer/ and serving/ linked in as the wheel has them.
+	@rm -rf $(VIEW) && mkdir -p $(VIEW)/mlkube
+	@for entry in mlkube/*; do ln -s "$(CURDIR)/$$entry" $(VIEW)/mlkube/; done
+	@ln -s "$(CURDIR)/trainer" $(VIEW)/mlkube/trainer && ln -s "$(CURDIR)/serving" $(VIEW)/mlkube/serving
+	cd $(VIEW) && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p mlkube
+	cd $(VIEW) && PYTHONPATH=$(CURDIR)/$(VIEW) $(CURDIR)/$(BIN)/lint-imports --no-cache $(CURDIR)/pyproject.toml
+	$(BIN)/deptry .
 
 clean:
 	rm -rf $(VENV) build *.egg-info
