@@ -32,15 +32,19 @@ RUN apt-get update \
 
 WORKDIR /opt/mlkube
 COPY pyproject.toml constraints.txt README.md ./
+# The source folders the wheel maps under `mlkube` (trainer/ → mlkube.trainer, helm/mlkube/ → mlkube/chart).
 COPY mlkube ./mlkube
 COPY trainer ./trainer
 COPY serving ./serving
+COPY helm/mlkube ./helm/mlkube
 # ray[default]: the dashboard and job server KubeRay's RayJob submits through; python-etcd: torchrun's etcd
 # rendezvous (ElasticJob). The CPU image keeps the tested pins; the GPU image keeps its base's CUDA torch.
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 RUN constraints=(); if [[ "$VARIANT" == cpu ]]; then constraints=(-c constraints.txt); fi \
  && pip install "${constraints[@]}" . "ray[default,tune]==${RAY_VERSION}" "python-etcd==0.4.5" \
- && mlkube --help > /dev/null
+ && mlkube --help > /dev/null \
+ && python -c "from mlkube.cluster.chart import chart_path; chart_path()" \
+ && rm -rf /opt/mlkube/mlkube /opt/mlkube/trainer /opt/mlkube/serving /opt/mlkube/helm
 
 # Non-root, numeric so Kubernetes' runAsNonRoot can check it; pods mount /runs, /spec and a writable /tmp.
 RUN useradd --uid 1000 --user-group --create-home --shell /bin/bash mlkube \

@@ -8,10 +8,14 @@ PYTEST_ARGS ?=
 
 .PHONY: install demo test test-unit system-deps lint clean
 
+# PyPI's `trainer` (and coqpit, which it imports) for the test that installs mlkube's wheel beside it.
+NEIGHBOURS := trainer==0.0.36 coqpit==0.0.17
+
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip download --quiet --no-deps --dest $(VENV)/neighbours $(NEIGHBOURS)
 	@touch $@
 
 install: $(STAMP)
@@ -24,8 +28,8 @@ demo: $(STAMP)
 system-deps:
 	@bash deploy/system-deps.sh
 
-## The whole test suite.
-test: $(STAMP) system-deps
+## The whole test suite, after the lint (CI runs exactly this).
+test: $(STAMP) system-deps lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
