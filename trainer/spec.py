@@ -1,12 +1,13 @@
 """The experiment spec: one typed object (pydantic v2), loaded from YAML and validated before any work starts.
 
 Every section has defaults, so a three-line spec runs. Unknown keys are errors. Field descriptions are user-facing:
-the README's spec reference is generated from them (`python -m mlkube.trainer.spec --markdown`).
+the README's spec reference is generated from them (`mlkube validate --reference`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -469,7 +470,7 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
         raise SpecError([_describe(err, lines) for err in exc.errors()], source=source) from None
 
 
-def _describe(err: dict, lines: dict[tuple, int]) -> str:
+def _describe(err: Mapping[str, Any], lines: dict[tuple, int]) -> str:
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
     path = ".".join(str(p) for p in loc) or "<top level>"
     line = _nearest_line(loc, lines)
@@ -516,8 +517,9 @@ def _line_map(text: str) -> dict[tuple, int]:
                 walk(value, sub)
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
-                lines[(*path, i)] = item.start_mark.line + 1
-                walk(item, (*path, i))
+                sub = (*path, i)
+                lines[sub] = item.start_mark.line + 1
+                walk(item, sub)
 
     root = yaml.compose(text)
     if root is not None:
@@ -551,7 +553,7 @@ def reference_markdown() -> str:
         "# Spec reference",
         "",
         (
-            "Generated from the pydantic model (`python -m mlkube.trainer.spec > docs/spec-reference.md`); "
+            "Generated from the pydantic model (`mlkube validate --reference > docs/spec-reference.md`); "
             "a test keeps it equal to the code."
         ),
     ]
