@@ -150,5 +150,5 @@ def test_the_spec_reference_in_docs_is_generated_from_the_code():
 
     docs = Path(__file__).parents[1] / "docs" / "spec-reference.md"
     assert docs.read_text() == reference_markdown() + "\n", (
-        "regenerate: python -m mlkube.trainer.spec > docs/spec-reference.md"
+        "regenerate: mlkube validate --reference > docs/spec-reference.md"
     )
