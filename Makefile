@@ -45,7 +45,7 @@ lint: $(STAMP)
 	@rm -rf $(VIEW) && mkdir -p $(VIEW)/mlkube
 	@for entry in mlkube/*; do ln -s "$(CURDIR)/$$entry" $(VIEW)/mlkube/; done
 	@ln -s "$(CURDIR)/trainer" $(VIEW)/mlkube/trainer && ln -s "$(CURDIR)/serving" $(VIEW)/mlkube/serving
-	cd $(VIEW) && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p mlkube
+	cd $(VIEW) && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml --cache-dir $(CURDIR)/.mypy_cache -p mlkube
 	cd $(VIEW) && PYTHONPATH=$(CURDIR)/$(VIEW) $(CURDIR)/$(BIN)/lint-imports --no-cache $(CURDIR)/pyproject.toml
 	$(BIN)/deptry .
 
