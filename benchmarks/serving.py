@@ -248,24 +248,23 @@ def request_bodies(run_path: Path, seed: int = 0) -> dict[str, bytes]:
     """One request per model: the handler's example; for an LSTM, with forcings drawn around the training statistics
     (the example repeats the means, which makes a short body that parses unrealistically fast)."""
     from mlkube.serving.handlers import handler_for
-    from mlkube.trainer.artifacts import read_model_json
+    from mlkube.trainer.artifacts import read_model_card
 
     rng = np.random.default_rng(seed)
     bodies = {}
     for folder in sorted((run_path / "models").glob("*/model.json")):
-        meta = read_model_json(folder.parent)
-        request = handler_for(meta["framework"])[1].example(meta)
-        if meta["framework"] == "torch":
-            p = meta["preprocessing"]
-            means, stds = (
-                np.atleast_2d(p[k])[0] for k in ("dynamic_mean", "dynamic_std")
-            )  # the first site's
+        card = read_model_card(folder.parent)
+        request = handler_for(card.framework)[1].example(card)
+        if card.framework == "torch":
+            p = card.preprocessing
+            # the first site's
+            means, stds = (np.atleast_2d(v)[0] for v in (p.dynamic_mean, p.dynamic_std))
             for instance in request["instances"]:
                 instance["dynamic"] = {
-                    name: rng.normal(mean, std, p["sequence_length"]).round(3).tolist()
-                    for name, mean, std in zip(p["dynamic_inputs"], means, stds, strict=False)
+                    name: rng.normal(mean, std, p.sequence_length).round(3).tolist()
+                    for name, mean, std in zip(p.dynamic_inputs, means, stds, strict=False)
                 }
-        bodies[meta["name"]] = json.dumps(request).encode()
+        bodies[card.name] = json.dumps(request).encode()
     return bodies
 
 

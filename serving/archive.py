@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from mlkube.serving.handlers import handler_for
-from mlkube.trainer.artifacts import MODEL_JSON, read_model_json
+from mlkube.trainer.artifacts import MODEL_JSON, read_model_card
+from mlkube.trainer.card import ModelCard
 from mlkube.trainer.errors import MlkubeError
 from mlkube.trainer.run import Run, atomic_path, atomic_write_json, read_json, sha256_file
 
@@ -46,19 +47,19 @@ def archive_run(run: Run, names: list[str] | None = None, force: bool = False) -
     records = read_archives(run)
     paths = []
     for name in model_names(run, names):
-        meta = read_model_json(run.models / name)  # refuses weights whose SHA-256 differs from model.json's
+        card = read_model_card(run.model_dir(name))  # refuses weights whose SHA-256 differs from the card's
         record = records.get(name, {})
         mar = model_store(run) / f"{name}.mar"
-        if force or record.get("model_sha256") != meta["sha256"] or not mar.is_file():
-            records[name] = archive_model(run.models / name, meta, mar, version=run.id)
+        if force or record.get("model_sha256") != card.sha256 or not mar.is_file():
+            records[name] = archive_model(run.model_dir(name), card, mar, version=run.id)
             atomic_write_json(model_store(run) / ARCHIVES_JSON, records)
         paths.append(mar)
     return paths
 
 
-def archive_model(folder: Path, meta: dict[str, Any], mar: Path, version: str) -> dict[str, Any]:
+def archive_model(folder: Path, card: ModelCard, mar: Path, version: str) -> dict[str, Any]:
     """Pack one model folder into `mar` (atomically) with torch-model-archiver; return its archives.json record."""
-    handler, _ = handler_for(meta["framework"])
+    handler, _ = handler_for(card.framework)
     with tempfile.TemporaryDirectory(prefix="mlkube-archive-") as tmp:
         # The archiver stages files in $TMPDIR/<model name>: a private TMPDIR keeps concurrent archivers apart.
         command = [
@@ -72,7 +73,7 @@ def archive_model(folder: Path, meta: dict[str, Any], mar: Path, version: str) -
             "--handler",
             str(handler),
             "--serialized-file",
-            str(folder / meta["weights"]),
+            str(folder / card.weights),
             "--extra-files",
             str(folder / MODEL_JSON),
             "--export-path",
@@ -92,8 +93,8 @@ def archive_model(folder: Path, meta: dict[str, Any], mar: Path, version: str) -
         "file": mar.name,
         "sha256": sha256_file(mar),
         "version": version,
-        "framework": meta["framework"],
-        "model_sha256": meta["sha256"],
+        "framework": card.framework,
+        "model_sha256": card.sha256,
     }
 
 

@@ -416,12 +416,12 @@ def metrics_yaml() -> str:
 
 def write_examples(run: Run, names: list[str], folder: Path) -> None:
     from mlkube.serving.handlers import handler_for
-    from mlkube.trainer.artifacts import read_model_json
+    from mlkube.trainer.artifacts import read_model_card
 
     for name in names:
-        meta = read_model_json(run.models / name, verify=False)
-        _, handler = handler_for(meta["framework"])
-        atomic_write_json(folder / f"{name}.json", handler.example(meta))
+        card = read_model_card(run.model_dir(name), verify=False)
+        _, handler = handler_for(card.framework)
+        atomic_write_json(folder / f"{name}.json", handler.example(card))
 
 
 # -------------------------------------------------------------------------------------------- health

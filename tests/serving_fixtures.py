@@ -1,25 +1,19 @@
-"""Serving test helpers: a run with both models built through the artifact contract, requests for them, ports."""
+"""Serving test helpers: a run with both models built through the artifact contract, requests for them,
+ports."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 
 RUN_ID = "20250101-000000-abcd"
-LSTM_PREPROCESSING = {
-    "sequence_length": 30,
-    "horizon": 1,
-    "dynamic_inputs": ["prcp", "tmax", "srad"],
-    "static_inputs": ["area", "elev_mean"],
-    "dynamic_mean": [3.1, 14.2, 310.0],
-    "dynamic_std": [6.5, 9.8, 120.0],
-    "static_mean": [850.0, 760.0],
-    "static_std": [900.0, 520.0],
-    "target_mean": 0.4,
-    "target_std": 1.2,
-    "log_target": True,
-}
+SEQUENCE_LENGTH = 30  # days per LSTM window
+# The LSTM fixture's variables: name → (mean, spread) of its raw values, in their units.
+DYNAMIC = {"prcp": (3.1, 6.5), "tmax": (14.2, 9.8), "srad": (310.0, 120.0)}
+STATIC = {"area": (850.0, 900.0), "elev_mean": (760.0, 520.0)}
+TARGET = "QObs(mm/d)"
 
 
 def scrape(server) -> dict[tuple[str, str], float]:
@@ -45,7 +39,7 @@ def serve_spec(**overrides):
 
 
 def iris_pipeline():
-    """An LDA pipeline fitted on the iris DataFrame with integer class codes (model.json names the classes)."""
+    """An LDA pipeline fitted on the iris DataFrame with integer class codes (the card names the classes)."""
     from sklearn.datasets import load_iris
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
     from sklearn.pipeline import make_pipeline
@@ -53,7 +47,7 @@ def iris_pipeline():
 
     iris = load_iris(as_frame=True)
     pipeline = make_pipeline(StandardScaler(), LinearDiscriminantAnalysis()).fit(iris.data, iris.target)
-    meta = {
+    fields = {
         "name": "classical",
         "task": "classification",
         "features": list(iris.data.columns),
@@ -62,34 +56,53 @@ def iris_pipeline():
         "estimator": "LDA",
         "metrics": {"accuracy": 0.98},
     }
-    return pipeline, meta, iris.data
+    return pipeline, fields, iris.data
 
 
-def lstm_network(seed: int = 0, hidden_size: int = 16, days: int = LSTM_PREPROCESSING["sequence_length"]):
-    """An untrained network (seeded) and its model.json meta; `days` is the sequence length it serves."""
+def lstm_series(static: bool = True):
+    """Three sites × 120 days of raw series under the fixture's names (training period: days 0-59); the
+    target is positive streamflow (mm/day). Without `static`, no static attributes."""
+    from tests.test_preprocess import make_data
+
+    data = make_data(seed=0, sites=3, days=120, dynamic=len(DYNAMIC), static=len(STATIC), missing=0.0)
+    (dynamic_mean, dynamic_std), (static_mean, static_std) = (
+        np.array(list(v.values())).T for v in (DYNAMIC, STATIC)
+    )
+    attributes = data.static * static_std + static_mean
+    return dataclasses.replace(
+        data,
+        dynamic=((data.dynamic - 10) / 3 * dynamic_std + dynamic_mean).astype(np.float32),
+        static=(attributes if static else attributes[:, :0]).astype(np.float32),
+        dynamic_inputs=tuple(DYNAMIC),
+        static_inputs=tuple(STATIC) if static else (),
+        target_name=TARGET,
+    )
+
+
+def lstm_statistics(data=None, normalization: str = "global"):
+    """The statistics training fits on `data` (default: `lstm_series()`), with the target trained in log
+    space."""
+    from mlkube.trainer.preprocess import fit_statistics
+    from mlkube.trainer.spec import PreprocessSpec
+
+    data = lstm_series() if data is None else data
+    return fit_statistics(data, PreprocessSpec(log_target=True, normalization=normalization))
+
+
+def lstm_network(seed: int = 0, hidden_size: int = 16, days: int = SEQUENCE_LENGTH, data=None, stats=None):
+    """A seeded network and its card's fields as training makes them (`artifact_meta`): `data` default
+    `lstm_series()`, `stats` default `lstm_statistics(data)`; `days` is the sequence length it serves."""
     import torch
 
-    from mlkube.trainer.lstm.model import build_model
+    from mlkube.trainer.lstm.model import artifact_meta, build_model
+    from mlkube.trainer.spec import LstmSpec
 
+    data = lstm_series() if data is None else data
+    stats = lstm_statistics(data) if stats is None else stats
+    spec = LstmSpec(sequence_length=days, model={"hidden_size": hidden_size})
+    fields = artifact_meta(spec, data, stats, {"nse": 0.71})
     torch.manual_seed(seed)
-    architecture = {
-        "n_dynamic": 3,
-        "n_static": 2,
-        "hidden_size": hidden_size,
-        "num_layers": 1,
-        "dropout": 0.0,
-        "static_embedding": None,
-    }
-    meta = {
-        "name": "lstm",
-        "task": "regression",
-        "target": "QObs(mm/d)",
-        "architecture": architecture,
-        "features": [*LSTM_PREPROCESSING["dynamic_inputs"], *LSTM_PREPROCESSING["static_inputs"]],
-        "preprocessing": {**LSTM_PREPROCESSING, "sequence_length": days},
-        "metrics": {"nse": 0.71},
-    }
-    return build_model(architecture).eval(), meta
+    return build_model(fields["architecture"]).eval(), fields
 
 
 def make_run(root: Path, serve=None, run_id: str = RUN_ID, **lstm) -> Path:
@@ -97,33 +110,27 @@ def make_run(root: Path, serve=None, run_id: str = RUN_ID, **lstm) -> Path:
     (`lstm`: hidden_size, days for `lstm_network`)."""
     from mlkube.trainer.artifacts import save_sklearn_model
     from mlkube.trainer.lstm.model import save_lstm_model
-    from mlkube.trainer.run import Run
+    from mlkube.trainer.run import CLASSICAL_MODEL, LSTM_MODEL, Run
     from mlkube.trainer.spec import Spec
 
     spec = Spec(serve=serve) if serve is not None else Spec()
     run = Run.start(spec.to_yaml(), root, run_id=run_id)
-    pipeline, meta, _ = iris_pipeline()
-    save_sklearn_model(run.models / "classical", pipeline, meta)
-    network, meta = lstm_network(**lstm)
-    save_lstm_model(run.models / "lstm", network, meta)
+    pipeline, fields, _ = iris_pipeline()
+    save_sklearn_model(run.model_dir(CLASSICAL_MODEL), pipeline, fields)
+    network, fields = lstm_network(**lstm)
+    save_lstm_model(run.model_dir(LSTM_MODEL), network, fields)
     return run.path
 
 
 def forcing_windows(count: int, seed: int = 1) -> list[dict]:
     """`count` LSTM request instances with plausible raw forcings and static attributes."""
     rng = np.random.default_rng(seed)
-    p = LSTM_PREPROCESSING
-    days = p["sequence_length"]
     return [
         {
             "dynamic": {
-                name: (rng.normal(m, s, days)).round(3).tolist()
-                for name, m, s in zip(p["dynamic_inputs"], p["dynamic_mean"], p["dynamic_std"], strict=False)
+                name: rng.normal(m, s, SEQUENCE_LENGTH).round(3).tolist() for name, (m, s) in DYNAMIC.items()
             },
-            "static": {
-                name: round(float(rng.normal(m, s)), 3)
-                for name, m, s in zip(p["static_inputs"], p["static_mean"], p["static_std"], strict=False)
-            },
+            "static": {name: round(float(rng.normal(m, s)), 3) for name, (m, s) in STATIC.items()},
         }
         for _ in range(count)
     ]
@@ -133,25 +140,38 @@ def iris_instances(rows) -> list[dict]:
     return [{k: float(v) for k, v in row.items()} for _, row in rows.iterrows()]
 
 
-def expected_lstm(instances) -> np.ndarray:
-    """The LSTM's answer computed here from the preprocessing contract, independently of the handler."""
+def expected_lstm(folder: Path, instances, stats=None, sites=None) -> np.ndarray:
+    """The LSTM's answers computed here, independently of the handler: the saved network run with torch
+    directly on windows standardised with training's statistics (`stats`, default `lstm_statistics()`), and
+    its output brought back to the target's units by training's own de-standardisation (inverse log
+    included). `sites`: each instance's statistics row (default 0)."""
     import torch
 
-    p = LSTM_PREPROCESSING
-    network, _ = lstm_network()
+    from mlkube.trainer.artifacts import read_model_card
+    from mlkube.trainer.lstm.model import build_model
+    from mlkube.trainer.preprocess import destandardize_target
+
+    stats = lstm_statistics() if stats is None else stats
+    card = read_model_card(folder)
+    network = build_model(card.architecture).eval()
+    network.load_state_dict(torch.load(folder / card.weights, weights_only=True))
+    rows = np.zeros(len(instances), dtype=int) if sites is None else np.asarray(sites)
     x = np.stack(
         [
             np.column_stack(
                 [
-                    *(np.array(i["dynamic"][n]) for n in p["dynamic_inputs"]),
-                    *(np.full(p["sequence_length"], i["static"][n]) for n in p["static_inputs"]),
+                    *(np.array(i["dynamic"][n]) for n in card.preprocessing.dynamic_inputs),
+                    *(
+                        np.full(card.preprocessing.sequence_length, i["static"][n])
+                        for n in card.preprocessing.static_inputs
+                    ),
                 ]
             )
             for i in instances
         ]
     )
-    mean = np.array(p["dynamic_mean"] + p["static_mean"])
-    std = np.array(p["dynamic_std"] + p["static_std"])
+    mean = np.hstack([stats.dynamic_mean[rows], np.tile(stats.static_mean, (len(rows), 1))])[:, None]
+    std = np.hstack([stats.dynamic_std[rows], np.tile(stats.static_std, (len(rows), 1))])[:, None]
     with torch.no_grad():
-        out = network(torch.tensor((x - mean) / std, dtype=torch.float32))[:, -1].double().numpy()
-    return np.exp(out * p["target_std"] + p["target_mean"]) - 0.1
+        out = network(torch.tensor((x - mean) / std, dtype=torch.float32))[:, -1:].double().numpy()
+    return destandardize_target(out, stats, sites=rows)[:, 0].astype(np.float64)

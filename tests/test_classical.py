@@ -83,9 +83,9 @@ def test_outputs_of_a_finished_run(iris_run):
     assert (path / "figures" / "confusion_matrix.png").exists()
     lines = (path / "cv_scores.csv").read_text().splitlines()
     assert lines[0] == "model,stage,params,fold,score" and len(lines) == 1 + 6 * 10
-    model, meta = load_sklearn_model(path / "models" / "classical")
-    assert meta["estimator"] == _board(iris_run)["best"]["model"]
-    assert meta["features"] == [
+    model, card = load_sklearn_model(path / "models" / "classical")
+    assert card.estimator == _board(iris_run)["best"]["model"]
+    assert card.features == [
         "sepal length (cm)",
         "sepal width (cm)",
         "petal length (cm)",

@@ -57,15 +57,15 @@ def test_serve_prints_a_working_curl_line_then_predict_answers_and_stop_ends_it(
 def test_serve_refuses_weights_failing_the_integrity_check_in_the_worker_until_re_archived(run_cli, tmp_path):
     """An archive whose weights differ from its model.json's SHA-256 (made outside `mlkube archive`)."""
     from mlkube.serving.archive import ARCHIVES_JSON, archive_model
-    from mlkube.trainer.artifacts import read_model_json
+    from mlkube.trainer.artifacts import read_model_card
     from mlkube.trainer.run import atomic_write_json
 
     run = make_run(tmp_path / "runs", serve=serve_spec())
-    meta = read_model_json(run / "models" / "classical")
+    card = read_model_card(run / "models" / "classical")
     forged = shutil.copytree(run / "models" / "classical", tmp_path / "forged")
-    (forged / meta["weights"]).write_bytes(b"other weights")
+    (forged / card.weights).write_bytes(b"other weights")
     store = run / "serving" / "model-store"
-    record = archive_model(forged, meta, store / "classical.mar", RUN_ID)
+    record = archive_model(forged, card, store / "classical.mar", RUN_ID)
     atomic_write_json(store / ARCHIVES_JSON, {"classical": record})
 
     done = run_cli("serve", run, "--model", "classical", "--detach")

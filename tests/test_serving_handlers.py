@@ -1,4 +1,5 @@
-"""The TorchServe handlers called in this process exactly as a worker calls them (TorchServe's own context object)."""
+"""The TorchServe handlers called in this process exactly as a worker calls them (TorchServe's own context
+object)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,16 @@ import json
 import numpy as np
 import pytest
 
-from tests.serving_fixtures import expected_lstm, forcing_windows, iris_instances, iris_pipeline, make_run
+from tests.serving_fixtures import (
+    expected_lstm,
+    forcing_windows,
+    iris_instances,
+    iris_pipeline,
+    lstm_network,
+    lstm_series,
+    lstm_statistics,
+    make_run,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -25,10 +35,15 @@ def classical(run_path):
 
 
 @pytest.fixture(scope="module")
-def lstm(run_path):
+def lstm_dir(run_path):
+    return run_path / "models" / "lstm"
+
+
+@pytest.fixture(scope="module")
+def lstm(lstm_dir):
     from mlkube.serving.handlers import InProcess
 
-    return InProcess(run_path / "models" / "lstm", version="v1")
+    return InProcess(lstm_dir, version="v1")
 
 
 def body(instances) -> bytes:
@@ -46,12 +61,34 @@ def test_sklearn_handler_answers_like_the_pipeline_with_class_names(classical):
     np.testing.assert_allclose(probabilities, pipeline.predict_proba(rows), atol=1e-12)
 
 
-def test_lstm_handler_standardises_with_saved_statistics_and_returns_raw_units(lstm):
+def test_lstm_handler_standardises_with_saved_statistics_and_returns_raw_units(lstm, lstm_dir):
     instances = forcing_windows(3)
     [(status, answer)] = lstm([body(instances)])
     assert status == 200
     assert (answer["target"], answer["horizon"]) == ("QObs(mm/d)", 1)
-    np.testing.assert_allclose(answer["predictions"], expected_lstm(instances), rtol=1e-6)
+    np.testing.assert_allclose(answer["predictions"], expected_lstm(lstm_dir, instances), rtol=1e-6)
+
+
+def test_lstm_handler_undoes_the_target_transform_its_card_names(tmp_path):
+    from mlkube.serving.handlers import InProcess
+    from mlkube.trainer.card import TargetTransform
+    from mlkube.trainer.lstm.model import save_lstm_model
+    from mlkube.trainer.preprocess.bodies import LOG_OFFSET
+
+    instances = forcing_windows(3, seed=8)
+    answers = {}
+    for kind, offset in (("log", LOG_OFFSET), ("log", 0.5), ("none", 0.0)):
+        network, fields = lstm_network()
+        transform = TargetTransform(kind=kind, offset=offset)
+        fields["preprocessing"] = fields["preprocessing"].model_copy(update={"target_transform": transform})
+        folder = tmp_path / f"{kind}-{offset}"
+        save_lstm_model(folder, network, fields)
+        [(status, answer)] = InProcess(folder)([body(instances)])
+        assert status == 200, answer
+        answers[kind, offset] = np.array(answer["predictions"])
+    trained = answers["log", LOG_OFFSET]
+    np.testing.assert_allclose(answers["log", 0.5], trained + LOG_OFFSET - 0.5, rtol=1e-12)
+    np.testing.assert_allclose(np.exp(answers["none", 0.0]) - LOG_OFFSET, trained, rtol=1e-12)
 
 
 def test_regressor_and_classifier_without_probabilities_answer_plain_predictions(tmp_path):
@@ -70,23 +107,21 @@ def test_regressor_and_classifier_without_probabilities_answer_plain_predictions
     }
     for task, (model, data) in cases.items():
         features = list(data.feature_names)
-        save_sklearn_model(
-            tmp_path / task, model, {"name": task, "task": task, "features": features, "target": "y"}
-        )
-        [(status, answer)] = InProcess(tmp_path / task)([body([dict(zip(features, data.data[0].tolist(), strict=False))])])
+        fields = {"name": task, "task": task, "features": features, "target": "y", "estimator": "any"}
+        save_sklearn_model(tmp_path / task, model, fields)
+        instance = dict(zip(features, data.data[0].tolist(), strict=True))
+        [(status, answer)] = InProcess(tmp_path / task)([body([instance])])
         assert status == 200 and "probabilities" not in answer
         assert answer["predictions"] == model.predict(data.data[:1]).tolist()
 
 
 def test_lstm_without_static_inputs_takes_only_dynamic_windows(tmp_path):
     from mlkube.serving.handlers import InProcess
-    from mlkube.trainer.lstm.model import build_model, save_lstm_model
-    from tests.serving_fixtures import lstm_network
+    from mlkube.trainer.lstm.model import save_lstm_model
 
-    _, meta = lstm_network()
-    meta["architecture"]["n_static"] = 0
-    meta["preprocessing"].update(static_inputs=[], static_mean=[], static_std=[])
-    save_lstm_model(tmp_path, build_model(meta["architecture"]), meta)
+    network, fields = lstm_network(data=lstm_series(static=False))
+    assert fields["architecture"].n_static == 0
+    save_lstm_model(tmp_path, network, fields)
     handler = InProcess(tmp_path)
     [window] = forcing_windows(1)
     static = window.pop("static")
@@ -94,12 +129,6 @@ def test_lstm_without_static_inputs_takes_only_dynamic_windows(tmp_path):
     assert status == 200 and len(answer["predictions"]) == 1
     [(status, answer)] = handler([body([{**window, "static": static}])])
     assert status == 400 and "has unknown ['static']" in answer["error"]
-
-
-SITES = {
-    "01013500": (0.0, 1.0),
-    "01022500": (2.0, 0.5),
-}  # site → (offset of its input means, its target mean)
 
 
 @pytest.fixture
@@ -118,7 +147,7 @@ def sharded(run_path, monkeypatch):
         torch.set_num_threads(threads)
 
 
-def test_lstm_runs_a_batch_as_shards_on_the_workers_cpus_with_the_same_predictions(sharded):
+def test_lstm_runs_a_batch_as_shards_on_the_workers_cpus_with_the_same_predictions(sharded, lstm_dir):
     import threading
 
     import torch
@@ -136,11 +165,10 @@ def test_lstm_runs_a_batch_as_shards_on_the_workers_cpus_with_the_same_predictio
     instances = forcing_windows(5, seed=3)
     answers = sharded([body([instance]) for instance in instances])
     assert [status for status, _ in answers] == [200] * 5
-    np.testing.assert_allclose([a["predictions"][0] for _, a in answers], expected_lstm(instances), rtol=1e-6)
-    assert sorted(n for _, n in threads) == [
-        2,
-        3,
-    ]  # 5 windows: one shard of 3 here, one of 2 on the pool's thread
+    predictions = [a["predictions"][0] for _, a in answers]
+    np.testing.assert_allclose(predictions, expected_lstm(lstm_dir, instances), rtol=1e-6)
+    # 5 windows: one shard of 3 here, one of 2 on the pool's thread
+    assert sorted(n for _, n in threads) == [2, 3]
     assert {name.startswith("mlkube-lstm-shard") for name, _ in threads} == {True, False}
     threads.clear()
     sharded([body(instances[:1])])
@@ -160,51 +188,27 @@ def test_a_bad_worker_cpus_value_is_refused_at_load_naming_the_variable(run_path
 
 @pytest.fixture(scope="module")
 def per_site(tmp_path_factory):
-    """An LSTM with per-site statistics for two sites (inputs and target standardised differently at each)."""
+    """An LSTM with per-site statistics for the fixture's three sites, and those statistics."""
     from mlkube.serving.handlers import InProcess
     from mlkube.trainer.lstm.model import save_lstm_model
-    from tests.serving_fixtures import lstm_network
 
-    network, meta = lstm_network()
-    p = meta["preprocessing"]
-    p.update(
-        normalization="per_site",
-        sites=list(SITES),
-        dynamic_mean=[[m + offset for m in p["dynamic_mean"]] for offset, _ in SITES.values()],
-        dynamic_std=[[s * (1 + offset) for s in p["dynamic_std"]] for offset, _ in SITES.values()],
-        target_mean=[target for _, target in SITES.values()],
-        target_std=[1.2, 0.7],
-    )
+    stats = lstm_statistics(normalization="per_site")
+    network, fields = lstm_network(stats=stats)
     folder = tmp_path_factory.mktemp("per_site")
-    save_lstm_model(folder, network, meta)
-    return InProcess(folder), network, p
+    save_lstm_model(folder, network, fields)
+    return InProcess(folder), folder, stats
 
 
 def test_lstm_with_per_site_statistics_standardises_each_window_with_its_site(per_site):
-    import torch
-
-    handler, network, p = per_site
+    handler, folder, stats = per_site
     [window] = forcing_windows(1, seed=6)
-    instances = [{**window, "site": site} for site in SITES]
+    sites = list(lstm_series().sites)
+    instances = [{**window, "site": site} for site in sites]
     [(status, answer)] = handler([body(instances)])
     assert status == 200, answer
-    expected = []
-    for row, instance in enumerate(instances):
-        x = np.column_stack(
-            [
-                *(np.array(instance["dynamic"][n]) for n in p["dynamic_inputs"]),
-                *(np.full(p["sequence_length"], instance["static"][n]) for n in p["static_inputs"]),
-            ]
-        )
-        mean = np.array(p["dynamic_mean"][row] + p["static_mean"])
-        std = np.array(p["dynamic_std"][row] + p["static_std"])
-        with torch.no_grad():
-            out = network(torch.tensor((x - mean) / std, dtype=torch.float32)[None])[0, -1].item()
-        expected.append(np.exp(out * p["target_std"][row] + p["target_mean"][row]) - 0.1)
+    expected = expected_lstm(folder, instances, stats, sites=range(len(sites)))
     np.testing.assert_allclose(answer["predictions"], expected, rtol=1e-6)
-    assert (
-        abs(answer["predictions"][0] - answer["predictions"][1]) > 1e-3
-    )  # the sites' statistics really differ
+    assert len(set(answer["predictions"])) == len(sites)  # the sites' statistics really differ
     assert handler.handler.fast_rows(body(instances)) is not None
 
 
@@ -214,7 +218,7 @@ def test_lstm_with_per_site_statistics_standardises_each_window_with_its_site(pe
         (lambda i: i.pop("site"), "lacks ['site']"),
         (
             lambda i: i.update(site="09999999"),
-            "unknown site '09999999'; the model was trained on 2 site(s): 01013500",
+            "unknown site '09999999'; the model was trained on 3 site(s): s0, s1, s2",
         ),
         (lambda i: i.update(site=1013500), "expected a site id (a string), got number 1013500"),
     ],
@@ -222,7 +226,7 @@ def test_lstm_with_per_site_statistics_standardises_each_window_with_its_site(pe
 def test_lstm_with_per_site_statistics_refuses_a_window_without_a_known_site(per_site, change, message):
     handler = per_site[0]
     [window] = forcing_windows(1, seed=7)
-    window["site"] = "01013500"
+    window["site"] = "s0"
     change(window)
     assert handler.handler.fast_rows(body([window])) is None
     [(status, answer)] = handler([body([window])])
@@ -238,9 +242,9 @@ def test_a_model_trained_with_per_site_statistics_names_its_sites_and_each_site_
 
     data = make_data()
     stats = fit_statistics(data, PreprocessSpec(normalization="per_site"))
-    meta = artifact_meta(LstmSpec(sequence_length=20), data, stats, {"nse": 0.5})
-    assert meta["preprocessing"]["sites"] == list(data.sites)
-    save_lstm_model(tmp_path, build_model(meta["architecture"]).eval(), meta)
+    fields = artifact_meta(LstmSpec(sequence_length=20), data, stats, {"nse": 0.5})
+    assert fields["preprocessing"].sites == list(data.sites)
+    save_lstm_model(tmp_path, build_model(fields["architecture"]).eval(), fields)
     handler = InProcess(tmp_path)
     window = {
         "dynamic": {
@@ -250,31 +254,34 @@ def test_a_model_trained_with_per_site_statistics_names_its_sites_and_each_site_
     }
     answers = handler([body([{**window, "site": site}]) for site in data.sites])
     assert [status for status, _ in answers] == [200] * len(data.sites)
-    assert len({answer["predictions"][0] for _, answer in answers}) == len(
-        data.sites
-    )  # one set of statistics each
+    # one set of statistics each
+    assert len({answer["predictions"][0] for _, answer in answers}) == len(data.sites)
 
 
-def test_lstm_with_per_site_statistics_but_no_site_ids_is_refused_at_load_naming_the_fix(tmp_path):
+def test_lstm_with_per_site_statistics_but_no_site_ids_is_refused_at_load_naming_the_fix(per_site, tmp_path):
+    import shutil
+
     from mlkube.serving.handlers import InProcess
     from mlkube.trainer.errors import MlkubeError
-    from mlkube.trainer.lstm.model import save_lstm_model
-    from tests.serving_fixtures import lstm_network
+    from mlkube.trainer.run import atomic_write_json, read_json
 
-    network, meta = lstm_network()
-    meta["preprocessing"]["normalization"] = "per_site"
-    save_lstm_model(tmp_path, network, meta)
-    with pytest.raises(MlkubeError, match="does not name their sites(.|\n)*train it again"):
-        InProcess(tmp_path)
+    folder = shutil.copytree(per_site[1], tmp_path / "lstm")
+    card = read_json(folder / "model.json")
+    del card["preprocessing"]["sites"]
+    atomic_write_json(folder / "model.json", card)
+    with pytest.raises(
+        MlkubeError, match="preprocessing: normalization per_site needs `sites`(.|\n)*re-create"
+    ):
+        InProcess(folder)
 
 
-def test_one_bad_request_in_a_batch_gets_400_and_the_others_their_predictions(lstm):
+def test_one_bad_request_in_a_batch_gets_400_and_the_others_their_predictions(lstm, lstm_dir):
     good, other = forcing_windows(1, seed=2), forcing_windows(2, seed=3)
     answers = lstm([body(good), b"{not json", body(other)])
     assert [status for status, _ in answers] == [200, 400, 200]
     assert "not valid JSON" in answers[1][1]["error"]
-    np.testing.assert_allclose(answers[0][1]["predictions"], expected_lstm(good), rtol=1e-6)
-    np.testing.assert_allclose(answers[2][1]["predictions"], expected_lstm(other), rtol=1e-6)
+    np.testing.assert_allclose(answers[0][1]["predictions"], expected_lstm(lstm_dir, good), rtol=1e-6)
+    np.testing.assert_allclose(answers[2][1]["predictions"], expected_lstm(lstm_dir, other), rtol=1e-6)
 
 
 def _set(path: tuple, value):
@@ -288,8 +295,8 @@ def _set(path: tuple, value):
     return change
 
 
-# One change to a valid window each, and what the 400 must say. The LSTM's fast path (simdjson) must hand every one of
-# them to the checked path, which names the problem.
+# One change to a valid window each, and what the 400 must say. The LSTM's fast path (simdjson) must hand
+# every one of them to the checked path, which names the problem.
 LSTM_BAD = {
     "short window": (lambda i: i["dynamic"]["prcp"].pop(), "sequence_length = 30 daily values, got 29"),
     "long window": (lambda i: i["dynamic"]["prcp"].append(1.0), "got 31"),
@@ -412,6 +419,6 @@ def test_example_requests_are_valid_for_their_model(classical, lstm, per_site):
     from mlkube.serving.handlers import handler_for
 
     for model in (classical, lstm, per_site[0]):
-        meta = model.handler.meta
-        [(status, answer)] = model([json.dumps(handler_for(meta["framework"])[1].example(meta)).encode()])
+        card = model.handler.card
+        [(status, answer)] = model([json.dumps(handler_for(card.framework)[1].example(card)).encode()])
         assert status == 200 and len(answer["predictions"]) == 1

@@ -1,15 +1,19 @@
 """The model artifact contract: `models/<name>/{weights file, model.json}`.
 
-model.json carries everything needed at inference: framework (`sklearn` | `torch`), task, feature names and order,
-target, classes, preprocessing stats (means, stds, window length), metrics, library versions, the weights file name and
-its SHA-256. TorchServe handlers read only this contract (and check the hash before loading).
+model.json is the model card (`trainer.card`): everything needed at inference, typed. Training writes it
+here, through the card's model, atomically and with the weights' SHA-256; handlers read it here, and a card
+that lacks a field, has an unknown one or a wrong type is refused naming the file and the field. TorchServe
+handlers read only this contract (and check the hash before loading).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from pydantic import ValidationError
+
+from mlkube.trainer.card import CARDS, ModelCard, SklearnCard
 from mlkube.trainer.errors import MlkubeError
 from mlkube.trainer.run import (
     atomic_path,
@@ -21,65 +25,90 @@ from mlkube.trainer.run import (
 )
 
 MODEL_JSON = "model.json"
-REQUIRED_KEYS = ("name", "framework", "task", "features", "target", "weights", "sha256")
+RECREATE = "re-create the model with `mlkube run` (training writes model.json; never edit it by hand)"
 # skops loads only types from these packages; anything else in a file is refused.
 SKOPS_TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
+Card = TypeVar("Card", bound=ModelCard)
 
 
-def write_model_json(folder: Path, meta: dict[str, Any]) -> Path:
-    """Complete `meta` with versions, time and the weights' hash, check it, and write model.json atomically."""
+def write_model_card(folder: Path, card_type: type[Card], fields: dict[str, Any]) -> Card:
+    """Complete `fields` with the weights' hash, versions and time, validate them as `card_type` and write
+    model.json atomically. A field that does not fit the card is a bug of the caller (ValidationError)."""
     folder = Path(folder)
-    weights = folder / meta["weights"]
-    meta = {**meta, "sha256": sha256_file(weights), "versions": library_versions(), "created": now_iso()}
-    missing = [k for k in REQUIRED_KEYS if k not in meta]
-    if missing:
-        raise ValueError(f"model.json lacks {missing}")
-    return atomic_write_json(folder / MODEL_JSON, meta)
+    stamp = {"sha256": sha256_file(folder / fields["weights"]), "versions": library_versions()}
+    card = card_type.model_validate({**fields, **stamp, "created": now_iso()})
+    atomic_write_json(folder / MODEL_JSON, card.model_dump())  # (its writer turns NumPy scores into numbers)
+    return card
 
 
-def read_model_json(folder: Path, verify: bool = True) -> dict[str, Any]:
-    """Read model.json; with `verify`, refuse weights whose SHA-256 differs from the recorded one."""
+def read_model_card(folder: Path, verify: bool = True, expected: type[Card] = ModelCard) -> Card:
+    """The typed card of a model folder (a SklearnCard or an LstmCard), refused unless it is an `expected`;
+    with `verify`, refuse weights whose SHA-256 differs from the card's."""
     folder = Path(folder)
     path = folder / MODEL_JSON
     if not path.is_file():
         raise MlkubeError(
             f"no {MODEL_JSON} in {folder}", "point at a models/<name>/ folder of a finished run"
         )
-    meta = read_json(path)
-    missing = [k for k in REQUIRED_KEYS if k not in meta]
-    if missing:
-        raise MlkubeError(f"{path} lacks the keys {missing}", "re-create the model with `mlkube run`")
-    if verify:
-        verify_weights(folder, meta)
-    return meta
-
-
-def verify_weights(folder: Path, meta: dict[str, Any]) -> Path:
-    weights = Path(folder) / meta["weights"]
-    if not weights.is_file():
-        raise MlkubeError(f"weights file {weights} is missing", "re-create the model with `mlkube run`")
-    actual = sha256_file(weights)
-    if actual != meta["sha256"]:
+    try:
+        raw = read_json(path)
+    except ValueError as err:
+        raise MlkubeError(f"{path} is not valid JSON: {err}", RECREATE) from None
+    framework = raw.get("framework") if isinstance(raw, dict) else None
+    if framework not in CARDS:
+        raise MlkubeError(f"{path}: framework {framework!r} is not one of {sorted(CARDS)}", RECREATE)
+    try:
+        card = CARDS[framework].model_validate(raw)
+    except ValidationError as err:
+        raise MlkubeError(f"{path}: {'; '.join(map(_problem, err.errors()))}", RECREATE) from None
+    if not isinstance(card, expected):
         raise MlkubeError(
-            f"integrity check failed for {weights}: SHA-256 {actual[:12]}… differs from model.json's {meta['sha256'][:12]}…",
+            f"{path} is a {framework} model, not a {expected.__name__}", "load it with its handler"
+        )
+    if verify:
+        verify_weights(folder, card)
+    return card
+
+
+def _problem(error: Any) -> str:
+    """One pydantic error as `field.path: what is wrong`."""
+    field = ".".join(str(part) for part in error["loc"]) or "<top level>"
+    if error["type"] == "missing":
+        return f"{field} is missing"
+    if error["type"] == "extra_forbidden":
+        return f"{field} is not a field of the card"
+    return f"{field}: {str(error['msg']).removeprefix('Value error, ')} (got {error['input']!r:.60})"
+
+
+def verify_weights(folder: Path, card: ModelCard) -> Path:
+    """The weights file of `card`, after checking it against the card's SHA-256."""
+    weights = Path(folder) / card.weights
+    if not weights.is_file():
+        raise MlkubeError(f"weights file {weights} is missing", RECREATE)
+    actual = sha256_file(weights)
+    if actual != card.sha256:
+        raise MlkubeError(
+            f"integrity check failed for {weights}: SHA-256 {actual[:12]}… differs from "
+            f"model.json's {card.sha256[:12]}…",
             "the file was changed or truncated; re-create the model, never edit it by hand",
         )
     return weights
 
 
-def save_sklearn_model(folder: Path, pipeline: Any, meta: dict[str, Any]) -> Path:
-    """Save a fitted scikit-learn pipeline with skops (never bare pickle) and its model.json."""
+def save_sklearn_model(folder: Path, pipeline: Any, fields: dict[str, Any]) -> SklearnCard:
+    """Save a fitted scikit-learn pipeline with skops (never bare pickle) and its card (`fields`: those of
+    SklearnCard that the saving does not fill in)."""
     import skops.io as sio
 
     folder = Path(folder)
     with atomic_path(folder / "model.skops") as tmp:
         tmp.write_bytes(canonical_skops(sio.dumps(pipeline)))
-    return write_model_json(folder, {**meta, "framework": "sklearn", "weights": "model.skops"})
+    return write_model_card(folder, SklearnCard, {**fields, "weights": "model.skops"})
 
 
 def canonical_skops(data: bytes) -> bytes:
-    """The same skops archive with Python object ids renumbered by first appearance and fixed zip times, so the same
-    fitted pipeline always gives the same bytes (and the same SHA-256 in model.json)."""
+    """The same skops archive with Python object ids renumbered by first appearance and fixed zip times, so
+    the same fitted pipeline always gives the same bytes (and the same SHA-256 in model.json)."""
     import io
     import re
     import zipfile
@@ -108,12 +137,12 @@ def canonical_skops(data: bytes) -> bytes:
     return out.getvalue()
 
 
-def load_sklearn_model(folder: Path) -> tuple[Any, dict[str, Any]]:
+def load_sklearn_model(folder: Path) -> tuple[Any, SklearnCard]:
     """Load a pipeline saved by `save_sklearn_model`, trusting only scikit-learn/NumPy/SciPy types."""
     import skops.io as sio
 
-    meta = read_model_json(folder)
-    weights = Path(folder) / meta["weights"]
+    card = read_model_card(folder, expected=SklearnCard)
+    weights = Path(folder) / card.weights
     types = sio.get_untrusted_types(file=weights)
     refused = [t for t in types if not t.startswith(SKOPS_TRUSTED_PREFIXES)]
     if refused:
@@ -121,4 +150,4 @@ def load_sklearn_model(folder: Path) -> tuple[Any, dict[str, Any]]:
             f"{weights} holds types outside scikit-learn/NumPy/SciPy: {refused}",
             "only load models mlkube wrote",
         )
-    return sio.load(weights, trusted=types), meta
+    return sio.load(weights, trusted=types), card

@@ -361,19 +361,14 @@ def _deep_section(run: Run, deep: dict[str, Any]) -> str:
 
 def _serving_section(run: Run) -> str:
     """The run's models and how to call them (the request schemas are in docs/serving.md)."""
+    from mlkube.trainer.artifacts import MODEL_JSON, read_model_card
+    from mlkube.trainer.card import SklearnCard
+
     rows = []
-    for meta_path in sorted(run.models.glob("*/model.json")):
-        meta = read_json(meta_path)
-        inputs = meta.get("features") or meta.get("preprocessing", {}).get("dynamic_inputs", [])
-        rows.append(
-            [
-                meta["name"],
-                meta["framework"],
-                meta.get("estimator", "LSTM"),
-                ", ".join(inputs),
-                meta["sha256"][:12],
-            ]
-        )
+    for card_path in sorted(run.models.glob(f"*/{MODEL_JSON}")):
+        card = read_model_card(card_path.parent, verify=False)
+        estimator = card.estimator if isinstance(card, SklearnCard) else "LSTM"
+        rows.append([card.name, card.framework, estimator, ", ".join(card.features), card.sha256[:12]])
     if not rows:
         return ""
     commands = (

@@ -1,8 +1,9 @@
-"""TorchServe handlers, one per framework of the model contract (model.json's `framework`).
+"""TorchServe handlers, one per framework of the model contract (the model card's `framework`).
 
-A handler file is packed into its `.mar` and imported by the TorchServe worker under its bare file name; it imports
-`mlkube.serving.handlers.base` and `trainer`'s artifact contract from the installed mlkube. `InProcess` calls a handler in
-this process exactly as a worker does (same TorchServe context object): the reference for tests and the benchmark.
+A handler file is packed into its `.mar` and imported by the TorchServe worker under its bare file name;
+it imports `mlkube.serving.handlers.base` and `trainer`'s artifact contract from the installed mlkube.
+`InProcess` calls a handler in this process exactly as a worker does (same TorchServe context object): the
+reference for tests and the benchmark.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mlkube.trainer.artifacts import read_model_json
+from mlkube.trainer.artifacts import read_model_card
 from mlkube.trainer.errors import MlkubeError
 
 # framework → (module under serving.handlers, handler class)
@@ -20,7 +21,7 @@ HANDLERS = {"sklearn": ("sklearn_handler", "SklearnHandler"), "torch": ("lstm_ha
 
 
 def handler_for(framework: str) -> tuple[Path, type]:
-    """The handler's source file (packed into the .mar) and its class, for a model.json `framework`."""
+    """The handler's source file (packed into the .mar) and its class, for a model card's `framework`."""
     if framework not in HANDLERS:
         raise MlkubeError(
             f"no TorchServe handler for framework {framework!r}", f"mlkube serves {sorted(HANDLERS)} models"
@@ -37,15 +38,15 @@ class InProcess:
         from ts.context import Context
         from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
-        meta = read_model_json(model_dir)
-        _, handler_class = handler_for(meta["framework"])
+        card = read_model_card(model_dir)
+        _, handler_class = handler_for(card.framework)
         metrics = MetricsCacheYamlImpl(
             str(Path(importlib.import_module("ts").__file__).parent / "configs" / "metrics.yaml")
         )
         metrics.initialize_cache()
-        metrics.model_name = meta["name"]
-        manifest = {"model": {"modelName": meta["name"], "modelVersion": version}}
-        self.context = Context(meta["name"], str(model_dir), manifest, 1, None, "in-process", metrics=metrics)
+        metrics.model_name = card.name
+        manifest = {"model": {"modelName": card.name, "modelVersion": version}}
+        self.context = Context(card.name, str(model_dir), manifest, 1, None, "in-process", metrics=metrics)
         self.handler = handler_class()
         self.handler.initialize(self.context)
 

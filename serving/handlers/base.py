@@ -1,12 +1,14 @@
-"""What both TorchServe handlers share: strict JSON parsing, one 4xx answer per bad request, one model call per
-batch, and the custom metrics.
+"""What both TorchServe handlers share: strict JSON parsing, one 4xx answer per bad request, one model call
+per batch, and the custom metrics.
 
-TorchServe hands `handle` a batch: one entry per HTTP request (dynamic batching puts several together). Each request
-is parsed and checked on its own; a bad one is answered with HTTP 400 and a message naming the problem, while the good
-ones of the same batch are predicted together in one call. Nothing a client sends can kill the worker.
+TorchServe hands `handle` a batch: one entry per HTTP request (dynamic batching puts several together).
+Each request is parsed and checked on its own; a bad one is answered with HTTP 400 and a message naming the
+problem, while the good ones of the same batch are predicted together in one call. Nothing a client sends can
+kill the worker.
 
-A framework handler subclasses `ModelHandler` and adds `load` (the model, via the artifact contract, which checks the
-weights' SHA-256), `rows` (one request's instances → an array, or RequestError) and `predict`/`answer`.
+A framework handler subclasses `ModelHandler` and adds `load` (the model and its typed card, via the artifact
+contract, which checks the weights' SHA-256), `rows` (one request's instances → an array, or RequestError) and
+`predict`/`answer`.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mlkube.trainer.card import ModelCard
 from mlkube.trainer.errors import MlkubeError
 
-# Custom metrics (declared for TorchServe's Prometheus endpoint in serving/server.py): name → (type, unit).
+# Custom metrics (declared for TorchServe's Prometheus endpoint in serving/server.py): name → (type,
+# unit).
 METRICS = {
     "mlkube_predictions_total": ("counter", "count"),  # requests answered with a prediction
     "mlkube_rejected_total": ("counter", "count"),  # requests answered with HTTP 400
@@ -28,7 +32,8 @@ METRICS = {
     "mlkube_handler_latency_ms": ("histogram", "ms"),  # time in `handle` per batch
 }
 BAD_REQUEST = 400
-# CPUs one worker may use while the server's other models idle (set by `mlkube serve`: CPUs / workers per model).
+# CPUs one worker may use while the server's other models idle (set by `mlkube serve`: CPUs / workers per
+# model).
 WORKER_CPUS_ENV = "MLKUBE_WORKER_CPUS"
 
 
@@ -122,12 +127,12 @@ class ModelHandler:
 
     def __init__(self) -> None:
         self.model: Any = None
-        self.meta: dict[str, Any] = {}
+        self.card: ModelCard | None = None
         self.header: dict[str, Any] = {}
 
     # -- what a framework handler provides
-    def load(self, model_dir: Path) -> tuple[Any, dict[str, Any]]:
-        """The model and its model.json, loaded through the artifact contract (weights' SHA-256 checked)."""
+    def load(self, model_dir: Path) -> tuple[Any, ModelCard]:
+        """The model and its card, loaded through the artifact contract (weights' SHA-256 checked)."""
         raise NotImplementedError
 
     def rows(self, instances: list[Any]) -> Any:
@@ -135,8 +140,9 @@ class ModelHandler:
         raise NotImplementedError
 
     def fast_rows(self, raw: Any) -> Any:
-        """Optional fast path: the rows of a well-formed request straight from its raw bytes, or None for anything
-        unusual (then `rows` parses it again and names the problem). It must never accept what `rows` refuses."""
+        """Optional fast path: the rows of a well-formed request straight from its raw bytes, or None for
+        anything unusual (then `rows` parses it again and names the problem). It must never accept what `rows`
+        refuses."""
         return None
 
     def predict(self, batch: Any) -> Any:
@@ -148,15 +154,15 @@ class ModelHandler:
         raise NotImplementedError
 
     @staticmethod
-    def example(meta: dict[str, Any]) -> dict[str, Any]:
-        """A valid request for the model that `meta` (its model.json) describes."""
+    def example(card: Any) -> dict[str, Any]:
+        """A valid request for the model that `card` describes."""
         raise NotImplementedError
 
     # -- TorchServe's entry points
     def initialize(self, context: Any) -> None:
-        self.model, self.meta = self.load(Path(context.system_properties["model_dir"]))
+        self.model, self.card = self.load(Path(context.system_properties["model_dir"]))
         manifest = (context.manifest or {}).get("model", {})
-        self.header = {"model": self.meta["name"], "version": manifest.get("modelVersion")}
+        self.header = {"model": self.card.name, "version": manifest.get("modelVersion")}
 
     def handle(self, data: list[dict], context: Any) -> list[str]:
         """Answer every request of the batch: a JSON string each; bad ones get HTTP 400 through `context`."""

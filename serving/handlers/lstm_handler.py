@@ -1,11 +1,12 @@
-"""TorchServe handler for the hydrology LSTM (`models/lstm/`): weights loaded with `torch.load(weights_only=True)`.
+"""TorchServe handler for the hydrology LSTM (`models/lstm/`): weights loaded with
+`torch.load(weights_only=True)`.
 
 Request:  {"instances": [{"dynamic": {"<input>": [<sequence_length daily values>], ...},
                           "static": {"<attribute>": <number>, ...}, "site": "<site id>"}, ...]}
-          every dynamic input and static attribute of model.json's `preprocessing`, by name, in raw units; "static"
-          only when the model has static inputs; "site" only when it was trained with per-site statistics (one of
-          `preprocessing.sites`: its statistics standardise the window and de-standardise the answer). The whole
-          window is the LSTM's warm-up: one prediction per window.
+          every dynamic input and static attribute of the card's `preprocessing`, by name, in raw units;
+          "static" only when the model has static inputs; "site" only when it was trained with per-site
+          statistics (one of `preprocessing.sites`: its statistics standardise the window and de-standardise
+          the answer). The whole window is the LSTM's warm-up: one prediction per window.
 Response: {"model": "lstm", "version": "<run id>", "target": "<name>", "horizon": <days>,
            "predictions": [<target on the window's last day + horizon - 1, raw units>, ...]}
 """
@@ -25,56 +26,52 @@ from mlkube.serving.handlers.base import (
     numbers,
     worker_cpus,
 )
-from mlkube.trainer.errors import MlkubeError
+from mlkube.trainer.card import LstmCard
 
 
 class LstmHandler(ModelHandler):
-    """Standardise with the saved training statistics, run the window, de-standardise the last day's output.
+    """Standardise with the saved training statistics, run the window, de-standardise the last day's output
+    and undo the card's target transform.
 
-    Statistics are rows: one row under global normalization, one per site under per-site normalization. Then each
-    window's last input column carries its site's row number from `rows` to `predict`.
+    Statistics are rows: one row under global normalization, one per site under per-site normalization. Then
+    each window's last input column carries its site's row number from `rows` to `predict`.
 
-    A batch runs as shards of windows, one thread each, on up to `worker_cpus()` threads. The recurrence parallelises
-    across windows, not inside a time step: oneDNN with 2 intra-op threads synchronises them 365 times per window and
-    served the LSTM a third slower than 1 thread on 2 CPUs, while 2 shards of 4 windows take ~1.7 ms against 2.7 ms for
-    8 windows on one thread. So the model runs single-threaded within each shard.
+    A batch runs as shards of windows, one thread each, on up to `worker_cpus()` threads. The recurrence
+    parallelises across windows, not inside a time step: oneDNN with 2 intra-op threads synchronises them 365
+    times per window and served the LSTM a third slower than 1 thread on 2 CPUs, while 2 shards of 4 windows
+    take ~1.7 ms against 2.7 ms for 8 windows on one thread. So the model runs single-threaded within each
+    shard.
     """
 
-    def load(self, model_dir: Path) -> tuple[Any, dict[str, Any]]:
+    def load(self, model_dir: Path) -> tuple[Any, LstmCard]:
         import numpy as np
         import torch
 
         from mlkube.trainer.lstm.model import load_lstm_model
 
-        model, meta = load_lstm_model(model_dir)
-        p = meta["preprocessing"]
-        self.sites = None  # site id → statistics row, under per-site normalization
-        if p.get("normalization", "global") == "per_site":
-            if not p.get("sites"):
-                raise MlkubeError(
-                    f"{model_dir}: the LSTM has per-site statistics but model.json does not name their "
-                    "sites (preprocessing.sites)",
-                    "train it again: model.json then lists the sites",
-                )
-            self.sites = {str(site): row for row, site in enumerate(p["sites"])}
+        model, card = load_lstm_model(model_dir)
+        p = card.preprocessing
+        # site id → statistics row, under per-site normalization (the card names the sites there)
+        self.sites = (
+            {site: row for row, site in enumerate(p.sites)} if p.normalization == "per_site" else None
+        )
         self.days, self.dynamic, self.static = (
-            p["sequence_length"],
-            list(p["dynamic_inputs"]),
-            list(p["static_inputs"]),
+            p.sequence_length,
+            list(p.dynamic_inputs),
+            list(p.static_inputs),
         )
         self.keys = ["dynamic"] + (["static"] if self.static else []) + (["site"] if self.sites else [])
         self.n_inputs = len(self.dynamic) + len(self.static)
-        self.width = self.n_inputs + bool(
-            self.sites
-        )  # a window's columns: the inputs, then the site's row if per-site
+        # a window's columns: the inputs, then the site's row if per-site
+        self.width = self.n_inputs + bool(self.sites)
         rows = 1 if self.sites is None else len(self.sites)
-        static = [np.tile(np.asarray(p[k], dtype=float), (rows, 1)) for k in ("static_mean", "static_std")]
-        self.mean = np.hstack([np.asarray(p["dynamic_mean"], dtype=float).reshape(rows, -1), static[0]])
-        self.std = np.hstack([np.asarray(p["dynamic_std"], dtype=float).reshape(rows, -1), static[1]])
-        self.target_mean = np.asarray(p["target_mean"], dtype=float).reshape(rows)
-        self.target_std = np.asarray(p["target_std"], dtype=float).reshape(rows)
-        self.log_target = bool(p["log_target"])
-        self.fields = {"target": meta["target"], "horizon": p["horizon"]}
+        static = [np.tile(np.asarray(v, dtype=float), (rows, 1)) for v in (p.static_mean, p.static_std)]
+        self.mean = np.hstack([np.asarray(p.dynamic_mean, dtype=float).reshape(rows, -1), static[0]])
+        self.std = np.hstack([np.asarray(p.dynamic_std, dtype=float).reshape(rows, -1), static[1]])
+        self.target_mean = np.asarray(p.target_mean, dtype=float).reshape(rows)
+        self.target_std = np.asarray(p.target_std, dtype=float).reshape(rows)
+        self.transform = p.target_transform
+        self.fields = {"target": card.target, "horizon": p.horizon}
         self.shards = worker_cpus()
         self.pool = None  # the threads of every shard but the first (which runs in the worker's own thread)
         if self.shards > 1:
@@ -84,7 +81,7 @@ class LstmHandler(ModelHandler):
             self.pool = ThreadPoolExecutor(self.shards - 1, thread_name_prefix="mlkube-lstm-shard")
         with torch.inference_mode():  # a first pass, so that the first request does not pay for lazy set-up
             model(torch.zeros(1, self.days, self.n_inputs))
-        return model, meta
+        return model, card
 
     def site_row(self, site: Any, where: str) -> int:
         """The statistics row of a request's site id, or RequestError naming the known sites."""
@@ -101,19 +98,21 @@ class LstmHandler(ModelHandler):
         return self.sites[site]
 
     def fast_rows(self, raw: Any) -> Any:
-        """simdjson parses the body in C++ and hands each window over as a buffer of doubles: ~40 µs less per 365-day
-        window than typed msgspec decoding, ~6× faster than json.loads plus the checks in `rows`. Anything unusual (a
-        missing, repeated or unknown name, a value that is not a number, a nested array, a "[" inside a string) goes
-        to `rows`, which names the problem."""
+        """simdjson parses the body in C++ and hands each window over as a buffer of doubles: ~40 µs less per
+        365-day window than typed msgspec decoding, ~6× faster than json.loads plus the checks in `rows`.
+        Anything unusual (a missing, repeated or unknown name, a value that is not a number, a nested array, a
+        "[" inside a string) goes to `rows`, which names the problem."""
         import numpy as np
         import simdjson
 
         try:
-            # A new parser each time (it costs nothing): a parser cannot parse again while its last document lives.
+            # A new parser each time (it costs nothing): a parser cannot parse again while its last document
+            # lives.
             body = simdjson.Parser().parse(raw)
             instances = body["instances"]
             n = len(instances)
-            # as_buffer flattens nested arrays: a valid body has exactly one "[" per window and one for `instances`.
+            # as_buffer flattens nested arrays: a valid body has exactly one "[" per window and one for
+            # `instances`.
             if len(body) != 1 or not n or raw.count(b"[") != 1 + n * len(self.dynamic):
                 return None
             windows = np.empty((n, self.days, self.width))
@@ -183,7 +182,7 @@ class LstmHandler(ModelHandler):
         running = [self.pool.submit(self.last_day, shard) for shard in others]
         last_day = torch.cat([self.last_day(first), *(shard.result() for shard in running)]).double().numpy()
         y = last_day * self.target_std[row] + self.target_mean[row]
-        return np.exp(y) - 0.1 if self.log_target else y
+        return self.transform.inverse(y)
 
     def last_day(self, x: Any) -> Any:
         import torch
@@ -195,16 +194,17 @@ class LstmHandler(ModelHandler):
         return {**self.fields, "predictions": outputs.tolist()}
 
     @staticmethod
-    def example(meta: dict[str, Any]) -> dict[str, Any]:
+    def example(card: LstmCard) -> dict[str, Any]:
         """One window at the training means (of the first site, under per-site statistics)."""
-        p = meta["preprocessing"]
-        per_site = p.get("normalization", "global") == "per_site"
-        means = p["dynamic_mean"][0] if per_site else p["dynamic_mean"]
+        p = card.preprocessing
+        per_site = p.normalization == "per_site"
+        means = p.dynamic_mean[0] if per_site else p.dynamic_mean
+        days = p.sequence_length
         instance: dict[str, Any] = {
-            "dynamic": {n: [m] * p["sequence_length"] for n, m in zip(p["dynamic_inputs"], means, strict=False)}
+            "dynamic": {n: [m] * days for n, m in zip(p.dynamic_inputs, means, strict=True)}
         }
-        if p["static_inputs"]:
-            instance["static"] = dict(zip(p["static_inputs"], p["static_mean"], strict=False))
+        if p.static_inputs:
+            instance["static"] = dict(zip(p.static_inputs, p.static_mean, strict=True))
         if per_site:
-            instance["site"] = str(p["sites"][0])
+            instance["site"] = p.sites[0]
         return {"instances": [instance]}

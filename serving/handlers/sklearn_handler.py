@@ -1,8 +1,10 @@
-"""TorchServe handler for a scikit-learn pipeline (`models/classical/`), loaded with skops, trusted types only.
+"""TorchServe handler for a scikit-learn pipeline (`models/classical/`), loaded with skops, trusted types
+only.
 
-Request:  {"instances": [{"<feature>": <number>, ...}, ...]}  every feature of model.json's `features`, by name
+Request:  {"instances": [{"<feature>": <number>, ...}, ...]}  every feature of the card's `features`, by name
 Response: {"model": "classical", "version": "<run id>", "predictions": [<label or number>, ...],
-           "probabilities": [{"<label>": <p>, ...}, ...]}  (probabilities: classifiers that have predict_proba)
+           "probabilities": [{"<label>": <p>, ...}, ...]}
+          (probabilities: classifiers that have predict_proba)
 """
 
 from __future__ import annotations
@@ -11,21 +13,22 @@ from pathlib import Path
 from typing import Any
 
 from mlkube.serving.handlers.base import ModelHandler, check_names, number
+from mlkube.trainer.card import SklearnCard
 
 
 class SklearnHandler(ModelHandler):
-    """One row per instance, features in model.json's order; `predict` and, for classifiers, `predict_proba`."""
+    """One row per instance, features in the card's order; `predict` and, for classifiers, `predict_proba`."""
 
-    def load(self, model_dir: Path) -> tuple[Any, dict[str, Any]]:
+    def load(self, model_dir: Path) -> tuple[Any, SklearnCard]:
         from mlkube.trainer.artifacts import load_sklearn_model
 
-        pipeline, meta = load_sklearn_model(model_dir)
-        self.features = list(meta["features"])
-        self.labels = class_labels(pipeline, meta)
-        self.probabilities = meta["task"] == "classification" and hasattr(pipeline, "predict_proba")
+        pipeline, card = load_sklearn_model(model_dir)
+        self.features = list(card.features)
+        self.labels = class_labels(pipeline, card)
+        self.probabilities = card.task == "classification" and hasattr(pipeline, "predict_proba")
         # A pipeline fitted on a DataFrame expects its column names back.
         self.named = hasattr(pipeline, "feature_names_in_")
-        return pipeline, meta
+        return pipeline, card
 
     def rows(self, instances: list[Any]) -> Any:
         import numpy as np
@@ -57,16 +60,17 @@ class SklearnHandler(ModelHandler):
         return fields
 
     @staticmethod
-    def example(meta: dict[str, Any]) -> dict[str, Any]:
-        return {"instances": [{name: 0.0 for name in meta["features"]}]}
+    def example(card: SklearnCard) -> dict[str, Any]:
+        return {"instances": [{name: 0.0 for name in card.features}]}
 
 
-def class_labels(pipeline: Any, meta: dict[str, Any]) -> dict[Any, Any] | None:
-    """Class value → label for classifiers (model.json's `classes` name the codes 0..k-1), None for regressors."""
-    if meta["task"] != "classification":
+def class_labels(pipeline: Any, card: SklearnCard) -> dict[Any, Any] | None:
+    """Class value → label for classifiers (the card's `classes` name the codes 0..k-1), None for
+    regressors."""
+    if card.task != "classification":
         return None
     classes = pipeline.classes_.tolist()
-    names = meta.get("classes")
+    names = card.classes
     if names and len(names) == len(classes) and classes == list(range(len(classes))):
         return dict(zip(classes, names, strict=False))
     return {c: c for c in classes}

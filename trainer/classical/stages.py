@@ -27,7 +27,7 @@ from mlkube.trainer.classical.search import (
 )
 from mlkube.trainer.data import TabularData, load_tabular
 from mlkube.trainer.errors import MlkubeError
-from mlkube.trainer.run import atomic_write_json, read_json
+from mlkube.trainer.run import CLASSICAL_MODEL, atomic_write_json, read_json
 from mlkube.trainer.spec import Spec
 
 DEFAULT_METRIC = {"classification": "accuracy", "regression": "r2"}
@@ -399,10 +399,10 @@ def _refit_and_save(ctx, cd: ClassicalData, best: dict) -> dict[str, Any]:
                 y_hold, pipeline.predict(X_hold), labels=labels
             ).tolist()
     save_sklearn_model(
-        ctx.run.models / "classical",
+        ctx.run.model_dir(CLASSICAL_MODEL),
         pipeline,
         {
-            "name": "classical",
+            "name": CLASSICAL_MODEL,
             "task": cd.data.task,
             "estimator": best["model"],
             "params": best["params"],
