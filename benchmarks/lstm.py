@@ -72,7 +72,7 @@ def mlkube_loop(spec: Spec, prepared, steps: int) -> float:
 
 
 def loop_overhead(steps: int, repeats: int) -> None:
-    from mlkube.trainer.lstm.data import prepare
+    from mlkube.trainer.lstm.prepared import prepare
 
     spec = bench_spec(steps)
     steps = spec.lstm.train.epochs * spec.lstm.train.steps_per_epoch
@@ -109,8 +109,8 @@ def elastic_scaling(steps: int, repeats: int) -> None:
 def torchrun_training(root: Path, spec: Spec) -> tuple[float, float]:
     """(sequences per second of the training steps, wall seconds) of one torchrun training."""
     from mlkube.torchrun import launch
-    from mlkube.trainer.lstm.data import prepare
     from mlkube.trainer.lstm.elastic import TRAINING_RECORD
+    from mlkube.trainer.lstm.prepared import prepare
     from mlkube.trainer.progress import Progress
     from mlkube.trainer.run import LSTM_MODEL, Run, read_json
 

@@ -1,11 +1,11 @@
 """Benchmark: the Numba preprocessing kernels against their plain NumPy reference, ratios measured in one run.
 
-Synthetic data (trainer.tsdata.synthetic_source): 500 sites × 15 years × 10 daily variables (9 forcings and the
-streamflow target), with gaps punched into them, 6 static attributes. The pipeline is the one `prepare` runs: gap
-filling (up to 5 days), training-period statistics, standardisation, then 10,000 training windows of 365 days
-(validity of every window, then gathering in batches of 500). Each stage is timed for the NumPy reference and the
-Numba CPU kernels on 1 thread and on all of Numba's threads (2 here), after a warm-up whose time (JIT
-compilation, or loading the on-disk cache) is reported apart.
+Synthetic data (mlkube.trainer.series.synthetic): 500 sites × 15 years × 10 daily variables (9 forcings and
+the streamflow target), with gaps punched into them, 6 static attributes. The pipeline is the one `prepare`
+runs: gap filling (up to 5 days), training-period statistics, standardisation, then 10,000 training windows of
+365 days (validity of every window, then gathering in batches of 500). Each stage is timed for the NumPy
+reference and the Numba CPU kernels on 1 thread and on all of Numba's threads (2 here), after a warm-up whose
+time (JIT compilation, or loading the on-disk cache) is reported apart.
 
     .venv/bin/python benchmarks/preprocess.py            # add --sites 50 for a quick run
 """
@@ -19,7 +19,7 @@ from types import ModuleType
 
 import numpy as np
 
-from mlkube.trainer.tsdata import synthetic_source
+from mlkube.trainer.series.synthetic import synthetic_source
 
 MAX_GAP = 5  # days
 SEQUENCE_LENGTH = 365  # days
@@ -27,8 +27,8 @@ BATCH = 500  # windows gathered per call
 
 
 def make_data(sites: int, years: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Daily values [sites, days, 10] and static attributes [sites, 6], with gaps as in gauged records: short runs
-    (1-5 days) in every variable, and runs of 1-30 days in the streamflow (the last variable)."""
+    """Daily values [sites, days, 10] and static attributes [sites, 6], with gaps as in gauged records: short
+    runs (1-5 days) in every variable, and runs of 1-30 days in the streamflow (the last variable)."""
     source = synthetic_source(sites, years, seed)
     _, values = source.read(source.sites, source.variables)
     rng = np.random.default_rng(seed)
@@ -82,7 +82,8 @@ def run_pipeline(
 
 
 def warm_up(cpu: ModuleType, values: np.ndarray, static: np.ndarray) -> tuple[float, str]:
-    """Seconds for the first call of every kernel on a small slice, and whether it compiled or loaded the cache."""
+    """Seconds for the first call of every kernel on a small slice, and whether it compiled or loaded the
+    cache."""
     start = time.perf_counter()
     run_pipeline(cpu, np.ascontiguousarray(values[:2, :800]), np.ascontiguousarray(static[:2]), 2, 0)
     seconds = time.perf_counter() - start
@@ -126,13 +127,15 @@ def main() -> None:
     }
     numpy_s, one, many = best["numpy"], best["1"], best[str(threads)]
     print(
-        f"best of {args.repeats} runs, seconds\n{'stage':<22}{'NumPy':>8}{'Numba 1 thr':>13}{f'Numba {threads} thr':>13}"
+        f"best of {args.repeats} runs, seconds\n"
+        f"{'stage':<22}{'NumPy':>8}{'Numba 1 thr':>13}{f'Numba {threads} thr':>13}"
         f"{'speed-up 1 thr':>16}{f'speed-up {threads} thr':>16}{f'1→{threads} thr':>10}"
     )
     for stage in numpy_s:
         print(
             f"{stage:<22}{numpy_s[stage]:>8.3f}{one[stage]:>13.3f}{many[stage]:>13.3f}"
-            f"{numpy_s[stage] / one[stage]:>15.1f}×{numpy_s[stage] / many[stage]:>15.1f}×{one[stage] / many[stage]:>9.2f}×"
+            f"{numpy_s[stage] / one[stage]:>15.1f}×{numpy_s[stage] / many[stage]:>15.1f}×"
+            f"{one[stage] / many[stage]:>9.2f}×"
         )
 
 

@@ -27,8 +27,8 @@ def prepare(ctx) -> None:
             f"data: {cd.data.source}, {cd.data.n_rows} rows × {len(cd.data.feature_names)} features, {cd.data.task}"
         )
     if spec.runs_lstm:
-        from mlkube.trainer.lstm.data import prepare as prepare_lstm
-        from mlkube.trainer.lstm.data import summary
+        from mlkube.trainer.lstm.prepared import prepare as prepare_lstm
+        from mlkube.trainer.lstm.prepared import summary
 
         prepared = prepare_lstm(spec, ctx.run.path)
         out["lstm"], hashes["lstm"] = summary(prepared), prepared.data_hash

@@ -569,7 +569,7 @@ def test_every_dashboard_metric_and_label_is_one_an_exporter_exposes(torchserve)
     import requests
     from prometheus_client import generate_latest
 
-    from mlkube.trainer.metrics import TuneMetrics
+    from mlkube.trainer.exporters import TuneMetrics
 
     assert run_helm_test_script(torchserve.folder, torchserve.url("inference")).returncode == 0
     deadline = time.monotonic() + 30

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mlkube.trainer.errors import MlkubeError
-from mlkube.trainer.lstm.metrics import kge, nse, site_scores, summarize
+from mlkube.trainer.lstm.scores import kge, nse, site_scores, summarize
 from mlkube.trainer.spec import parse_spec
 
 pytestmark = pytest.mark.unit
@@ -28,7 +28,7 @@ lstm:
 
 @pytest.fixture(scope="module")
 def tiny():
-    from mlkube.trainer.lstm.data import prepare
+    from mlkube.trainer.lstm.prepared import prepare
 
     spec = parse_spec(TINY)
     return spec, prepare(spec)
@@ -264,10 +264,11 @@ def test_entry_point_without_an_lstm_section_exits_2_with_the_fix(tmp_path):
 
 
 def test_prepared_series_read_back_equal_with_their_statistics(tiny, tmp_path):
-    from mlkube.trainer.lstm.data import PREPARED, read_prepared, save_prepared
+    from mlkube.trainer.lstm.prepared import read_prepared, save_prepared
+    from mlkube.trainer.run import Run
 
     _, prepared = tiny
-    back = read_prepared(save_prepared(tmp_path / PREPARED, prepared))
+    back = read_prepared(save_prepared(Run(tmp_path).prepared_lstm, prepared))
     assert back.data.data_hash() == prepared.data_hash == back.data_hash
     for field in dataclasses.fields(prepared.stats):
         np.testing.assert_array_equal(getattr(back.stats, field.name), getattr(prepared.stats, field.name))

@@ -85,8 +85,8 @@ def test_served_lstm_predicts_what_the_trained_network_predicts(calm):
     import torch
 
     from mlkube.serving.handlers import InProcess
-    from mlkube.trainer.lstm.data import read_prepared
     from mlkube.trainer.lstm.model import load_lstm_model
+    from mlkube.trainer.lstm.prepared import read_prepared
     from mlkube.trainer.preprocess import destandardize_target, standardize
 
     prepared = read_prepared(calm.path / "prepared" / "lstm.npz")

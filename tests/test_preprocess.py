@@ -1,5 +1,5 @@
-"""The Numba kernels (CPU twins here, CUDA twins under the simulator) against the NumPy reference, and the API the
-LSTM trainer uses: statistics, standardisation, gap filling, the batch sampler."""
+"""The Numba kernels (CPU twins here, CUDA twins under the simulator) against the NumPy reference, and the API
+the LSTM trainer uses: statistics, standardisation, gap filling, the batch sampler."""
 
 from __future__ import annotations
 
@@ -18,14 +18,15 @@ from mlkube.trainer.preprocess import (
     BatchSampler,
     destandardize_target,
     fill_gaps,
+    fill_series,
     fit_statistics,
     period_batch,
     resolve_device,
     standardize,
 )
-from mlkube.trainer.preprocess.series import LOG_OFFSET
+from mlkube.trainer.preprocess.bodies import LOG_OFFSET
+from mlkube.trainer.series import TimeSeriesData
 from mlkube.trainer.spec import PreprocessSpec
-from mlkube.trainer.tsdata import TimeSeriesData
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.unit
@@ -100,7 +101,8 @@ def host(a):
     return a if isinstance(a, np.ndarray) else a.copy_to_host()
 
 def same(a, b):
-    return all(np.array_equal(host(x), host(y), equal_nan=True) for x, y in zip(as_tuple(a), as_tuple(b), strict=True))
+    pairs = zip(as_tuple(a), as_tuple(b), strict=True)
+    return all(np.array_equal(host(x), host(y), equal_nan=True) for x, y in pairs)
 
 report = {}
 for case, args in kernel_cases(1).items():
@@ -111,7 +113,8 @@ data = make_data()
 cuda, cpu_ = (BatchSampler(data, 10, 0, horizon=2, device=d).batch(3, 6) for d in ("cuda", "cpu"))
 report["sampler"] = same((cuda.x, cuda.y, cuda.site), (cpu_.x, cpu_.y, cpu_.site))
 on_gpu, on_cpu = (fit_statistics(data, PreprocessSpec(device=d, log_target=True)) for d in ("cuda", "cpu"))
-report["statistics"] = all(np.array_equal(getattr(on_gpu, f), getattr(on_cpu, f)) for f in on_cpu.__dataclass_fields__)
+fields = on_cpu.__dataclass_fields__
+report["statistics"] = all(np.array_equal(getattr(on_gpu, f), getattr(on_cpu, f)) for f in fields)
 print(json.dumps(report))
 """
 
@@ -147,6 +150,16 @@ def test_fill_gaps_interpolates_short_gaps_and_leaves_long_ones():
 def test_fill_gaps_with_zero_max_gap_changes_nothing():
     values = series_with_gaps()
     np.testing.assert_array_equal(fill_gaps(values, 0), values)
+
+
+def test_fill_series_fills_the_dynamic_inputs_and_the_target_alike():
+    data = make_data(missing=0.3)
+    data.dynamic[1, 10:12, 0] = np.nan
+    filled = fill_series(data, max_gap=2)
+    np.testing.assert_array_equal(filled.dynamic, fill_gaps(data.dynamic, 2))
+    np.testing.assert_array_equal(filled.target, fill_gaps(data.target[:, :, None], 2)[:, :, 0])
+    assert np.isnan(data.target).sum() > np.isnan(filled.target).sum()
+    assert filled.sites == data.sites and filled.periods == data.periods
 
 
 # ----------------------------------------------------------------------------------------------- statistics
@@ -334,7 +347,7 @@ def test_cuda_without_a_gpu_is_a_user_error_and_auto_falls_back(monkeypatch):
 
 
 def test_importing_the_data_modules_does_not_import_numba():
-    code = "import sys, mlkube.trainer.tsdata, mlkube.trainer.preprocess; print('numba' in sys.modules)"
+    code = "import sys, mlkube.trainer.series, mlkube.trainer.preprocess; print('numba' in sys.modules)"
     proc = subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,

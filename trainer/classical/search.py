@@ -202,7 +202,7 @@ def run_trials(
     )  # Ctrl-C stops the run (resumable), not just the trials
     from ray import tune
 
-    from mlkube.trainer.metrics import tune_metrics
+    from mlkube.trainer.exporters import tune_metrics
 
     tune_metrics(settings.metrics_port)  # start the exporter before the first trial
     trainable = tune.with_resources(
@@ -277,7 +277,7 @@ def _progress_callback(name: str, progress: Progress, settings: SearchSettings, 
     """
     from ray import tune
 
-    from mlkube.trainer.metrics import tune_metrics
+    from mlkube.trainer.exporters import tune_metrics
     from mlkube.trainer.run import atomic_write_json, now_iso
 
     class TrialProgress(tune.Callback):

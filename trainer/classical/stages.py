@@ -25,10 +25,10 @@ from mlkube.trainer.classical.search import (
     run_trials,
     tune_space,
 )
-from mlkube.trainer.data import TabularData, load_tabular
 from mlkube.trainer.errors import MlkubeError
 from mlkube.trainer.run import CLASSICAL_MODEL, atomic_write_json, read_json
 from mlkube.trainer.spec import Spec
+from mlkube.trainer.tabular import TabularData, load_tabular
 
 DEFAULT_METRIC = {"classification": "accuracy", "regression": "r2"}
 REGRESSION_METRIC_MARKS = (

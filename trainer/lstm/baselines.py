@@ -15,7 +15,7 @@ from functools import partial
 import numpy as np
 
 from mlkube.trainer.lstm.evaluate import observed
-from mlkube.trainer.tsdata import TimeSeriesData
+from mlkube.trainer.series import TimeSeriesData
 
 LAGS = 7  # days of each dynamic input, the last input day first
 MEANS = (30, 90)  # trailing means (days) of each dynamic input

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from mlkube.trainer.errors import MlkubeError
-from mlkube.trainer.lstm.data import Prepared, load_prepared
 from mlkube.trainer.lstm.exporter import metrics_hook
+from mlkube.trainer.lstm.prepared import Prepared, load_prepared
 from mlkube.trainer.lstm.train import LoopState, StepInfo, Trainer, Worker
 from mlkube.trainer.run import LSTM_MODEL, Run
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from mlkube.trainer.lstm.metrics import site_scores, summarize
+from mlkube.trainer.lstm.scores import site_scores, summarize
 from mlkube.trainer.preprocess import Statistics, destandardize_target, period_batch
-from mlkube.trainer.tsdata import TimeSeriesData
+from mlkube.trainer.series import TimeSeriesData
 
 WINDOWS_PER_PASS = 256  # sites run through the network at once (bounds memory)
 

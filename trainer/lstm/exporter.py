@@ -10,7 +10,7 @@ import os
 import time
 from pathlib import Path
 
-from mlkube.trainer.metrics import start_exporter, worker_port
+from mlkube.trainer.exporters import start_exporter, worker_port
 
 
 class MetricsHook:

@@ -11,9 +11,9 @@ import numpy as np
 
 from mlkube.trainer.errors import MlkubeError
 from mlkube.trainer.lstm.baselines import BASELINES
-from mlkube.trainer.lstm.data import Prepared, load_prepared
 from mlkube.trainer.lstm.elastic import TRAINING_RECORD
 from mlkube.trainer.lstm.evaluate import observed, score, simulate
+from mlkube.trainer.lstm.prepared import Prepared, load_prepared
 from mlkube.trainer.run import LSTM_MODEL, atomic_write_json, read_json
 
 PERIOD = "test"
@@ -103,7 +103,7 @@ def simulate_all(spec, prepared: Prepared, artifact) -> dict[str, np.ndarray]:
 
 
 def _scores(sim: np.ndarray, prepared: Prepared, horizon: int) -> dict[str, Any]:
-    from mlkube.trainer.lstm.metrics import json_safe
+    from mlkube.trainer.lstm.scores import json_safe
 
     scores = score(sim, prepared.data, PERIOD, horizon)
     return {**scores, "sites": json_safe(scores["sites"])}

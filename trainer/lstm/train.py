@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from mlkube.trainer.lstm.checkpoint import latest_checkpoint, save_checkpoint
-from mlkube.trainer.lstm.data import Prepared
 from mlkube.trainer.lstm.evaluate import score, simulate
 from mlkube.trainer.lstm.model import architecture, build_model
+from mlkube.trainer.lstm.prepared import Prepared
 from mlkube.trainer.preprocess import BatchSampler, standardize
 
 NSE_EPS = 0.1  # neuralhydrology's NSE loss: weight 1 / (site std + eps)^2, eps keeps flat sites bounded

@@ -1,8 +1,9 @@
 """Time-series preprocessing on Numba kernels: statistics, standardisation, gap filling and batch windows.
 
-Each kernel has a CPU twin (`cpu.py`, `@njit(parallel=True, cache=True)`) and a CUDA twin (`gpu.py`) built from
-the same per-item bodies (`series.py`), and a plain NumPy reference (`reference.py`). `preprocess.device` picks the
-twin: auto takes CUDA where Numba sees a GPU. Numba is imported on first use, never when this package is imported.
+Each kernel has a CPU twin (`cpu.py`, `@njit(parallel=True, cache=True)`) and a CUDA twin (`gpu.py`) built
+from the same per-item bodies (`bodies.py`), and a plain NumPy reference (`reference.py`). `preprocess.device`
+picks the twin: auto takes CUDA where Numba sees a GPU. Numba is imported on first use, never when this
+package is imported.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from mlkube.trainer.preprocess.device import kernels, resolve_device
 from mlkube.trainer.preprocess.sampler import Batch, BatchSampler, gather_windows, period_batch
 
 if TYPE_CHECKING:
+    from mlkube.trainer.series.contract import TimeSeriesData
     from mlkube.trainer.spec import PreprocessSpec
-    from mlkube.trainer.tsdata import TimeSeriesData
 
 __all__ = [
     "Batch",
@@ -28,6 +29,7 @@ __all__ = [
     "Statistics",
     "destandardize_target",
     "fill_gaps",
+    "fill_series",
     "fit_statistics",
     "gather_windows",
     "kernels",
@@ -38,11 +40,20 @@ __all__ = [
 
 
 def fill_gaps(values: np.ndarray, max_gap: int, device: str = "cpu") -> np.ndarray:
-    """A copy of `values` [sites, days, variables] with NaN runs of at most `max_gap` days linearly interpolated.
+    """A copy of `values` [sites, days, variables] with NaN runs of up to `max_gap` days filled linearly.
 
     Runs longer than that, and NaN at either end of a series, stay NaN (the loss masks them).
     """
     return kernels(device).fill_gaps(np.ascontiguousarray(values), int(max_gap))
+
+
+def fill_series(data: TimeSeriesData, max_gap: int, device: str = "cpu") -> TimeSeriesData:
+    """The same series with gaps of at most `max_gap` days filled in the dynamic inputs and the target."""
+    # one kernel call over inputs and target together: one launch on CUDA
+    values = fill_gaps(np.concatenate([data.dynamic, data.target[:, :, None]], axis=2), max_gap, device)
+    return dataclasses.replace(
+        data, dynamic=np.ascontiguousarray(values[:, :, :-1]), target=np.ascontiguousarray(values[:, :, -1])
+    )
 
 
 # ------------------------------------------------------------------------------------------------ statistics
@@ -50,8 +61,8 @@ def fill_gaps(values: np.ndarray, max_gap: int, device: str = "cpu") -> np.ndarr
 class Statistics:
     """Standardisation statistics of the training period, in the variables' units (float64).
 
-    Rows are sites; under `global` normalization every row holds the same values. The target statistics are those
-    of log(target + 0.1) when `log_target`.
+    Rows are sites; under `global` normalization every row holds the same values. The target statistics are
+    those of log(target + 0.1) when `log_target`.
     """
 
     normalization: str  # global | per_site
@@ -65,7 +76,7 @@ class Statistics:
     target_site_std: np.ndarray  # [sites] std of each site's standardised target: the NSE loss weights
 
     def to_json(self) -> dict[str, Any]:
-        """The `preprocessing` statistics of model.json: per variable lists (per site lists under per_site)."""
+        """The `preprocessing` statistics of model.json: lists per variable (per site under per_site)."""
         site = 0 if self.normalization == "global" else slice(None)
         return {
             "normalization": self.normalization,
@@ -119,7 +130,7 @@ def _target_values(target: np.ndarray, log: bool, k: ModuleType) -> np.ndarray:
 def _mean_std(
     moments: tuple[np.ndarray, ...], per_site: bool, data: TimeSeriesData, names: tuple[str, ...] | list[str]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std [sites, variables] from per-site moments: per site, or pooled over sites (the same each row)."""
+    """Mean and std [sites, variables] from per-site moments: per site, or pooled (the same in each row)."""
     count, mean, m2 = (
         moments if per_site else (np.repeat(a, len(moments[0]), axis=0) for a in _pooled(*moments))
     )
@@ -130,7 +141,7 @@ def _mean_std(
 
 
 def _pooled(count: np.ndarray, mean: np.ndarray, m2: np.ndarray) -> tuple[np.ndarray, ...]:
-    """The moments [1, variables] of all sites together, combined exactly from the per-site ones (Chan et al.)."""
+    """Moments [1, variables] of all sites together, combined exactly from the per-site ones (Chan et al.)."""
     seen = count > 0
     n = count.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -146,7 +157,8 @@ def _check_finite(mean: np.ndarray, data: TimeSeriesData, names: tuple[str, ...]
         raise MlkubeError(
             f"{names[var]} has no finite value in the training period at site {data.sites[site]} "
             f"(and {len(missing) - 1} more site/variable pairs), so it cannot be standardised",
-            "drop it from lstm.data.dynamic_inputs or the site from lstm.data.sites, or use preprocess.normalization: global",
+            "drop it from lstm.data.dynamic_inputs or the site from lstm.data.sites, "
+            "or use preprocess.normalization: global",
         )
 
 

@@ -1,4 +1,4 @@
-"""The CPU twins: `@njit(parallel=True, cache=True)` loops over the items of `series.py`, one item per iteration.
+"""The CPU twins: `@njit(parallel=True, cache=True)` loops over the items of `bodies.py`, one per iteration.
 
 Each function takes and returns NumPy arrays; its CUDA twin in `gpu.py` has the same name and signature.
 error_model="numpy": a division by zero gives inf or NaN, as on the GPU, instead of raising.
@@ -9,15 +9,15 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from mlkube.trainer.preprocess import series
+from mlkube.trainer.preprocess import bodies
 
 kernel = njit(parallel=True, cache=True, error_model="numpy")
 item = njit(cache=True, error_model="numpy", inline="always")  # no call per item in the hot loops
-_site_moments = item(series.site_moments)
-_scale = item(series.scale)
-_fill_gaps = item(series.fill_gaps)
-_window_validity = item(series.window_validity)
-_gather_day = item(series.gather_day)
+_site_moments = item(bodies.site_moments)
+_scale = item(bodies.scale)
+_fill_gaps = item(bodies.fill_gaps)
+_window_validity = item(bodies.window_validity)
+_gather_day = item(bodies.gather_day)
 
 
 @kernel
@@ -54,7 +54,7 @@ def fill_gaps(values, max_gap):
 
 @kernel
 def window_validity(dynamic, target, first, starts, length, shift, warmup):
-    """valid[site, i]: may the window with inputs [first + i, first + i + length) be drawn (see series.py)."""
+    """valid[site, i]: may the window with inputs [first + i, first + i + length) be drawn (see bodies.py)."""
     sites, days, _ = dynamic.shape
     bad_days = np.empty((sites, days + 1), np.int32)
     finite_days = np.empty((sites, days + 1), np.int32)

@@ -37,7 +37,7 @@ def kernels(device: str) -> ModuleType:
 
 
 def on_device(arrays: tuple[np.ndarray, ...], device: str) -> tuple:
-    """The arrays where the twin of `device` reads them fastest: unchanged on the CPU, copied once to the GPU."""
+    """The arrays where `device`'s twin reads them fastest: unchanged on the CPU, copied once to the GPU."""
     if resolve_device(device) == "cpu":
         return arrays
     from numba import cuda

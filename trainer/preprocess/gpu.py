@@ -1,7 +1,8 @@
-"""The CUDA twins: one `numba.cuda` thread per item of `series.py`, compiled with `cache=True`.
+"""The CUDA twins: one `numba.cuda` thread per item of `bodies.py`, compiled with `cache=True`.
 
-Same names and signatures as `cpu.py`. Inputs may be NumPy or device arrays. Results come back as NumPy arrays,
-except `gather`, whose batch stays on the GPU (`torch.as_tensor(x, device="cuda")` takes it without a copy).
+Same names and signatures as `cpu.py`. Inputs may be NumPy or device arrays. Results come back as NumPy
+arrays, except `gather`, whose batch stays on the GPU (`torch.as_tensor(x, device="cuda")` takes it without a
+copy).
 """
 
 from __future__ import annotations
@@ -9,15 +10,15 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from mlkube.trainer.preprocess import series
+from mlkube.trainer.preprocess import bodies
 
 THREADS_PER_BLOCK = 128
 
-_site_moments = cuda.jit(device=True)(series.site_moments)
-_scale = cuda.jit(device=True)(series.scale)
-_fill_gaps = cuda.jit(device=True)(series.fill_gaps)
-_window_validity = cuda.jit(device=True)(series.window_validity)
-_gather_day = cuda.jit(device=True)(series.gather_day)
+_site_moments = cuda.jit(device=True)(bodies.site_moments)
+_scale = cuda.jit(device=True)(bodies.scale)
+_fill_gaps = cuda.jit(device=True)(bodies.fill_gaps)
+_window_validity = cuda.jit(device=True)(bodies.window_validity)
+_gather_day = cuda.jit(device=True)(bodies.gather_day)
 
 
 @cuda.jit(cache=True)
@@ -102,7 +103,7 @@ def fill_gaps(values, max_gap):
 
 
 def window_validity(dynamic, target, first, starts, length, shift, warmup):
-    """valid[site, i]: may the window with inputs [first + i, first + i + length) be drawn (see series.py)."""
+    """valid[site, i]: may the window with inputs [first + i, first + i + length) be drawn (see bodies.py)."""
     sites, days, _ = dynamic.shape
     bad_days = cuda.device_array((sites, days + 1), np.int32)
     finite_days = cuda.device_array((sites, days + 1), np.int32)
@@ -124,7 +125,7 @@ def window_validity(dynamic, target, first, starts, length, shift, warmup):
 
 
 def gather(dynamic, static, target, sites, starts, length, shift):
-    """Windows into a contiguous batch on the GPU: x [windows, length, dynamic + static], y [windows, length]."""
+    """Windows into one batch on the GPU: x [windows, length, dynamic + static], y [windows, length]."""
     windows = sites.shape[0]
     x = cuda.device_array((windows, length, dynamic.shape[2] + static.shape[1]), dynamic.dtype)
     y = cuda.device_array((windows, length), target.dtype)

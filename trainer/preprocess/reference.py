@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mlkube.trainer.preprocess.series import LOG_OFFSET
+from mlkube.trainer.preprocess.bodies import LOG_OFFSET
 
 
 def site_moments(values, lo, hi):
@@ -52,8 +52,8 @@ def fill_gaps(values, max_gap):
 
 
 def window_validity(dynamic, target, first, starts, length, shift, warmup):
-    """valid[site, i]: all inputs of days [first + i, first + i + length) are finite and at least one target of the
-    days moved `shift` later, after the first `warmup`, is finite."""
+    """valid[site, i]: all inputs of days [first + i, first + i + length) are finite and at least one target
+    of the days moved `shift` later, after the first `warmup`, is finite."""
     zero = np.zeros((dynamic.shape[0], 1), np.int64)
     bad_days = np.concatenate([zero, np.cumsum(np.isnan(dynamic).any(axis=2), axis=1)], axis=1)
     finite_days = np.concatenate([zero, np.cumsum(~np.isnan(target), axis=1)], axis=1)

@@ -1,9 +1,9 @@
 """Batches of (site, start) windows for the LSTM: random for training, whole periods for evaluation.
 
 A window of `sequence_length` days holds the dynamic inputs of those days with the site's static attributes
-appended, and the target `horizon - 1` days later. The global batch of a step is a pure function of (seed, step):
-rank r of `world_size` workers takes its slice of it, so any number of workers sees the same batches, and a
-checkpoint only needs the seed and the step.
+appended, and the target `horizon - 1` days later. The global batch of a step is a pure function of (seed,
+step): rank r of `world_size` workers takes its slice of it, so any number of workers sees the same batches,
+and a checkpoint only needs the seed and the step.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from mlkube.trainer.errors import MlkubeError
 from mlkube.trainer.preprocess.device import kernels, on_device, resolve_device
 
 if TYPE_CHECKING:
-    from mlkube.trainer.tsdata import TimeSeriesData
+    from mlkube.trainer.series.contract import TimeSeriesData
 
 
 @dataclass(frozen=True, eq=False)
@@ -26,7 +26,8 @@ class Batch:
     `torch.as_tensor(x, device="cuda")` takes without a copy)."""
 
     x: Any  # [windows, days, n_dynamic + n_static]: dynamic inputs, then static attributes repeated every day
-    y: Any  # [windows, days] target `horizon - 1` days after each input day; NaN where missing (mask in the loss)
+    # [windows, days] target `horizon - 1` days after each input day; NaN where missing (masked in the loss)
+    y: Any
     site: np.ndarray  # [windows] index into data.sites
     start: np.ndarray  # [windows] first input day, index into data.dates
     history: int = 0  # leading days of every window that only give context (not scored)
@@ -61,7 +62,7 @@ def period_batch(
     data: TimeSeriesData, period: str, sequence_length: int, horizon: int = 1, device: str = "cpu"
 ) -> Batch:
     """Every site's whole `period` (train, validation, test) as one window per site, preceded by up to
-    `sequence_length - 1` days of history (`Batch.history`) so that each scored day has its full input sequence."""
+    `sequence_length - 1` days of history (`Batch.history`): each scored day has its full input sequence."""
     lo, hi = data.periods[period]
     shift = horizon - 1
     first_target = max(lo, shift)
@@ -116,8 +117,8 @@ class BatchSampler:
         flat = np.flatnonzero(valid)
         if flat.size == 0:
             raise MlkubeError(
-                f"the {self.period} period has no window of {self.sequence_length} days with finite inputs and a "
-                f"finite target after {self.warmup_days} warm-up days, at any site",
+                f"the {self.period} period has no window of {self.sequence_length} days with finite inputs "
+                f"and a finite target after {self.warmup_days} warm-up days, at any site",
                 "lengthen the period, shorten lstm.sequence_length, or raise preprocess.fill_max_gap",
             )
         site, offset = np.divmod(flat, valid.shape[1])
@@ -129,8 +130,8 @@ class BatchSampler:
         return len(self._site)
 
     def batch(self, step: int, batch_size: int, rank: int = 0, world_size: int = 1) -> Batch:
-        """Rank `rank`'s share of the global batch of `step`: windows [rank * n // world, (rank + 1) * n // world)
-        of the `batch_size` windows drawn for that step."""
+        """Rank `rank`'s share of the global batch of `step`: of the n = `batch_size` windows drawn for that
+        step, those [rank * n // world, (rank + 1) * n // world)."""
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world size {world_size}")
         rng = np.random.default_rng([self.seed, step])

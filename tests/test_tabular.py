@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlkube.trainer.data import load_tabular
 from mlkube.trainer.errors import MlkubeError
 from mlkube.trainer.spec import DataSpec
+from mlkube.trainer.tabular import load_tabular
 
 pytestmark = pytest.mark.unit
 

@@ -1,5 +1,5 @@
-"""Data set loaders. Tabular: scikit-learn's bundled sets by name, or a user's CSV/Parquet file. Time series: see
-`mlkube.trainer.tsdata` (re-exported here as `load_timeseries`)."""
+"""Tabular data sets for the classical models: scikit-learn's bundled sets by name, or a user's CSV/Parquet
+file. (The LSTM's time series are `mlkube.trainer.series`.)"""
 
 from __future__ import annotations
 
@@ -148,7 +148,8 @@ def _load_file(spec: DataSpec, task: str) -> TabularData:
     if target.isna().any():
         rows = [int(i) + 2 for i in np.flatnonzero(target.isna().to_numpy())[:5]]
         raise MlkubeError(
-            f"data.target: column {spec.target!r} has {int(target.isna().sum())} missing value(s) (file lines {rows}…)",
+            f"data.target: column {spec.target!r} has {int(target.isna().sum())} missing value(s) "
+            f"(file lines {rows}…)",
             "drop or fill those rows: a target cannot be missing",
         )
     y, class_names, task = _encode_target(target, task)
@@ -172,8 +173,8 @@ def _is_numeric(column) -> bool:
 
 
 def _encode_target(target, task: str) -> tuple[np.ndarray, list[str], str]:
-    """Classes → 0..k-1 with their names; numbers stay numbers. With task auto, integer targets with few values
-    are classes."""
+    """Classes → 0..k-1 with their names; numbers stay numbers. With task auto, integer targets with few
+    values are classes."""
     import pandas as pd
 
     values = target.to_numpy()
@@ -211,10 +212,3 @@ def _retask(data: TabularData, task: str) -> TabularData:
         data.y, data.class_names = codes.astype(np.int64), [str(c) for c in classes]
     data.task = task
     return data
-
-
-def load_timeseries(*args, **kwargs):
-    """The time-series loader (multi-site daily series); see `mlkube.trainer.tsdata.load_timeseries`."""
-    from mlkube.trainer.tsdata import load_timeseries as load
-
-    return load(*args, **kwargs)

@@ -38,7 +38,7 @@ def test_prometheus_scrapes_a_real_ray_tune_run(ray_cluster, run_spec, prometheu
 def test_tune_metric_names_pass_promtool():
     from prometheus_client import generate_latest
 
-    from mlkube.trainer.metrics import TuneMetrics
+    from mlkube.trainer.exporters import TuneMetrics
 
     metrics = TuneMetrics.create()
     metrics.trial_started()
@@ -56,7 +56,7 @@ def test_tune_metric_names_pass_promtool():
 
 
 def test_a_busy_port_names_the_port_and_the_setting_and_work_goes_on(capsys):
-    from mlkube.trainer.metrics import TuneMetrics, start_exporter
+    from mlkube.trainer.exporters import TuneMetrics, start_exporter
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -96,7 +96,7 @@ def test_prometheus_scrapes_a_real_two_worker_torchrun_training(run_spec, promet
 
 
 def test_workers_move_one_port_up_only_under_a_driver_that_holds_the_same_port(monkeypatch):
-    from mlkube.trainer.metrics import TAKEN_PORT_ENV, worker_port
+    from mlkube.trainer.exporters import TAKEN_PORT_ENV, worker_port
 
     monkeypatch.delenv(TAKEN_PORT_ENV, raising=False)
     assert [worker_port(9400, r) for r in (0, 1)] == [9400, 9401]

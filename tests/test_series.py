@@ -1,10 +1,11 @@
-"""Time-series loading: the shipped CAMELS-US sample read as CAMELS, the full-download layout, user tables, the
-synthetic bucket model, and every user error the spec can run into."""
+"""Time-series sources: the shipped CAMELS-US sample read as CAMELS, the full-download layout, user tables,
+the synthetic bucket model, gap filling composed with loading, and every user error the spec can run into."""
 
 from __future__ import annotations
 
 import datetime as dt
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -13,32 +14,35 @@ import pandas as pd
 import pytest
 
 from mlkube.trainer.errors import MlkubeError, SpecError
-from mlkube.trainer.spec import LstmSpec, PreprocessSpec, parse_spec
-from mlkube.trainer.tsdata import (
-    CAMELS_DYNAMIC,
-    CAMELS_TARGET,
-    CUBIC_FOOT,
-    DATASETS,
-    SYNTHETIC_ATTRIBUTES,
-    bucket_model,
-    load_timeseries,
-    synthetic_source,
-)
+from mlkube.trainer.lstm.prepared import load_filled
+from mlkube.trainer.series import BUILTIN_SOURCES, DATASETS, load_timeseries
+from mlkube.trainer.series.camels import CAMELS_DYNAMIC, CAMELS_TARGET, CUBIC_FOOT
+from mlkube.trainer.series.synthetic import SYNTHETIC_ATTRIBUTES, bucket_model, synthetic_source
+from mlkube.trainer.spec import TIMESERIES_DATASETS, LstmSpec, PreprocessSpec, parse_spec
 
 SAMPLE = DATASETS / "camels_us_sample"
 GAUGES = ("01022500", "01547700", "02064000", "03015500")
 pytestmark = pytest.mark.unit
 
 
+def lstm_section(data: dict | None, **lstm) -> LstmSpec:
+    """An `lstm` section given as plain values, validated like a spec."""
+    return LstmSpec.model_validate({"data": data or {}, **lstm})
+
+
 def load(data: dict | None = None, seed: int = 0, **lstm) -> object:
-    """load_timeseries for an `lstm` section given as plain values (validated like a spec)."""
-    spec = LstmSpec.model_validate({"data": data or {}, **lstm})
-    return load_timeseries(spec, PreprocessSpec(), seed)
+    """The raw series of an `lstm` section (`load_timeseries`)."""
+    return load_timeseries(lstm_section(data, **lstm), seed)
+
+
+def load_and_fill(data: dict | None = None, seed: int = 0, **lstm) -> object:
+    """The series as the LSTM trains on them: loaded, gaps filled (default `preprocess`), targets checked."""
+    return load_filled(lstm_section(data, **lstm), PreprocessSpec(), seed)
 
 
 def fails(match: str, data: dict | None = None, **lstm) -> MlkubeError:
     with pytest.raises(MlkubeError, match=match) as caught:
-        load(data, **lstm)
+        load_and_fill(data, **lstm)
     return caught.value
 
 
@@ -112,7 +116,7 @@ def test_full_download_layout_with_huc_subfolders_reads_the_same(tmp_path):
     assert downloaded.data_hash() == shipped.data_hash()
 
 
-def test_missing_values_become_nan_and_short_gaps_are_filled(camels_copy):
+def test_missing_values_become_nan_and_the_prepared_series_fill_short_gaps(camels_copy):
     def punch(fields):  # 01547700: 2 missing days in January 2000, 10 missing days in March 2000
         day = dt.date(int(fields[1]), int(fields[2]), int(fields[3]))
         gap = dt.date(2000, 1, 10) <= day <= dt.date(2000, 1, 11) or dt.date(2000, 3, 1) <= day <= dt.date(
@@ -121,10 +125,10 @@ def test_missing_values_become_nan_and_short_gaps_are_filled(camels_copy):
         return [*fields[:4], "-999.00", "M"] if gap else fields
 
     edit_lines(camels_copy / "streamflow" / "01547700_streamflow_qc.txt", punch)
-    data = load(
-        {"path": str(camels_copy), "sites": ["01547700"], "train_period": ["2000-01-01", "2001-06-30"]}
-    )
-    q = data.target[0]
+    section = {"path": str(camels_copy), "sites": ["01547700"], "train_period": ["2000-01-01", "2001-06-30"]}
+    raw = load(section).target[0]
+    assert np.isnan(raw[9:11]).all() and np.isnan(raw[60:70]).all()  # loading leaves every gap
+    q = load_and_fill(section).target[0]
     assert np.isnan(q[60:70]).all() and np.isfinite(q[:60]).all()  # the 10-day gap stays (fill_max_gap is 5)
     assert q[9] == pytest.approx(q[8] + (q[11] - q[8]) / 3, rel=1e-6)  # the 2-day gap is a straight line
     assert q[10] == pytest.approx(q[8] + 2 * (q[11] - q[8]) / 3, rel=1e-6)
@@ -184,7 +188,8 @@ def test_netcdf_without_xarray_says_what_to_install(tmp_path, monkeypatch):
 
 # -------------------------------------------------------------------------------------------------- synthetic
 def synthetic_run(sites: int, years: int, seed: int) -> tuple[dict, pd.DataFrame, dict]:
-    """A synthetic source's series by name (float64), its attributes, and the bucket model re-run on its forcings."""
+    """A synthetic source's series by name (float64), its attributes, and the bucket model re-run on its
+    forcings."""
     source = synthetic_source(n_sites=sites, years=years, seed=seed)
     _, values = source.read(source.sites, source.variables)
     series = {name: values[:, :, i].astype(np.float64) for i, name in enumerate(source.variables)}
@@ -230,6 +235,22 @@ def test_data_hash_changes_with_one_value():
     before = data.data_hash()
     data.target[2, 100] += 0.5
     assert data.data_hash() != before
+
+
+def test_every_data_set_name_the_spec_allows_has_a_source():
+    assert set(BUILTIN_SOURCES) == set(TIMESERIES_DATASETS)
+
+
+def test_loading_a_series_imports_neither_preprocessing_nor_numba():
+    code = (
+        "import sys; from mlkube.trainer.series import load_timeseries; "
+        "from mlkube.trainer.spec import LstmSpec; "
+        "load_timeseries(LstmSpec.model_validate({'data': {'name': 'synthetic', 'synthetic_sites': 2, "
+        "'synthetic_years': 2}}), 0); "
+        "print(sorted(m for m in sys.modules if m == 'numba' or m.startswith('mlkube.trainer.preprocess')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 # ------------------------------------------------------------------------------------------------ user errors

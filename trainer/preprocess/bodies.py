@@ -1,13 +1,13 @@
 """Kernel bodies shared by the CPU and the CUDA twins: each handles one item (a series, a site, a window day).
 
-They are written in the subset of Python that both `numba.njit` and `numba.cuda.jit(device=True)` compile (scalar
-loops with explicit indices, no allocation, no calls to other Python functions). `cpu.py` runs them under `prange`,
-`gpu.py` as one CUDA thread per item, so the twins cannot drift apart. Arrays are `[sites, days, variables]`.
-Arithmetic is float64 through explicit `np.float64(...)`: Numba's float() keeps float32, and the CUDA simulator's
-NumPy scalars would otherwise stay float32.
+They are written in the subset of Python that both `numba.njit` and `numba.cuda.jit(device=True)` compile
+(scalar loops with explicit indices, no allocation, no calls to other Python functions). `cpu.py` runs them
+under `prange`, `gpu.py` as one CUDA thread per item, so the twins cannot drift apart. Arrays are
+`[sites, days, variables]`. Arithmetic is float64 through explicit `np.float64(...)`: Numba's float() keeps
+float32, and the CUDA simulator's NumPy scalars would otherwise stay float32.
 
-Numba's on-disk cache keys on the file of each kernel (cpu.py, gpu.py), not on this one: after editing this file,
-delete trainer/preprocess/__pycache__/*.nbi and *.nbc.
+Numba's on-disk cache keys on the file of each kernel (cpu.py, gpu.py), not on this one: after editing this
+file, delete trainer/preprocess/__pycache__/*.nbi and *.nbc.
 """
 
 from __future__ import annotations
@@ -61,8 +61,8 @@ def scale(values, mean, std, log, inverse, out, site, day):
 
 
 def fill_gaps(values, max_gap, out, site, var):
-    """Copy values[site, :, var] into out, filling each run of at most `max_gap` NaN days that has a finite day on
-    both sides by linear interpolation. Longer runs, and NaN at either end of the series, stay NaN."""
+    """Copy values[site, :, var] into out, filling each run of at most `max_gap` NaN days that has a finite
+    day on both sides by linear interpolation. Longer runs, and NaN at either end of the series, stay NaN."""
     last = -1  # the last finite day seen
     for day in range(values.shape[1]):
         x = np.float64(values[site, day, var])
@@ -78,12 +78,12 @@ def fill_gaps(values, max_gap, out, site, var):
 
 
 def window_validity(dynamic, target, first, length, shift, warmup, bad_days, finite_days, valid, site):
-    """Mark the windows of one site that a batch may hold: valid[site, i] for the window whose inputs are the days
-    [first + i, first + i + length) and whose targets are those days moved `shift` days later.
+    """Mark the windows of one site that a batch may hold: valid[site, i] for the window whose inputs are the
+    days [first + i, first + i + length) and whose targets are those days moved `shift` days later.
 
-    A window is valid when every input day is finite and at least one target after the first `warmup` days is finite.
-    bad_days and finite_days ([sites, days + 1]) are scratch: running counts of input days holding a NaN and of
-    finite target days.
+    A window is valid when every input day is finite and at least one target after the first `warmup` days is
+    finite. bad_days and finite_days ([sites, days + 1]) are scratch: running counts of input days holding a
+    NaN and of finite target days.
     """
     bad_days[site, 0] = 0
     finite_days[site, 0] = 0
@@ -102,8 +102,8 @@ def window_validity(dynamic, target, first, length, shift, warmup, bad_days, fin
 
 
 def gather_day(dynamic, static, target, sites, starts, shift, x, y, window, step):
-    """Copy day `step` of one window into the batch: x[window, step] = dynamic inputs then static attributes of the
-    window's site, y[window, step] = its target `shift` days later."""
+    """Copy day `step` of one window into the batch: x[window, step] = dynamic inputs then static attributes
+    of the window's site, y[window, step] = its target `shift` days later."""
     site = sites[window]
     day = starts[window] + step
     n_dynamic = dynamic.shape[2]

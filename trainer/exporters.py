@@ -1,8 +1,8 @@
 """Prometheus exporters of mlkube's own long-running processes (the tuning driver, the LSTM workers).
 
-Off unless `metrics.port` is set (the Helm chart sets it). Names follow Prometheus conventions: `mlkube_` prefix,
-base units, `_total` for counters, help text on every metric, no high-cardinality labels. A port already in use is
-reported (naming the port and the setting) and the work goes on without metrics.
+Off unless `metrics.port` is set (the Helm chart sets it). Names follow Prometheus conventions: `mlkube_`
+prefix, base units, `_total` for counters, help text on every metric, no high-cardinality labels. A port
+already in use is reported (naming the port and the setting) and the work goes on without metrics.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 TRIAL_STATES = ("finished", "failed", "early_stopped")
-# The port this process (the tuning driver) exports on: child processes with the same metrics.port move one up.
+# The port this process (the tuning driver) exports on: child processes with that metrics.port move one up.
 TAKEN_PORT_ENV = "MLKUBE_METRICS_PORT_TAKEN"
 
 
@@ -27,8 +27,8 @@ def start_exporter(port: int | None, registry, what: str, host: str = "0.0.0.0")
         start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
         print(
-            f"mlkube: metrics for {what} are off: port {port} (metrics.port) cannot be used ({exc.strerror}); "
-            f"fix: set metrics.port to a free port. Going on without metrics.",
+            f"mlkube: metrics for {what} are off: port {port} (metrics.port) cannot be used "
+            f"({exc.strerror}); fix: set metrics.port to a free port. Going on without metrics.",
             file=sys.stderr,
             flush=True,
         )
@@ -95,8 +95,8 @@ _tune_metrics: dict[int, TuneMetrics | None] = {}
 
 
 def tune_metrics(port: int | None) -> TuneMetrics | None:
-    """The driver's TuneMetrics exported on `port` (started once per port and process); None when metrics are off
-    or the port could not be had."""
+    """The driver's TuneMetrics exported on `port` (started once per port and process); None when metrics are
+    off or the port could not be had."""
     if port is None:
         return None
     if port not in _tune_metrics:
@@ -108,7 +108,7 @@ def tune_metrics(port: int | None) -> TuneMetrics | None:
 
 
 def worker_port(port: int, local_rank: int) -> int:
-    """The exporter port of worker process `local_rank`: metrics.port + local rank, one higher where the parent
-    process (a local `mlkube run`) already exports the tuning driver's metrics on metrics.port."""
+    """The exporter port of worker process `local_rank`: metrics.port + local rank, one higher where the
+    parent process (a local `mlkube run`) already exports the tuning driver's metrics on metrics.port."""
     taken = os.environ.get(TAKEN_PORT_ENV) == str(port)
     return port + int(taken) + local_rank

@@ -1,8 +1,8 @@
-"""The LSTM's data in a run: loaded and gap-filled once by the prepare stage, saved as `prepared/lstm.npz` with the
-training-period statistics, and read back by every training worker and by the deep stage.
+"""The LSTM's data in a run: loaded, gap-filled and checked once by the prepare stage, saved with the
+training-period statistics (`Run.prepared_lstm`), and read back by every training worker and the deep stage.
 
-A worker started on a cluster (`mlkube submit --kind elastic`) may find no prepared file: it then loads the data
-from the spec itself, which gives the same arrays (loading is deterministic).
+A worker started on a cluster (`mlkube submit --kind elastic`) may find no prepared file: it then loads the
+data from the spec itself, which gives the same arrays (loading is deterministic).
 """
 
 from __future__ import annotations
@@ -10,15 +10,18 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mlkube.trainer.preprocess import Statistics
-from mlkube.trainer.run import atomic_path
-from mlkube.trainer.tsdata import TimeSeriesData
+from mlkube.trainer.preprocess import Statistics, fill_series, fit_statistics
+from mlkube.trainer.run import Run, atomic_path
+from mlkube.trainer.series import TimeSeriesData, load_timeseries
+from mlkube.trainer.series.checks import check_targets
 
-PREPARED = Path("prepared") / "lstm.npz"
+if TYPE_CHECKING:
+    from mlkube.trainer.spec import LstmSpec, PreprocessSpec
+
 NAME_FIELDS = ("sites", "dynamic_inputs", "static_inputs")
 
 
@@ -32,20 +35,26 @@ class Prepared:
 
 
 def prepare(spec, run_path: Path | None = None) -> Prepared:
-    """Load `spec.lstm.data`, fit the statistics, and save both under `run_path` (when given)."""
-    from mlkube.trainer.preprocess import fit_statistics
-    from mlkube.trainer.tsdata import load_timeseries
-
-    data = load_timeseries(spec.lstm, spec.preprocess, spec.seed)
+    """Load `spec.lstm.data` with its gaps filled, fit the statistics, and save both in the run at `run_path`
+    (when given)."""
+    data = load_filled(spec.lstm, spec.preprocess, spec.seed)
     prepared = Prepared(data, fit_statistics(data, spec.preprocess), data.data_hash())
     if run_path is not None:
-        save_prepared(Path(run_path) / PREPARED, prepared)
+        save_prepared(Run(run_path).prepared_lstm, prepared)
     return prepared
+
+
+def load_filled(lstm: LstmSpec, preprocess: PreprocessSpec, seed: int) -> TimeSeriesData:
+    """The series of `lstm.data`, checked against the spec, with gaps of up to `preprocess.fill_max_gap` days
+    filled, and with a target to train on and to score in every period."""
+    data = fill_series(load_timeseries(lstm, seed), preprocess.fill_max_gap, preprocess.device)
+    check_targets(data)  # after filling: filled days count as targets
+    return data
 
 
 def load_prepared(spec, run_path: Path) -> Prepared:
     """The run's prepared data, or (no prepared file) the data loaded from the spec."""
-    path = Path(run_path) / PREPARED
+    path = Run(run_path).prepared_lstm
     return read_prepared(path) if path.is_file() else prepare(spec)
 
 
@@ -60,7 +69,7 @@ def summary(prepared: Prepared) -> dict[str, Any]:
         "target": data.target_name,
         "periods": {p: [str(d) for d in data.period_dates(p)] for p in data.periods},
         "missing_target_fraction": float(np.isnan(data.target).mean()),
-        "file": str(PREPARED),
+        "file": str(Run(Path()).prepared_lstm),  # relative to the run directory
     }
 
 

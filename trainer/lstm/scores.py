@@ -13,14 +13,15 @@ import numpy as np
 
 
 def nse(sim: np.ndarray, obs: np.ndarray) -> float:
-    """Nash-Sutcliffe efficiency: 1 - sum((sim - obs)^2) / sum((obs - mean(obs))^2); 1 is perfect, 0 is the mean."""
+    """Nash-Sutcliffe efficiency: 1 - sum((sim - obs)^2) / sum((obs - mean(obs))^2); 1 is perfect, 0 is the
+    mean."""
     spread = np.sum((obs - obs.mean()) ** 2)
     return float(1 - np.sum((sim - obs) ** 2) / spread) if spread > 0 else math.nan
 
 
 def kge(sim: np.ndarray, obs: np.ndarray) -> float:
-    """Kling-Gupta efficiency (Gupta et al. 2009): 1 - sqrt((r - 1)^2 + (alpha - 1)^2 + (beta - 1)^2) with r the
-    correlation, alpha the ratio of standard deviations and beta the ratio of means (sim / obs)."""
+    """Kling-Gupta efficiency (Gupta et al. 2009): 1 - sqrt((r - 1)^2 + (alpha - 1)^2 + (beta - 1)^2) with r
+    the correlation, alpha the ratio of standard deviations and beta the ratio of means (sim / obs)."""
     if obs.std() == 0 or sim.std() == 0 or obs.mean() == 0:
         return math.nan
     r = np.corrcoef(sim, obs)[0, 1]
@@ -60,7 +61,7 @@ def site_scores(
 
 
 def summarize(scores: dict[str, dict[str, float]]) -> dict[str, dict[str, float | None]]:
-    """{"median": {metric: value}, "mean": {metric: value}} over the sites of `scores` (NaN sites left out)."""
+    """{"median": {metric: value}, "mean": {metric: value}} over the sites of `scores`, NaN sites left out."""
     out: dict[str, dict[str, float | None]] = {"median": {}, "mean": {}}
     for name in METRICS:
         values = np.array([site[name] for site in scores.values()], dtype=np.float64)
