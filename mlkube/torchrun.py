@@ -78,6 +78,7 @@ def launch(elastic, run: Run, progress: Progress) -> None:
                 stderr=subprocess.STDOUT,
             ) as proc,
         ):
+            assert proc.stdout is not None  # stdout=PIPE
             try:
                 for line in proc.stdout:
                     out.write(line)

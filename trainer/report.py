@@ -449,7 +449,7 @@ def compare(a: dict[str, Any], b: dict[str, Any], names: tuple[str, str]) -> str
     """Two leaderboards side by side: each model's best mean in either run, and the difference."""
     if a["metric"] != b["metric"]:
         return f"the runs use different metrics ({a['metric']} vs {b['metric']}); their scores are not comparable"
-    best = [{}, {}]
+    best: list[dict[str, float]] = [{}, {}]
     for side, board in zip(best, (a, b), strict=False):
         for row in board["rows"]:
             if row["status"] == "ok" and row["mean"] > side.get(row["model"], float("-inf")):

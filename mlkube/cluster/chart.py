@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,7 @@ def split_image(image: str) -> dict[str, str]:
     return {"repository": repository, "tag": tag}
 
 
-def values_for(spec: Spec, kind: str, run_id: str, overrides: list[dict] = ()) -> dict[str, Any]:
+def values_for(spec: Spec, kind: str, run_id: str, overrides: Sequence[dict] = ()) -> dict[str, Any]:
     """Chart values that run `spec` as one workload (`ray`, `elastic` or `serve`), then each override merged on top."""
     elastic = spec.lstm.elastic if spec.lstm is not None else ElasticSpec()
     values = {

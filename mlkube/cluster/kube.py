@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from mlkube.trainer.errors import MlkubeError
+
+if TYPE_CHECKING:
+    from urllib3 import HTTPResponse
 
 RUN_LABEL = "mlkube.dev/run-id"
 ROLE_LABEL = "mlkube.dev/role"
@@ -160,8 +163,10 @@ class Kube:
     def log_lines(self, pod: str, follow: bool) -> Iterator[str]:
         """A pod's log, line by line; with `follow`, until its container ends."""
         with self.errors(f"the log of pod {pod}"):
-            response = self.core.read_namespaced_pod_log(
-                pod, self.namespace, follow=follow, _preload_content=False
+            # the client annotates the log as str; with _preload_content=False it is the raw HTTP response
+            response = cast(
+                "HTTPResponse",
+                self.core.read_namespaced_pod_log(pod, self.namespace, follow=follow, _preload_content=False),
             )
             buffer = b""
             for chunk in response.stream(4096):
@@ -195,6 +200,7 @@ def _server_message(err: Any) -> str:
     import json
 
     body = getattr(err, "body", None)
-    with contextlib.suppress(TypeError, ValueError, AttributeError):
-        return json.loads(body).get("message") or str(err.reason)
+    if isinstance(body, (str, bytes, bytearray)):
+        with contextlib.suppress(TypeError, ValueError, AttributeError):
+            return json.loads(body).get("message") or str(err.reason)
     return str(getattr(err, "reason", err))

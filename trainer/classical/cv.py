@@ -146,6 +146,8 @@ class NestedSplits:
 def nested_splits(
     cv: CVSpec, X: np.ndarray, y: np.ndarray, task: str, seed: int, groups: np.ndarray | None = None
 ) -> NestedSplits:
+    if cv.inner is None or cv.outer is None:
+        raise ValueError("nested_splits needs a nested scheme (both inner and outer)")
     outer = splits(cv.outer, X, y, task, seed, groups)
     inner = []
     for train, _ in outer:

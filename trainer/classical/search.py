@@ -4,13 +4,14 @@ stop weak trials after a few folds. The data and the folds go to the object stor
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -22,6 +23,13 @@ SAMPLERS = {"loguniform", "uniform", "randint", "choice"}
 _owned_ray = False  # True when this process started the local Ray (and so shuts it down)
 
 
+class _QuietRay(TypedDict):
+    """`ray.init` keywords that keep Ray's own logging out of the progress lines."""
+
+    logging_level: int
+    log_to_driver: bool
+
+
 # ------------------------------------------------------------------------------------------------ ray
 def connect_ray(ray_address: str | None, num_cpus: int | None, progress: Progress) -> None:
     """Join `ray_address` / $RAY_ADDRESS (a KubeRay cluster), or start a local Ray on this machine's CPUs."""
@@ -31,7 +39,7 @@ def connect_ray(ray_address: str | None, num_cpus: int | None, progress: Progres
     if ray.is_initialized():
         return
     address = ray_address or os.environ.get("RAY_ADDRESS")
-    quiet = {"logging_level": "ERROR", "log_to_driver": False}
+    quiet: _QuietRay = {"logging_level": logging.ERROR, "log_to_driver": False}
     if address:
         progress.say(f"joining the Ray cluster at {address}")
         ray.init(address=address, **quiet)
@@ -231,7 +239,8 @@ def run_trials(
             ),
         )
         results = tuner.fit()
-        return [trial_row(r, data) for r in results]
+        # ResultGrid is indexable but declares no __iter__
+        return [trial_row(results[i], data) for i in range(len(results))]
 
 
 def _trial_resources(settings: SearchSettings, data: TrialData):

@@ -6,7 +6,7 @@ data, score it once on the holdout and save it to `models/classical/`.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,7 @@ from mlkube.trainer.classical.search import (
 )
 from mlkube.trainer.errors import MlkubeError
 from mlkube.trainer.run import CLASSICAL_MODEL, atomic_write_json, read_json
-from mlkube.trainer.spec import Spec
+from mlkube.trainer.spec import SearchSpec, Spec
 from mlkube.trainer.tabular import TabularData, load_tabular
 
 DEFAULT_METRIC = {"classification": "accuracy", "regression": "r2"}
@@ -65,6 +65,8 @@ class ClassicalData:
 
 
 def classical_data(spec: Spec) -> ClassicalData:
+    if spec.data is None:
+        raise ValueError("the classical stages need the spec's data section")
     return _classical_data(spec.data.model_dump_json(), spec.classical.model_dump_json(), spec.seed)
 
 
@@ -128,6 +130,7 @@ def check_classical(spec: Spec) -> None:
             "add them to classical.models or remove their params",
         )
     scheme = c.cv.outer if c.cv.scheme == "nested" else c.cv
+    assert scheme is not None  # the spec requires `outer` with a nested scheme
     cvlib.check_scheme(scheme, cd.y, task, cd.groups)
     if c.cv.scheme == "nested" and c.search is None:
         raise MlkubeError(
@@ -135,11 +138,10 @@ def check_classical(spec: Spec) -> None:
             "add a search section, or use a non-nested scheme",
         )
     if c.search is not None:
-        _check_space(spec, names, task, n_classes)
+        _check_space(spec, c.search, names, task, n_classes)
 
 
-def _check_space(spec: Spec, names: list[str], task: str, n_classes: int) -> None:
-    search = spec.classical.search
+def _check_space(spec: Spec, search: SearchSpec, names: list[str], task: str, n_classes: int) -> None:
     if not search.space:
         raise MlkubeError("classical.search.space is empty", "give e.g. space: {SVM: {C: [0.1, 1, 10]}}")
     for model, space in search.space.items():
@@ -175,21 +177,25 @@ def _trial_data(spec: Spec, cd: ClassicalData, steps: list[Step]) -> TrialData:
     )
 
 
-def _settings(spec: Spec, search: bool, status_path: str | None = None) -> SearchSettings:
+def _settings(spec: Spec, search: SearchSpec | None, status_path: str | None = None) -> SearchSettings:
+    """One Tune experiment's settings; `search` None: the spot-check's (one trial per model, no scheduler)."""
     c = spec.classical
-    common = {
-        "max_concurrent": c.max_concurrent,
-        "cpu": c.resources_per_trial.cpu,
-        "gpu": c.resources_per_trial.gpu,
-        "max_failures": c.max_failures,
-        "metrics_port": spec.metrics.port,
-        "status_path": status_path,
-    }
-    if not search:
-        return SearchSettings(**common)
-    s = c.search
-    return SearchSettings(
-        algorithm=s.algorithm, trials=s.trials, scheduler=s.scheduler, grace_folds=s.grace_folds, **common
+    settings = SearchSettings(
+        max_concurrent=c.max_concurrent,
+        cpu=c.resources_per_trial.cpu,
+        gpu=c.resources_per_trial.gpu,
+        max_failures=c.max_failures,
+        metrics_port=spec.metrics.port,
+        status_path=status_path,
+    )
+    if search is None:
+        return settings
+    return replace(
+        settings,
+        algorithm=search.algorithm,
+        trials=search.trials,
+        scheduler=search.scheduler,
+        grace_folds=search.grace_folds,
     )
 
 
@@ -224,7 +230,7 @@ def evaluate(ctx) -> None:
         "evaluate",
         {"model": tune.grid_search(names)},
         _trial_data(spec, cd, steps),
-        _settings(spec, search=False, status_path=_status(ctx)),
+        _settings(spec, None, status_path=_status(ctx)),
         ctx.progress,
     )
     for row in rows:
@@ -283,7 +289,7 @@ def _tune(ctx, cd: ClassicalData) -> tuple[list[dict], list[dict], dict]:
             f"improve-{model}",
             param_space,
             data,
-            _settings(spec, search=True, status_path=_status(ctx)),
+            _settings(spec, c.search, status_path=_status(ctx)),
             ctx.progress,
         )
         all_trials += [{**r, "stage": "improve"} for r in rows]

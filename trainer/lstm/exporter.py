@@ -20,13 +20,16 @@ class MetricsHook:
         from prometheus_client import CollectorRegistry, Counter, Gauge
 
         self.registry = CollectorRegistry()
-        labels = {"labelnames": ["rank"], "registry": self.registry}
+        labelnames = ["rank"]
 
         def gauge(name: str, text: str):
-            return Gauge(name, text, **labels).labels(rank=str(rank))
+            return Gauge(name, text, labelnames, registry=self.registry).labels(rank=str(rank))
 
         self.steps = Counter(
-            "mlkube_lstm_steps", "Optimisation steps taken by this worker process.", **labels
+            "mlkube_lstm_steps",
+            "Optimisation steps taken by this worker process.",
+            labelnames,
+            registry=self.registry,
         ).labels(rank=str(rank))
         self.epoch = gauge("mlkube_lstm_epoch", "Current epoch (1-based).")
         self.loss = gauge("mlkube_lstm_train_loss", "Training loss of the last step's global batch.")

@@ -150,10 +150,12 @@ def draw(
 
 def chosen_sites(sites: tuple[str, ...], scores: dict[str, dict[str, float | None]]) -> dict[str, tuple]:
     """{"best" | "median" | "worst": (index, site, NSE)} by LSTM NSE (sites without one come last)."""
-    order = sorted(
-        range(len(sites)),
-        key=lambda i: -np.inf if scores[sites[i]]["nse"] is None else -scores[sites[i]]["nse"],
-    )
+
+    def rank(i: int) -> float:
+        nse = scores[sites[i]]["nse"]
+        return -np.inf if nse is None else -nse
+
+    order = sorted(range(len(sites)), key=rank)
     picks: dict[str, int] = {}
     for label, i in (("best", order[0]), ("median", order[(len(order) - 1) // 2]), ("worst", order[-1])):
         if i not in picks.values():
