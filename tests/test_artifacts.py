@@ -81,6 +81,7 @@ def lstm_folder(tmp_path):
 def test_cards_read_back_as_the_typed_cards_training_wrote(tmp_path, lstm_folder):
     from mlkube.trainer.card import LstmCard, SklearnCard
     from mlkube.trainer.lstm.model import load_lstm_model
+    from mlkube.trainer.preprocess.bodies import LOG_OFFSET
 
     pipeline, _ = _fitted(StandardScaler())
     written = save_sklearn_model(tmp_path / "classical", pipeline, META)
@@ -89,10 +90,8 @@ def test_cards_read_back_as_the_typed_cards_training_wrote(tmp_path, lstm_folder
     assert isinstance(card, LstmCard) and card == LstmCard.model_validate(
         read_json(lstm_folder / "model.json")
     )
-    assert (card.preprocessing.target_transform.kind, card.preprocessing.target_transform.offset) == (
-        "log",
-        0.1,
-    )
+    transform = card.preprocessing.target_transform
+    assert (transform.kind, transform.offset) == ("log", LOG_OFFSET)  # the training kernels' offset
 
 
 def _edit_card(folder, change) -> None:

@@ -1,4 +1,5 @@
-"""One real TorchServe (Java frontend, Python workers) serving both archives of a run, and a real Prometheus."""
+"""One real TorchServe (Java frontend, Python workers) serving both archives of a run, and a real
+Prometheus."""
 
 from __future__ import annotations
 
@@ -70,7 +71,8 @@ def moved(before: dict, after: dict, name: str, model: str) -> float:
 
 
 def scrape_when_moved(server, before: dict, name: str, model: str, by: float, timeout: float = 15) -> dict:
-    """Scrape until `name` moved by at least `by`: the worker's metrics reach the frontend after its answers."""
+    """Scrape until `name` moved by at least `by`: the worker's metrics reach the frontend after its
+    answers."""
     deadline = time.monotonic() + timeout
     after = scrape(server)
     while moved(before, after, name, model) < by and time.monotonic() < deadline:
@@ -142,11 +144,35 @@ def test_served_predictions_equal_the_in_process_models(server):
     windows = forcing_windows(5)
     answer = server.predict("lstm", {"instances": windows})
     assert answer["version"] == server.folder.parent.name
-    np.testing.assert_allclose(answer["predictions"], expected_lstm(windows), atol=1e-6)
+    np.testing.assert_allclose(answer["predictions"], expected_lstm(lstm_folder(server), windows), atol=1e-6)
+
+
+def lstm_folder(server) -> Path:
+    """The served run's LSTM folder (the server runs in the run's serving/ folder)."""
+    from mlkube.trainer.run import LSTM_MODEL, Run
+
+    return Run(server.folder.parent).model_dir(LSTM_MODEL)
+
+
+def test_served_lstm_trained_on_log_flow_answers_the_saved_networks_output_back_in_flow_units(server):
+    """With log_target, the card carries the training kernels' transform, TorchServe's worker undoes it, and
+    the answer equals the saved network's output de-transformed by training's own code."""
+    from mlkube.trainer.artifacts import read_model_card
+    from mlkube.trainer.preprocess.bodies import LOG_OFFSET
+
+    transform = read_model_card(lstm_folder(server)).preprocessing.target_transform
+    assert (transform.kind, transform.offset) == ("log", LOG_OFFSET)
+    windows = forcing_windows(4, seed=9)
+    answer = post(server, "lstm", request(windows))
+    assert answer.status_code == 200, answer.text
+    expected = expected_lstm(lstm_folder(server), windows)
+    np.testing.assert_allclose(answer.json()["predictions"], expected, rtol=1e-6)
+    assert (expected > -LOG_OFFSET).all()  # back in flow units: exp(.) - offset
 
 
 def test_each_worker_may_use_the_cpus_of_its_models_share(server):
-    """Intra-op threads split the CPUs among every worker; the LSTM's batch shards among its model's workers only."""
+    """Intra-op threads split the CPUs among every worker; the LSTM's batch shards among its model's workers
+    only."""
     import os
 
     import psutil
@@ -216,8 +242,9 @@ def test_keys_never_reach_the_logs_or_the_printed_instructions(server):
 
 
 def test_logs_keep_one_access_line_per_request_and_no_per_request_debug_lines(server):
-    """TorchServe's own log4j2.xml logs every request ~10 times at DEBUG (ts_log.log twice, stdout once): 6 MB per
-    2,600 requests and most of the frontend's CPU. mlkube's keeps the access log and lifecycle lines only."""
+    """TorchServe's own log4j2.xml logs every request ~10 times at DEBUG (ts_log.log twice, stdout once): 6 MB
+    per 2,600 requests and most of the frontend's CPU. mlkube's keeps the access log and lifecycle lines
+    only."""
     import psutil
 
     logs = server.folder / "logs"
@@ -257,8 +284,8 @@ def forks_since_boot() -> int:
 
 
 def test_frontend_hands_batches_to_the_worker_without_starting_a_thread_each(server):
-    """TorchServe sends each batch with CompletableFuture.runAsync; on a 2-CPU machine Java's common pool has 1 thread
-    and runAsync then starts a new thread per batch. mlkube gives the pool at least 2 threads."""
+    """TorchServe sends each batch with CompletableFuture.runAsync; on a 2-CPU machine Java's common pool has
+    1 thread and runAsync then starts a new thread per batch. mlkube gives the pool at least 2 threads."""
     sequential = 100  # one batch each
     post(server, "classical", GOOD["classical"])
     before = forks_since_boot()
