@@ -1,9 +1,11 @@
-"""mlkube's Ray Tune grid search vs scikit-learn's GridSearchCV(n_jobs=-1), same grid, same folds, same machine.
+"""mlkube's Ray Tune grid search vs scikit-learn's GridSearchCV(n_jobs=-1), same grid, same folds, same
+machine.
 
     python benchmarks/classical.py [--rows 20000] [--folds 5]
 
-Prints wall times and their ratio (target: mlkube ≤ 1.15× GridSearchCV; with ASHA the goal is < 1×), the largest
-score difference between the two (must be ≤ 1e-9), and the per-trial scheduling overhead measured with trivial trials.
+Prints wall times and their ratio (target: mlkube ≤ 1.15× GridSearchCV; with ASHA the goal is < 1×), the
+largest score difference between the two (must be ≤ 1e-9), and the per-trial scheduling overhead measured with
+trivial trials.
 """
 
 from __future__ import annotations

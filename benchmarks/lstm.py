@@ -2,14 +2,14 @@
 
 1. Loop overhead: mlkube's training loop (`Trainer.fit`: sampler, masked NSE loss, clipping, schedule, hooks,
    a checkpoint every `checkpoint_every` steps, validation every epoch) against a bare PyTorch loop (the same
-   network, the same batches from the same sampler, Adam, masked MSE, nothing else), in this process, one worker.
-   Sequences per second over the whole loop.
-2. Elastic scaling: the same training under torchrun with 1 and with 2 gloo workers (sequences per second of the
-   training steps, and the wall time with torchrun's start-up).
+   network, the same batches from the same sampler, Adam, masked MSE, nothing else), in this process, one
+   worker. Sequences per second over the whole loop.
+2. Elastic scaling: the same training under torchrun with 1 and with 2 gloo workers (sequences per second of
+   the training steps, and the wall time with torchrun's start-up).
 Parts 1 and 2 interleave their repeats and report the best of each: on a machine shared with other work, the
 fastest repeat is the one least disturbed by it.
-3. Skill: `examples/hydrology.yaml` end to end (prepare + deep stage, 2 workers): test-period median NSE of the
-   LSTM and of the baselines on the shipped CAMELS-US sample.
+3. Skill: `examples/hydrology.yaml` end to end (prepare + deep stage, 2 workers): test-period median NSE of
+   the LSTM and of the baselines on the shipped CAMELS-US sample.
 4. GPU (where CUDA exists): forward + backward of the network with cuDNN and with cuDNN disabled.
 
     .venv/bin/python benchmarks/lstm.py                 # add --repeats 1 --no-skill for a quick run

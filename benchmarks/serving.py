@@ -1,21 +1,23 @@
-"""TorchServe vs the same handler called in this process: latency p50/p99 and throughput of the scikit-learn and LSTM
-endpoints at concurrency 1 and 8, unbatched (batch_size 1) and with dynamic batching (the spec's batch_size, delay).
+"""TorchServe vs the same handler called in this process: latency p50/p99 and throughput of the scikit-learn
+and LSTM endpoints at concurrency 1 and 8, unbatched (batch_size 1) and with dynamic batching (the spec's
+batch_size, delay).
 
-    python benchmarks/serving.py [--run RUN] [--requests 3000] [--rounds 6] [--batch-size 8] [--max-batch-delay-ms 5]
+    python benchmarks/serving.py [--run RUN] [--requests 3000] [--rounds 6] [--batch-size 8]
+        [--max-batch-delay-ms 5]
 
-Without --run it builds a run like the tests' (iris LDA pipeline; an LSTM of 64 hidden units on 365-day windows, the
-spec's defaults). A classical request is the model's example (one row); an LSTM request is one 365-day window of
-forcings drawn around the training statistics (3 decimals, as a client would send them). The load generator is one
-process with 1 or 8 keep-alive connections, each sending its next request as soon as its answer is complete (a
-closed loop, like wrk); it shares this machine's CPUs with TorchServe, so it is kept lean: a multi-process
-http.client load took a fifth of the CPUs and ran the batched LSTM ~30 % slower.
-The unbatched and the batched TorchServe run side by side (one idles while the other is measured) and each line is
-measured in alternating rounds, because this VM's speed drifts by ±20 % over minutes: one server after the other
-measured the drift as much as the batching. Throughput is the median round; batching's gain is the median of the
-rounds' batched/unbatched ratios. Each server first gets 2000 warm-up requests per model (the JVM compiles its hot
-paths). `batch` is the mean number of requests per handler call (from the handler's own metrics).
-Goals: TorchServe adds ≤ 3 ms p50 per request (unbatched, concurrency 1), and dynamic batching gives ≥ 3× the
-unbatched throughput at concurrency 8.
+Without --run it builds a run like the tests' (iris LDA pipeline; an LSTM of 64 hidden units on 365-day
+windows, the spec's defaults). A classical request is the model's example (one row); an LSTM request is one
+365-day window of forcings drawn around the training statistics (3 decimals, as a client would send them). The
+load generator is one process with 1 or 8 keep-alive connections, each sending its next request as soon as its
+answer is complete (a closed loop, like wrk); it shares this machine's CPUs with TorchServe, so it is kept
+lean: a multi-process http.client load took a fifth of the CPUs and ran the batched LSTM ~30 % slower.
+The unbatched and the batched TorchServe run side by side (one idles while the other is measured) and each
+line is measured in alternating rounds, because this VM's speed drifts by ±20 % over minutes: one server after
+the other measured the drift as much as the batching. Throughput is the median round; batching's gain is the
+median of the rounds' batched/unbatched ratios. Each server first gets 2000 warm-up requests per model (the
+JVM compiles its hot paths). `batch` is the mean number of requests per handler call (from the handler's own
+metrics). Goals: TorchServe adds ≤ 3 ms p50 per request (unbatched, concurrency 1), and dynamic batching gives
+≥ 3× the unbatched throughput at concurrency 8.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ def summary(latencies_ms: np.ndarray, wall_s: float) -> dict[str, float]:
 
 
 def timed(call, calls: int) -> dict[str, float]:
-    """Latency of `call`, called `calls` times in this thread (torch runs an LSTM ~10× slower in other threads)."""
+    """Latency of `call`, called `calls` times in this thread (torch runs an LSTM ~10× slower in other
+    threads)."""
     latencies = []
     start = time.perf_counter()
     for _ in range(calls):
@@ -160,10 +163,11 @@ def served(
     rounds: int,
     scratch: Path,
 ) -> tuple[dict, dict]:
-    """Two TorchServes at once, unbatched and with `batch_size`, each on its own copy of the run; every model and
-    concurrency is measured in `rounds` alternating rounds (unbatched, batched, then batched, unbatched, ...), so that
-    this machine's speed, which drifts by ±20 % over minutes, weighs on both alike.
-    Returns the results (pooled latencies, median round throughput) and, per model, each round's batching gain."""
+    """Two TorchServes at once, unbatched and with `batch_size`, each on its own copy of the run; every model
+    and concurrency is measured in `rounds` alternating rounds (unbatched, batched, then batched, unbatched,
+    ...), so that this machine's speed, which drifts by ±20 % over minutes, weighs on both alike.
+    Returns the results (pooled latencies, median round throughput) and, per model, each round's batching
+    gain."""
     from mlkube.serving.server import serve_run
     from mlkube.trainer.run import Run
     from tests.serving_fixtures import serve_spec
@@ -195,8 +199,9 @@ def served(
 
 
 def alternating(servers: dict, model: str, body: bytes, requests: int, concurrency: int, rounds: int) -> dict:
-    """Each server's `requests` in `rounds` rounds, the servers taking turns (A B, B A, ...): per server, p50/p99 of
-    all latencies, the median round's throughput, each round's throughput and the mean requests per handler call."""
+    """Each server's `requests` in `rounds` rounds, the servers taking turns (A B, B A, ...): per server,
+    p50/p99 of all latencies, the median round's throughput, each round's throughput and the mean requests per
+    handler call."""
     before = {label: handler_counts(server, model) for label, server in servers.items()}
     latencies = {label: [] for label in servers}
     rounds_rps = {label: [] for label in servers}
@@ -221,8 +226,8 @@ def alternating(servers: dict, model: str, body: bytes, requests: int, concurren
 
 
 def twin_run(run_path: Path, scratch: Path) -> Path:
-    """A copy of the run's spec, records and models (not its serving folder) under `scratch`: TorchServe serves one
-    run folder once."""
+    """A copy of the run's spec, records and models (not its serving folder) under `scratch`: TorchServe
+    serves one run folder once."""
     import shutil
 
     twin = scratch / "twin" / run_path.name
@@ -245,8 +250,8 @@ def handler_counts(server, model: str) -> tuple[float, float]:
 
 
 def request_bodies(run_path: Path, seed: int = 0) -> dict[str, bytes]:
-    """One request per model: the handler's example; for an LSTM, with forcings drawn around the training statistics
-    (the example repeats the means, which makes a short body that parses unrealistically fast)."""
+    """One request per model: the handler's example; for an LSTM, with forcings drawn around the training
+    statistics (the example repeats the means, which makes a short body that parses unrealistically fast)."""
     from mlkube.serving.handlers import handler_for
     from mlkube.trainer.artifacts import read_model_card
 
@@ -302,8 +307,8 @@ def main() -> None:
     from mlkube.serving.handlers.base import WORKER_CPUS_ENV
     from mlkube.serving.server import worker_threads
 
-    # The in-process baseline gets the threads a TorchServe worker gets (set before torch is imported): 2 models,
-    # 1 worker each.
+    # The in-process baseline gets the threads a TorchServe worker gets (set before torch is imported): 2
+    # models, 1 worker each.
     os.environ.setdefault("OMP_NUM_THREADS", str(worker_threads(2)))
     os.environ.setdefault(WORKER_CPUS_ENV, str(worker_threads(1)))
     from tests.serving_fixtures import make_run

@@ -1,8 +1,8 @@
 """The stage pipeline: prepare → evaluate → improve → deep → present (→ serve), in one run directory.
 
-Each stage is one line in STAGES: a name, whether the spec enables it, and its function ("module:function", imported
-on use). A stage writes its outputs atomically and is marked done in stages.json only when it finished, so
-`--resume` skips finished stages and redoes the interrupted one.
+Each stage is one line in STAGES: a name, whether the spec enables it, and its function ("module:function",
+imported on use). A stage writes its outputs atomically and is marked done in stages.json only when it
+finished, so `--resume` skips finished stages and redoes the interrupted one.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Stages that span the science packages or need a launcher: prepare (load and describe the data), deep (the LSTM,
-trained by torchrun on this machine) and present (report)."""
+"""Stages that span the science packages or need a launcher: prepare (load and describe the data), deep (the
+LSTM, trained by torchrun on this machine) and present (report)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,8 @@ def prepare(ctx) -> None:
 
 
 def deep(ctx) -> None:
-    """Train the LSTM under torchrun on this machine, then score it beside the baselines (stages/deep.json)."""
+    """Train the LSTM under torchrun on this machine, then score it beside the baselines
+    (stages/deep.json)."""
     from mlkube.torchrun import launch
     from mlkube.trainer.lstm.stage import deep as train_and_score
 

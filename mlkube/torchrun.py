@@ -1,8 +1,9 @@
-"""The local launcher of the LSTM's elastic training: torchrun on this machine, show its progress, and keep its log in the run.
+"""The local launcher of the LSTM's elastic training: torchrun on this machine, show its progress, and keep
+its log in the run.
 
 By default the rendezvous is local (c10d on a free loopback port, one node). With `lstm.elastic.rdzv_endpoint`
-set, the spec's backend, endpoint and min..max nodes are used, so torchrun on other machines can join the group.
-Each launch gets its own TMPDIR (torchrun and inductor leave folders there), removed afterwards.
+set, the spec's backend, endpoint and min..max nodes are used, so torchrun on other machines can join the
+group. Each launch gets its own TMPDIR (torchrun and inductor leave folders there), removed afterwards.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ FAILURE_MARK = (
 
 
 def torchrun_command(elastic, run: Run, local_port: int) -> list[str]:
-    """`python -m torch.distributed.run ... -m mlkube.commands.lstm_worker --spec ... --run-dir ...` for this run."""
+    """`python -m torch.distributed.run ... -m mlkube.commands.lstm_worker --spec ... --run-dir ...` for this
+    run."""
     if elastic.rdzv_endpoint:
         nodes, backend, endpoint = (
             f"{elastic.min_nodes}:{elastic.max_nodes}",

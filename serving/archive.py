@@ -1,8 +1,8 @@
 """Run artifact → TorchServe model archive: `models/<name>/` → `serving/model-store/<name>.mar`.
 
 Each archive holds the framework's handler, model.json and the weights, with the run id as its version. The
-model's SHA-256 is checked before packing, and each archive's own SHA-256 is recorded in `model-store/archives.json`,
-which the server checks before it loads anything.
+model's SHA-256 is checked before packing, and each archive's own SHA-256 is recorded in
+`model-store/archives.json`, which the server checks before it loads anything.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ def model_names(run: Run, names: list[str] | None = None) -> list[str]:
 
 
 def archive_run(run: Run, names: list[str] | None = None, force: bool = False) -> list[Path]:
-    """Archive the run's models (all, or `names`); without `force`, an archive up to date with its model is kept."""
+    """Archive the run's models (all, or `names`); without `force`, an archive up to date with its model is
+    kept."""
     records = read_archives(run)
     paths = []
     for name in model_names(run, names):
@@ -58,10 +59,12 @@ def archive_run(run: Run, names: list[str] | None = None, force: bool = False) -
 
 
 def archive_model(folder: Path, card: ModelCard, mar: Path, version: str) -> dict[str, Any]:
-    """Pack one model folder into `mar` (atomically) with torch-model-archiver; return its archives.json record."""
+    """Pack one model folder into `mar` (atomically) with torch-model-archiver; return its archives.json
+    record."""
     handler, _ = handler_for(card.framework)
     with tempfile.TemporaryDirectory(prefix="mlkube-archive-") as tmp:
-        # The archiver stages files in $TMPDIR/<model name>: a private TMPDIR keeps concurrent archivers apart.
+        # The archiver stages files in $TMPDIR/<model name>: a private TMPDIR keeps concurrent archivers
+        # apart.
         command = [
             sys.executable,
             "-m",

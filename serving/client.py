@@ -1,5 +1,5 @@
-"""A small client of TorchServe's inference API. The key is read from TorchServe's key file (or a secret mounted as a
-file), never taken from the command line, and never printed."""
+"""A small client of TorchServe's inference API. The key is read from TorchServe's key file (or a secret
+mounted as a file), never taken from the command line, and never printed."""
 
 from __future__ import annotations
 
@@ -39,8 +39,8 @@ class Client:
         self.session.headers.update({"Content-Type": "application/json", **auth_header(token_file)})
 
     def predict(self, model: str, payload: dict[str, Any] | bytes) -> dict[str, Any]:
-        """POST `payload` (a request object, or its JSON bytes) to the model; MlkubeError with the server's message
-        on any status but 200."""
+        """POST `payload` (a request object, or its JSON bytes) to the model; MlkubeError with the server's
+        message on any status but 200."""
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         answer = self.session.post(f"{self.url}/predictions/{model}", data=body, timeout=self.timeout)
         if answer.status_code != 200:

@@ -1,10 +1,10 @@
 """A local TorchServe for a run's model archives: config.properties, start, health, stop.
 
-Everything lives in the run's `serving/` folder: `config.properties`, `log4j2.xml`, `metrics.yaml`, `model-store/`
-(the .mar files), `key_file.json` (TorchServe's token file, readable by the owner only), `logs/`, `tmp/` (TMPDIR and
-java.io.tmpdir, where TorchServe unpacks the models and puts its worker sockets) and `server.json` (pid, addresses)
-while a server runs. Addresses are loopback by default, token authorization is on, the model-management API stays
-off, metrics are in Prometheus format.
+Everything lives in the run's `serving/` folder: `config.properties`, `log4j2.xml`, `metrics.yaml`,
+`model-store/` (the .mar files), `key_file.json` (TorchServe's token file, readable by the owner only),
+`logs/`, `tmp/` (TMPDIR and java.io.tmpdir, where TorchServe unpacks the models and puts its worker sockets)
+and `server.json` (pid, addresses) while a server runs. Addresses are loopback by default, token authorization
+is on, the model-management API stays off, metrics are in Prometheus format.
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ class Server:
         return self.folder / "examples" / f"{model}.json"
 
     def stop(self, timeout: float = 30) -> None:
-        """Terminate the process group (launcher, Java frontend, Python workers); kill it after `timeout` s."""
+        """Terminate the process group (launcher, Java frontend, Python workers); kill it after `timeout`
+        s."""
         if self.alive():
             os.killpg(self.pid, signal.SIGTERM)
             deadline = time.monotonic() + timeout
@@ -222,10 +223,11 @@ LINE = "%d{ISO8601} [%-5p] %t %c - %m%n"
 
 
 def log4j2_xml() -> str:
-    """TorchServe's logging, quieter than its own log4j2.xml, which logs each request ~10 times at DEBUG (ts_log.log
-    twice, stdout once): 6 MB per 2,600 requests and most of the Java frontend's CPU. Kept: one access-log line per
-    request, the workers' output (model_log.log, where `model_load_failure` looks), lifecycle lines in ts_log.log, and
-    warnings on stdout (torchserve.out). Metrics go to Prometheus, not to files."""
+    """TorchServe's logging, quieter than its own log4j2.xml, which logs each request ~10 times at DEBUG
+    (ts_log.log twice, stdout once): 6 MB per 2,600 requests and most of the Java frontend's CPU. Kept: one
+    access-log line per request, the workers' output (model_log.log, where `model_load_failure` looks),
+    lifecycle lines in ts_log.log, and warnings on stdout (torchserve.out). Metrics go to Prometheus, not to
+    files."""
 
     def rolling(name: str, pattern: str) -> str:
         path = f"${{env:LOG_LOCATION:-logs}}/{name}"
@@ -277,9 +279,10 @@ def log4j2_xml() -> str:
 
 
 def worker_threads(workers: int) -> int:
-    """An equal share of the CPUs for each of `workers` (more threads than cores only busy-wait). Intra-op threads
-    (OMP_NUM_THREADS) are shared among every worker of every model; WORKER_CPUS_ENV among one model's workers only
-    (what a worker may use while the other models idle: the LSTM handler runs batch shards on that many threads)."""
+    """An equal share of the CPUs for each of `workers` (more threads than cores only busy-wait). Intra-op
+    threads (OMP_NUM_THREADS) are shared among every worker of every model; WORKER_CPUS_ENV among one model's
+    workers only (what a worker may use while the other models idle: the LSTM handler runs batch shards on
+    that many threads)."""
     return max(1, (os.cpu_count() or 1) // workers)
 
 
@@ -335,8 +338,9 @@ def free_port(host: str) -> int:
 
 
 def java_tmpdir(tmp: Path) -> Path:
-    """`tmp`, or a link to it from a short private folder when the workers' socket paths (`<tmpdir>/.ts.sock.<n>`)
-    would be too long for Unix (deep run folders): TorchServe cannot start workers then."""
+    """`tmp`, or a link to it from a short private folder when the workers' socket paths
+    (`<tmpdir>/.ts.sock.<n>`) would be too long for Unix (deep run folders): TorchServe cannot start workers
+    then."""
     if len(os.fsencode(tmp / ".ts.sock.65535")) <= SOCKET_PATH_MAX:
         return tmp
     link = Path(tempfile.mkdtemp(prefix="mlkube-ts-")) / "tmp"
@@ -344,9 +348,10 @@ def java_tmpdir(tmp: Path) -> Path:
     return link
 
 
-# TorchServe hands each batch to its worker through CompletableFuture.runAsync. Java's common pool gets CPUs - 1
-# threads; with fewer than 2 (a 2-CPU pod or VM), runAsync starts a new thread for every batch, which cost ~12 % of
-# the unbatched LSTM's throughput on a 2-CPU machine. jvm_options may still set it (the last -D wins).
+# TorchServe hands each batch to its worker through CompletableFuture.runAsync. Java's common pool gets CPUs -
+# 1 threads; with fewer than 2 (a 2-CPU pod or VM), runAsync starts a new thread for every batch, which cost
+# ~12 % of the unbatched LSTM's throughput on a 2-CPU machine. jvm_options may still set it (the last -D
+# wins).
 FORK_JOIN_PARALLELISM = "-Djava.util.concurrent.ForkJoinPool.common.parallelism"
 
 
@@ -356,8 +361,8 @@ def common_pool_parallelism() -> int:
 
 
 def config_properties(run: Run, serve: ServeSpec, names: list[str], tmpdir: Path) -> str:
-    """TorchServe's config.properties: loopback addresses, token auth, Prometheus metrics, dynamic batching; each
-    model's version is the run id."""
+    """TorchServe's config.properties: loopback addresses, token auth, Prometheus metrics, dynamic batching;
+    each model's version is the run id."""
     version, folder = run.id, run.serving
     models = {
         name: {
@@ -402,7 +407,8 @@ def config_properties(run: Run, serve: ServeSpec, names: list[str], tmpdir: Path
 
 
 def metrics_yaml() -> str:
-    """TorchServe's default metrics plus the handlers' custom ones (only declared metrics reach Prometheus)."""
+    """TorchServe's default metrics plus the handlers' custom ones (only declared metrics reach
+    Prometheus)."""
     import ts
     import yaml
 
@@ -426,7 +432,8 @@ def write_examples(run: Run, names: list[str], folder: Path) -> None:
 
 # -------------------------------------------------------------------------------------------- health
 def wait_ready(server: Server, timeout: float) -> None:
-    """Wait until every model has a ready worker; fail early, naming the cause, if TorchServe or a model fails."""
+    """Wait until every model has a ready worker; fail early, naming the cause, if TorchServe or a model
+    fails."""
     deadline = time.monotonic() + timeout
     while not models_ready(server):
         if server.process is not None and server.process.poll() is not None:
@@ -469,8 +476,8 @@ def models_ready(server: Server) -> bool:
 
 
 def model_load_failure(model_log: Path, start: int) -> str | None:
-    """The first mlkube error a worker raised while loading a model (an integrity check, a refused type), in the
-    lines of `model_log` from byte `start` on."""
+    """The first mlkube error a worker raised while loading a model (an integrity check, a refused type), in
+    the lines of `model_log` from byte `start` on."""
     if not model_log.is_file():
         return None
     with open(model_log, "rb") as fh:
@@ -489,7 +496,8 @@ def log_tail(path: Path, lines: int = 5) -> str:
 
 
 def describe(server: Server) -> str:
-    """The URLs, the token file and a ready-to-paste curl line (the key is read from the file, never printed)."""
+    """The URLs, the token file and a ready-to-paste curl line (the key is read from the file, never
+    printed)."""
     first = server.models[0]
     lines = [
         f"TorchServe (pid {server.pid}) serves {', '.join(server.models)}",
@@ -517,8 +525,8 @@ def describe(server: Server) -> str:
 
 
 def wait_for_interrupt(server: Server) -> None:
-    """Stay attached until Ctrl-C or SIGTERM (a container's stop), then stop the server; MlkubeError if TorchServe
-    ends on its own."""
+    """Stay attached until Ctrl-C or SIGTERM (a container's stop), then stop the server; MlkubeError if
+    TorchServe ends on its own."""
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         while server.alive():

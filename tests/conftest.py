@@ -30,7 +30,8 @@ def _docker_engine() -> bool:
 
 
 def pytest_collection_modifyitems(config, items):
-    """`gpu` and `kind` tests skip, with the reason printed, where the hardware is absent; nothing else skips."""
+    """`gpu` and `kind` tests skip, with the reason printed, where the hardware is absent; nothing else
+    skips."""
     marked = {name: [item for item in items if item.get_closest_marker(name)] for name in ("gpu", "kind")}
     reasons = {}
     if marked["gpu"] and not _has_cuda():
@@ -152,9 +153,9 @@ _HANDED_OUT: set[int] = set()
 
 def free_tcp_port(count: int = 1) -> int:
     """A port P with P .. P+count-1 free and not handed out before in this session, between Ray's worker ports
-    (10002-19999) and the kernel's ephemeral range: a port in that range can be taken by any outgoing connection or
-    listener of the session (an exporter on P+1 then cannot bind), and a scraper polling a port where nothing listens
-    yet can even connect to itself there (TCP simultaneous open)."""
+    (10002-19999) and the kernel's ephemeral range: a port in that range can be taken by any outgoing
+    connection or listener of the session (an exporter on P+1 then cannot bind), and a scraper polling a port
+    where nothing listens yet can even connect to itself there (TCP simultaneous open)."""
     import random
     import socket
 

@@ -1,8 +1,8 @@
-"""The Helm chart, rendered by a real Helm engine (helm-python-sdk) for several values files, every manifest checked
-against the Kubernetes schemas and the vendored CRD schemas; each values.schema.json rule and template rule tested by
-rendering a bad value; `mlkube submit`'s objects are the chart's. The `helm test` pod's script runs against a real
-TorchServe; the Grafana dashboard's queries are parsed by promtool and checked against the metrics the exporters
-really expose."""
+"""The Helm chart, rendered by a real Helm engine (helm-python-sdk) for several values files, every manifest
+checked against the Kubernetes schemas and the vendored CRD schemas; each values.schema.json rule and template
+rule tested by rendering a bad value; `mlkube submit`'s objects are the chart's. The `helm test` pod's script
+runs against a real TorchServe; the Grafana dashboard's queries are parsed by promtool and checked against the
+metrics the exporters really expose."""
 
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ def pod_templates(obj: dict) -> list[dict]:
     return []
 
 
-# ------------------------------------------------------------------------------------------ engine and schemas
+# ----------------------------------------------------------------------------------------- engine and schemas
 def test_chart_lints_clean_with_helm():
     import helm_python as helm
 
@@ -164,7 +164,7 @@ def test_every_kind_the_chart_renders_is_one_mlkube_delete_removes():
     }
 
 
-# ------------------------------------------------------------------------------------------ what the objects say
+# --------------------------------------------------------------------------------------- what the objects say
 def test_run_id_is_the_ray_job_id_the_rendezvous_id_and_the_run_folder():
     objs = objects({"runId": "exp-7", "elastic": {"enabled": True}})
     rayjob, pytorchjob = only(objs, "RayJob"), only(objs, "PyTorchJob")
@@ -405,7 +405,7 @@ def test_podmonitor_is_off_by_default_and_when_nothing_exports():
     )
 
 
-# ------------------------------------------------------------------------------------------ helm test, for real
+# ---------------------------------------------------------------------------------------- helm test, for real
 @pytest.fixture(scope="module")
 def torchserve(tmp_path_factory):
     """A real TorchServe serving both models of a run (classical, lstm), as the serve Deployment runs it."""
@@ -502,8 +502,8 @@ def dashboard_targets() -> list[dict]:
 
 
 def exposed(text: str) -> dict[str, set[str]]:
-    """Series name → label names of a /metrics page, as Prometheus stores them (prometheus_client's parser would add
-    `_total` to TorchServe's counter ts_inference_latency_microseconds)."""
+    """Series name → label names of a /metrics page, as Prometheus stores them (prometheus_client's parser
+    would add `_total` to TorchServe's counter ts_inference_latency_microseconds)."""
     names: dict[str, set[str]] = {}
     for line in text.splitlines():
         sample = re.match(r"(\w+)(?:\{(.*)\})? ", line)  # comments (#) do not match
@@ -513,7 +513,8 @@ def exposed(text: str) -> dict[str, set[str]]:
 
 
 def promql_problems(expressions: list[str], folder: Path) -> str:
-    """promtool's report on the expressions (Grafana's variables filled in) as recording rules; empty when valid."""
+    """promtool's report on the expressions (Grafana's variables filled in) as recording rules; empty when
+    valid."""
     if shutil.which("promtool") is None:
         subprocess.run(["bash", str(ROOT / "deploy" / "system-deps.sh")], check=True)
     fill = re.compile("|".join(map(re.escape, GRAFANA_VARIABLES)))
@@ -564,8 +565,8 @@ def test_every_dashboard_query_is_valid_promql(tmp_path):
 
 
 def test_every_dashboard_metric_and_label_is_one_an_exporter_exposes(torchserve):
-    """Names and labels come from the real exporters: the tuning driver's registry and TorchServe's /metrics page
-    after predictions (the handlers' metrics appear once counted); the LSTM's from its agreed list."""
+    """Names and labels come from the real exporters: the tuning driver's registry and TorchServe's /metrics
+    page after predictions (the handlers' metrics appear once counted); the LSTM's from its agreed list."""
     import requests
     from prometheus_client import generate_latest
 
@@ -715,7 +716,8 @@ def test_a_rule_across_values_fails_with_the_fix(bad, message):
 
 
 def test_every_constrained_value_has_a_bad_value_test():
-    """Each property with a rule (enum, pattern, bounds, lengths) is tested, itself or through a shared definition."""
+    """Each property with a rule (enum, pattern, bounds, lengths) is tested, itself or through a shared
+    definition."""
     schema = json.loads((CHART / "values.schema.json").read_text())
     tested = {re.match(r"^([\w.<> ]+?):", m).group(1) for _, m in SCHEMA_RULES}
     rules = ("enum", "pattern", "minimum", "maximum", "minLength", "maxLength", "minProperties")

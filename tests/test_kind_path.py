@@ -1,5 +1,6 @@
-"""The kind path and the image, as far as a machine with no Docker engine can check them: shellcheck, the scripts'
-dry runs, hadolint and BuildKit's own Dockerfile parser; the real up → e2e → down run is marked `kind`."""
+"""The kind path and the image, as far as a machine with no Docker engine can check them: shellcheck, the
+scripts' dry runs, hadolint and BuildKit's own Dockerfile parser; the real up → e2e → down run is marked
+`kind`."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The LSTM's parts in one process: skill scores, baselines, evaluation windows, checkpoints, the training loop's
-resume and early stopping, the torchrun command line, and the checks made before torchrun starts."""
+"""The LSTM's parts in one process: skill scores, baselines, evaluation windows, checkpoints, the training
+loop's resume and early stopping, the torchrun command line, and the checks made before torchrun starts."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""The deep stage end to end with real torchrun and two gloo workers: it trains past the climatology baseline, writes
-what the report and the TorchServe handler read, and a worker SIGKILLed mid-training costs nothing: torchrun restarts
-the group, training resumes from the last checkpoint and ends with bit-identical weights."""
+"""The deep stage end to end with real torchrun and two gloo workers: it trains past the climatology baseline,
+writes what the report and the TorchServe handler read, and a worker SIGKILLed mid-training costs nothing:
+torchrun restarts the group, training resumes from the last checkpoint and ends with bit-identical weights."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The ElasticJob path: torchrun's etcd rendezvous against a real etcd (Debian's etcd-server), the run id as the
-rendezvous id."""
+"""The ElasticJob path: torchrun's etcd rendezvous against a real etcd (Debian's etcd-server), the run id as
+the rendezvous id."""
 
 from __future__ import annotations
 

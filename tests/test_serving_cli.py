@@ -1,4 +1,5 @@
-"""`mlkube archive`, `mlkube serve` and `mlkube predict` as a user runs them (subprocesses, real TorchServe)."""
+"""`mlkube archive`, `mlkube serve` and `mlkube predict` as a user runs them (subprocesses, real
+TorchServe)."""
 
 from __future__ import annotations
 
@@ -74,7 +75,8 @@ def test_serve_refuses_weights_failing_the_integrity_check_in_the_worker_until_r
     assert "Traceback" not in done.stderr
     assert not (run / "serving" / "server.json").exists()
 
-    # Re-archived as the fix says, the model serves (the earlier refusal in the appended log is not read again).
+    # Re-archived as the fix says, the model serves (the earlier refusal in the appended log is not read
+    # again).
     run_cli("archive", run, "--model", "classical", "--force", check=True)
     try:
         run_cli("serve", run, "--model", "classical", "--detach", check=True)

@@ -1,4 +1,5 @@
-"""The spec and the `mlkube` command: defaults, readable errors (field, value, fix, YAML line), exit code 2."""
+"""The spec and the `mlkube` command: defaults, readable errors (field, value, fix, YAML line), exit code
+2."""
 
 from __future__ import annotations
 

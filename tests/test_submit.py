@@ -1,6 +1,6 @@
-"""`mlkube submit/status/logs/delete` as a user runs them (the CLI in a subprocess, the real `kubernetes` client, a
-generated kubeconfig) against the fake API server of tests/fixtures/k8s: no real API server installs here. The test
-plays the operators, scripting the states a job goes through."""
+"""`mlkube submit/status/logs/delete` as a user runs them (the CLI in a subprocess, the real `kubernetes`
+client, a generated kubeconfig) against the fake API server of tests/fixtures/k8s: no real API server installs
+here. The test plays the operators, scripting the states a job goes through."""
 
 from __future__ import annotations
 
@@ -274,7 +274,7 @@ def test_a_bad_spec_is_reported_like_mlkube_validate(mlkube, tmp_path):
     assert proc.returncode == 2 and "min_nodes (3) must be ≤ max_nodes (2)" in proc.stderr
 
 
-# ------------------------------------------------------------------------------------------- status, logs, delete
+# --------------------------------------------------------------------------------------- status, logs, delete
 def test_status_lists_the_runs_jobs_and_pods(mlkube, cluster):
     script_ray_success(cluster, "t1")
     mlkube("submit", "experiment.yaml", "--kind", "ray", "--run-id", "t1", *FAST)

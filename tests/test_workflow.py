@@ -1,5 +1,6 @@
-"""The whole workflow as a user runs it: the README's quickstart end to end (serving included), and a run interrupted
-in each stage (SIGINT or SIGKILL) that `--resume` completes, ending with the same files as an uninterrupted run."""
+"""The whole workflow as a user runs it: the README's quickstart end to end (serving included), and a run
+interrupted in each stage (SIGINT or SIGKILL) that `--resume` completes, ending with the same files as an
+uninterrupted run."""
 
 from __future__ import annotations
 
@@ -31,8 +32,8 @@ lstm:
   train: {epochs: 2, steps_per_epoch: 10, batch_size: 8, checkpoint_every: 5}
   elastic: {nproc_per_node: 2}
 """
-# Fields that hold times, durations or Ray node ids (they differ between any two runs), and the LSTM's record of
-# where its training was resumed (an interrupted run says so; its weights and scores are still compared).
+# Fields that hold times, durations or Ray node ids (they differ between any two runs), and the LSTM's record
+# of where its training was resumed (an interrupted run says so; its weights and scores are still compared).
 VOLATILE = {
     "fit_time",
     "fit_times",
@@ -111,7 +112,8 @@ CHAINS = {"int-first": [signal.SIGINT, signal.SIGKILL] * 3, "kill-first": [signa
 
 
 def _interrupt_in(proc, stage: str, sig) -> None:
-    """Wait until `proc` starts `stage` (for deep: until training steps), then signal its whole process group."""
+    """Wait until `proc` starts `stage` (for deep: until training steps), then signal its whole process
+    group."""
     for line in proc.stderr:
         if f"] {stage} …" in line:
             break

@@ -20,8 +20,9 @@ from mlkube.trainer.run import Run, atomic_path, atomic_write_json, atomic_write
 
 # ------------------------------------------------------------------------------------------ leaderboard
 def build_leaderboard(run: Run) -> dict[str, Any] | None:
-    """leaderboard.json: the classical models {"metric", "task", "scheme", "rows" (best first), "best": {"model",
-    "holdout_score", ...}} and, when the LSTM ran, "deep": the LSTM beside its baselines on the test period."""
+    """leaderboard.json: the classical models {"metric", "task", "scheme", "rows" (best first), "best":
+    {"model", "holdout_score", ...}} and, when the LSTM ran, "deep": the LSTM beside its baselines on the test
+    period."""
     board: dict[str, Any] = {}
     evaluate_path, improve_path = run.stage_file("evaluate"), run.stage_file("improve")
     if evaluate_path.exists():
@@ -166,8 +167,8 @@ def confusion_plot(best: dict[str, Any], class_names: list[str], path: Path) -> 
 
 
 def tuning_curves(trials: list[dict], metric: str, path: Path) -> Path | None:
-    """Best mean score of the finished trials so far against trial number (early-stopped and failed trials count
-    as trials but not as scores), one line per tuned model."""
+    """Best mean score of the finished trials so far against trial number (early-stopped and failed trials
+    count as trials but not as scores), one line per tuned model."""
     curves: dict[str, tuple[list[int], list[float]]] = {}
     for trial in trials:
         xs, ys = curves.setdefault(trial["model"], ([], []))

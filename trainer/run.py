@@ -1,8 +1,8 @@
 """The run directory `runs/<run-id>/`: the only place results are written.
 
 Every write is atomic (a temp file in the same folder, then `os.replace`), so a killed process never leaves a
-partial file under a final name. `stages.json` records which stages finished; `--resume` continues from there, and a
-finished run is never rewritten.
+partial file under a final name. `stages.json` records which stages finished; `--resume` continues from there,
+and a finished run is never rewritten.
 """
 
 from __future__ import annotations

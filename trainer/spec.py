@@ -1,7 +1,7 @@
 """The experiment spec: one typed object (pydantic v2), loaded from YAML and validated before any work starts.
 
-Every section has defaults, so a three-line spec runs. Unknown keys are errors. Field descriptions are user-facing:
-the README's spec reference is generated from them (`mlkube validate --reference`).
+Every section has defaults, so a three-line spec runs. Unknown keys are errors. Field descriptions are
+user-facing: the README's spec reference is generated from them (`mlkube validate --reference`).
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ class DataSpec(Section):
 
 # ------------------------------------------------------------------------------------------------ preprocess
 class PreprocessSpec(Section):
-    """Preprocessing: scaling for tabular models; gap filling and normalisation for time series (Numba kernels)."""
+    """Preprocessing: scaling for tabular models; gap filling and normalisation for time series (Numba
+    kernels)."""
 
     scaler: Literal["auto", "standard", "minmax", "none"] = Field(
         "auto",

@@ -1,8 +1,9 @@
-"""The Helm chart as the one source of truth for cluster objects: chart values from a spec, rendered by Helm's engine.
+"""The Helm chart as the one source of truth for cluster objects: chart values from a spec, rendered by Helm's
+engine.
 
-`mlkube submit` and `helm install` create the same objects, because submit renders `helm/mlkube/` through the Helm
-engine (helm-python-sdk, no helm binary) with values built here from the experiment spec. The chart ships inside the
-package (`mlkube/chart/` of the wheel, mapped from `helm/mlkube/` of the source tree).
+`mlkube submit` and `helm install` create the same objects, because submit renders `helm/mlkube/` through the
+Helm engine (helm-python-sdk, no helm binary) with values built here from the experiment spec. The chart ships
+inside the package (`mlkube/chart/` of the wheel, mapped from `helm/mlkube/` of the source tree).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from mlkube.trainer.errors import MlkubeError
 from mlkube.trainer.spec import ElasticSpec, Spec
 
 PACKAGE = Path(__file__).resolve().parents[1]  # the installed `mlkube` package
-# Where the chart is: inside the installed package (wheel, image), or in the source tree (an editable install).
+# Where the chart is: inside the installed package (wheel, image), or in the source tree (an editable
+# install).
 CHART_PLACES = (PACKAGE / "chart", PACKAGE.parent / "helm" / "mlkube")
 SHARED_CLAIM = "mlkube-runs"
 SUBMIT_KINDS = ("ray", "elastic", "serve")
@@ -53,7 +55,8 @@ def release_name(run_id: str) -> str:
 
 
 def check_run_id(run_id: str) -> str:
-    """Run ids name Kubernetes objects on a cluster: lower-case letters, digits and '-', at most 30 characters."""
+    """Run ids name Kubernetes objects on a cluster: lower-case letters, digits and '-', at most 30
+    characters."""
     if len(run_id) > RUN_ID_MAX or not RUN_ID.match(run_id):
         raise MlkubeError(
             f"run id {run_id!r} cannot name Kubernetes objects",
@@ -71,7 +74,8 @@ def split_image(image: str) -> dict[str, str]:
 
 
 def values_for(spec: Spec, kind: str, run_id: str, overrides: Sequence[dict] = ()) -> dict[str, Any]:
-    """Chart values that run `spec` as one workload (`ray`, `elastic` or `serve`), then each override merged on top."""
+    """Chart values that run `spec` as one workload (`ray`, `elastic` or `serve`), then each override merged
+    on top."""
     elastic = spec.lstm.elastic if spec.lstm is not None else ElasticSpec()
     values = {
         "runId": run_id,
@@ -153,7 +157,8 @@ def render(values: dict, release: str, namespace: str, chart: Path | None = None
 
 
 def _helm_message(err: Exception) -> str:
-    """Helm's schema report (`- at '/ray/mode': ...`) as `ray.mode: ...`; a template `fail` without its location."""
+    """Helm's schema report (`- at '/ray/mode': ...`) as `ray.mode: ...`; a template `fail` without its
+    location."""
     text = str(err).strip()
     problems = re.findall(r"^- at '/?([^']*)': (.*)$", text, flags=re.MULTILINE)
     if problems:

@@ -39,7 +39,8 @@ def _raycluster_state(obj: dict) -> State:
 
 
 def _conditions_state(obj: dict) -> State:
-    """Training-operator style: the last condition that holds (Created, Running, Restarting, Succeeded, Failed)."""
+    """Training-operator style: the last condition that holds (Created, Running, Restarting, Succeeded,
+    Failed)."""
     held = [c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("status") == "True"]
     if not held:
         return State("Pending")
@@ -73,7 +74,8 @@ SUPPORT_KINDS = (
     ("v1", "ConfigMap"),
 )
 CHART_KINDS = tuple((api, kind) for kind, (api, _) in WORKLOADS.items()) + SUPPORT_KINDS
-# The pod whose log submit streams: the Ray job driver, the first training worker; serving has none to wait for.
+# The pod whose log submit streams: the Ray job driver, the first training worker; serving has none to wait
+# for.
 LOG_ROLE = {"ray": "driver", "elastic": "worker", "serve": None}
 
 
@@ -88,7 +90,8 @@ def wait(
     poll: float,
     progress: Progress,
 ) -> State:
-    """Poll the workload until it is done, saying each new state; stream the log of each pod of `log_role` once."""
+    """Poll the workload until it is done, saying each new state; stream the log of each pod of `log_role`
+    once."""
     api, read = WORKLOADS[kind]
     resource = kube.resource(api, kind)
     deadline = time.monotonic() + timeout

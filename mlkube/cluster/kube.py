@@ -1,7 +1,8 @@
-"""The Kubernetes API calls of `mlkube submit/status/logs/delete`, through the `kubernetes` client's dynamic client.
+"""The Kubernetes API calls of `mlkube submit/status/logs/delete`, through the `kubernetes` client's dynamic
+client.
 
-Every API failure a user can fix (no kubeconfig, cluster down, operator missing, namespace missing, RBAC) becomes an
-MlkubeError naming the thing and the fix.
+Every API failure a user can fix (no kubeconfig, cluster down, operator missing, namespace missing, RBAC)
+becomes an MlkubeError naming the thing and the fix.
 """
 
 from __future__ import annotations
@@ -117,8 +118,9 @@ class Kube:
             ) from None
 
     def apply(self, objects: list[dict], dry_run: bool = False) -> list[str]:
-        """Create every object (a server-side dry run first catches RBAC, namespace and schema problems before any
-        object exists). Returns `Kind/name` of each object created, or kept because it was already there."""
+        """Create every object (a server-side dry run first catches RBAC, namespace and schema problems before
+        any object exists). Returns `Kind/name` of each object created, or kept because it was already
+        there."""
         done = []
         for obj in objects:
             resource = self.resource(obj["apiVersion"], obj["kind"])
@@ -141,7 +143,8 @@ class Kube:
                 return None
 
     def find(self, api_version: str, kind: str, run_id: str, role: str | None = None) -> list[dict]:
-        """Objects of one kind that belong to a run, by name (empty when the cluster does not serve the kind)."""
+        """Objects of one kind that belong to a run, by name (empty when the cluster does not serve the
+        kind)."""
         try:
             resource = self.resource(api_version, kind)
         except NotServed:

@@ -1,8 +1,9 @@
 """`mlkube submit/status/logs/delete`: run a spec's tuning, elastic training or serving on Kubernetes.
 
-submit renders the Helm chart (the objects `helm install` would create) with values from the spec, creates them after
-a server-side dry run, then waits with progress, streams the driver's log and exits 0 on success, 1 on failure. With
-`--dry-run` it prints the rendered objects as YAML and contacts no cluster (like `helm template`).
+submit renders the Helm chart (the objects `helm install` would create) with values from the spec, creates
+them after a server-side dry run, then waits with progress, streams the driver's log and exits 0 on success, 1
+on failure. With `--dry-run` it prints the rendered objects as YAML and contacts no cluster (like
+`helm template`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""The torchrun entry point of the LSTM: `torchrun ... -m mlkube.commands.lstm_worker --spec SPEC --run-dir RUN_DIR`.
+"""The torchrun entry point of the LSTM:
+`torchrun ... -m mlkube.commands.lstm_worker --spec SPEC --run-dir RUN_DIR`.
 
-Each worker process trains its share (mlkube.trainer.lstm.elastic.train); without torchrun's variables it trains
-alone in this process. A user error ends the worker with exit code 2 and one line on stderr.
+Each worker process trains its share (mlkube.trainer.lstm.elastic.train); without torchrun's variables it
+trains alone in this process. A user error ends the worker with exit code 2 and one line on stderr.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", required=True, type=Path, help="the run directory (checkpoints, models)")
     args = parser.parse_args(argv)
     # A worker's only Numba work is gathering a batch; a Numba thread pool beside torch's (both OpenMP) spins
-    # against it and slowed training 20-fold here (2 cores, 1 or 2 workers). Set before Numba is first imported.
+    # against it and slowed training 20-fold here (2 cores, 1 or 2 workers). Set before Numba is first
+    # imported.
     os.environ.setdefault("NUMBA_NUM_THREADS", "1")
     from mlkube.trainer.errors import MlkubeError
     from mlkube.trainer.lstm.elastic import train

@@ -1,4 +1,5 @@
-"""`mlkube watch RUN`: the live figures of a run in the terminal, read from its directory (no Prometheus needed)."""
+"""`mlkube watch RUN`: the live figures of a run in the terminal, read from its directory (no Prometheus
+needed)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ def _read(path: Path) -> dict | None:
 
 
 def snapshot(run: Run) -> str:
-    """One screenful: finished stages with their seconds, then what the running stage reports in status.json."""
+    """One screenful: finished stages with their seconds, then what the running stage reports in
+    status.json."""
     done = run.done_stages
     timings = _read(run.timings_file) or {}
     lines = [
@@ -38,7 +40,8 @@ def snapshot(run: Run) -> str:
 
 
 def _last_training_line(log: Path) -> str | None:
-    """Rank 0's newest progress line (step, epoch, loss, sequences/s, validation NSE) from the torchrun log."""
+    """Rank 0's newest progress line (step, epoch, loss, sequences/s, validation NSE) from the torchrun
+    log."""
     if not log.exists():
         return None
     with open(log, "rb") as fh:

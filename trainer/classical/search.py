@@ -1,5 +1,6 @@
-"""Ray Tune for scikit-learn: one trial = (model, params); each fold is one reported step, so a scheduler (ASHA) can
-stop weak trials after a few folds. The data and the folds go to the object store once (`tune.with_parameters`).
+"""Ray Tune for scikit-learn: one trial = (model, params); each fold is one reported step, so a scheduler
+(ASHA) can stop weak trials after a few folds. The data and the folds go to the object store once
+(`tune.with_parameters`).
 """
 
 from __future__ import annotations
@@ -155,7 +156,8 @@ def fold_trainable(config: dict[str, Any], data: TrialData) -> None:
 
 # ------------------------------------------------------------------------------------- search spaces
 def tune_space(space: dict[str, Any], algorithm: str, where: str) -> dict[str, Any]:
-    """Spec search space → Ray Tune: lists are grid axes (grid) or choices (random, tpe); dicts are samplers."""
+    """Spec search space → Ray Tune: lists are grid axes (grid) or choices (random, tpe); dicts are
+    samplers."""
     from ray import tune
 
     out = {}
@@ -244,8 +246,8 @@ def run_trials(
 
 
 def _trial_resources(settings: SearchSettings, data: TrialData):
-    """What one trial reserves: its own CPUs, or, with parallel folds, a small head plus one bundle per fold task
-    (as many as the cluster's CPUs allow), so the fold tasks run inside the trial's placement group."""
+    """What one trial reserves: its own CPUs, or, with parallel folds, a small head plus one bundle per fold
+    task (as many as the cluster's CPUs allow), so the fold tasks run inside the trial's placement group."""
     from ray import tune
 
     if not data.parallel_folds:
@@ -282,7 +284,8 @@ def _scheduler(settings: SearchSettings, n_steps: int):
 def _progress_callback(name: str, progress: Progress, settings: SearchSettings, n_steps: int):
     """Progress lines, the exporter's counters and status.json, from Tune's trial events (in the driver).
 
-    The callback is pickled with the Tuner's state, so it holds only plain data; the exporter is looked up at call time.
+    The callback is pickled with the Tuner's state, so it holds only plain data; the exporter is looked up at
+    call time.
     """
     from ray import tune
 

@@ -1,6 +1,6 @@
-"""The classical stages. evaluate: spot-check every model (fixed params) under the spec's CV scheme. improve: search
-each model's space (grid / random / TPE) with nested CV where asked, pick the best pipeline, refit it on all training
-data, score it once on the holdout and save it to `models/classical/`.
+"""The classical stages. evaluate: spot-check every model (fixed params) under the spec's CV scheme. improve:
+search each model's space (grid / random / TPE) with nested CV where asked, pick the best pipeline, refit it
+on all training data, score it once on the holdout and save it to `models/classical/`.
 """
 
 from __future__ import annotations
@@ -115,7 +115,8 @@ def model_names(spec: Spec, task: str) -> list[str]:
 
 # ----------------------------------------------------------------------------------------- checking
 def check_classical(spec: Spec) -> None:
-    """Everything that can be refused before a trial runs: data, task, models, params, metric, scheme, space."""
+    """Everything that can be refused before a trial runs: data, task, models, params, metric, scheme,
+    space."""
     cd = classical_data(spec)
     task, c = cd.data.task, spec.classical
     metric_for(spec, task)
@@ -309,7 +310,8 @@ def _fold_mean(row: dict, prefix: str) -> float:
 
 
 def _nested_estimate(rows: list[dict], ns: cvlib.NestedSplits, data: TrialData) -> dict[str, Any]:
-    """Per outer fold: pick params by inner CV only, refit on the outer training part, score the outer test part."""
+    """Per outer fold: pick params by inner CV only, refit on the outer training part, score the outer test
+    part."""
     import ray
 
     ok = [r for r in rows if r["status"] == "ok"]

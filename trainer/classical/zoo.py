@@ -1,8 +1,8 @@
 """The model zoo: short name → scikit-learn estimator, per task. Adding a model is adding a line (and a test).
 
-Every model is built as a Pipeline (imputation and scaling inside it, so nothing leaks across folds). Scaling is in a
-model's pipeline where the spec asks for it (`preprocess.scaler: standard|minmax`) or, with `auto`, where the model
-is known to need it (distance-, margin- or penalty-based models).
+Every model is built as a Pipeline (imputation and scaling inside it, so nothing leaks across folds). Scaling
+is in a model's pipeline where the spec asks for it (`preprocess.scaler: standard|minmax`) or, with `auto`,
+where the model is known to need it (distance-, margin- or penalty-based models).
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """Baselines the LSTM is compared with on the same period: a table of name → function(data, sequence_length,
-horizon, seed, period) giving the target [sites, period days] in its units, NaN where a baseline has no prediction.
+horizon, seed, period) giving the target [sites, period days] in its units, NaN where a baseline has no
+prediction.
 
 - climatology: the day-of-year mean of each site's target over the training period.
-- classical models of the zoo (trainer/classical/zoo.py), one model for all sites, fitted on the training period
-  with lagged forcings as features: each input on the last `LAGS` days, its means over the last `MEANS` days (at most
-  the LSTM's sequence length, so every model sees the same history), and the static attributes.
+- classical models of the zoo (trainer/classical/zoo.py), one model for all sites, fitted on the training
+  period with lagged forcings as features: each input on the last `LAGS` days, its means over the last `MEANS`
+  days (at most the LSTM's sequence length, so every model sees the same history), and the static attributes.
 """
 
 from __future__ import annotations
@@ -65,8 +66,9 @@ BASELINES: dict[str, Callable[..., np.ndarray]] = {
 
 
 def lagged_features(data: TimeSeriesData, sequence_length: int) -> np.ndarray:
-    """[sites, days, features] for each input day: every dynamic input on the last LAGS days and averaged over the
-    last MEANS days (NaN where that history holds a gap or starts before the data), then the static attributes."""
+    """[sites, days, features] for each input day: every dynamic input on the last LAGS days and averaged over
+    the last MEANS days (NaN where that history holds a gap or starts before the data), then the static
+    attributes."""
     dynamic = data.dynamic.astype(np.float64)
     sites, days, _ = dynamic.shape
     columns = [_shifted(dynamic, lag) for lag in range(min(LAGS, sequence_length))]

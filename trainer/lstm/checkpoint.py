@@ -1,8 +1,8 @@
 """Training checkpoints in `<run dir>/checkpoints/`: written by rank 0, atomically, with an integrity check.
 
-A file is `MAGIC`, the SHA-256 of the payload, the payload's length (8 bytes, little-endian), then the payload (a
-`torch.save` of plain data and tensors, loaded back with `weights_only=True`). A file cut short or changed on disk
-fails the check and the previous complete checkpoint is used. The newest `KEEP` files are kept.
+A file is `MAGIC`, the SHA-256 of the payload, the payload's length (8 bytes, little-endian), then the payload
+(a `torch.save` of plain data and tensors, loaded back with `weights_only=True`). A file cut short or changed
+on disk fails the check and the previous complete checkpoint is used. The newest `KEEP` files are kept.
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ def read_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
 def latest_checkpoint(
     folder: Path, map_location: Any = "cpu", warn: Callable[[str], None] = print
 ) -> tuple[dict[str, Any] | None, Path | None]:
-    """The newest complete checkpoint (state, path), skipping damaged ones with a warning; (None, None) if none."""
+    """The newest complete checkpoint (state, path), skipping damaged ones with a warning; (None, None) if
+    none."""
     for path in checkpoints(folder):
         try:
             return read_checkpoint(path, map_location), path

@@ -1,9 +1,9 @@
 """Run a trained network over a whole period, one pass per site, and score it against the observations.
 
-Each site's window starts `sequence_length - 1` days before the period (its warm-up), so every scored day has at
-least the input history it had in training. A day whose last `sequence_length` input days hold a missing value is
-not scored (training never draws such a window); the missing inputs are set to the training mean so that they do
-not spoil the rest of the series.
+Each site's window starts `sequence_length - 1` days before the period (its warm-up), so every scored day has
+at least the input history it had in training. A day whose last `sequence_length` input days hold a missing
+value is not scored (training never draws such a window); the missing inputs are set to the training mean so
+that they do not spoil the rest of the series.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The LSTM workers' Prometheus exporter: a per-step hook, one exporter per process, rank-labelled.
 
-Process r of a node listens on `metrics.port + LOCAL_RANK` (the chart's `metrics-<r>` container ports). Under a local
-`mlkube run` whose tuning driver already exports on `metrics.port`, the base moves one port up (`worker_port`).
+Process r of a node listens on `metrics.port + LOCAL_RANK` (the chart's `metrics-<r>` container ports). Under
+a local `mlkube run` whose tuning driver already exports on `metrics.port`, the base moves one port up
+(`worker_port`).
 """
 
 from __future__ import annotations

@@ -49,7 +49,8 @@ def hydrographs(
     target: str,
     path: Path,
 ) -> Path:
-    """One panel per entry of `panels` (label → (site index, site, LSTM NSE)): observed and each simulation."""
+    """One panel per entry of `panels` (label → (site index, site, LSTM NSE)): observed and each
+    simulation."""
     plt = _pyplot()
     fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.6 * len(panels)), sharex=True, squeeze=False)
     for ax, (label, (index, site, nse)) in zip(axes[:, 0], panels.items(), strict=False):

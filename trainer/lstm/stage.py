@@ -1,5 +1,5 @@
-"""The deep stage: train the LSTM (the caller's launcher runs the workers), score it beside the baselines on the test period, draw the figures,
-and write `stages/deep.json`."""
+"""The deep stage: train the LSTM (the caller's launcher runs the workers), score it beside the baselines on
+the test period, draw the figures, and write `stages/deep.json`."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ FIGURES = {"training": "lstm_training.png", "hydrographs": "hydrographs.png"}
 
 
 def deep(ctx, train: Callable[[], None]) -> None:
-    """Train (or resume) the LSTM with `train` (the launcher of the place it runs: torchrun on this machine), then
-    compare it with the baselines; see the module docstring."""
+    """Train (or resume) the LSTM with `train` (the launcher of the place it runs: torchrun on this machine),
+    then compare it with the baselines; see the module docstring."""
     spec, run, lstm = ctx.spec, ctx.run, ctx.spec.lstm
     prepared = load_prepared(spec, run.path)
     check_training(lstm, prepared)

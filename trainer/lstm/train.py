@@ -1,12 +1,12 @@
 """The training loop, the same for one process and for each worker of a torch elastic group (DDP).
 
-Every step is a pure function of (seed, step): the sampler draws the step's global batch and rank r trains on its
-slice; dropout is reseeded from (seed, step, rank). A checkpoint therefore needs no RNG state, and a run resumed from
-one ends with the same weights as a run that never stopped (CPU, same world size).
+Every step is a pure function of (seed, step): the sampler draws the step's global batch and rank r trains on
+its slice; dropout is reseeded from (seed, step, rank). A checkpoint therefore needs no RNG state, and a run
+resumed from one ends with the same weights as a run that never stopped (CPU, same world size).
 
-The loss is the weighted squared error summed over the scored days (finite target, after the warm-up) of the global
-batch, divided by the days it could hold (batch × (sequence_length − warmup_days)): a constant, so the optimisation
-does not depend on how many workers share the batch, and no worker needs another's count.
+The loss is the weighted squared error summed over the scored days (finite target, after the warm-up) of the
+global batch, divided by the days it could hold (batch × (sequence_length − warmup_days)): a constant, so the
+optimisation does not depend on how many workers share the batch, and no worker needs another's count.
 """
 
 from __future__ import annotations
@@ -89,7 +89,8 @@ class LoopState:
 
 
 def loss_weights(loss: str, stats) -> np.ndarray:
-    """Per-site weights of the squared error: 1 / (std + eps)^2 of the standardised target (nse), or 1 (mse)."""
+    """Per-site weights of the squared error: 1 / (std + eps)^2 of the standardised target (nse), or 1
+    (mse)."""
     if loss == "nse":
         return (1 / (stats.target_site_std + NSE_EPS) ** 2).astype(np.float32)
     return np.ones(len(stats.target_site_std), np.float32)
@@ -121,7 +122,8 @@ def autocast_dtype(train, device) -> Any:
 
 
 class Trainer:
-    """Trains the LSTM of `lstm` (the spec's section) on prepared data, as one worker of `worker.world_size`."""
+    """Trains the LSTM of `lstm` (the spec's section) on prepared data, as one worker of
+    `worker.world_size`."""
 
     def __init__(
         self,
@@ -191,7 +193,8 @@ class Trainer:
         return -(-self.state.step // self.train.steps_per_epoch)
 
     def train_step(self, step: int) -> float:
-        """One optimiser step on this worker's share of the global batch of `step`; the global batch's loss."""
+        """One optimiser step on this worker's share of the global batch of `step`; the global batch's
+        loss."""
         import torch
 
         torch.manual_seed(step_seed(self.seed, step, self.worker.rank))
@@ -244,7 +247,8 @@ class Trainer:
         return nse
 
     def validation_nse(self) -> float:
-        """Median NSE over sites on the validation period (rank 0 computes it; NaN elsewhere, or if undefined)."""
+        """Median NSE over sites on the validation period (rank 0 computes it; NaN elsewhere, or if
+        undefined)."""
         if self.worker.rank != 0:
             return math.nan
         sim = simulate(

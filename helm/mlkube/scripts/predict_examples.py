@@ -1,9 +1,10 @@
-"""`helm test`: every model the release serves answers its example request, sent through the Service with the key.
+"""`helm test`: every model the release serves answers its example request, sent through the Service with the
+key.
 
-All three come from the run's serving folder on the runs volume: `server.json` (the served models), `key_file.json`
-(the inference key TorchServe made when it started) and `examples/<model>.json` (a valid request, written by
-`mlkube serve`). Environment: SERVING (that folder) and URL (the Service's inference address). Exits non-zero,
-naming the problem, on the first refusal.
+All three come from the run's serving folder on the runs volume: `server.json` (the served models),
+`key_file.json` (the inference key TorchServe made when it started) and `examples/<model>.json` (a valid
+request, written by `mlkube serve`). Environment: SERVING (that folder) and URL (the Service's inference
+address). Exits non-zero, naming the problem, on the first refusal.
 """
 
 import json
