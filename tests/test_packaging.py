@@ -7,6 +7,7 @@ which adds its folder to sys.path but runs none of its .pth files (so mlkube's e
 from __future__ import annotations
 
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -26,24 +27,23 @@ MAPPED = {
     "serving": "mlkube/serving",
     "helm/mlkube": "mlkube/chart",
 }
+# What the wheel is built from (the Dockerfile copies the same).
+SOURCES = ("pyproject.toml", "README.md", "mlkube", "trainer", "serving", "helm/mlkube")
 SPEC = "data: {name: iris}\nclassical: {models: [LR]}\nlstm: {elastic: {min_nodes: 1, max_nodes: 2}}\n"
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
-    command = [
-        sys.executable,
-        "-m",
-        "pip",
-        "wheel",
-        "--quiet",
-        "--no-deps",
-        "--no-build-isolation",
-        "-w",
-        str(out),
-    ]
-    subprocess.run([*command, str(ROOT)], check=True, cwd=out, capture_output=True, timeout=300)
+    """The wheel, built from a copy of what the image copies (a checkout's build/ may hold stale files)."""
+    source, out = tmp_path_factory.mktemp("source"), tmp_path_factory.mktemp("wheel")
+    for name in SOURCES:
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(ROOT / name, source / name)
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation"]
+    subprocess.run([*pip_wheel, "-w", str(out), str(source)], check=True, capture_output=True, timeout=300)
     (built,) = out.glob("mlkube-*.whl")
     return built
 
@@ -115,7 +115,7 @@ def test_mlkube_and_pypis_trainer_import_side_by_side(fresh_env, tmp_path):
     site_packages = Path(ours).parents[2]
     assert Path(theirs) == site_packages / "trainer" / "__init__.py"  # PyPI's, not mlkube's
     assert Path(ours) == site_packages / "mlkube" / "trainer" / "run.py"
-    assert version == "0.0.36"
+    assert version == "v0.0.36"  # the VERSION file of PyPI's trainer 0.0.36
     assert ROOT not in Path(ours).parents and site.getsitepackages()[0] not in ours
 
 
