@@ -278,19 +278,14 @@ def test_prepared_series_read_back_equal_with_their_statistics(tiny, tmp_path):
 def test_last_day_is_the_forward_pass_last_day(static_embedding):
     import torch
 
+    from mlkube.trainer.card import Architecture
     from mlkube.trainer.lstm.model import build_model
 
     torch.manual_seed(0)
-    net = build_model(
-        {
-            "n_dynamic": 3,
-            "n_static": 2,
-            "hidden_size": 16,
-            "num_layers": 2,
-            "dropout": 0.3,
-            "static_embedding": static_embedding,
-        }
-    ).eval()
+    shape = Architecture(
+        n_dynamic=3, n_static=2, hidden_size=16, num_layers=2, dropout=0.3, static_embedding=static_embedding
+    )
+    net = build_model(shape).eval()
     x = torch.randn(5, 40, 5)
     with torch.inference_mode():
         torch.testing.assert_close(net.last_day(x), net(x)[:, -1], atol=1e-6, rtol=1e-6)
