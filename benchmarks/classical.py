@@ -101,7 +101,8 @@ def main() -> None:
     X, y, splits = data(args.rows, args.folds)
     n_configs = len(C_VALUES) * len(GAMMA_VALUES)
     print(
-        f"grid: SVM C×gamma = {n_configs} configs × {args.folds} folds on {args.rows} rows, {os.cpu_count()} CPUs"
+        f"grid: SVM C×gamma = {n_configs} configs × {args.folds} folds on {args.rows} rows, "
+        f"{os.cpu_count()} CPUs"
     )
     start = time.perf_counter()
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", log_to_driver=False)
@@ -133,7 +134,8 @@ def main() -> None:
     print(f"GridSearchCV(n_jobs=-1):   {sk_wall:8.1f} s")
     print(f"mlkube (Ray Tune, grid):   {ml_wall:8.1f} s   ratio {ml_wall / sk_wall:.2f}× (target ≤ 1.15×)")
     print(
-        f"mlkube (grid + ASHA):      {asha_wall:8.1f} s   ratio {asha_wall / sk_wall:.2f}×, {stopped}/{n_configs} trials stopped early"
+        f"mlkube (grid + ASHA):      {asha_wall:8.1f} s   ratio {asha_wall / sk_wall:.2f}×, "
+        f"{stopped}/{n_configs} trials stopped early"
     )
     print(
         f"best config: GridSearchCV C={best_sk[0]} gamma={best_sk[1]}; ASHA C={best_asha['params']['C']} "
@@ -141,7 +143,8 @@ def main() -> None:
     )
     print(f"largest |score difference| vs GridSearchCV: {diff:.2e} (must be ≤ 1e-9)")
     print(
-        f"per-trial scheduling overhead: {overhead_ms:.0f} ms ({n_configs} trivial trials in {trivial_wall:.1f} s)"
+        f"per-trial scheduling overhead: {overhead_ms:.0f} ms "
+        f"({n_configs} trivial trials in {trivial_wall:.1f} s)"
     )
     ray.shutdown()
 

@@ -26,7 +26,10 @@ from mlkube.trainer.spec import Spec, load_spec, parse_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 # The spec's defaults (camels_us_sample, 365 days, hidden 64, global batch 64), shortened to `steps` steps.
-SPEC = "seed: 0\nlstm: {{train: {{epochs: {epochs}, steps_per_epoch: 50}}, elastic: {{nproc_per_node: {workers}}}}}\n"
+SPEC = (
+    "seed: 0\nlstm: {{train: {{epochs: {epochs}, steps_per_epoch: 50}}, "
+    "elastic: {{nproc_per_node: {workers}}}}}\n"
+)
 
 
 def bench_spec(steps: int, workers: int = 1) -> Spec:
@@ -84,7 +87,8 @@ def loop_overhead(steps: int, repeats: int) -> None:
         runs["mlkube"].append(mlkube_loop(spec, prepared, steps))
     bare, ours = (max(runs[k]) for k in ("bare", "mlkube"))
     print(
-        f"1. loop ({steps} steps × {spec.lstm.train.batch_size} sequences of {spec.lstm.sequence_length} days, "
+        f"1. loop ({steps} steps × {spec.lstm.train.batch_size} sequences of "
+        f"{spec.lstm.sequence_length} days, "
         f"best of {repeats}): bare PyTorch {bare:.0f} seq/s, mlkube {ours:.0f} seq/s, ratio {ours / bare:.2f}"
     )
 
@@ -100,8 +104,8 @@ def elastic_scaling(steps: int, repeats: int) -> None:
                 walls[workers].append(wall)
     for workers in (1, 2):
         print(
-            f"2. torchrun, {workers} worker(s), best of {repeats}: {max(rates[workers]):.0f} seq/s in the training "
-            f"steps, {min(walls[workers]):.1f} s wall with start-up"
+            f"2. torchrun, {workers} worker(s), best of {repeats}: {max(rates[workers]):.0f} seq/s "
+            f"in the training steps, {min(walls[workers]):.1f} s wall with start-up"
         )
     print(f"   2 vs 1 workers: {max(rates[2]) / max(rates[1]):.2f}×")
 
@@ -118,7 +122,8 @@ def torchrun_training(root: Path, spec: Spec) -> tuple[float, float]:
     prepare(spec, run.path)
     start = time.perf_counter()
     launch(spec.lstm.elastic, run, Progress(quiet=True))
-    return read_json(run.model_dir(LSTM_MODEL) / TRAINING_RECORD)["samples_per_second"], time.perf_counter() - start
+    record = read_json(run.model_dir(LSTM_MODEL) / TRAINING_RECORD)
+    return record["samples_per_second"], time.perf_counter() - start
 
 
 def skill() -> None:

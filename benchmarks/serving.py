@@ -285,10 +285,12 @@ def report(results: dict, gains: dict, bodies: dict) -> None:
         overhead = plain["p50"] - base["p50"]
         gain = float(np.median(gains[model]))
         print(
-            f"{model}: TorchServe p50 {plain['p50']:.2f} ms = in-process {base['p50']:.2f} ms + {overhead:.2f} ms "
-            f"({plain['p50'] / base['p50']:.1f}×; goal overhead ≤ 3 ms: {'met' if overhead <= 3 else 'NOT met'}); "
+            f"{model}: TorchServe p50 {plain['p50']:.2f} ms = in-process {base['p50']:.2f} ms "
+            f"+ {overhead:.2f} ms ({plain['p50'] / base['p50']:.1f}×; "
+            f"goal overhead ≤ 3 ms: {'met' if overhead <= 3 else 'NOT met'}); "
             f"batching at 8 clients: {gain:.2f}× unbatched throughput, median of {len(gains[model])} rounds "
-            f"({min(gains[model]):.2f}–{max(gains[model]):.2f}×; goal ≥ 3×: {'met' if gain >= 3 else 'NOT met'})"
+            f"({min(gains[model]):.2f}–{max(gains[model]):.2f}×; "
+            f"goal ≥ 3×: {'met' if gain >= 3 else 'NOT met'})"
         )
 
 

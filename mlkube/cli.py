@@ -72,7 +72,10 @@ def _submit_args(p: argparse.ArgumentParser) -> None:
         "--kind",
         required=True,
         choices=("ray", "elastic", "serve"),
-        help="ray: tuning on a KubeRay RayJob; elastic: the LSTM under torchrun; serve: TorchServe for --run-id",
+        help=(
+            "ray: tuning on a KubeRay RayJob; elastic: the LSTM under torchrun; "
+            "serve: TorchServe for --run-id"
+        ),
     )
     p.add_argument("--run-id", help="run id (default: a fresh id); with --kind serve, the run to serve")
     p.add_argument("--namespace", "-n", help="Kubernetes namespace (default: the spec's cluster.namespace)")
@@ -175,7 +178,9 @@ COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], str]] 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mlkube",
-        description="The classic ML workflow from one YAML spec: on this machine, or unchanged on Kubernetes.",
+        description=(
+            "The classic ML workflow from one YAML spec: on this machine, or unchanged on Kubernetes."
+        ),
     )
     parser.add_argument("--quiet", "-q", action="store_true", help="print only results and errors (for CI)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -24,7 +24,8 @@ def prepare(ctx) -> None:
         }
         hashes["classical"] = cd.data.digest()
         ctx.progress.say(
-            f"data: {cd.data.source}, {cd.data.n_rows} rows × {len(cd.data.feature_names)} features, {cd.data.task}"
+            f"data: {cd.data.source}, {cd.data.n_rows} rows × {len(cd.data.feature_names)} features, "
+            f"{cd.data.task}"
         )
     if spec.runs_lstm:
         from mlkube.trainer.lstm.prepared import prepare as prepare_lstm

@@ -119,5 +119,6 @@ def verify_archives(run: Run, names: list[str]) -> None:
         if sha256_file(mar) != records[name]["sha256"]:
             raise MlkubeError(
                 f"integrity check failed for {mar}: its SHA-256 differs from {ARCHIVES_JSON}'s",
-                f"the archive was changed; re-create it with `mlkube archive {run.path} --model {name} --force`",
+                "the archive was changed; "
+                f"re-create it with `mlkube archive {run.path} --model {name} --force`",
             )

@@ -158,9 +158,7 @@ def start(run: Run, serve: ServeSpec, names: list[str]) -> Server:
     write_examples(run, names, folder / "examples")
     atomic_write_text(folder / "metrics.yaml", metrics_yaml())
     tmpdir = java_tmpdir(folder / "tmp")
-    config = atomic_write_text(
-        folder / "config.properties", config_properties(run, serve, names, tmpdir)
-    )
+    config = atomic_write_text(folder / "config.properties", config_properties(run, serve, names, tmpdir))
     log_config = atomic_write_text(folder / "log4j2.xml", log4j2_xml())
     env = {
         **os.environ,
@@ -400,8 +398,10 @@ def config_properties(run: Run, serve: ServeSpec, names: list[str], tmpdir: Path
         # The handlers parse the raw body themselves, so malformed JSON and NaN get a 400 naming the problem.
         "decode_input_request": "false",
         "install_py_dep_per_model": "false",
-        "vmargs": f"-Djava.io.tmpdir={tmpdir} -XX:-UsePerfData {FORK_JOIN_PARALLELISM}={common_pool_parallelism()} "
-        f"{serve.jvm_options}".strip(),
+        "vmargs": (
+            f"-Djava.io.tmpdir={tmpdir} -XX:-UsePerfData "
+            f"{FORK_JOIN_PARALLELISM}={common_pool_parallelism()} {serve.jvm_options}"
+        ).strip(),
     }
     return "".join(f"{key}={value}\n" for key, value in props.items())
 
@@ -509,7 +509,8 @@ def describe(server: Server) -> str:
     auth = ""
     if server.token_file:
         lines.append(
-            f"  token file: {server.token_file} (keys expire after serve.token_expiration_min, 60 min by default)"
+            f"  token file: {server.token_file} "
+            "(keys expire after serve.token_expiration_min, 60 min by default)"
         )
         read_key = (
             f'python3 -c \'import json,sys; print("Authorization: Bearer " + '

@@ -152,7 +152,8 @@ def test_grid_search_scores_equal_grid_search_cv(ray_cluster, run_spec):
     from sklearn.svm import SVC
 
     run = run_spec(
-        "seed: 5\ndata: {name: breast_cancer}\nclassical:\n  models: [SVM]\n  cv: {scheme: stratified, folds: 3}\n"
+        "seed: 5\ndata: {name: breast_cancer}\nclassical:\n  models: [SVM]\n"
+        "  cv: {scheme: stratified, folds: 3}\n"
         "  search: {algorithm: grid, space: {SVM: {C: [0.1, 1, 10], gamma: [0.01, 0.1]}}}\n"
     )
     trials = json.loads(run.stage_file("improve").read_text())["trials"]
@@ -216,7 +217,8 @@ def test_nested_cv_equals_a_hand_written_nested_loop(ray_cluster, run_spec):
 
     run = run_spec(
         "seed: 4\ndata: {name: wine}\nclassical:\n  models: [SVM]\n"
-        "  cv: {scheme: nested, outer: {scheme: stratified, folds: 3}, inner: {scheme: stratified, folds: 3}}\n"
+        "  cv: {scheme: nested, outer: {scheme: stratified, folds: 3}, "
+        "inner: {scheme: stratified, folds: 3}}\n"
         "  search: {space: {SVM: {C: [0.01, 1, 100]}}}\n"
     )
     nested = json.loads(run.stage_file("improve").read_text())["nested"]["SVM"]
@@ -224,8 +226,10 @@ def test_nested_cv_equals_a_hand_written_nested_loop(ray_cluster, run_spec):
     expected = []
     for train, test in StratifiedKFold(3, shuffle=True, random_state=4).split(X, y):
         inner = StratifiedKFold(3, shuffle=True, random_state=4)
+
         def pipe(c):
             return make_pipeline(StandardScaler(), SVC(C=c, random_state=4))
+
         best_c = max(
             [0.01, 1, 100], key=lambda c: cross_val_score(pipe(c), X[train], y[train], cv=inner).mean()
         )
@@ -244,10 +248,13 @@ def test_a_failing_trial_is_recorded_and_the_others_finish(ray_cluster, run_spec
     X = rng.normal(size=(80, 3))
     X[::7, 1] = np.nan  # models without native NaN support fail; GBM handles missing values
     y = (rng.normal(size=80) > 0).astype(int)
-    rows = "\n".join(",".join("" if np.isnan(v) else str(v) for v in x) + f",{t}" for x, t in zip(X, y, strict=False))
+    rows = "\n".join(
+        ",".join("" if np.isnan(v) else str(v) for v in x) + f",{t}" for x, t in zip(X, y, strict=False)
+    )
     (tmp_path / "nan.csv").write_text("a,b,c,y\n" + rows + "\n")
     run = run_spec(
-        f"data: {{path: {tmp_path / 'nan.csv'}, target: y}}\nclassical: {{models: [GBM, LR], max_failures: 0}}\n"
+        f"data: {{path: {tmp_path / 'nan.csv'}, target: y}}\n"
+        "classical: {models: [GBM, LR], max_failures: 0}\n"
     )
     board = _board(run)
     status = {r["model"]: r for r in board["rows"]}

@@ -110,8 +110,8 @@ def test_e2e_tunes_serves_the_tuned_run_predicts_with_torchserves_key_and_collec
     assert "--set serve.runId=e2e-1" in install and "--set runs.claimName=mlkube-runs" in install
     assert "helm test mlkube-serve-e2e-1 -n mlkube --logs" in commands
     assert (
-        "kubectl -n mlkube exec deploy/mlkube-serve-e2e-1-serve -- mlkube predict /runs/e2e-1 --model classical"
-        in commands
+        "kubectl -n mlkube exec deploy/mlkube-serve-e2e-1-serve -- "
+        "mlkube predict /runs/e2e-1 --model classical" in commands
     )
     assert any(
         c.startswith("kubectl") and "/runs/e2e-1/serving/key_file.json" in c and "Authorization: Bearer" in c

@@ -23,7 +23,8 @@ lstm:
   data: {name: synthetic, synthetic_sites: 4, synthetic_years: 3}
   sequence_length: 60
   model: {hidden_size: 32}
-  train: {epochs: 8, steps_per_epoch: 40, batch_size: 32, learning_rate: 0.005, warmup_days: 20, checkpoint_every: 20}
+  train: {epochs: 8, steps_per_epoch: 40, batch_size: 32, learning_rate: 0.005, warmup_days: 20,
+          checkpoint_every: 20}
   elastic: {nproc_per_node: 2, max_restarts: 2}
 """
 

@@ -57,7 +57,8 @@ def etcd(tmp_path):
 def test_two_workers_meet_through_etcd_under_the_run_id(etcd, run_spec):
     endpoint = etcd.removeprefix("http://")
     run = run_spec(
-        "seed: 2\nlstm:\n  data: {name: synthetic, synthetic_sites: 3, synthetic_years: 2}\n  sequence_length: 30\n"
+        "seed: 2\nlstm:\n  data: {name: synthetic, synthetic_sites: 3, synthetic_years: 2}\n"
+        "  sequence_length: 30\n"
         "  model: {hidden_size: 8}\n  train: {epochs: 1, steps_per_epoch: 10, batch_size: 8}\n"
         f"  elastic: {{nproc_per_node: 2, rdzv_backend: etcd-v2, rdzv_endpoint: '{endpoint}'}}\n",
         run_id="etcd-run",

@@ -84,7 +84,8 @@ BROKEN = {
         "classification metric",
     ),
     "grid with a sampler": (
-        "data: {name: iris}\nclassical: {models: [SVM], search: {space: {SVM: {C: {loguniform: [0.1, 10]}}}}}\n",
+        "data: {name: iris}\n"
+        "classical: {models: [SVM], search: {space: {SVM: {C: {loguniform: [0.1, 10]}}}}}\n",
         "grid search needs a list",
     ),
     "min above max nodes": (
@@ -132,7 +133,8 @@ def test_help_imports_no_heavy_library():
     code = (
         "import sys, mlkube.cli as c\n"
         "try:\n    c.main(['--help'])\nexcept SystemExit:\n    pass\n"
-        "heavy = [m for m in ('ray', 'torch', 'kubernetes', 'sklearn', 'numba', 'ts', 'pydantic') if m in sys.modules]\n"
+        "heavy = [m for m in ('ray', 'torch', 'kubernetes', 'sklearn', 'numba', 'ts', 'pydantic')"
+        " if m in sys.modules]\n"
         "print('HEAVY', heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -88,12 +88,16 @@ def leaderboard_table(board: dict[str, Any]) -> str:
             f"metric: {board['metric']}   task: {board['task']}   scheme: {board['scheme']['scheme']}",
             "",
         ]
-        header = f"{'#':>2}  {'model':<8} {'stage':<9} {'mean':>8} {'std':>8} {'folds':>5} {'fit s':>7}  {'status':<13} params"
+        header = (
+            f"{'#':>2}  {'model':<8} {'stage':<9} {'mean':>8} {'std':>8} {'folds':>5} {'fit s':>7}  "
+            f"{'status':<13} params"
+        )
         lines += [header, "-" * len(header)]
         for i, row in enumerate(board["rows"], 1):
             params = json.dumps(row["params"], sort_keys=True)
             lines.append(
-                f"{i:>2}  {row['model']:<8} {row.get('stage', ''):<9} {_num(row['mean']):>8} {_num(row['std']):>8} "
+                f"{i:>2}  {row['model']:<8} {row.get('stage', ''):<9} "
+                f"{_num(row['mean']):>8} {_num(row['std']):>8} "
                 f"{len(row['scores']):>5} {_num(row.get('fit_time'), 3):>7}  {row['status']:<13} {params}"
             )
         best = board.get("best")
@@ -105,10 +109,14 @@ def leaderboard_table(board: dict[str, Any]) -> str:
             ]
     if "deep" in board:
         deep = board["deep"]
-        title = f"LSTM and baselines on the {deep['period']} period {deep['dates'][0]}..{deep['dates'][1]} ({deep['target']}):"
+        title = (
+            f"LSTM and baselines on the {deep['period']} period "
+            f"{deep['dates'][0]}..{deep['dates'][1]} ({deep['target']}):"
+        )
         lines += ["", title, f"{'model':<12} {'median NSE':>10} {'mean NSE':>9} {'median KGE':>10}"]
         lines += [
-            f"{r['model']:<12} {_num(r['median_nse']):>10} {_num(r['mean_nse']):>9} {_num(r['median_kge']):>10}"
+            f"{r['model']:<12} {_num(r['median_nse']):>10} {_num(r['mean_nse']):>9} "
+            f"{_num(r['median_kge']):>10}"
             for r in deep["rows"]
         ]
     return "\n".join(lines)
@@ -224,7 +232,10 @@ def nested_plot(nested: dict[str, dict], metric: str, path: Path) -> Path | None
 # ----------------------------------------------------------------------------------------------- HTML
 def _img(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
-    return f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(path.stem.replace("_", " "))}</figcaption></figure>'
+    return (
+        f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{html.escape(path.stem.replace('_', ' '))}</figcaption></figure>"
+    )
 
 
 def _html_table(headers: list[str] | None, rows: list[list[Any]], table_id: str | None = None) -> str:
@@ -283,7 +294,8 @@ def write_html(run: Run, sections: list[tuple[str, str]]) -> Path:
     """report.html: one self-contained page (images inline), readable offline."""
     body = "".join(f"<h2>{html.escape(title)}</h2>{content}" for title, content in sections)
     page = (
-        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>mlkube run {html.escape(run.id)}</title>'
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>mlkube run {html.escape(run.id)}</title>"
         f"<style>{CSS}</style></head><body><h1>mlkube run {html.escape(run.id)}</h1>{body}</body></html>\n"
     )
     return atomic_write_text(run.report_file, page)
@@ -320,7 +332,10 @@ def _problem_section(prepared: dict[str, Any]) -> str:
             "<h3>Time series</h3>"
             + _facts(
                 {
-                    "sites": f"{len(t['sites'])}: {', '.join(t['sites'][:12])}{' …' if len(t['sites']) > 12 else ''}",
+                    "sites": (
+                        f"{len(t['sites'])}: {', '.join(t['sites'][:12])}"
+                        f"{' …' if len(t['sites']) > 12 else ''}"
+                    ),
                     "days": t["days"],
                     "dynamic inputs": ", ".join(t["dynamic_inputs"]),
                     "static inputs": ", ".join(t["static_inputs"]) or "none",
@@ -449,7 +464,10 @@ def _classical_section(run: Run, board: dict[str, Any], summary: dict[str, Any])
 def compare(a: dict[str, Any], b: dict[str, Any], names: tuple[str, str]) -> str:
     """Two leaderboards side by side: each model's best mean in either run, and the difference."""
     if a["metric"] != b["metric"]:
-        return f"the runs use different metrics ({a['metric']} vs {b['metric']}); their scores are not comparable"
+        return (
+            f"the runs use different metrics ({a['metric']} vs {b['metric']}); "
+            "their scores are not comparable"
+        )
     best: list[dict[str, float]] = [{}, {}]
     for side, board in zip(best, (a, b), strict=False):
         for row in board["rows"]:
@@ -466,7 +484,8 @@ def compare(a: dict[str, Any], b: dict[str, Any], names: tuple[str, str]) -> str
         lines.append(f"{model:<8} {_num(x):>{width}} {_num(y):>{width}} {delta:>9}")
     holdout = [board["best"].get("holdout_score") if board.get("best") else None for board in (a, b)]
     lines.append(
-        f"{'best':<8} {(a['best'] or {}).get('model', '-'):>{width}} {(b['best'] or {}).get('model', '-'):>{width}}"
+        f"{'best':<8} {(a['best'] or {}).get('model', '-'):>{width}} "
+        f"{(b['best'] or {}).get('model', '-'):>{width}}"
     )
     lines.append(f"{'holdout':<8} {_num(holdout[0]):>{width}} {_num(holdout[1]):>{width}}")
     return "\n".join(lines)

@@ -32,7 +32,9 @@ class DataSpec(Section):
 
     name: Literal["iris", "wine", "breast_cancer", "diabetes"] | None = Field(
         None,
-        description="Built-in data set shipped with scikit-learn (no download): iris, wine, breast_cancer, diabetes.",
+        description=(
+            "Built-in data set shipped with scikit-learn (no download): iris, wine, breast_cancer, diabetes."
+        ),
     )
     path: Path | None = Field(
         None, description="A CSV or Parquet file with one row per sample (instead of `name`)."
@@ -47,7 +49,8 @@ class DataSpec(Section):
     def _one_source(self) -> DataSpec:
         if self.name is None and self.path is None:
             raise ValueError(
-                "give either `name` (a built-in: iris, wine, breast_cancer, diabetes) or `path` (a CSV/Parquet file)"
+                "give either `name` (a built-in: iris, wine, breast_cancer, diabetes) "
+                "or `path` (a CSV/Parquet file)"
             )
         if self.name is not None and self.path is not None:
             raise ValueError("give `name` or `path`, not both")
@@ -63,7 +66,10 @@ class PreprocessSpec(Section):
 
     scaler: Literal["auto", "standard", "minmax", "none"] = Field(
         "auto",
-        description="Tabular scaling inside each model's pipeline. auto: only models that need it (LR, KNN, SVM, ...).",
+        description=(
+            "Tabular scaling inside each model's pipeline. "
+            "auto: only models that need it (LR, KNN, SVM, ...)."
+        ),
     )
     impute: Literal["none", "mean", "median"] = Field(
         "none", description="Tabular missing-value imputation inside the pipeline."
@@ -71,14 +77,20 @@ class PreprocessSpec(Section):
     fill_max_gap: int = Field(
         5,
         ge=0,
-        description="Time series: longest gap (days) filled by linear interpolation; longer gaps stay NaN and are masked in the loss.",
+        description=(
+            "Time series: longest gap (days) filled by linear interpolation; "
+            "longer gaps stay NaN and are masked in the loss."
+        ),
     )
     log_target: bool = Field(
         False, description="Time series: train on log(target + 0.1) (skewed streamflow)."
     )
     normalization: Literal["global", "per_site"] = Field(
         "global",
-        description="Time series: standardise inputs with statistics over all sites or per site (training period only).",
+        description=(
+            "Time series: standardise inputs with statistics over all sites or per site "
+            "(training period only)."
+        ),
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Where the Numba kernels run: auto picks CUDA when present."
@@ -114,7 +126,8 @@ class CVSpec(Section):
         if self.scheme == "nested":
             if self.inner is None or self.outer is None:
                 raise ValueError(
-                    "`nested` needs both `inner` and `outer` schemes, e.g. inner: {scheme: stratified, folds: 3}"
+                    "`nested` needs both `inner` and `outer` schemes, "
+                    "e.g. inner: {scheme: stratified, folds: 3}"
                 )
             if "nested" in (self.inner.scheme, self.outer.scheme):
                 raise ValueError("`inner` and `outer` cannot themselves be nested")
@@ -139,7 +152,10 @@ class SearchSpec(Section):
     )
     space: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
-        description="Per model, per parameter: a list of values, or {loguniform|uniform: [lo, hi]}, {randint: [lo, hi]}, {choice: [...]}.",
+        description=(
+            "Per model, per parameter: a list of values, or {loguniform|uniform: [lo, hi]}, "
+            "{randint: [lo, hi]}, {choice: [...]}."
+        ),
     )
     trials: int = Field(
         20, ge=1, description="Trials per model for random and tpe (grid runs every combination)."
@@ -196,13 +212,18 @@ class TimeSeriesDataSpec(Section):
 
     name: Literal["camels_us_sample", "synthetic"] | None = Field(
         None,
-        description="Built-in: camels_us_sample (4 real CAMELS-US basins, shipped; the default when `path` is "
-        "not given) or synthetic (seeded weather driving a bucket model, any size).",
+        description=(
+            "Built-in: camels_us_sample (4 real CAMELS-US basins, shipped; the default when `path` is "
+            "not given) or synthetic (seeded weather driving a bucket model, any size)."
+        ),
     )
     path: Path | None = Field(
         None,
-        description="Instead of `name`: a CAMELS-US folder (the full download works as is), a folder of one "
-        "CSV/Parquet per site (file name = site), or one long CSV/Parquet/NetCDF table with `site` and `date`.",
+        description=(
+            "Instead of `name`: a CAMELS-US folder (the full download works as is), a folder of one "
+            "CSV/Parquet per site (file name = site), "
+            "or one long CSV/Parquet/NetCDF table with `site` and `date`."
+        ),
     )
     sites: list[str] | None = Field(
         None, description="Sites (basins) to use, quoted (e.g. '01022500'); default: all."
@@ -357,8 +378,10 @@ class ServeSpec(Section):
     jvm_options: str = Field(
         "-XX:TieredStopAtLevel=1",
         description=(
-            "Extra options for TorchServe's Java frontend (one line). The default compiles with C1 only: on a few cores, "
-            "C2's compiler threads took 12-50 % of a core through the first minute of load and ~25 % of the LSTM's "
+            "Extra options for TorchServe's Java frontend (one line). "
+            "The default compiles with C1 only: on a few cores, "
+            "C2's compiler threads took 12-50 % of a core through the first minute of load "
+            "and ~25 % of the LSTM's "
             'batched throughput; "" restores the JVM\'s default.'
         ),
     )
@@ -395,7 +418,10 @@ class MetricsSpec(Section):
         0,
         ge=0,
         le=3600,
-        description="Keep the LSTM workers' exporters up this long after training, so a short job's last values get scraped.",
+        description=(
+            "Keep the LSTM workers' exporters up this long after training, "
+            "so a short job's last values get scraped."
+        ),
     )
 
 
@@ -461,7 +487,8 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
     if not isinstance(raw, dict):
         raise SpecError(
             [
-                f"the spec must be a mapping of sections (seed, data, classical, ...), got {type(raw).__name__}"
+                "the spec must be a mapping of sections (seed, data, classical, ...), "
+                f"got {type(raw).__name__}"
             ],
             source=source,
         )
@@ -560,7 +587,8 @@ def reference_markdown() -> str:
     ]
 
     def section(model: type[BaseModel], prefix: str) -> None:
-        out.append(f"\n### `{prefix or 'top level'}`\n\n{(model.__doc__ or '').strip()}\n")
+        summary = " ".join((model.__doc__ or "").split())  # a docstring wrapped in the code is one paragraph
+        out.append(f"\n### `{prefix or 'top level'}`\n\n{summary}\n")
         out.append("| key | default | meaning |\n|---|---|---|")
         nested = []
         for name, field in model.model_fields.items():

@@ -60,7 +60,8 @@ def check_run_id(run_id: str) -> str:
     if len(run_id) > RUN_ID_MAX or not RUN_ID.match(run_id):
         raise MlkubeError(
             f"run id {run_id!r} cannot name Kubernetes objects",
-            f"use lower-case letters, digits and '-' (at most {RUN_ID_MAX}, starting and ending with a letter or digit)",
+            f"use lower-case letters, digits and '-' (at most {RUN_ID_MAX}, "
+            "starting and ending with a letter or digit)",
         )
     return run_id
 

@@ -71,7 +71,8 @@ class Kube:
         except HTTPError as err:
             raise MlkubeError(
                 f"cannot reach the Kubernetes API at {self.api.configuration.host}: {type(err).__name__}",
-                "is the cluster up (kind: deploy/kind/up.sh) and is your kubeconfig's current context the right one?",
+                "is the cluster up (kind: deploy/kind/up.sh) "
+                "and is your kubeconfig's current context the right one?",
             ) from None
 
     def _api_error(self, what: str, status: int, message: str) -> MlkubeError:

@@ -39,7 +39,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     kind, name = next((o["kind"], o["metadata"]["name"]) for o in rendered.objects if o["kind"] in WORKLOADS)
     if args.detach:
         print(
-            f"run {run_id}: submitted {kind}/{name} to {namespace}; follow it with `mlkube status {run_id} -n {namespace}`"
+            f"run {run_id}: submitted {kind}/{name} to {namespace}; "
+            f"follow it with `mlkube status {run_id} -n {namespace}`"
         )
         return 0
     state = wait(kube, kind, name, run_id, LOG_ROLE[args.kind], args.timeout, args.poll, progress)

@@ -97,7 +97,8 @@ def metric_for(spec: Spec, task: str) -> str:
     if metric not in get_scorer_names():
         raise MlkubeError(
             f"classical.metric: unknown scorer {metric!r}",
-            "use a scikit-learn scorer name, e.g. accuracy, f1_macro, roc_auc, r2, neg_root_mean_squared_error",
+            "use a scikit-learn scorer name, "
+            "e.g. accuracy, f1_macro, roc_auc, r2, neg_root_mean_squared_error",
         )
     is_regression_metric = metric.startswith(REGRESSION_METRIC_MARKS)
     if is_regression_metric != (task == "regression"):
