@@ -14,9 +14,8 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m mlkube.commands.lstm_worker", description=__doc__.splitlines()[0]
-    )
+    summary = " ".join(__doc__.split("\n\n")[0].split())  # the docstring's first paragraph, one line
+    parser = argparse.ArgumentParser(prog="python -m mlkube.commands.lstm_worker", description=summary)
     parser.add_argument("--spec", required=True, type=Path, help="the run's resolved spec (spec.yaml)")
     parser.add_argument("--run-dir", required=True, type=Path, help="the run directory (checkpoints, models)")
     args = parser.parse_args(argv)
