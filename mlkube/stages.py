@@ -55,4 +55,4 @@ def present(ctx) -> None:
     from mlkube.trainer.report import present as write_report
 
     write_report(ctx.run)
-    ctx.progress.say(f"report: {ctx.run.path / 'report.html'}")
+    ctx.progress.say(f"report: {ctx.run.report_file}")

@@ -35,10 +35,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     progress.say(f"run {run.id}: {run.path}")
     run_pipeline(spec, run, progress, only=args.stages)
     if run.leaderboard_file.exists():
-        print(f"leaderboard: {run.path / 'leaderboard.json'}")
+        print(f"leaderboard: {run.leaderboard_file}")
     if args.serve:
         serve_and_predict(run, spec, progress)
-    print(f"report: {run.path / 'report.html'}")
+    print(f"report: {run.report_file}")
     return 0
 
 
@@ -79,7 +79,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     run = Run.open(args.run)
     present(run)
-    print(f"report: {run.path / 'report.html'}")
+    print(f"report: {run.report_file}")
     return 0
 
 
