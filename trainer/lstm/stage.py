@@ -145,7 +145,7 @@ def draw(
         data.target_name,
         run.figures / FIGURES["hydrographs"],
     )
-    return {name: f"figures/{file}" for name, file in FIGURES.items()}
+    return {name: str((run.figures / file).relative_to(run.path)) for name, file in FIGURES.items()}
 
 
 def chosen_sites(sites: tuple[str, ...], scores: dict[str, dict[str, float | None]]) -> dict[str, tuple]:
