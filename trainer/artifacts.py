@@ -9,7 +9,7 @@ handlers read only this contract (and check the hash before loading).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from pydantic import ValidationError
 
@@ -41,7 +41,13 @@ def write_model_card(folder: Path, card_type: type[Card], fields: dict[str, Any]
     return card
 
 
-def read_model_card(folder: Path, verify: bool = True, expected: type[Card] = ModelCard) -> Card:
+@overload
+def read_model_card(folder: Path, verify: bool = True) -> ModelCard: ...
+@overload
+def read_model_card(folder: Path, verify: bool = True, *, expected: type[Card]) -> Card: ...
+@overload
+def read_model_card(folder: Path, verify: bool, expected: type[Card]) -> Card: ...
+def read_model_card(folder: Path, verify: bool = True, expected: type[ModelCard] = ModelCard) -> ModelCard:
     """The typed card of a model folder (a SklearnCard or an LstmCard), refused unless it is an `expected`;
     with `verify`, refuse weights whose SHA-256 differs from the card's."""
     folder = Path(folder)

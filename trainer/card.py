@@ -128,7 +128,7 @@ class Preprocessing(Part):
         per_site = self.normalization == "per_site"
         if per_site and not self.sites:
             raise ValueError("normalization per_site needs `sites`, the site ids of the statistics' rows")
-        rows = len(self.sites) if per_site else 1
+        rows = len(self.sites) if per_site and self.sites else 1  # (per_site has sites: refused above)
         shapes = {
             "dynamic_mean": _shape(self.dynamic_mean),
             "dynamic_std": _shape(self.dynamic_std),

@@ -97,6 +97,8 @@ def load_tabular(spec: DataSpec, task: str = "auto") -> TabularData:
     """Load the data a `data:` section names; `task` overrides the inferred one."""
     if spec.path is not None:
         return _load_file(spec, task)
+    if spec.name is None:
+        raise ValueError("data: give either `name` (a built-in) or `path` (the spec requires one)")
     data = BUILTINS[spec.name]()
     return data if task in ("auto", data.task) else _retask(data, task)
 
@@ -126,29 +128,32 @@ def _read_table(path: Path):
 
 
 def _load_file(spec: DataSpec, task: str) -> TabularData:
-    table = _read_table(spec.path)
+    path, target_name = spec.path, spec.target
+    if path is None or target_name is None:
+        raise ValueError("data: a file needs `path` and `target` (the spec requires `target` with `path`)")
+    table = _read_table(path)
     columns = [str(c) for c in table.columns]
     table.columns = columns
-    needed = [spec.target] + (spec.features or []) + ([spec.groups] if spec.groups else [])
+    needed = [target_name] + (spec.features or []) + ([spec.groups] if spec.groups else [])
     missing = [c for c in needed if c not in columns]
     if missing:
-        raise MlkubeError(f"data: column(s) {missing} not in {spec.path.name}", f"columns there: {columns}")
-    features = spec.features or [c for c in columns if c not in (spec.target, spec.groups)]
+        raise MlkubeError(f"data: column(s) {missing} not in {path.name}", f"columns there: {columns}")
+    features = spec.features or [c for c in columns if c not in (target_name, spec.groups)]
     if not features:
         raise MlkubeError(
-            f"data: {spec.path.name} has no feature columns besides the target", "add feature columns"
+            f"data: {path.name} has no feature columns besides the target", "add feature columns"
         )
     non_numeric = [c for c in features if not _is_numeric(table[c])]
     if non_numeric:
         raise MlkubeError(
-            f"data.features: non-numeric column(s) {non_numeric} in {spec.path.name}",
+            f"data.features: non-numeric column(s) {non_numeric} in {path.name}",
             "encode them as numbers, or leave them out with `data.features`",
         )
-    target = table[spec.target]
+    target = table[target_name]
     if target.isna().any():
         rows = [int(i) + 2 for i in np.flatnonzero(target.isna().to_numpy())[:5]]
         raise MlkubeError(
-            f"data.target: column {spec.target!r} has {int(target.isna().sum())} missing value(s) "
+            f"data.target: column {target_name!r} has {int(target.isna().sum())} missing value(s) "
             f"(file lines {rows}…)",
             "drop or fill those rows: a target cannot be missing",
         )
@@ -158,11 +163,11 @@ def _load_file(spec: DataSpec, task: str) -> TabularData:
         X=table[features].to_numpy(dtype=np.float64),
         y=y,
         feature_names=features,
-        target_name=spec.target,
+        target_name=target_name,
         task=task,
         class_names=class_names,
         groups=groups,
-        source=str(spec.path),
+        source=str(path),
     )
 
 

@@ -11,16 +11,20 @@ from __future__ import annotations
 import importlib
 import json
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from mlkube.trainer.artifacts import read_model_card
 from mlkube.trainer.errors import MlkubeError
+
+if TYPE_CHECKING:
+    from mlkube.serving.handlers.base import ModelHandler
 
 # framework → (module under serving.handlers, handler class)
 HANDLERS = {"sklearn": ("sklearn_handler", "SklearnHandler"), "torch": ("lstm_handler", "LstmHandler")}
 
 
-def handler_for(framework: str) -> tuple[Path, type]:
+def handler_for(framework: str) -> tuple[Path, type[ModelHandler]]:
     """The handler's source file (packed into the .mar) and its class, for a model card's `framework`."""
     if framework not in HANDLERS:
         raise MlkubeError(
@@ -28,7 +32,17 @@ def handler_for(framework: str) -> tuple[Path, type]:
         )
     module_name, class_name = HANDLERS[framework]
     module = importlib.import_module(f"{__name__}.{module_name}")
-    return Path(module.__file__), getattr(module, class_name)
+    return _module_file(module), getattr(module, class_name)
+
+
+def _module_file(module: ModuleType) -> Path:
+    """The file an imported module was loaded from."""
+    if module.__file__ is None:
+        raise MlkubeError(
+            f"module {module.__name__} has no file to load from",
+            "install mlkube and TorchServe from their packages",
+        )
+    return Path(module.__file__)
 
 
 class InProcess:
@@ -41,7 +55,7 @@ class InProcess:
         card = read_model_card(model_dir)
         _, handler_class = handler_for(card.framework)
         metrics = MetricsCacheYamlImpl(
-            str(Path(importlib.import_module("ts").__file__).parent / "configs" / "metrics.yaml")
+            str(_module_file(importlib.import_module("ts")).parent / "configs" / "metrics.yaml")
         )
         metrics.initialize_cache()
         metrics.model_name = card.name

@@ -179,6 +179,7 @@ class ModelHandler:
                 context.set_response_status(BAD_REQUEST, "Bad Request", idx)
                 answers.append(json.dumps({"error": str(rows), "code": BAD_REQUEST}))
                 continue
+            assert outputs is not None  # a good request: `good` is not empty, so it was predicted above
             answers.append(json.dumps({**self.header, **self.answer(outputs[offset : offset + len(rows)])}))
             offset += len(rows)
         self._emit(context, len(good), len(data) - len(good), offset, (time.perf_counter() - start) * 1000)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from mlkube.serving.handlers.base import (
     ModelHandler,
@@ -26,7 +26,10 @@ from mlkube.serving.handlers.base import (
     numbers,
     worker_cpus,
 )
-from mlkube.trainer.card import LstmCard
+from mlkube.trainer.card import LstmCard, Preprocessing
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 
 class LstmHandler(ModelHandler):
@@ -52,8 +55,8 @@ class LstmHandler(ModelHandler):
         model, card = load_lstm_model(model_dir)
         p = card.preprocessing
         # site id → statistics row, under per-site normalization (the card names the sites there)
-        self.sites = (
-            {site: row for row, site in enumerate(p.sites)} if p.normalization == "per_site" else None
+        self.sites: dict[str, int] | None = (
+            {site: row for row, site in enumerate(_sites(p))} if p.normalization == "per_site" else None
         )
         self.days, self.dynamic, self.static = (
             p.sequence_length,
@@ -73,7 +76,8 @@ class LstmHandler(ModelHandler):
         self.transform = p.target_transform
         self.fields = {"target": card.target, "horizon": p.horizon}
         self.shards = worker_cpus()
-        self.pool = None  # the threads of every shard but the first (which runs in the worker's own thread)
+        # the threads of every shard but the first (which runs in the worker's own thread)
+        self.pool: ThreadPoolExecutor | None = None
         if self.shards > 1:
             from concurrent.futures import ThreadPoolExecutor
 
@@ -89,6 +93,8 @@ class LstmHandler(ModelHandler):
             raise RequestError(
                 f"{where}: expected a site id (a string), got {json_type(site)} {json.dumps(site)[:40]}"
             )
+        if self.sites is None:
+            raise ValueError("site_row needs per-site statistics (the model has none)")
         if site not in self.sites:
             known = list(self.sites)
             raise RequestError(
@@ -108,7 +114,8 @@ class LstmHandler(ModelHandler):
         try:
             # A new parser each time (it costs nothing): a parser cannot parse again while its last document
             # lives.
-            body = simdjson.Parser().parse(raw)
+            # Any: simdjson's values are dynamically typed (an Object, an Array or a scalar, as the body is)
+            body: Any = simdjson.Parser().parse(raw)
             instances = body["instances"]
             n = len(instances)
             # as_buffer flattens nested arrays: a valid body has exactly one "[" per window and one for
@@ -179,7 +186,10 @@ class LstmHandler(ModelHandler):
         inputs = batch[..., : self.n_inputs]
         x = torch.from_numpy((inputs - self.mean[row][:, None]) / self.std[row][:, None]).float()
         first, *others = torch.tensor_split(x, min(self.shards, len(x)))
-        running = [self.pool.submit(self.last_day, shard) for shard in others]
+        running: list[Future[Any]] = []
+        if others:
+            assert self.pool is not None  # more than one shard: self.shards > 1, so `load` made the pool
+            running = [self.pool.submit(self.last_day, shard) for shard in others]
         last_day = torch.cat([self.last_day(first), *(shard.result() for shard in running)]).double().numpy()
         y = last_day * self.target_std[row] + self.target_mean[row]
         return self.transform.inverse(y)
@@ -198,7 +208,8 @@ class LstmHandler(ModelHandler):
         """One window at the training means (of the first site, under per-site statistics)."""
         p = card.preprocessing
         per_site = p.normalization == "per_site"
-        means = p.dynamic_mean[0] if per_site else p.dynamic_mean
+        # the card checked the shapes: one row of means per site under per_site, else one row
+        means = cast("list[float]", p.dynamic_mean[0] if per_site else p.dynamic_mean)
         days = p.sequence_length
         instance: dict[str, Any] = {
             "dynamic": {n: [m] * days for n, m in zip(p.dynamic_inputs, means, strict=True)}
@@ -206,5 +217,12 @@ class LstmHandler(ModelHandler):
         if p.static_inputs:
             instance["static"] = dict(zip(p.static_inputs, p.static_mean, strict=True))
         if per_site:
-            instance["site"] = p.sites[0]
+            instance["site"] = _sites(p)[0]
         return {"instances": [instance]}
+
+
+def _sites(p: Preprocessing) -> list[str]:
+    """The site ids of per-site statistics (the card refuses per_site without them)."""
+    if p.sites is None:
+        raise ValueError("normalization per_site needs `sites`, the site ids of the statistics' rows")
+    return p.sites

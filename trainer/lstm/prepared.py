@@ -84,7 +84,9 @@ def save_prepared(path: Path, prepared: Prepared) -> Path:
     arrays["periods"] = np.array([[name, lo, hi] for name, (lo, hi) in data.periods.items()], dtype=object)
     arrays["data_hash"] = np.asarray(prepared.data_hash)
     with atomic_path(path) as tmp:
-        np.savez(tmp, **{k: (v.astype(str) if v.dtype == object else v) for k, v in arrays.items()})
+        # Any: savez's typed **kwds would otherwise also be matched against its allow_pickle (a bool)
+        saved: dict[str, Any] = {k: (v.astype(str) if v.dtype == object else v) for k, v in arrays.items()}
+        np.savez(tmp, **saved)
     return path
 
 

@@ -23,7 +23,7 @@ _gather_day = cuda.jit(device=True)(bodies.gather_day)
 
 @cuda.jit(cache=True)
 def _site_moments_kernel(values, lo, hi, count, mean, m2):
-    item = cuda.grid(1)
+    item: int = cuda.grid(1)  # type: ignore[call-arg]  # numba's stubs count grid's typing context as an argument
     variables = values.shape[2]
     if item < values.shape[0] * variables:
         _site_moments(values, lo, hi, count, mean, m2, item // variables, item % variables)
@@ -31,7 +31,7 @@ def _site_moments_kernel(values, lo, hi, count, mean, m2):
 
 @cuda.jit(cache=True)
 def _scale_kernel(values, mean, std, log, inverse, out):
-    item = cuda.grid(1)
+    item: int = cuda.grid(1)  # type: ignore[call-arg]  # numba's stubs count grid's typing context as an argument
     days = values.shape[1]
     if item < values.shape[0] * days:
         _scale(values, mean, std, log, inverse, out, item // days, item % days)
@@ -39,7 +39,7 @@ def _scale_kernel(values, mean, std, log, inverse, out):
 
 @cuda.jit(cache=True)
 def _fill_gaps_kernel(values, max_gap, out):
-    item = cuda.grid(1)
+    item: int = cuda.grid(1)  # type: ignore[call-arg]  # numba's stubs count grid's typing context as an argument
     variables = values.shape[2]
     if item < values.shape[0] * variables:
         _fill_gaps(values, max_gap, out, item // variables, item % variables)
@@ -47,14 +47,14 @@ def _fill_gaps_kernel(values, max_gap, out):
 
 @cuda.jit(cache=True)
 def _window_validity_kernel(dynamic, target, first, length, shift, warmup, bad_days, finite_days, valid):
-    site = cuda.grid(1)
+    site: int = cuda.grid(1)  # type: ignore[call-arg]  # numba's stubs count grid's typing context as an argument
     if site < dynamic.shape[0]:
         _window_validity(dynamic, target, first, length, shift, warmup, bad_days, finite_days, valid, site)
 
 
 @cuda.jit(cache=True)
 def _gather_kernel(dynamic, static, target, sites, starts, shift, x, y):
-    item = cuda.grid(1)
+    item: int = cuda.grid(1)  # type: ignore[call-arg]  # numba's stubs count grid's typing context as an argument
     length = x.shape[1]
     if item < x.shape[0] * length:
         _gather_day(dynamic, static, target, sites, starts, shift, x, y, item // length, item % length)

@@ -64,6 +64,10 @@ def open_source(spec: TimeSeriesDataSpec, seed: int) -> Source:
     """The source `spec` names: a built-in (`name`) or the user's files (`path`)."""
     if spec.name is not None:
         return BUILTIN_SOURCES[spec.name](spec, seed)
+    if spec.path is None:
+        raise ValueError(
+            "lstm.data: give `name` or `path` (the spec defaults `name` when `path` is not given)"
+        )
     return path_source(Path(spec.path))
 
 
