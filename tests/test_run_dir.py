@@ -137,8 +137,10 @@ def test_sigkill_mid_stage_leaves_no_partial_file_and_resume_completes(ray_clust
     resumed, uninterrupted = (
         json.loads((tmp_path / "runs" / r / "leaderboard.json").read_text()) for r in ("k", "w")
     )
+
     def strip(board):
         return [(r["model"], r["scores"]) for r in board["rows"]]
+
     assert strip(resumed) == strip(uninterrupted)
     assert resumed["best"]["holdout_score"] == uninterrupted["best"]["holdout_score"]
 

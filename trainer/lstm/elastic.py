@@ -1,10 +1,10 @@
-"""One worker of the elastic training; `torchrun ... -m mlkube.commands.lstm_worker --spec SPEC --run-dir RUN_DIR`
+"""One worker of the elastic training: `torchrun ... -m mlkube.commands.lstm_worker --spec SPEC --run-dir RUN`
 runs `train` in each worker process.
 
-Each worker reads RANK, LOCAL_RANK and WORLD_SIZE from torchrun, joins the group (nccl on CUDA, gloo on CPU), loads
-the latest complete checkpoint of `RUN_DIR/checkpoints/` and trains on its share of every global batch. Rank 0
-prints progress, writes a checkpoint every `lstm.train.checkpoint_every` steps, and at the end writes the model
-(`models/lstm/`) with its test-period scores and its training record (`models/lstm/training.json`).
+Each worker reads RANK, LOCAL_RANK and WORLD_SIZE from torchrun, joins the group (nccl on CUDA, gloo on CPU),
+loads the latest complete checkpoint of `RUN/checkpoints/` and trains on its share of every global batch.
+Rank 0 prints progress, writes a checkpoint every `lstm.train.checkpoint_every` steps, and at the end writes
+the model (`models/lstm/`) with its test-period scores and its training record (`models/lstm/training.json`).
 Without torchrun's variables it trains alone in this process.
 """
 
@@ -81,8 +81,9 @@ class process_group:
             )
 
     def store(self):
-        """torchrun's store, with keys of their own for this attempt: the agent's store outlives a restart of the
-        workers, and without a prefix the new workers may read the dead ones' addresses (gloo: connection refused)."""
+        """torchrun's store, with keys of their own for this attempt: the agent's store outlives a restart of
+        the workers, and without a prefix the new workers may read the dead ones' addresses (gloo: connection
+        refused)."""
         import torch.distributed as dist
 
         agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"  # else rank 0 hosts the store
@@ -106,7 +107,8 @@ class process_group:
 
 
 class ProgressLine:
-    """Rank 0 prints `[lstm] step S/T epoch E loss L N seq/s` about five times per epoch, and every epoch's end."""
+    """Rank 0 prints `[lstm] step S/T epoch E loss L N seq/s` about five times per epoch, and at each epoch's
+    end."""
 
     def __init__(self, rank: int, steps_per_epoch: int):
         self.rank, self.every = rank, max(1, steps_per_epoch // 5)
