@@ -325,8 +325,9 @@ def test_no_preset_token_is_rendered_or_accepted():
 
 def test_network_policy_lets_only_the_inference_port_in():
     policy = only(objects({"serve": {"enabled": True}, "ray": {"enabled": False}}), "NetworkPolicy")
-    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
     assert policy["spec"]["ingress"] == [{"ports": [{"protocol": "TCP", "port": 8080}]}]
+    assert {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]} == {53}
 
 
 def test_metrics_peers_may_reach_the_metrics_port_only():
@@ -604,7 +605,7 @@ def test_submit_values_from_a_spec_render_the_specs_workload():
         "cluster: {image: 'registry:5000/team/mlkube:1.2', gpu: true}\n"
     )
     objs = render(values_for(spec, "elastic", "r1"), "mlkube-r1", "ml").objects
-    assert {o["kind"] for o in objs} == {"ConfigMap", "PersistentVolumeClaim", "PyTorchJob"}
+    assert {o["kind"] for o in objs} == {"ConfigMap", "PersistentVolumeClaim", "PyTorchJob", "NetworkPolicy"}
     job = only(objs, "PyTorchJob")
     (container,) = containers(pod_templates(job)[0])
     assert container["image"] == "registry:5000/team/mlkube:1.2"
@@ -670,7 +671,7 @@ SCHEMA_RULES = [
     ({"raay": {}}, "<top level>: additional properties 'raay' not allowed"),
     ({"serve": {"runId": "Run 1"}}, "serve.runId: 'Run 1' does not match pattern"),
     ({"runs": {"claimName": "c" * 64}}, "runs.claimName: maxLength: got 64, want 63"),
-    ({"image": {"tag": ""}}, "image.tag: minLength: got 0, want 1"),
+    ({"image": {"tag": "1.0 latest"}}, "image.tag: '1.0 latest' does not match pattern"),
     ({"elastic": {"maxNodes": 0}}, "elastic.maxNodes: minimum: got 0, want 1"),
     ({"elastic": {"gpusPerNode": 0}}, "elastic.gpusPerNode: minimum: got 0, want 1"),
     ({"elastic": {"etcd": {"image": ""}}}, "elastic.etcd.image: minLength: got 0, want 1"),

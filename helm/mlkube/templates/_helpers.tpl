@@ -16,8 +16,10 @@
 {{- .Values.runs.claimName | default (printf "%s-runs" (include "mlkube.fullname" .)) -}}
 {{- end -}}
 
+{{/* The image; its tag defaults to the chart's appVersion (<appVersion>-gpu for the GPU build). */}}
 {{- define "mlkube.image" -}}
-{{ .Values.image.repository }}:{{ .Values.image.tag }}
+{{- $tag := .Values.image.tag | default (printf "%s%s" .Chart.AppVersion (ternary "-gpu" "" .Values.gpu)) -}}
+{{ .Values.image.repository }}:{{ $tag }}
 {{- end -}}
 
 {{/* Selector labels of one component: call with (dict "root" . "component" "serving"). */}}
@@ -81,20 +83,47 @@ prometheus.io/path: /metrics
 - {name: MPLCONFIGDIR, value: /tmp/matplotlib}
 {{- end -}}
 
-{{/* Volumes of tuning and training pods: the runs claim, the spec, a writable /tmp. */}}
+{{/* The model-signing key (the user's Secret signing.secretName, entry `key`), read-only in the pods that write or
+check model cards. */}}
+{{- define "mlkube.signingDir" -}}/etc/mlkube/signing{{- end -}}
+
+{{- define "mlkube.signingEnv" -}}
+- {name: MLKUBE_SIGNING_KEY_FILE, value: {{ include "mlkube.signingDir" . }}/key}
+{{- end -}}
+
+{{- define "mlkube.signingVolume" -}}
+- name: signing
+  secret:
+    secretName: {{ .Values.signing.secretName }}
+    items: [{key: key, path: key}]
+    defaultMode: 288          # 0440: the pods' group (fsGroup) reads it, nobody writes it
+{{- end -}}
+
+{{- define "mlkube.signingMount" -}}
+- {name: signing, mountPath: {{ include "mlkube.signingDir" . }}, readOnly: true}
+{{- end -}}
+
+{{/* A writable /tmp, size-limited: (dict "root" . "size" QUANTITY). */}}
+{{- define "mlkube.tmpVolume" -}}
+- name: tmp
+  emptyDir: {sizeLimit: {{ .size }}}
+{{- end -}}
+
+{{/* Volumes of tuning and training pods: the runs claim, the spec, a writable /tmp, the signing key. */}}
 {{- define "mlkube.workVolumes" -}}
 - name: runs
   persistentVolumeClaim: {claimName: {{ include "mlkube.claimName" . }}}
 - name: spec
   configMap: {name: {{ include "mlkube.fullname" . }}-spec}
-- name: tmp
-  emptyDir: {}
+{{ include "mlkube.tmpVolume" (dict "root" . "size" .Values.scratch.tmp) }}
+{{ include "mlkube.signingVolume" . }}
 {{- end -}}
 
 {{- define "mlkube.workMounts" -}}
 - {name: runs, mountPath: {{ .Values.runs.mountPath }}}
 - {name: spec, mountPath: /spec, readOnly: true}
 - {name: tmp, mountPath: /tmp}
+{{ include "mlkube.signingMount" . }}
 {{- end -}}
 
 {{/* The exporter ports of a pod, metrics-<local rank> on metrics.port + local rank: (dict "root" . "count" N). */}}
@@ -142,6 +171,7 @@ metadata:
   annotations: {{- . | nindent 4 }}
   {{- end }}
 spec:
+  automountServiceAccountToken: false
   securityContext: {{- include "mlkube.podSecurityContext" $root | nindent 4 }}
   {{- include "mlkube.scheduling" (dict "root" $root "gpu" $root.Values.gpu) | nindent 2 }}
   containers:
@@ -150,7 +180,9 @@ spec:
       imagePullPolicy: {{ $root.Values.image.pullPolicy }}
       command: [torchrun]
       args: {{- include "mlkube.torchrunArgs" . | nindent 8 }}
-      env: {{- include "mlkube.env" $root | nindent 8 }}
+      env:
+        {{- include "mlkube.env" $root | nindent 8 }}
+        {{- include "mlkube.signingEnv" $root | nindent 8 }}
       ports:
         - {name: rdzv, containerPort: {{ $v.rdzvPort }}}
         {{- include "mlkube.metricsPorts" (dict "root" $root "count" (include "mlkube.processesPerNode" $root)) | nindent 8 }}
@@ -167,7 +199,7 @@ spec:
   volumes:
     {{- include "mlkube.workVolumes" $root | nindent 4 }}
     - name: dshm
-      emptyDir: {medium: Memory}
+      emptyDir: {medium: Memory, sizeLimit: {{ $root.Values.scratch.shm }}}
 {{- end -}}
 
 {{/* One Ray container: (dict "root" . "name" NAME "resources" R "gpus" N "driver" BOOL). KubeRay sets its command.
@@ -176,7 +208,9 @@ The driver (`mlkube run`, on the head of a RayJob) exports the tuning metrics. *
 - name: {{ .name }}
   image: {{ include "mlkube.image" .root }}
   imagePullPolicy: {{ .root.Values.image.pullPolicy }}
-  env: {{- include "mlkube.env" .root | nindent 4 }}
+  env:
+    {{- include "mlkube.env" .root | nindent 4 }}
+    {{- include "mlkube.signingEnv" .root | nindent 4 }}
   {{- with include "mlkube.metricsPorts" (dict "root" .root "count" (ternary 1 0 .driver)) }}
   ports: {{- . | nindent 4 }}
   {{- end }}
@@ -200,6 +234,8 @@ metadata:
   annotations: {{- . | nindent 4 }}
   {{- end }}
 spec:
+  {{- /* Only the head's autoscaler sidecar (KubeRay adds it) calls the Kubernetes API. */}}
+  automountServiceAccountToken: {{ and (eq .name "ray-head") .root.Values.ray.autoscaling }}
   securityContext: {{- include "mlkube.podSecurityContext" .root | nindent 4 }}
   {{- include "mlkube.scheduling" (dict "root" .root "gpu" .gpus) | nindent 2 }}
   containers: {{- include "mlkube.rayContainer" . | nindent 4 }}
@@ -212,6 +248,9 @@ driver runs on the head; a RayCluster's drivers run wherever `mlkube run` is sta
 {{- $ray := .Values.ray -}}
 {{- $gpus := ternary $ray.workers.gpusPerWorker 0 .Values.gpu -}}
 rayVersion: {{ $ray.version | quote }}
+{{- /* KubeRay makes a random token (Secret <cluster name>, key auth_token) and gives it to every Ray pod, the
+submitter included. */}}
+authOptions: {mode: {{ $ray.auth }}}
 enableInTreeAutoscaling: {{ $ray.autoscaling }}
 headGroupSpec:
   rayStartParams: {dashboard-host: "0.0.0.0"}
@@ -241,7 +280,43 @@ workerGroupSpecs:
 {{- if and (not .Values.runs.create) (not .Values.runs.claimName) -}}
 {{- fail "runs.create is false: set runs.claimName to the existing claim that holds the runs" -}}
 {{- end -}}
+{{- if and (eq .Values.ray.auth "token") (semverCompare "<2.52.0" .Values.ray.version) -}}
+{{- fail (printf "ray.auth token needs Ray 2.52.0 or newer (ray.version is %s): raise ray.version, or set ray.auth: disabled" .Values.ray.version) -}}
+{{- end -}}
+{{- $exporters := or (and .Values.ray.enabled (eq .Values.ray.mode "job")) .Values.elastic.enabled -}}
+{{- if and .Values.networkPolicy.enabled .Values.metrics.podMonitor.enabled $exporters (not .Values.networkPolicy.metricsFrom) -}}
+{{- fail "metrics.podMonitor.enabled: the NetworkPolicies close the exporter ports; add Prometheus to networkPolicy.metricsFrom (e.g. a namespaceSelector)" -}}
+{{- end -}}
 {{- if not (or .Values.ray.enabled .Values.elastic.enabled .Values.serve.enabled) -}}
 {{- fail "nothing to deploy: enable ray, elastic or serve (e.g. --set serve.enabled=true)" -}}
 {{- end -}}
+{{- end -}}
+
+{{/* A label selector of this release's pods of one component, of some roles: (dict "root" . "component" C "roles"
+LIST); no roles: every role. */}}
+{{- define "mlkube.podsOf" -}}
+matchLabels: {{- include "mlkube.selectorLabels" . | nindent 2 }}
+{{- with .roles }}
+matchExpressions:
+  - {key: mlkube.dev/role, operator: In, values: {{ toJson . }}}
+{{- end }}
+{{- end -}}
+
+{{/* One NetworkPolicy peer: this release's pods of a component and roles (as mlkube.podsOf). */}}
+{{- define "mlkube.peerOf" -}}
+- podSelector: {{- include "mlkube.podsOf" . | nindent 4 }}
+{{- end -}}
+
+{{/* An egress rule for DNS (networkPolicy.dns; empty: any destination on port 53). */}}
+{{- define "mlkube.dnsEgress" -}}
+- to: {{- toYaml .Values.networkPolicy.dns | nindent 4 }}
+  ports:
+    - {protocol: UDP, port: 53}
+    - {protocol: TCP, port: 53}
+{{- end -}}
+
+{{/* Egress to some of this release's pods on any port (as mlkube.peerOf), and DNS. */}}
+{{- define "mlkube.egressTo" -}}
+- to: {{- include "mlkube.peerOf" . | nindent 4 }}
+{{ include "mlkube.dnsEgress" .root }}
 {{- end -}}
