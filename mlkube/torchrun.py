@@ -75,6 +75,7 @@ def launch(elastic, run: Run, progress: Progress) -> None:
             subprocess.Popen(
                 torchrun_command(elastic, run, free_port()),
                 env=env,
+                pass_fds=run.writer_fds,  # the run stays locked while torchrun lives, past a killed driver
                 text=True,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,

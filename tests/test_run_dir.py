@@ -51,8 +51,8 @@ def test_an_existing_run_needs_resume_and_the_same_spec(tmp_path):
 
 @pytest.mark.unit
 def test_a_finished_run_is_never_rewritten(tmp_path):
-    run = Run.start("seed: 1\n", tmp_path, run_id="r")
-    run.write_env(seed=1, end=True)
+    with Run.start("seed: 1\n", tmp_path, run_id="r") as run:
+        run.write_env(seed=1, end=True)
     with pytest.raises(MlkubeError, match="finished and is never rewritten"):
         Run.start("seed: 1\n", tmp_path, run_id="r", resume=True)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -24,6 +26,7 @@ from typing import Any
 from mlkube.trainer.errors import MlkubeError
 
 TMP_MARK = ".tmp-"
+MAX_RUN_ID = 128  # bytes: a file name may hold 255, and the id also names rendezvous and archives
 # The models a run makes (`models/<name>/`): the best classical pipeline and the LSTM.
 CLASSICAL_MODEL = "classical"
 LSTM_MODEL = "lstm"
@@ -147,6 +150,7 @@ class Run:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.id = self.path.name
+        self._lock: WriterLock | None = None
 
     # -- the layout: every place in a run directory is named here, and only here
     @property
@@ -232,41 +236,90 @@ class Run:
     # -- creation / resume
     @classmethod
     def start(cls, spec_yaml: str, run_root: Path, run_id: str | None = None, resume: bool = False) -> Run:
-        """Create `run_root/<run_id>/`, or reopen it with `resume=True` (same spec required)."""
+        """Create `run_root/<run_id>/`, or reopen it with `resume=True` (same spec required).
+
+        The run comes back holding its writer lock (`with Run.start(...) as run:` releases it): the checks and
+        the first writes happen under the lock, so two writers can never both pass them.
+        """
         run_id = run_id or new_run_id()
-        if not run_id.replace("-", "").replace("_", "").replace(".", "").isalnum():
-            raise MlkubeError(
-                f"run id {run_id!r} may hold only letters, digits, '-', '_' and '.'", "pick another --run-id"
-            )
+        check_run_id(run_id)
         run = cls(Path(run_root) / run_id)
-        if run.spec_file.exists():
-            if not resume:
-                raise MlkubeError(
-                    f"run {run_id!r} already exists at {run.path}",
-                    f"continue it with `--resume {run_id}`, or pick another --run-id",
-                )
-            run._check_resumable(spec_yaml)
-            remove_partial_files(run.path)
-            return run
-        if resume:
+        if resume and not run._exists():
             raise MlkubeError(
                 f"cannot resume run {run_id!r}: no such run under {run_root}", "check the id with `ls runs/`"
             )
-        run.path.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run.spec_file, spec_yaml)
-        atomic_write_json(run.stages_file, {"done": []})
+        _make_folder(run.path, run_root)
+        run.acquire("run")
+        try:
+            run._create_or_reopen(spec_yaml, resume)
+        except BaseException:
+            run.release()
+            raise
         return run
+
+    def _create_or_reopen(self, spec_yaml: str, resume: bool) -> None:
+        if self.spec_file.exists():
+            if not resume:
+                raise MlkubeError(
+                    f"run {self.id!r} already exists at {self.path}",
+                    f"continue it with `--resume {self.id}`, or pick another --run-id",
+                )
+            self._check_resumable(spec_yaml)
+            remove_partial_files(self.path)
+            return
+        if resume:
+            raise MlkubeError(
+                f"cannot resume run {self.id!r}: no such run at {self.path}", "check the id with `ls runs/`"
+            )
+        atomic_write_text(self.spec_file, spec_yaml)
+        atomic_write_json(self.stages_file, {"done": []})
 
     @classmethod
     def open(cls, ref: str | Path, run_root: Path = Path("runs")) -> Run:
         """Open an existing run by path or by id under `run_root`."""
         for run in (cls(Path(ref)), cls(Path(run_root) / str(ref))):
-            if run.spec_file.exists():
+            if run._exists():
                 return run
         raise MlkubeError(
             f"no run at {ref!r} (looked in {Path(ref)} and {Path(run_root) / str(ref)})",
             "give a run folder or an id under runs/",
         )
+
+    def _exists(self) -> bool:
+        try:
+            return self.spec_file.exists()
+        except OSError:  # a name too long for the file system is no run either
+            return False
+
+    # -- one writer per run
+    @property
+    def lock_file(self) -> Path:
+        """The writer lock: `flock`ed by the one process writing the run, holding its pid, host and start."""
+        return self.path / "writer.lock"
+
+    def acquire(self, command: str) -> Run:
+        """Take the run's writer lock for `command` (refused, naming the holder, while another process holds
+        it); `with run:` or `release()` gives it back, and the kernel frees it when this process dies."""
+        if self._lock is None:
+            self._lock = WriterLock.take(self, command)
+        return self
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    @property
+    def writer_fds(self) -> tuple[int, ...]:
+        """File descriptors a child that writes in the run inherits (`pass_fds`): the lock then stays taken
+        until the child is gone too, even when this process is killed first."""
+        return () if self._lock is None else (self._lock.fd,)
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
     def _check_resumable(self, spec_yaml: str) -> None:
         if self.finished:
@@ -316,3 +369,98 @@ class Run:
             env["data_hash"] = data_hash
         env.update(extra)
         atomic_write_json(self.env_file, env)
+
+
+def check_run_id(run_id: str) -> None:
+    """A run id names one folder: letters, digits, '-', '_' and '.', at most MAX_RUN_ID bytes."""
+    if not run_id.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise MlkubeError(
+            f"run id {run_id!r} may hold only letters, digits, '-', '_' and '.'", "pick another --run-id"
+        )
+    if len(run_id.encode()) > MAX_RUN_ID:
+        raise MlkubeError(
+            f"run id {run_id[:40]!r}… is {len(run_id.encode())} bytes long; at most {MAX_RUN_ID} are allowed",
+            "pick a shorter --run-id",
+        )
+
+
+def _make_folder(path: Path, run_root: Path) -> None:
+    """Create the run's folder, or say why `run_dir` cannot hold it."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+    except OSError as err:
+        raise MlkubeError(
+            f"run_dir {str(run_root)!r} cannot hold run folder {path.name!r}: {_why(err, path)}",
+            "set `run_dir` in the spec to a folder this user can write (or create it)",
+        ) from None
+
+
+def _why(err: OSError, path: Path) -> str:
+    for parent in (path, *path.parents):
+        if parent.exists() and not parent.is_dir():
+            return f"{parent} is a file, not a folder"
+    return f"{err.strerror} ({err.filename or path})"
+
+
+class WriterLock:
+    """One writer per run: an exclusive `fcntl.flock` on `Run.lock_file`. The kernel drops the lock when the
+    holder's last descriptor closes (its death included), so a killed writer's run can be resumed at once;
+    what the file says (pid, host, start, command) only names the holder in the refusal."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    @classmethod
+    def take(cls, run: Run, command: str) -> WriterLock:
+        try:
+            fd = os.open(run.lock_file, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as err:
+            raise MlkubeError(
+                f"cannot open the lock of run {run.id!r} ({run.lock_file}): {err.strerror}",
+                "run it as a user who may write the run folder",
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd)
+            os.close(fd)
+            raise MlkubeError(
+                f"run {run.id!r} is being written by {holder}", "wait for it to finish, or stop it"
+            ) from None
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": now_iso(), "command": command}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        return cls(fd)
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.ftruncate(self.fd, 0)  # a held lock always names its holder; a free one names nobody
+            os.close(self.fd)
+            self.fd = -1
+
+    __del__ = release  # a Run dropped without `with` frees its run (as its process's death would)
+
+
+def _holder(fd: int) -> str:
+    """Who holds the lock, in words, from the lock file's record."""
+    try:
+        holder = json.loads(os.pread(fd, 4096, 0))
+        pid, host = int(holder["pid"]), str(holder["host"])
+        words = f"`mlkube {holder['command']}` (pid {pid} on host {host} since {holder['since']})"
+    except (ValueError, KeyError, TypeError):
+        return "another process (it is starting; its record is not written yet)"
+    if host == socket.gethostname() and not _alive(pid):
+        words += f"; pid {pid} has exited, and a process it started (torchrun) still holds the lock: stop it"
+    return words
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

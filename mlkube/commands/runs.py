@@ -30,14 +30,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     check_inputs(spec)
     run_root = spec.run_dir if spec.run_dir.is_absolute() else Path.cwd() / spec.run_dir
-    run = Run.start(spec.to_yaml(), run_root, run_id=args.resume or args.run_id, resume=bool(args.resume))
-    progress = Progress(quiet=args.quiet)
-    progress.say(f"run {run.id}: {run.path}")
-    run_pipeline(spec, run, progress, only=args.stages)
-    if run.leaderboard_file.exists():
-        print(f"leaderboard: {run.leaderboard_file}")
-    if args.serve:
-        serve_and_predict(run, spec, progress)
+    run_id, resume = args.resume or args.run_id, bool(args.resume)
+    # the run's writer lock is held from the first check to the last write (one writer per run)
+    with Run.start(spec.to_yaml(), run_root, run_id=run_id, resume=resume) as run:
+        progress = Progress(quiet=args.quiet)
+        progress.say(f"run {run.id}: {run.path}")
+        run_pipeline(spec, run, progress, only=args.stages)
+        if run.leaderboard_file.exists():
+            print(f"leaderboard: {run.leaderboard_file}")
+        if args.serve:
+            serve_and_predict(run, spec, progress)
     print(f"report: {run.report_file}")
     return 0
 
@@ -77,8 +79,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Rebuild leaderboard.json, the figures and report.html of a run from its stages' results."""
     from mlkube.trainer.report import present
 
-    run = Run.open(args.run)
-    present(run)
+    with Run.open(args.run).acquire("report") as run:  # refused while a run writes
+        present(run)
     print(f"report: {run.report_file}")
     return 0
 
