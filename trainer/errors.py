@@ -20,10 +20,10 @@ class MlkubeError(Exception):
 class SpecError(MlkubeError):
     """One or more problems in an experiment spec, one readable line each."""
 
-    def __init__(self, problems: list[str], source: str | None = None):
+    def __init__(self, problems: list[str], source: str | None = None, fix: str | None = None):
         self.problems = problems
         self.source = source
         where = f" in {source}" if source else ""
         lines = [f"{len(problems)} problem{'s' if len(problems) != 1 else ''}{where}:"]
         lines += [f"  - {p}" for p in problems]
-        super().__init__("\n".join(lines))
+        super().__init__("\n".join(lines), fix)

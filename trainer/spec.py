@@ -7,23 +7,42 @@ user-facing: the README's spec reference is generated from them (`mlkube validat
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from mlkube.trainer.errors import SpecError
 
 TABULAR_DATASETS = ("iris", "wine", "breast_cancer", "diabetes")
 TIMESERIES_DATASETS = ("camels_us_sample", "synthetic")
+SAMPLERS = ("loguniform", "uniform", "randint", "choice")
+
+# Limits of the YAML loader: a spec is a page of settings, so these stop only hostile or broken files.
+MAX_SPEC_CHARS = 1 << 20  # 1 MiB of text
+MAX_NODES = 100_000  # YAML nodes once aliases are expanded (a nine-line alias bomb expands to 10⁹)
+MAX_DEPTH = 32  # nesting levels of mappings and lists (a real spec nests fewer than ten)
+SEED_MAX = 2**32 - 1  # numpy's and scikit-learn's random_state range
 
 
 class Section(BaseModel):
     """Base of every spec section: unknown keys are errors, assignments are validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 # ----------------------------------------------------------------------------------------------------- data
@@ -41,7 +60,9 @@ class DataSpec(Section):
     )
     target: str | None = Field(None, description="Target column of `path` (built-ins know theirs).")
     features: list[str] | None = Field(
-        None, description="Feature columns of `path`; default: every column but the target and groups."
+        None,
+        min_length=1,
+        description="Feature columns of `path`; default: every column but the target and groups.",
     )
     groups: str | None = Field(None, description="Column holding group labels, for `cv.scheme: group`.")
 
@@ -74,7 +95,7 @@ class PreprocessSpec(Section):
     impute: Literal["none", "mean", "median"] = Field(
         "none", description="Tabular missing-value imputation inside the pipeline."
     )
-    fill_max_gap: int = Field(
+    fill_max_gap: StrictInt = Field(
         5,
         ge=0,
         description=(
@@ -82,7 +103,7 @@ class PreprocessSpec(Section):
             "longer gaps stay NaN and are masked in the loss."
         ),
     )
-    log_target: bool = Field(
+    log_target: StrictBool = Field(
         False, description="Time series: train on log(target + 0.1) (skewed streamflow)."
     )
     normalization: Literal["global", "per_site"] = Field(
@@ -107,15 +128,19 @@ class CVSpec(Section):
     scheme: Scheme = Field(
         "stratified", description="holdout, kfold, stratified, repeated, loocv, group, timeseries or nested."
     )
-    folds: int = Field(
+    folds: StrictInt = Field(
         5, ge=2, description="Number of folds (k) for kfold, stratified, repeated, group and timeseries."
     )
-    repeats: int = Field(
+    repeats: StrictInt = Field(
         3, ge=1, description="Repeats for `repeated` (repeated stratified k-fold for classification)."
     )
-    test_size: float = Field(0.25, gt=0, lt=1, description="Test fraction for `holdout`.")
-    shuffle: bool = Field(True, description="Shuffle before splitting (kfold, stratified); seeded by `seed`.")
-    gap: int = Field(0, ge=0, description="`timeseries`: samples left out between train and test.")
+    test_size: StrictFloat = Field(
+        0.25, gt=0, le=0.5, description="Test fraction for `holdout` (at most 0.5: the rest trains)."
+    )
+    shuffle: StrictBool = Field(
+        True, description="Shuffle before splitting (kfold, stratified); seeded by `seed`."
+    )
+    gap: StrictInt = Field(0, ge=0, description="`timeseries`: samples left out between train and test.")
     inner: CVSpec | None = Field(None, description="`nested`: the inner scheme that tunes.")
     outer: CVSpec | None = Field(
         None, description="`nested`: the outer scheme that scores the tuned pipeline."
@@ -139,9 +164,52 @@ class CVSpec(Section):
 class HoldoutSpec(Section):
     """A final validation split taken before any cross-validation and scored once by the best model."""
 
-    test_size: float = Field(
-        0.2, gt=0, lt=1, description="Fraction of rows kept aside for the final validation."
+    test_size: StrictFloat = Field(
+        0.2,
+        gt=0,
+        le=0.5,
+        description=(
+            "Fraction of rows kept aside for the final validation (at most 0.5: the rest is cross-validated)."
+        ),
     )
+
+
+def _search_axis(axis: Any) -> Any:
+    """One parameter's search axis: a non-empty list of values, or one sampler with usable bounds."""
+    if isinstance(axis, list):
+        if not axis:
+            raise ValueError("an empty list of values: give at least one")
+        return axis
+    if not (isinstance(axis, dict) and len(axis) == 1 and next(iter(axis)) in SAMPLERS):
+        raise ValueError(
+            "not a search axis: give a list of values, or one of "
+            "{loguniform|uniform|randint: [lo, hi]}, {choice: [...]}"
+        )
+    ((kind, bounds),) = axis.items()
+    if kind == "choice":
+        if not isinstance(bounds, list) or not bounds:
+            raise ValueError("`choice` takes a non-empty list of values")
+        return axis
+    integers = kind == "randint"
+    if not (isinstance(bounds, list) and len(bounds) == 2 and all(_is_bound(b, integers) for b in bounds)):
+        kinds = "integers" if kind == "randint" else "finite numbers"
+        raise ValueError(f"`{kind}` takes [lo, hi], two {kinds}")
+    lo, hi = bounds
+    if not lo < hi:
+        raise ValueError(f"`{kind}` needs lo < hi, got lo = {lo}, hi = {hi}")
+    if kind == "loguniform" and lo <= 0:
+        raise ValueError(f"`loguniform` samples the logarithm, so it needs 0 < lo < hi, got lo = {lo}")
+    return axis
+
+
+def _is_bound(value: Any, integers: bool) -> bool:
+    """A sampler's bound: a finite number (an integer for randint), never a bool."""
+    if isinstance(value, bool) or not isinstance(value, int if integers else (int, float)):
+        return False
+    return math.isfinite(value)
+
+
+SearchAxis = Annotated[Any, AfterValidator(_search_axis)]
 
 
 class SearchSpec(Section):
@@ -150,37 +218,41 @@ class SearchSpec(Section):
     algorithm: Literal["grid", "random", "tpe"] = Field(
         "grid", description="grid (every combination), random, or tpe (Optuna TPE)."
     )
-    space: dict[str, dict[str, Any]] = Field(
+    space: dict[str, dict[str, SearchAxis]] = Field(
         default_factory=dict,
         description=(
             "Per model, per parameter: a list of values, or {loguniform|uniform: [lo, hi]}, "
             "{randint: [lo, hi]}, {choice: [...]}."
         ),
     )
-    trials: int = Field(
+    trials: StrictInt = Field(
         20, ge=1, description="Trials per model for random and tpe (grid runs every combination)."
     )
     scheduler: Literal["none", "asha"] = Field(
         "none", description="asha stops weak trials after a few folds."
     )
-    grace_folds: int = Field(2, ge=1, description="ASHA: folds every trial runs before it may be stopped.")
+    grace_folds: StrictInt = Field(
+        2, ge=1, description="ASHA: folds every trial runs before it may be stopped."
+    )
 
 
 class ResourcesSpec(Section):
     """Resources one trial holds."""
 
-    cpu: float = Field(1, gt=0, description="CPUs per trial.")
-    gpu: float = Field(0, ge=0, description="GPUs per trial.")
+    cpu: StrictFloat = Field(1, gt=0, description="CPUs per trial.")
+    gpu: StrictFloat = Field(0, ge=0, description="GPUs per trial.")
 
 
 class ClassicalSpec(Section):
     """Spot-check and tuning of scikit-learn models (stages evaluate and improve)."""
 
-    enabled: bool = Field(True, description="Run the classical stages (they need a `data` section).")
+    enabled: StrictBool = Field(True, description="Run the classical stages (they need a `data` section).")
     task: Literal["auto", "classification", "regression"] = Field(
         "auto", description="auto infers it from the target."
     )
-    models: list[str] | None = Field(None, description="Model short names; default: the task's whole zoo.")
+    models: list[str] | None = Field(
+        None, min_length=1, description="Model short names; default (no `models` key): the task's whole zoo."
+    )
     params: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Fixed parameters per model, e.g. {SVM: {gamma: auto}}."
     )
@@ -194,14 +266,14 @@ class ClassicalSpec(Section):
     search: SearchSpec | None = Field(
         None, description="Hyperparameter search (stage improve); none: spot-check only."
     )
-    max_concurrent: int | None = Field(
+    max_concurrent: StrictInt | None = Field(
         None, ge=1, description="Trials running at once; default: as many as the resources allow."
     )
     resources_per_trial: ResourcesSpec = Field(
         default_factory=ResourcesSpec, description="Resources one trial holds."
     )
-    max_failures: int = Field(1, ge=0, description="Retries of a trial whose worker died.")
-    parallel_folds: bool = Field(
+    max_failures: StrictInt = Field(1, ge=0, description="Retries of a trial whose worker died.")
+    parallel_folds: StrictBool = Field(
         False, description="Run the folds of one trial as parallel Ray tasks (big data sets)."
     )
 
@@ -226,10 +298,11 @@ class TimeSeriesDataSpec(Section):
         ),
     )
     sites: list[str] | None = Field(
-        None, description="Sites (basins) to use, quoted (e.g. '01022500'); default: all."
+        None, min_length=1, description="Sites (basins) to use, quoted (e.g. '01022500'); default: all."
     )
     dynamic_inputs: list[str] | None = Field(
         None,
+        min_length=1,
         description="Daily input variables (`prcp` finds `prcp(mm/day)`); default: the data set's forcings "
         "(CAMELS: prcp, srad, tmax, tmin, vp, dayl; tables: every numeric column but the target).",
     )
@@ -255,8 +328,8 @@ class TimeSeriesDataSpec(Section):
         None,
         description="[start, end] dates, inclusive; default: camels_us_sample 2002, else the last quarter.",
     )
-    synthetic_sites: int = Field(8, ge=1, description="`synthetic`: number of sites generated.")
-    synthetic_years: int = Field(
+    synthetic_sites: StrictInt = Field(8, ge=1, description="`synthetic`: number of sites generated.")
+    synthetic_years: StrictInt = Field(
         4, ge=1, description="`synthetic`: years of daily data generated (from 2000-01-01)."
     )
 
@@ -296,10 +369,10 @@ class TimeSeriesDataSpec(Section):
 class LstmModelSpec(Section):
     """The network: input linear layer, nn.LSTM (cuDNN on CUDA), linear head."""
 
-    hidden_size: int = Field(64, ge=1, description="LSTM hidden units.")
-    num_layers: int = Field(1, ge=1, description="Stacked LSTM layers.")
-    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout before the head (and between layers).")
-    static_embedding: int | None = Field(
+    hidden_size: StrictInt = Field(64, ge=1, description="LSTM hidden units.")
+    num_layers: StrictInt = Field(1, ge=1, description="Stacked LSTM layers.")
+    dropout: StrictFloat = Field(0.0, ge=0, lt=1, description="Dropout before the head (and between layers).")
+    static_embedding: StrictInt | None = Field(
         None, ge=1, description="Embed static attributes to this size; none: feed them raw."
     )
 
@@ -307,30 +380,34 @@ class LstmModelSpec(Section):
 class LstmTrainSpec(Section):
     """Optimisation."""
 
-    epochs: int = Field(10, ge=1, description="Epochs (an epoch is `steps_per_epoch` batches).")
-    steps_per_epoch: int = Field(50, ge=1, description="Batches per epoch.")
-    batch_size: int = Field(64, ge=1, description="Global batch (sequences), split evenly over workers.")
-    learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate.")
+    epochs: StrictInt = Field(10, ge=1, description="Epochs (an epoch is `steps_per_epoch` batches).")
+    steps_per_epoch: StrictInt = Field(50, ge=1, description="Batches per epoch.")
+    batch_size: StrictInt = Field(
+        64, ge=1, description="Global batch (sequences), split evenly over workers."
+    )
+    learning_rate: StrictFloat = Field(1e-3, gt=0, description="Adam learning rate.")
     schedule: Literal["none", "step", "cosine"] = Field("none", description="Learning-rate schedule.")
-    clip_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping; none: off.")
+    clip_grad_norm: StrictFloat | None = Field(1.0, gt=0, description="Gradient clipping; none: off.")
     loss: Literal["nse", "mse"] = Field(
         "nse", description="nse: per-site variance weighted (neuralhydrology); mse."
     )
-    warmup_days: int = Field(0, ge=0, description="First days of each sequence left out of the loss.")
-    early_stopping_patience: int | None = Field(
+    warmup_days: StrictInt = Field(0, ge=0, description="First days of each sequence left out of the loss.")
+    early_stopping_patience: StrictInt | None = Field(
         None, ge=1, description="Epochs without better validation NSE before stopping."
     )
-    checkpoint_every: int = Field(50, ge=1, description="Steps between checkpoints (rank 0, atomic).")
-    mixed_precision: bool = Field(True, description="bfloat16/float16 autocast on CUDA (ignored on CPU).")
+    checkpoint_every: StrictInt = Field(50, ge=1, description="Steps between checkpoints (rank 0, atomic).")
+    mixed_precision: StrictBool = Field(
+        True, description="bfloat16/float16 autocast on CUDA (ignored on CPU)."
+    )
 
 
 class ElasticSpec(Section):
     """torch elastic (torchrun) launch."""
 
-    nproc_per_node: int = Field(2, ge=1, description="Worker processes on this node.")
-    min_nodes: int = Field(1, ge=1, description="Elastic membership: fewest nodes.")
-    max_nodes: int = Field(1, ge=1, description="Elastic membership: most nodes.")
-    max_restarts: int = Field(3, ge=0, description="Worker-group restarts after a failure.")
+    nproc_per_node: StrictInt = Field(2, ge=1, description="Worker processes on this node.")
+    min_nodes: StrictInt = Field(1, ge=1, description="Elastic membership: fewest nodes.")
+    max_nodes: StrictInt = Field(1, ge=1, description="Elastic membership: most nodes.")
+    max_restarts: StrictInt = Field(3, ge=0, description="Worker-group restarts after a failure.")
     rdzv_backend: Literal["c10d", "etcd", "etcd-v2", "static"] = Field(
         "c10d", description="Rendezvous backend."
     )
@@ -346,12 +423,12 @@ class ElasticSpec(Section):
 class LstmSpec(Section):
     """The deep stage: an LSTM on multi-site daily series, trained under torch elastic."""
 
-    enabled: bool = Field(True, description="Run the deep stage.")
+    enabled: StrictBool = Field(True, description="Run the deep stage.")
     data: TimeSeriesDataSpec = Field(
         default_factory=TimeSeriesDataSpec, description="The time-series data set."
     )
-    sequence_length: int = Field(365, ge=2, description="Days the LSTM sees per sample.")
-    horizon: int = Field(
+    sequence_length: StrictInt = Field(365, ge=2, description="Days the LSTM sees per sample.")
+    horizon: StrictInt = Field(
         1, ge=1, description="Predict the target this many days ahead of the last input day (1: same day)."
     )
     model: LstmModelSpec = Field(default_factory=LstmModelSpec, description="The network.")
@@ -364,17 +441,19 @@ class ServeSpec(Section):
     """TorchServe for the best models."""
 
     host: str = Field("127.0.0.1", description="Bind address (loopback by default).")
-    inference_port: int = Field(8080, ge=1, le=65535, description="Inference API port.")
-    management_port: int = Field(8081, ge=1, le=65535, description="Management API port.")
-    metrics_port: int = Field(8082, ge=1, le=65535, description="Prometheus metrics port.")
-    token_auth: bool = Field(True, description="TorchServe token authorization (keep on).")
-    token_expiration_min: int = Field(
+    inference_port: StrictInt = Field(8080, ge=1, le=65535, description="Inference API port.")
+    management_port: StrictInt = Field(8081, ge=1, le=65535, description="Management API port.")
+    metrics_port: StrictInt = Field(8082, ge=1, le=65535, description="Prometheus metrics port.")
+    token_auth: StrictBool = Field(True, description="TorchServe token authorization (keep on).")
+    token_expiration_min: StrictInt = Field(
         60, ge=1, description="Minutes before TorchServe's keys expire (renew or restart after)."
     )
-    batch_size: int = Field(8, ge=1, description="Dynamic batching: requests per batch.")
-    max_batch_delay_ms: int = Field(5, ge=0, description="Dynamic batching: wait this long to fill a batch.")
-    workers: int = Field(1, ge=1, description="Workers per model.")
-    max_request_bytes: int = Field(1_048_576, ge=1024, description="Largest request body.")
+    batch_size: StrictInt = Field(8, ge=1, description="Dynamic batching: requests per batch.")
+    max_batch_delay_ms: StrictInt = Field(
+        5, ge=0, description="Dynamic batching: wait this long to fill a batch."
+    )
+    workers: StrictInt = Field(1, ge=1, description="Workers per model.")
+    max_request_bytes: StrictInt = Field(1_048_576, ge=1024, description="Largest request body.")
     jvm_options: str = Field(
         "-XX:TieredStopAtLevel=1",
         description=(
@@ -385,6 +464,20 @@ class ServeSpec(Section):
             'batched throughput; "" restores the JVM\'s default.'
         ),
     )
+
+    @model_validator(mode="after")
+    def _three_ports(self) -> ServeSpec:
+        names_of: dict[int, list[str]] = {}
+        for name in ("inference_port", "management_port", "metrics_port"):
+            names_of.setdefault(getattr(self, name), []).append(name)
+        clashes = [
+            f"{' and '.join(names)} share port {port}" for port, names in names_of.items() if len(names) > 1
+        ]
+        if clashes:
+            raise ValueError(
+                f"{clashes[0]}: the inference, management and metrics APIs each need their own port"
+            )
+        return self
 
     @field_validator("jvm_options")
     @classmethod
@@ -402,19 +495,19 @@ class ClusterSpec(Section):
         None,
         description="Ray cluster to join (`ray://...` or `auto`); default: $RAY_ADDRESS, else a local Ray.",
     )
-    num_cpus: int | None = Field(None, ge=1, description="CPUs of the local Ray; default: all.")
+    num_cpus: StrictInt | None = Field(None, ge=1, description="CPUs of the local Ray; default: all.")
     namespace: str = Field("default", description="Kubernetes namespace for `mlkube submit`.")
     image: str = Field("mlkube:latest", description="Container image for cluster jobs.")
-    gpu: bool = Field(False, description="Request nvidia.com/gpu for training pods (false on kind).")
+    gpu: StrictBool = Field(False, description="Request nvidia.com/gpu for training pods (false on kind).")
 
 
 class MetricsSpec(Section):
     """Prometheus exporters of mlkube's own processes."""
 
-    port: int | None = Field(
+    port: StrictInt | None = Field(
         None, ge=0, le=65535, description="Exporter port (training rank r uses port + r); none: off."
     )
-    linger_seconds: float = Field(
+    linger_seconds: StrictFloat = Field(
         0,
         ge=0,
         le=3600,
@@ -429,7 +522,12 @@ class MetricsSpec(Section):
 class Spec(Section):
     """An mlkube experiment."""
 
-    seed: int = Field(0, ge=0, description="Seeds splits, models and batches: same seed, same results.")
+    seed: StrictInt = Field(
+        0,
+        ge=0,
+        le=SEED_MAX,
+        description="Seeds splits, models and batches (0 to 4294967295): same seed, same results.",
+    )
     run_dir: Path = Field(Path("runs"), description="Folder that holds one sub-folder per run.")
     data: DataSpec | None = Field(None, description="Tabular data for the classical stages.")
     preprocess: PreprocessSpec = Field(default_factory=PreprocessSpec, description="Preprocessing.")
@@ -463,27 +561,51 @@ class Spec(Section):
 def load_spec(source: str | Path, base_dir: Path | None = None) -> Spec:
     """Read and validate a spec file; raise SpecError with one line per problem.
 
-    Relative paths in the spec are resolved against the spec file's folder (or `base_dir`).
+    Relative paths in the spec are resolved against the spec file's folder (or `base_dir`). A spec that
+    enables no stage is refused: it would run nothing and say nothing.
     """
     path = Path(source)
     if not path.is_file():
         raise SpecError([f"spec file not found: {path}"], source=str(path))
-    text = path.read_text()
-    spec = parse_spec(text, source=str(path))
+    with path.open("rb") as file:
+        data = file.read(MAX_SPEC_CHARS + 1)  # bounded, whatever the file system says its size is
+    spec = parse_spec(_spec_text(data, str(path)), source=str(path))
+    if not (spec.runs_classical or spec.runs_lstm):
+        raise SpecError(
+            ["the spec enables no stage: add a `data` section (the classical stages) or an `lstm` section"],
+            source=str(path),
+        )
     return _resolve_paths(spec, base_dir or path.parent)
 
 
-def parse_spec(text: str, source: str = "<spec>") -> Spec:
-    """Validate YAML text into a Spec."""
+def _spec_text(data: bytes, source: str) -> str:
+    """A spec file's bytes as text: UTF-8 (a byte-order mark allowed), never a binary file."""
+    if len(data) > MAX_SPEC_CHARS:
+        raise _too_large(source)
+    if b"\0" in data:
+        line = data.count(b"\n", 0, data.index(b"\0")) + 1
+        raise SpecError(
+            [f"not a text file (line {line}: a NUL byte) — a spec is YAML text in UTF-8"], source=source
+        )
     try:
-        raw = yaml.safe_load(text)
-        lines = _line_map(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise SpecError([f"not valid YAML{where}: {getattr(exc, 'problem', exc)}"], source=source) from None
-    if raw is None:
-        raw = {}
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise SpecError(
+            [f"not UTF-8 text (line {line}: byte {data[exc.start]:#04x}) — a spec is YAML text in UTF-8"],
+            source=source,
+            fix="save the file as UTF-8 (from Latin-1: iconv -f latin1 -t utf-8 SPEC > SPEC.utf8)",
+        ) from None
+
+
+def parse_spec(text: str, source: str = "<spec>") -> Spec:
+    """Validate YAML text into a Spec; an empty document is refused (it would run nothing, silently)."""
+    raw, lines = _read_yaml(text, source)
+    if raw is None or raw == {}:
+        raise SpecError(
+            ["the spec is empty: give at least a `data` section (classical stages) or an `lstm` section"],
+            source=source,
+        )
     if not isinstance(raw, dict):
         raise SpecError(
             [
@@ -498,6 +620,172 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
         raise SpecError([_describe(err, lines) for err in exc.errors()], source=source) from None
 
 
+class _SpecLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, for hostile files: it refuses nesting deeper than MAX_DEPTH while it composes
+    (the composer recurses once per level), turns a value the constructor cannot build into a YAML error,
+    and keeps a date that does not exist (2001-02-30) as text, for the validation to name with its field."""
+
+    def __init__(self, text: str):
+        super().__init__(text)
+        self.depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                line = self.peek_event().start_mark.line + 1
+                raise _Refused(f"nested deeper than {MAX_DEPTH} levels (line {line})")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read this {node.tag.rsplit(':', 1)[-1]}: {exc}", node.start_mark
+            ) from None
+
+    def construct_date_or_text(self, node: yaml.ScalarNode) -> Any:
+        try:
+            return self.construct_yaml_timestamp(node)
+        except ValueError:
+            return self.construct_scalar(node)
+
+
+_SpecLoader.add_constructor("tag:yaml.org,2002:timestamp", _SpecLoader.construct_date_or_text)
+
+
+class _Refused(Exception):
+    """A spec document past one of the loader's limits (the problem, with its line)."""
+
+    def __init__(self, problem: str):
+        super().__init__(problem)
+        self.problem = problem
+
+
+def _too_large(source: str) -> SpecError:
+    return SpecError(
+        [f"larger than {MAX_SPEC_CHARS // 1024} KiB — a spec is a page of settings"],
+        source=source,
+        fix="keep data in data files (data.path, lstm.data.path) and name them in the spec",
+    )
+
+
+def _read_yaml(text: str, source: str) -> tuple[Any, dict[tuple, int]]:
+    """The YAML document and the line of each key path, within the loader's limits: size, nesting depth and
+    alias expansion are checked on the composed node graph, before anything walks or builds the expansion."""
+    if len(text) > MAX_SPEC_CHARS:
+        raise _too_large(source)
+    loader = _SpecLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None, {}
+        _measure(root)
+        lines, duplicates = _line_map(root)
+        if duplicates:
+            raise SpecError(duplicates, source=source)
+        return loader.construct_document(root), lines
+    except _Refused as exc:
+        raise SpecError(
+            [exc.problem],
+            source=source,
+            fix=f"a spec nests at most {MAX_DEPTH} levels and expands to at most {MAX_NODES} YAML nodes",
+        ) from None
+    except yaml.YAMLError as exc:
+        raise SpecError([f"not valid YAML{_yaml_where(exc)}: {_yaml_problem(exc)}"], source=source) from None
+    finally:
+        loader.dispose()
+
+
+def _yaml_where(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    return f" (line {mark.line + 1})" if mark else ""
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    if isinstance(exc, yaml.reader.ReaderError):
+        return f"character {exc.character!r} at position {exc.position} is not allowed in YAML text"
+    return str(getattr(exc, "problem", exc))
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _measure(root: yaml.Node) -> None:
+    """Refuse a document that expands (aliases followed) past MAX_NODES nodes or MAX_DEPTH levels, or that
+    contains itself. Each distinct node is measured once, so the cost is that of the text, not of the
+    expansion; an alias always names a node defined earlier, so the recursion is no deeper than the text."""
+    measured: dict[int, tuple[int, int]] = {}  # id(node) -> (nodes, levels) once expanded
+    open_nodes: set[int] = set()
+
+    def measure(node: yaml.Node) -> tuple[int, int]:
+        if id(node) in measured:
+            return measured[id(node)]
+        if id(node) in open_nodes:
+            line = node.start_mark.line + 1
+            raise _Refused(
+                f"an alias refers to the node that contains it (line {line}): the spec would contain itself"
+            )
+        open_nodes.add(id(node))
+        nodes, levels = 1, 1
+        for child in _children(node):
+            child_nodes, child_levels = measure(child)
+            nodes, levels = nodes + child_nodes, max(levels, child_levels + 1)
+        open_nodes.discard(id(node))
+        line = node.start_mark.line + 1
+        if nodes > MAX_NODES:
+            raise _Refused(f"aliases expand the node on line {line} to {nodes} YAML nodes, over {MAX_NODES}")
+        if levels > MAX_DEPTH:
+            raise _Refused(f"aliases nest the node on line {line} {levels} levels deep, over {MAX_DEPTH}")
+        measured[id(node)] = nodes, levels
+        return nodes, levels
+
+    measure(root)
+
+
+def _line_map(root: yaml.Node) -> tuple[dict[tuple, int], list[str]]:
+    """Each key path of the document with its 1-based line, and one problem per duplicate key (YAML would
+    silently keep the last). Each node is walked once, where it is defined, never along an alias."""
+    lines: dict[tuple, int] = {}
+    duplicates: list[str] = []
+    walked: set[int] = set()
+
+    def walk(node: yaml.Node, path: tuple) -> None:
+        if id(node) in walked:
+            return
+        walked.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first: dict[str, int] = {}
+            for key, value in node.value:
+                if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                    continue
+                sub, line = (*path, key.value), key.start_mark.line + 1
+                if key.value in first:
+                    duplicates.append(
+                        f"{'.'.join(str(p) for p in sub)} (line {line}): duplicate key — also given on line "
+                        f"{first[key.value]}; give it once"
+                    )
+                first.setdefault(key.value, line)
+                lines.setdefault(sub, line)
+                walk(value, sub)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                sub = (*path, i)
+                lines[sub] = item.start_mark.line + 1
+                walk(item, sub)
+
+    walk(root, ())
+    return lines, duplicates
+
+
 def _describe(err: Mapping[str, Any], lines: dict[tuple, int]) -> str:
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
     path = ".".join(str(p) for p in loc) or "<top level>"
@@ -508,10 +796,16 @@ def _describe(err: Mapping[str, Any], lines: dict[tuple, int]) -> str:
         return f"{path}{where}: unknown key — remove it or check its spelling ({_allowed_keys(loc)})"
     if kind == "missing":
         return f"{path}{where}: required but missing"
-    value = err.get("input")
     msg = err["msg"].removeprefix("Value error, ")
-    shown = repr(value) if not isinstance(value, dict) else "{...}"
-    return f"{path}{where}: {shown} — {msg}"
+    return f"{path}{where}: {_shown(err.get('input'))} — {msg}"
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """A bad value as the message shows it: its repr, cut short (a section's mapping, a huge number)."""
+    if isinstance(value, dict) and len(value) != 1:
+        return "{...}"
+    shown = repr(value)
+    return shown if len(shown) <= limit else f"{shown[: limit - 3]}..."
 
 
 def _allowed_keys(loc: tuple) -> str:
@@ -531,28 +825,6 @@ def _section_type(annotation: Any) -> type[BaseModel] | None:
         if isinstance(cand, type) and issubclass(cand, BaseModel):
             return cand
     return None
-
-
-def _line_map(text: str) -> dict[tuple, int]:
-    """Map each key path of the YAML document to its 1-based line number."""
-    lines: dict[tuple, int] = {}
-
-    def walk(node: yaml.Node, path: tuple) -> None:
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                sub = (*path, key.value)
-                lines[sub] = key.start_mark.line + 1
-                walk(value, sub)
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                sub = (*path, i)
-                lines[sub] = item.start_mark.line + 1
-                walk(item, sub)
-
-    root = yaml.compose(text)
-    if root is not None:
-        walk(root, ())
-    return lines
 
 
 def _nearest_line(loc: tuple, lines: dict[tuple, int]) -> int | None:
