@@ -78,8 +78,18 @@ def _stage_function(name: str) -> Callable[[StageContext], None]:
 
 
 def check_inputs(spec: Spec) -> None:
-    """Checks that need the data (files exist, columns, model names and params): before any work starts."""
+    """Every check that needs only the spec and the data, run by `mlkube validate` and by `mlkube run` before
+    it creates the run directory: the classical data, task, models, params, metric, scheme and folds; the
+    LSTM's series (sites, variables, periods and lengths, targets) and its training set-up (windows, batch
+    vs workers, GPUs). The series are loaded here and again by the prepare stage (a fraction of a second for
+    the samples); the classical data are cached between the two in one process."""
     if spec.runs_classical:
         from mlkube.trainer.classical.stages import check_classical
 
         check_classical(spec)
+    if spec.runs_lstm:
+        from mlkube.trainer.lstm.prepared import prepare
+        from mlkube.trainer.lstm.stage import check_training
+
+        assert spec.lstm is not None  # runs_lstm says so
+        check_training(spec.lstm, prepare(spec))

@@ -139,6 +139,11 @@ def _load_file(spec: DataSpec, task: str) -> TabularData:
     if missing:
         raise MlkubeError(f"data: column(s) {missing} not in {path.name}", f"columns there: {columns}")
     features = spec.features or [c for c in columns if c not in (target_name, spec.groups)]
+    if target_name in features:
+        raise MlkubeError(
+            f"data.features: lists the target {target_name!r}: every model would see the answer it predicts",
+            f"remove {target_name!r} from data.features",
+        )
     if not features:
         raise MlkubeError(
             f"data: {path.name} has no feature columns besides the target", "add feature columns"
@@ -157,7 +162,9 @@ def _load_file(spec: DataSpec, task: str) -> TabularData:
             f"(file lines {rows}…)",
             "drop or fill those rows: a target cannot be missing",
         )
+    _check_finite(table, [*features, target_name] if _is_numeric(target) else features, path)
     y, class_names, task = _encode_target(target, task)
+    _check_target_varies(y, target_name, task)
     groups = table[spec.groups].to_numpy() if spec.groups else None
     return TabularData(
         X=table[features].to_numpy(dtype=np.float64),
@@ -169,6 +176,38 @@ def _load_file(spec: DataSpec, task: str) -> TabularData:
         groups=groups,
         source=str(path),
     )
+
+
+def _file_lines(mask: np.ndarray, limit: int = 5) -> str:
+    """The file lines (header = line 1) of the first `limit` rows where `mask` holds."""
+    rows = np.flatnonzero(mask)
+    lines = ", ".join(str(int(i) + 2) for i in rows[:limit])
+    return lines + (f", … ({len(rows)} rows in all)" if len(rows) > limit else "")
+
+
+def _check_finite(table, columns: list[str], path: Path) -> None:
+    """±inf in a numeric column fails every model, and an imputer cannot fill it: name the column, rows."""
+    for column in columns:
+        values = table[column].to_numpy(dtype=np.float64)
+        infinite = np.isinf(values)
+        if infinite.any():
+            raise MlkubeError(
+                f"data: column {column!r} of {path.name} holds ±inf (file lines {_file_lines(infinite)})",
+                "replace those values with finite numbers, or leave them empty to impute them "
+                "(preprocess.impute: mean or median)",
+            )
+
+
+def _check_target_varies(y: np.ndarray, target: str, task: str) -> None:
+    """A target with one value makes every model 'perfect' (or its score undefined): nothing to learn."""
+    values = np.unique(y)
+    if len(values) < 2:
+        what = "one class" if task == "classification" else "one value"
+        raise MlkubeError(
+            f"data.target: column {target!r} holds {what} in every row, so there is nothing to learn "
+            "(every model would score as if perfect)",
+            "give a target with at least two classes (or values), or choose another data.target",
+        )
 
 
 def _is_numeric(column) -> bool:

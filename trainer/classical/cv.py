@@ -37,11 +37,6 @@ def _kfold(cv: CVSpec, task: str, seed: int):
 def _stratified(cv: CVSpec, task: str, seed: int):
     from sklearn.model_selection import StratifiedKFold
 
-    if task != "classification":
-        raise MlkubeError(
-            "classical.cv.scheme: stratified needs a classification target",
-            "use scheme: kfold for regression",
-        )
     return StratifiedKFold(n_splits=cv.folds, shuffle=cv.shuffle, random_state=_seed(cv, seed))
 
 
@@ -81,6 +76,10 @@ SCHEMES: dict[str, Callable[[CVSpec, str, int], object]] = {
 }
 
 
+# schemes that split by class: a regression target has none
+CLASS_SCHEMES = {"stratified"}
+
+
 def make_splitter(cv: CVSpec, task: str, seed: int):
     """The scikit-learn splitter of a (non-nested) scheme."""
     if cv.scheme == "nested":
@@ -92,6 +91,12 @@ def check_scheme(
     cv: CVSpec, y: np.ndarray, task: str, groups: np.ndarray | None, field: str = "classical.cv"
 ) -> None:
     """Refuse a scheme that cannot split this data, before any trial runs."""
+    if cv.scheme in CLASS_SCHEMES and task != "classification":
+        raise MlkubeError(
+            f"{field}.scheme: {cv.scheme} splits by class, but the target is a regression target "
+            "(it has no classes)",
+            "use scheme: kfold (or repeated, which is plain repeated k-fold for regression)",
+        )
     n = len(y)
     k = {
         "kfold": cv.folds,
@@ -133,6 +138,21 @@ def splits(
     check_scheme(cv, y, task, groups)
     splitter = make_splitter(cv, task, seed)
     return [(np.asarray(tr), np.asarray(te)) for tr, te in splitter.split(X, y, groups)]
+
+
+def check_folds(folds: list[Split], y: np.ndarray, class_names: list[str], ordered: bool, field: str) -> int:
+    """Refuse folds whose training part holds one class (a model learns nothing), or, unless the data are
+    ordered in time, lacks a class of the data (never predicted, yet scored); `class_names` is empty for a
+    regression target. Return the rows of the smallest training part."""
+    for k, (train, _) in enumerate(folds):
+        seen = np.unique(y[train]) if class_names else ()
+        if class_names and (len(seen) < 2 or (not ordered and len(seen) < len(class_names))):
+            raise MlkubeError(
+                f"{field}: the training part of fold {k} holds only the class(es) "
+                f"{[class_names[int(c)] for c in seen]} of {class_names}",
+                "shuffle the rows (shuffle: true) or use scheme: stratified",
+            )
+    return min(len(train) for train, _ in folds)
 
 
 @dataclass

@@ -117,33 +117,71 @@ def model_names(spec: Spec, task: str) -> list[str]:
 # ----------------------------------------------------------------------------------------- checking
 def check_classical(spec: Spec) -> None:
     """Everything that can be refused before a trial runs: data, task, models, params, metric, scheme,
-    space."""
+    folds, space."""
     cd = classical_data(spec)
     task, c = cd.data.task, spec.classical
     metric_for(spec, task)
     names = model_names(spec, task)
     n_classes = len(cd.data.class_names)
-    for name in names:
-        zoo.plan(name, task, c.params.get(name, {}), spec.preprocess.scaler, n_classes, spec.seed)
+    plans = [
+        zoo.plan(n, task, c.params.get(n, {}), spec.preprocess.scaler, n_classes, spec.seed) for n in names
+    ]
     unused = [m for m in c.params if m not in names]
     if unused:
         raise MlkubeError(
             f"classical.params: {unused} not among the models {names}",
             "add them to classical.models or remove their params",
         )
-    scheme = c.cv.outer if c.cv.scheme == "nested" else c.cv
-    assert scheme is not None  # the spec requires `outer` with a nested scheme
-    cvlib.check_scheme(scheme, cd.y, task, cd.groups)
     if c.cv.scheme == "nested" and c.search is None:
         raise MlkubeError(
             "classical.cv.scheme: nested CV scores a tuned pipeline, but there is no classical.search",
             "add a search section, or use a non-nested scheme",
         )
+    spot_rows, search_rows = _fold_rows(spec, cd)
+    for model in plans:
+        zoo.check_fold_rows(model, spot_rows, f"classical.params.{model.name}")
+    _check_missing(spec, cd, plans)
     if c.search is not None:
-        _check_space(spec, c.search, names, task, n_classes)
+        _check_space(spec, c.search, names, task, n_classes, search_rows)
 
 
-def _check_space(spec: Spec, search: SearchSpec, names: list[str], task: str, n_classes: int) -> None:
+def _fold_rows(spec: Spec, cd: ClassicalData) -> tuple[int, int]:
+    """Split the data as the stages will and check every fold; return the training rows of the smallest
+    spot-check fold and of the smallest search fold."""
+    c, task, seed = spec.classical, cd.data.task, spec.seed
+    ordered = c.cv.scheme == "timeseries"
+    if c.cv.scheme != "nested":
+        folds = cvlib.splits(c.cv, cd.X, cd.y, task, seed, cd.groups)
+        rows = cvlib.check_folds(folds, cd.y, cd.data.class_names, ordered, "classical.cv")
+        return rows, rows
+    assert c.cv.outer is not None and c.cv.inner is not None  # the spec requires both with a nested scheme
+    cvlib.check_scheme(c.cv.outer, cd.y, task, cd.groups, field="classical.cv.outer")
+    nested = cvlib.nested_splits(c.cv, cd.X, cd.y, task, seed, cd.groups)
+    outer = cvlib.check_folds(nested.outer, cd.y, cd.data.class_names, ordered, "classical.cv.outer")
+    inner = [s for folds in nested.inner for s in folds] + cvlib.splits(
+        c.cv.inner, cd.X, cd.y, task, seed, cd.groups
+    )
+    return outer, cvlib.check_folds(inner, cd.y, cd.data.class_names, ordered, "classical.cv.inner")
+
+
+def _check_missing(spec: Spec, cd: ClassicalData, plans: list[zoo.ModelPlan]) -> None:
+    """Missing feature values without `preprocess.impute`: refuse the models that cannot take them."""
+    missing = np.isnan(cd.data.X)
+    refused = [model.name for model in plans if not zoo.takes_missing(model)]
+    if spec.preprocess.impute != "none" or not missing.any() or not refused:
+        return
+    columns = [name for name, holes in zip(cd.data.feature_names, missing.any(axis=0), strict=True) if holes]
+    raise MlkubeError(
+        f"data: {int(missing.sum())} missing feature value(s) in column(s) {columns}, and the model(s) "
+        f"{refused} cannot take missing values",
+        "set preprocess.impute: mean (or median), or keep only models that take them "
+        f"({[model.name for model in plans if model.name not in refused] or 'e.g. CART, RF, GBM'})",
+    )
+
+
+def _check_space(
+    spec: Spec, search: SearchSpec, names: list[str], task: str, n_classes: int, fold_rows: int
+) -> None:
     if not search.space:
         raise MlkubeError("classical.search.space is empty", "give e.g. space: {SVM: {C: [0.1, 1, 10]}}")
     for model, space in search.space.items():
@@ -156,8 +194,22 @@ def _check_space(spec: Spec, search: SearchSpec, names: list[str], task: str, n_
         tune_space(space, search.algorithm, where)
         fixed = spec.classical.params.get(model, {})
         for param, values in space.items():
-            for value in values if isinstance(values, list) else []:
-                zoo.plan(model, task, {**fixed, param: value}, spec.preprocess.scaler, n_classes, spec.seed)
+            for value in _axis_values(values):
+                plan = zoo.plan(
+                    model, task, {**fixed, param: value}, spec.preprocess.scaler, n_classes, spec.seed
+                )
+                zoo.check_fold_rows(plan, fold_rows, where)
+
+
+def _axis_values(axis: list | dict) -> list:
+    """The values of a search axis worth checking: every listed value, or a sampler's ends (randint's upper
+    end is exclusive)."""
+    if isinstance(axis, list):
+        return axis
+    kind, args = next(iter(axis.items()))
+    if kind == "choice":
+        return list(args)
+    return [args[0], args[1] - 1] if kind == "randint" else []
 
 
 # ---------------------------------------------------------------------------------------- settings

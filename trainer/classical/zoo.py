@@ -52,6 +52,8 @@ DEFAULT_MODELS = {
     "classification": ["LR", "LDA", "KNN", "CART", "NB", "SVM", "RF", "GBM"],
     "regression": ["LinReg", "Ridge", "Lasso", "EN", "KNN", "CART", "SVR", "RF", "GBM"],
 }
+# integer parameters that count training rows: each must be at most the rows of the smallest training fold
+ROW_COUNT_PARAMS = {"n_neighbors": "neighbours", "max_samples": "rows per tree"}
 SCALERS = {"standard": "sklearn.preprocessing.StandardScaler", "minmax": "sklearn.preprocessing.MinMaxScaler"}
 BINARY_ONLY_SOLVERS = {"liblinear"}
 
@@ -120,6 +122,25 @@ def check_params(name: str, zoo_entry: ZooEntry, params: dict[str, Any]) -> None
         raise MlkubeError(
             f"classical.params.{name}: {exc}", f"see the {cls.__name__} documentation"
         ) from None
+
+
+def check_fold_rows(model: ModelPlan, rows: int, where: str) -> None:
+    """Refuse a row-counting parameter (n_neighbors, an integer max_samples) above `rows`, the training rows
+    of the smallest fold: every fold would fail."""
+    for param, counts in ROW_COUNT_PARAMS.items():
+        value = model.params.get(param)
+        if isinstance(value, int) and not isinstance(value, bool) and value > rows:
+            raise MlkubeError(
+                f"{where}.{param}: {value} {counts}, but the smallest training fold has {rows} rows",
+                f"use {param} ≤ {rows}, or fewer folds (classical.cv.folds)",
+            )
+
+
+def takes_missing(model: ModelPlan) -> bool:
+    """Whether the model (with its params) fits on features with NaN, by scikit-learn's `allow_nan` tag."""
+    from sklearn.utils import get_tags
+
+    return bool(get_tags(entry(model.name, model.task).cls()(**model.params)).input_tags.allow_nan)
 
 
 def build_pipeline(model: ModelPlan, impute: str = "none"):

@@ -17,7 +17,7 @@ import numpy as np
 from mlkube.trainer.preprocess import Statistics, fill_series, fit_statistics
 from mlkube.trainer.run import Run, atomic_path
 from mlkube.trainer.series import TimeSeriesData, load_timeseries
-from mlkube.trainer.series.checks import check_targets
+from mlkube.trainer.series.checks import check_target_not_input, check_targets
 
 if TYPE_CHECKING:
     from mlkube.trainer.spec import LstmSpec, PreprocessSpec
@@ -49,6 +49,7 @@ def load_filled(lstm: LstmSpec, preprocess: PreprocessSpec, seed: int) -> TimeSe
     filled, and with a target to train on and to score in every period."""
     data = fill_series(load_timeseries(lstm, seed), preprocess.fill_max_gap, preprocess.device)
     check_targets(data)  # after filling: filled days count as targets
+    check_target_not_input(data, lstm.horizon)
     return data
 
 

@@ -134,6 +134,12 @@ def check_lengths(lstm: LstmSpec, periods: dict[str, tuple[int, int]], dates: np
     """Check the train period holds a sequence and every other period has its input history; return the days
     [first, last) to keep."""
     length, history = lstm.sequence_length, lstm.sequence_length + lstm.horizon - 2
+    if lstm.train.warmup_days >= length:
+        raise MlkubeError(
+            f"lstm.train.warmup_days ({lstm.train.warmup_days}) must be below lstm.sequence_length "
+            f"({length}): a sequence needs days left to score",
+            "lower warmup_days or raise sequence_length",
+        )
     lo, hi = periods["train"]
     if length > hi - lo:
         raise MlkubeError(
@@ -175,3 +181,14 @@ def check_targets(data: TimeSeriesData) -> None:
                 "site, so nothing could be scored there",
                 "move it to days with observations",
             )
+
+
+def check_target_not_input(data: TimeSeriesData, horizon: int) -> None:
+    """With horizon 1 the last input day is the predicted day: the target among the inputs gives the answer
+    away (a perfect, useless model)."""
+    if horizon == 1 and data.target_name in data.dynamic_inputs:
+        raise MlkubeError(
+            f"lstm.data.dynamic_inputs: holds the target {data.target_name!r}, which with horizon 1 is the "
+            "very value each sequence predicts",
+            f"remove {data.target_name!r} from dynamic_inputs, or forecast ahead (lstm.horizon > 1)",
+        )
