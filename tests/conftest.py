@@ -45,6 +45,25 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=reason))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def signing_key_file(tmp_path_factory):
+    """The session's model-card signing key (32 random bytes), named by MLKUBE_SIGNING_KEY_FILE before
+    anything saves a model: tests never touch the real ~/.config/mlkube/signing.key. Subprocesses inherit
+    it."""
+    from mlkube.trainer.signing import KEY_ENV
+
+    key = tmp_path_factory.mktemp("signing") / "signing.key"
+    key.write_bytes(os.urandom(32))
+    key.chmod(0o600)
+    previous = os.environ.get(KEY_ENV)
+    os.environ[KEY_ENV] = str(key)
+    yield key
+    if previous is None:
+        os.environ.pop(KEY_ENV, None)
+    else:
+        os.environ[KEY_ENV] = previous
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
     """A real two-node Ray cluster (head + one worker node, 1 CPU each), connected for the whole session."""

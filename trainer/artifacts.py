@@ -1,21 +1,29 @@
 """The model artifact contract: `models/<name>/{weights file, model.json}`.
 
 model.json is the model card (`trainer.card`): everything needed at inference, typed. Training writes it
-here, through the card's model, atomically and with the weights' SHA-256; handlers read it here, and a card
-that lacks a field, has an unknown one or a wrong type is refused naming the file and the field. TorchServe
-handlers read only this contract (and check the hash before loading).
+here, through the card's model, atomically, with the weights' SHA-256 and signed (`trainer.signing`); handlers
+read it here, and a card that lacks a field, has an unknown one or a wrong type is refused naming the file and
+the field, as is one its signature does not fit. TorchServe handlers read only this contract (and check the
+signature and the hash before loading). A skops file loads only if every type in it is one that mlkube's model
+zoo produces (`trusted_skops_types`).
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
+import json
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
 from pydantic import ValidationError
 
+from mlkube.trainer import signing
 from mlkube.trainer.card import CARDS, ModelCard, SklearnCard
+from mlkube.trainer.classical.zoo import CLASSIFIERS, REGRESSORS, SCALERS
 from mlkube.trainer.errors import MlkubeError
 from mlkube.trainer.run import (
+    _json_default,
     atomic_path,
     atomic_write_json,
     library_versions,
@@ -26,8 +34,47 @@ from mlkube.trainer.run import (
 
 MODEL_JSON = "model.json"
 RECREATE = "re-create the model with `mlkube run` (training writes model.json; never edit it by hand)"
-# skops loads only types from these packages; anything else in a file is refused.
-SKOPS_TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
+# The estimators that `zoo.build_pipeline` puts around the zoo's models (besides SCALERS).
+PIPELINE_PARTS = (
+    "sklearn.pipeline.Pipeline",
+    "sklearn.impute.SimpleImputer",
+    "sklearn.multiclass.OneVsRestClassifier",
+)
+# What fitted zoo estimators hold besides NumPy arrays and Python containers: trees, neighbour indexes,
+# gradient boosting's bins, predictors and losses, label encoders (tests/test_model_trust.py saves and loads
+# every zoo model and pipeline variant, so a type missing here fails there).
+FITTED_STATE = (
+    "builtins.dict",
+    "builtins.list",
+    "builtins.str",
+    "builtins.tuple",
+    "numpy.dtype",
+    "numpy.ndarray",
+    "numpy.random._generator.Generator",
+    *(f"numpy.{name}" for name in ("bool", "int32", "int64", "uint64", "float32", "float64", "str_")),
+    "sklearn.tree._tree.Tree",
+    "sklearn.neighbors._kd_tree.KDTree",
+    "sklearn.neighbors._ball_tree.BallTree",
+    "sklearn.preprocessing._label.LabelBinarizer",
+    "sklearn.preprocessing._label.LabelEncoder",
+    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    *(
+        f"sklearn._loss.{module}.{prefix}{name}"
+        for name in (
+            "HalfSquaredError",
+            "AbsoluteError",
+            "PinballLoss",
+            "HalfGammaLoss",
+            "HalfPoissonLoss",
+            "HalfBinomialLoss",
+            "HalfMultinomialLoss",
+        )
+        for module, prefix in (("loss", ""), ("_loss", "Cy"))
+    ),
+    *(f"sklearn._loss.link.{name}" for name in ("IdentityLink", "LogLink", "LogitLink", "MultinomialLogit")),
+    "sklearn._loss.link.Interval",
+)
 Card = TypeVar("Card", bound=ModelCard)
 
 
@@ -37,8 +84,11 @@ def write_model_card(folder: Path, card_type: type[Card], fields: dict[str, Any]
     folder = Path(folder)
     stamp = {"sha256": sha256_file(folder / fields["weights"]), "versions": library_versions()}
     card = card_type.model_validate({**fields, **stamp, "created": now_iso()})
-    atomic_write_json(folder / MODEL_JSON, card.model_dump())  # (its writer turns NumPy scores into numbers)
-    return card
+    # signed as JSON data, exactly what a reader gets back (NumPy scores turned into numbers)
+    data = json.loads(json.dumps(card.model_dump(exclude={"signature"}), default=_json_default))
+    signature = signing.sign(data, signing.signing_key(create=True))
+    atomic_write_json(folder / MODEL_JSON, {**data, "signature": signature})
+    return card.model_copy(update={"signature": signature})
 
 
 @overload
@@ -49,7 +99,8 @@ def read_model_card(folder: Path, verify: bool = True, *, expected: type[Card]) 
 def read_model_card(folder: Path, verify: bool, expected: type[Card]) -> Card: ...
 def read_model_card(folder: Path, verify: bool = True, expected: type[ModelCard] = ModelCard) -> ModelCard:
     """The typed card of a model folder (a SklearnCard or an LstmCard), refused unless it is an `expected`;
-    with `verify`, refuse weights whose SHA-256 differs from the card's."""
+    with `verify` (for loading it: never skip it there), refuse a card that is unsigned or whose signature
+    the signing key does not give, and weights whose SHA-256 differs from the card's."""
     folder = Path(folder)
     path = folder / MODEL_JSON
     if not path.is_file():
@@ -72,6 +123,7 @@ def read_model_card(folder: Path, verify: bool = True, expected: type[ModelCard]
             f"{path} is a {framework} model, not a {expected.__name__}", "load it with its handler"
         )
     if verify:
+        signing.verify(path, raw)
         verify_weights(folder, card)
     return card
 
@@ -144,16 +196,65 @@ def canonical_skops(data: bytes) -> bytes:
 
 
 def load_sklearn_model(folder: Path) -> tuple[Any, SklearnCard]:
-    """Load a pipeline saved by `save_sklearn_model`, trusting only scikit-learn/NumPy/SciPy types."""
+    """Load a pipeline saved by `save_sklearn_model`, refusing a file that holds any type mlkube's zoo does
+    not produce (`trusted_skops_types`), whatever its card says."""
     import skops.io as sio
 
     card = read_model_card(folder, expected=SklearnCard)
     weights = Path(folder) / card.weights
-    types = sio.get_untrusted_types(file=weights)
-    refused = [t for t in types if not t.startswith(SKOPS_TRUSTED_PREFIXES)]
+    types = skops_types(weights)
+    refused = sorted(types - trusted_skops_types())
     if refused:
         raise MlkubeError(
-            f"{weights} holds types outside scikit-learn/NumPy/SciPy: {refused}",
-            "only load models mlkube wrote",
+            f"{weights} holds types that mlkube's model zoo does not produce: {refused}",
+            "serve only pipelines that `mlkube run` trained; a file with other types is never loaded",
         )
-    return sio.load(weights, trusted=types), card
+    return sio.load(weights, trusted=sorted(types)), card
+
+
+def skops_types(weights: Path) -> set[str]:
+    """Every type (module.name) that loading the skops file would build or call, trusted by skops or not,
+    from its schema (nothing is loaded)."""
+    import zipfile
+
+    from skops.io._audit import Node, get_tree
+    from skops.io._utils import LoadContext
+
+    try:
+        with zipfile.ZipFile(weights) as archive:
+            schema = json.loads(archive.read("schema.json"))
+            tree = get_tree(schema, LoadContext(src=archive, protocol=schema["protocol"]), trusted=None)
+    except (zipfile.BadZipFile, KeyError, ValueError, TypeError) as err:
+        raise MlkubeError(f"{weights} is not a skops file: {err}", RECREATE) from None
+    found: set[str] = set()
+    pending: list[Any] = [tree]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, Node):
+            found.add(f"{node.module_name}.{node.class_name}")
+            pending.extend(node.children.values())
+        elif isinstance(node, (list, tuple)):
+            pending.extend(node)
+        elif isinstance(node, dict):
+            pending.extend(node.values())
+        elif isinstance(node, type):
+            found.add(f"{node.__module__}.{node.__name__}")
+    return found
+
+
+@functools.cache
+def trusted_skops_types() -> frozenset[str]:
+    """The types a skops file of a zoo pipeline holds: the classes of CLASSIFIERS, REGRESSORS, SCALERS and
+    PIPELINE_PARTS (as skops names them, by their defining module), their fitted state (FITTED_STATE) and
+    the distance metrics the neighbours models may be tuned to."""
+    from sklearn.metrics._dist_metrics import METRIC_MAPPING64
+
+    paths = [e.estimator for e in (*CLASSIFIERS.values(), *REGRESSORS.values())]
+    classes = [_class(path) for path in (*paths, *SCALERS.values(), *PIPELINE_PARTS)]
+    classes += METRIC_MAPPING64.values()
+    return frozenset(f"{c.__module__}.{c.__qualname__}" for c in classes) | frozenset(FITTED_STATE)
+
+
+def _class(path: str) -> type:
+    module, name = path.rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)

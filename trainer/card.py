@@ -45,6 +45,12 @@ class ModelCard(Part):
     )
     data_hash: str | None = Field(None, description="SHA-256 of the data the model was trained on.")
     run_id: str | None = Field(None, description="The run that made the model.")
+    signature: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="HMAC-SHA256 (hex) of the card's other fields with the signing key (trainer.signing); "
+        "serving refuses a card without it or with one its key does not give.",
+    )
 
 
 class SklearnCard(ModelCard):
