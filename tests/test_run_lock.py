@@ -230,24 +230,3 @@ def test_resume_and_report_are_refused_while_the_run_writes(ray_cluster, tmp_pat
         assert refused.returncode == 2 and f"being written by `mlkube run` (pid {first.pid}" in refused.stderr
     done = Run.open(tmp_path / "runs" / "x").done_stages
     assert done == ["prepare", "evaluate", "improve", "present"]  # each stage ran once, by the one writer
-
-
-@pytest.mark.integration
-def test_a_sigkilled_run_resumes_at_once(ray_cluster, tmp_path):
-    (tmp_path / "spec.yaml").write_text(IRIS)
-    env = {"RAY_ADDRESS": ray_cluster.address}
-    first = subprocess.Popen(
-        [*MLKUBE, "run", "spec.yaml", "--run-id", "x"],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert first.stderr is not None
-    for line in first.stderr:
-        if "evaluate …" in line:
-            break
-    kill(first)
-    resumed = cli("run", "spec.yaml", "--resume", "x", cwd=tmp_path, env=env)
-    assert resumed.returncode == 0, resumed.stderr
-    assert "prepare: done earlier, skipped" in resumed.stderr
