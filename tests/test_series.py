@@ -294,6 +294,23 @@ def test_a_sequence_longer_than_the_train_period_is_refused():
     )
 
 
+def test_a_warm_up_as_long_as_the_sequence_is_refused_while_loading():
+    fails(
+        r"lstm.train.warmup_days \(90\) must be below lstm.sequence_length \(90\)",
+        sequence_length=90,
+        train={"warmup_days": 90},
+    )
+
+
+def test_the_target_among_the_inputs_is_refused_for_a_same_day_prediction_only():
+    error = fails(
+        "dynamic_inputs: holds the target 'QObs", {"dynamic_inputs": ["prcp", "QObs"]}, sequence_length=30
+    )
+    assert "lstm.horizon > 1" in error.fix
+    ahead = load_and_fill({"dynamic_inputs": ["prcp", "QObs"]}, sequence_length=30, horizon=2)
+    assert ahead.target_name in ahead.dynamic_inputs  # yesterday's flow to forecast tomorrow's is fair
+
+
 def test_a_validation_period_without_input_history_is_refused():
     error = fails(
         "validation_period starts on 2000-03-01, but its first prediction needs 364 days",

@@ -78,3 +78,20 @@ def test_unknown_file_type_and_digest_changes_with_the_data(tmp_path):
     (tmp_path / "b.csv").write_text("x,y\n1,0\n3,1\n")
     digest = [load_tabular(DataSpec(path=tmp_path / f, target="y")).digest() for f in ("a.csv", "b.csv")]
     assert digest[0] != digest[1] and len(digest[0]) == 64
+
+
+@pytest.mark.parametrize(
+    "content, spec, message",
+    [
+        ("a,y\n1,0\n2,inf\n3,1\n", {}, "column 'y' of bad.csv holds ±inf (file lines 3)"),
+        ("a,y\n1,0\n2,1\n-inf,0\n", {}, "column 'a' of bad.csv holds ±inf (file lines 4)"),
+        ("a,y\n1,cat\n2,cat\n3,cat\n", {}, "'y' holds one class in every row"),
+        ("a,y\n1,0.5\n2,0.5\n", {}, "'y' holds one value in every row"),
+        ("a,y\n1,0\n2,1\n", {"features": ["a", "y"]}, "data.features: lists the target 'y'"),
+    ],
+)
+def test_data_that_would_score_wrongly_are_refused(tmp_path, content, spec, message):
+    (tmp_path / "bad.csv").write_text(content)
+    with pytest.raises(MlkubeError) as err:
+        load_tabular(DataSpec(path=tmp_path / "bad.csv", target="y", **spec))
+    assert message in str(err.value) and err.value.fix
