@@ -60,6 +60,14 @@ def script_ray_success(cluster: FakeCluster, run_id: str) -> None:
     )
 
 
+# The NetworkPolicies of a RayJob (the chart's networkPolicy.enabled), created before the RayJob's pods start.
+RAY_POLICIES = [
+    "NetworkPolicy/mlkube-t1-ray-head",
+    "NetworkPolicy/mlkube-t1-ray-workers",
+    "NetworkPolicy/mlkube-t1-ray-submitter",
+]
+
+
 # ------------------------------------------------------------------------------------------- submit
 def test_submit_ray_creates_the_rayjob_waits_streams_the_driver_log_and_exits_0(mlkube, cluster):
     script_ray_success(cluster, "t1")
@@ -68,6 +76,7 @@ def test_submit_ray_creates_the_rayjob_waits_streams_the_driver_log_and_exits_0(
     assert cluster.created() == [
         "PersistentVolumeClaim/mlkube-runs",
         "ConfigMap/mlkube-t1-spec",
+        *RAY_POLICIES,
         "RayJob/mlkube-t1-tune",
     ]
     assert "best: LR accuracy 0.96" in proc.stdout
@@ -80,14 +89,8 @@ def test_submit_dry_runs_every_object_on_the_server_before_creating_any(mlkube, 
     script_ray_success(cluster, "t1")
     mlkube("submit", "experiment.yaml", "--kind", "ray", "--run-id", "t1", *FAST)
     posts = [("dryRun" in query, kind) for method, _, query, kind, _ in cluster.calls if method == "POST"]
-    assert posts == [
-        (True, "PersistentVolumeClaim"),
-        (True, "ConfigMap"),
-        (True, "RayJob"),
-        (False, "PersistentVolumeClaim"),
-        (False, "ConfigMap"),
-        (False, "RayJob"),
-    ]
+    kinds = ["PersistentVolumeClaim", "ConfigMap", *["NetworkPolicy"] * len(RAY_POLICIES), "RayJob"]
+    assert posts == [(True, kind) for kind in kinds] + [(False, kind) for kind in kinds]
 
 
 def test_submitted_objects_are_the_charts_objects(mlkube, cluster):
@@ -307,10 +310,15 @@ def test_delete_removes_the_runs_objects_and_keeps_the_runs_volume(mlkube, clust
     mlkube("submit", "experiment.yaml", "--kind", "ray", "--run-id", "t1", "--detach")
     mlkube("submit", "experiment.yaml", "--kind", "ray", "--run-id", "t2", "--detach")
     proc = mlkube("delete", "t1")
-    assert proc.returncode == 0 and "deleted RayJob/mlkube-t1-tune, ConfigMap/mlkube-t1-spec" in proc.stdout
+    assert (
+        proc.returncode == 0
+        and f"deleted RayJob/mlkube-t1-tune, {', '.join(sorted(RAY_POLICIES))}, ConfigMap/mlkube-t1-spec"
+        in proc.stdout
+    )
     assert {o["metadata"]["name"] for o in cluster.objects.values()} == {
         "mlkube-runs",
         "mlkube-t2-tune",
         "mlkube-t2-spec",
+        *(name.split("/")[1].replace("t1", "t2") for name in RAY_POLICIES),
     }
     assert mlkube("delete", "t1").returncode == 2
