@@ -156,3 +156,15 @@ def test_missing_features_with_impute_or_models_that_take_them_are_valid(tmp_pat
         path = _write(tmp_path, f"data: {{path: t.csv, target: y}}\n{section}\n", {"t.csv": table})
         proc = run_cli("validate", path)
         assert proc.returncode == 0 and "valid" in proc.stdout, proc.stderr
+
+
+@pytest.mark.gpu
+def test_more_workers_than_gpus_is_refused_before_a_run(tmp_path, run_cli):
+    import torch
+
+    workers = torch.cuda.device_count() + 1
+    path = _write(tmp_path, LSTM.replace("nproc_per_node: 1", f"nproc_per_node: {workers}"), {})
+    expected = [f"lstm.elastic.nproc_per_node ({workers}) exceeds the {workers - 1} GPU(s)", "fix:"]
+    _refused(run_cli("validate", path), expected)
+    _refused(run_cli("--quiet", "run", path), expected)
+    assert not (tmp_path / "runs").exists()
