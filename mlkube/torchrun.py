@@ -1,27 +1,38 @@
 """The local launcher of the LSTM's elastic training: torchrun on this machine, show its progress, and keep
 its log in the run.
 
-By default the rendezvous is local (c10d on a free loopback port, one node). With `lstm.elastic.rdzv_endpoint`
-set, the spec's backend, endpoint and min..max nodes are used, so torchrun on other machines can join the
-group. Each launch gets its own TMPDIR (torchrun and inductor leave folders there), removed afterwards.
+By default the rendezvous is local (c10d on a free loopback port, one node), and nothing of it listens
+beyond loopback: this process hosts the c10d store on a socket bound to 127.0.0.1 (TCPStore alone listens on
+every interface), and `LOCAL_RENDEZVOUS` keeps torchrun from hosting one (`is_host=false`), makes MASTER_ADDR
+loopback (`--local-addr`), has rank 0 host the workers' store there instead of torchrun's shared one (which
+would listen everywhere), and binds gloo to `lo`. With `lstm.elastic.rdzv_endpoint` set, the spec's backend,
+endpoint and min..max nodes are used, so torchrun on other machines can join the group. Each launch gets its
+own TMPDIR (torchrun and inductor leave folders there), removed afterwards.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from mlkube.trainer.errors import MlkubeError
-from mlkube.trainer.lstm.elastic import PREFIX
+from mlkube.trainer.lstm.elastic import PREFIX, tcp_store_server
 from mlkube.trainer.progress import Progress
 from mlkube.trainer.run import Run
 
 WORKER = "mlkube.commands.lstm_worker"  # the module each torchrun worker runs
+LOOPBACK = "127.0.0.1"
+# torchrun's flags as its PET_* variables, and the variables the workers read, for a local rendezvous
+LOCAL_RENDEZVOUS = {
+    "PET_RDZV_CONF": "is_host=false",  # the store is this process's (see `launch`)
+    "PET_LOCAL_ADDR": LOOPBACK,  # MASTER_ADDR
+    "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",  # rank 0 hosts the workers' store, on MASTER_ADDR only
+    "GLOO_SOCKET_IFNAME": "lo",
+}
 FAILURE_MARK = (
     "failed (exitcode"  # torchrun's line when a worker died (it restarts the group, up to max_restarts)
 )
@@ -37,7 +48,7 @@ def torchrun_command(elastic, run: Run, local_port: int) -> list[str]:
             elastic.rdzv_endpoint,
         )
     else:
-        nodes, backend, endpoint = "1", "c10d", f"127.0.0.1:{local_port}"
+        nodes, backend, endpoint = "1", "c10d", f"{LOOPBACK}:{local_port}"
     return [
         sys.executable,
         "-m",
@@ -57,23 +68,19 @@ def torchrun_command(elastic, run: Run, local_port: int) -> list[str]:
     ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def launch(elastic, run: Run, progress: Progress) -> None:
     """Run torchrun to the end; show rank 0's progress lines and worker failures."""
     log = run.lstm_log
     log.parent.mkdir(parents=True, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="mlkube-torchrun-")
-    env = {**os.environ, "TMPDIR": tmp}
+    local = not elastic.rdzv_endpoint
+    store = tcp_store_server(LOOPBACK, 0, multi_tenant=True, wait_for_workers=False) if local else None
+    env = {**os.environ, "TMPDIR": tmp, **(LOCAL_RENDEZVOUS if local else {})}
     try:
         with (
             open(log, "a") as out,
             subprocess.Popen(
-                torchrun_command(elastic, run, free_port()),
+                torchrun_command(elastic, run, store.port if store else 0),
                 env=env,
                 pass_fds=run.writer_fds,  # the run stays locked while torchrun lives, past a killed driver
                 text=True,
@@ -95,6 +102,7 @@ def launch(elastic, run: Run, progress: Progress) -> None:
                     proc.terminate()  # torchrun stops its workers on SIGTERM
                 proc.wait()
     finally:
+        del store  # stops listening
         shutil.rmtree(tmp, ignore_errors=True)
     if proc.returncode != 0:
         raise MlkubeError(

@@ -28,6 +28,7 @@ from mlkube.serving.client import Client, auth_header
 from mlkube.serving.handlers.base import METRICS, WORKER_CPUS_ENV
 from mlkube.trainer.errors import MlkubeError
 from mlkube.trainer.run import Run, atomic_write_json, atomic_write_text, now_iso, read_json
+from mlkube.trainer.signing import KEY_ENV, key_file
 from mlkube.trainer.spec import ServeSpec, parse_spec
 
 SERVER_JSON = "server.json"
@@ -165,6 +166,7 @@ def start(run: Run, serve: ServeSpec, names: list[str]) -> Server:
         "TMPDIR": str(folder / "tmp"),
         "LOG_LOCATION": str(folder / "logs"),
         "METRICS_LOCATION": str(folder / "logs"),
+        KEY_ENV: str(key_file()),  # the workers check each model card's signature with it
     }
     env.setdefault("OMP_NUM_THREADS", str(worker_threads(len(names) * serve.workers)))
     env.setdefault(WORKER_CPUS_ENV, str(worker_threads(serve.workers)))
@@ -391,6 +393,9 @@ def config_properties(run: Run, serve: ServeSpec, names: list[str], tmpdir: Path
         "disable_token_authorization": str(not serve.token_auth).lower(),
         "token_expiration_min": serve.token_expiration_min,
         "enable_model_api": "false",
+        # Registration is off (the management API answers 405); were it on, only this run's archives could
+        # be registered (TorchServe's default allows any URL).
+        "allowed_urls": allowed_urls(run.model_store),
         "enable_envvars_config": "false",
         "metrics_mode": "prometheus",
         "metrics_config": str(folder / "metrics.yaml"),
@@ -404,6 +409,14 @@ def config_properties(run: Run, serve: ServeSpec, names: list[str], tmpdir: Path
         ).strip(),
     }
     return "".join(f"{key}={value}\n" for key, value in props.items())
+
+
+def allowed_urls(model_store: Path) -> str:
+    """TorchServe's `allowed_urls`: a Java regex of the archives in `model_store`, without backslashes (the
+    properties file would read them as escapes); a character other than a letter, digit, `/`, `_` or `-`
+    matches as `.` (any one), in brackets where it is a dot."""
+    path = "".join(c if c.isalnum() or c in "/_-" else "[.]" if c == "." else "." for c in str(model_store))
+    return f"file://{path}/[^/]+[.]mar"
 
 
 def metrics_yaml() -> str:

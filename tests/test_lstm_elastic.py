@@ -44,9 +44,63 @@ def model_weights(run) -> dict:
     return torch.load(run.path / "models" / "lstm" / "model.pt", weights_only=True)
 
 
+class ListeningSockets:
+    """Every listening TCP address that this process and its children open while the block runs, with the
+    command line that holds it (sampled every 20 ms)."""
+
+    def __init__(self):
+        self.seen: dict[tuple[str, int], str] = {}
+        self._before = set(self._sample())
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch)
+
+    @staticmethod
+    def _sample() -> dict[tuple[str, int], str]:
+        import psutil
+
+        me = psutil.Process()
+        found = {}
+        for proc in (me, *me.children(recursive=True)):
+            try:
+                for conn in proc.net_connections(kind="inet"):
+                    if conn.status == psutil.CONN_LISTEN:
+                        found[(conn.laddr.ip, conn.laddr.port)] = " ".join(proc.cmdline())
+            except psutil.Error:
+                continue
+        return found
+
+    def _watch(self) -> None:
+        while not self._done.wait(0.02):
+            self.seen.update({k: v for k, v in self._sample().items() if k not in self._before})
+
+    def __enter__(self) -> ListeningSockets:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+
 @pytest.fixture(scope="module")
-def calm(tmp_path_factory):
-    return run_deep(tmp_path_factory.mktemp("runs"), "calm")
+def calm_and_listeners(tmp_path_factory):
+    with ListeningSockets() as sockets:
+        run = run_deep(tmp_path_factory.mktemp("runs"), "calm")
+    return run, sockets.seen
+
+
+@pytest.fixture(scope="module")
+def calm(calm_and_listeners):
+    return calm_and_listeners[0]
+
+
+def test_a_local_rendezvous_listens_on_loopback_only(calm_and_listeners):
+    import ipaddress
+
+    _, seen = calm_and_listeners
+    holders = " ".join(seen.values())
+    assert "mlkube.commands.lstm_worker" in holders, seen  # rank 0's store and gloo were seen
+    assert {ip for ip, _ in seen if not ipaddress.ip_address(ip).is_loopback} == set(), seen
 
 
 def test_two_workers_train_below_the_climatology_baseline(calm):

@@ -94,7 +94,7 @@ def test_lstm_handler_undoes_the_target_transform_its_card_names(tmp_path):
 def test_regressor_and_classifier_without_probabilities_answer_plain_predictions(tmp_path):
     from sklearn.datasets import load_diabetes, load_iris
     from sklearn.linear_model import Ridge
-    from sklearn.svm import LinearSVC
+    from sklearn.svm import SVC  # a zoo model (SVM) without predict_proba
 
     from mlkube.serving.handlers import InProcess
     from mlkube.trainer.artifacts import save_sklearn_model
@@ -103,7 +103,7 @@ def test_regressor_and_classifier_without_probabilities_answer_plain_predictions
     species = iris.target_names[iris.target]  # fitted on the labels themselves
     cases = {
         "regression": (Ridge().fit(diabetes.data, diabetes.target), diabetes),
-        "classification": (LinearSVC().fit(iris.data, species), iris),
+        "classification": (SVC().fit(iris.data, species), iris),
     }
     for task, (model, data) in cases.items():
         features = list(data.feature_names)
@@ -422,3 +422,91 @@ def test_example_requests_are_valid_for_their_model(classical, lstm, per_site):
         card = model.handler.card
         [(status, answer)] = model([json.dumps(handler_for(card.framework)[1].example(card)).encode()])
         assert status == 200 and len(answer["predictions"]) == 1
+
+
+def _lstm_with(change) -> bytes:
+    [instance] = forcing_windows(1, seed=5)
+    change(instance)
+    return body([instance])
+
+
+LSTM_ATTACKS = {
+    "2 KB of nested brackets": (
+        b'{"instances": [' + b"[" * 1100 + b"]" * 1100 + b"]}",
+        "nests JSON too deeply",
+    ),
+    "nested brackets in a window": (
+        _lstm_with(lambda i: i["dynamic"]["prcp"].__setitem__(0, json.loads("[" * 900 + "]" * 900))),
+        "expected a number, got array",
+    ),
+    "2^70 in a window": (
+        _lstm_with(lambda i: i["dynamic"]["prcp"].__setitem__(2, 2**70)),
+        "prcp[2]: the integer 1180591620717411303424 does not fit in 64 bits",
+    ),
+    "-2^70 as a static attribute": (
+        _lstm_with(lambda i: i["static"].__setitem__("area", -(2**70))),
+        "static.area: the integer -1180591620717411303424 does not fit in 64 bits",
+    ),
+    "1e308 in a window (inf inside the model)": (
+        _lstm_with(lambda i: i["dynamic"]["tmax"].__setitem__(0, 1e308)),
+        "instance 0: the model's answer is not a finite number",
+    ),
+    "-1e308 as a static attribute": (
+        _lstm_with(lambda i: i["static"].__setitem__("elev_mean", -1e308)),
+        "instance 0: the model's answer is not a finite number",
+    ),
+}
+
+
+@pytest.mark.parametrize("attack", LSTM_ATTACKS)
+def test_an_lstm_request_the_fast_path_cannot_take_gets_400_and_its_batch_mates_their_answers(
+    lstm, lstm_dir, attack
+):
+    bad, message = LSTM_ATTACKS[attack]
+    good = forcing_windows(3, seed=6)
+    answers = lstm([body(good[:1]), bad, body(good[1:])])
+    assert [status for status, _ in answers] == [200, 400, 200]
+    assert message in answers[1][1]["error"]
+    predicted = answers[0][1]["predictions"] + answers[2][1]["predictions"]
+    np.testing.assert_allclose(predicted, expected_lstm(lstm_dir, good), atol=1e-6)
+
+
+SKLEARN_ATTACKS = {
+    "1e308 (inf after scaling)": (1e308, "instance 0: the model's answer is not a finite number"),
+    "-1e200 (finite all through)": (-1e200, ""),  # a finite, if absurd, answer: no NaN in it
+    "2^70": (2**70, "does not fit in 64 bits"),
+}
+
+
+@pytest.mark.parametrize("attack", SKLEARN_ATTACKS)
+def test_a_tabular_request_outside_what_the_model_takes_never_gets_nan_and_spoils_no_batch(classical, attack):
+    value, message = SKLEARN_ATTACKS[attack]
+    row = {
+        "sepal length (cm)": 5.9,
+        "sepal width (cm)": 3.0,
+        "petal length (cm)": 5.1,
+        "petal width (cm)": 1.8,
+    }
+    good = body([row])
+    answers = classical([good, body([{**row, "petal width (cm)": value}]), good])
+    assert [answers[0], answers[2]] == [classical([good])[0]] * 2
+    status, answer = answers[1]
+    assert (status, answer.get("error", "")) == ((400, answer.get("error")) if message else (200, ""))
+    assert message in answer.get("error", "")
+
+
+def test_no_answer_holds_nan_or_infinity(classical, lstm):
+    """Every answer of both handlers parses as strict JSON (NaN refused), whatever the inputs' size."""
+    row = {
+        "sepal length (cm)": 5.9,
+        "sepal width (cm)": 3.0,
+        "petal length (cm)": 5.1,
+        "petal width (cm)": 1.8,
+    }
+    tabular = [body([{**row, "sepal width (cm)": v}]) for v in (1e308, -1e308, 1e300, 1e154, 1e-308)]
+    windows = [
+        _lstm_with(lambda i, v=v: i["dynamic"]["srad"].__setitem__(-1, v)) for v in (1e308, 1e38, 1e30)
+    ]
+    for handler, bodies in ((classical, tabular), (lstm, windows)):
+        statuses = [status for status, _ in handler(bodies)]  # InProcess parses the answers strictly
+        assert set(statuses) <= {200, 400} and 400 in statuses

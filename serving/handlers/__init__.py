@@ -65,10 +65,19 @@ class InProcess:
         self.handler.initialize(self.context)
 
     def __call__(self, bodies: list[bytes]) -> list[tuple[int, dict[str, Any]]]:
-        """(HTTP status, JSON answer) for each request body of one batch."""
+        """(HTTP status, JSON answer) for each request body of one batch (strict JSON: NaN is refused)."""
         from ts.context import RequestProcessor
 
         self.context.request_processor = [RequestProcessor({}) for _ in bodies]
         self.context.metrics.set_request_ids({i: str(i) for i in range(len(bodies))})
         answers = self.handler.handle([{"body": body} for body in bodies], self.context)
-        return [(self.context.get_response_status(i)[0], json.loads(a)) for i, a in enumerate(answers)]
+        return [(self.context.get_response_status(i)[0], strict_json(a)) for i, a in enumerate(answers)]
+
+
+def strict_json(text: str | bytes) -> Any:
+    """JSON as RFC 8259 has it: NaN and Infinity, which Python's json writes and reads, are refused."""
+
+    def refuse(name: str) -> Any:
+        raise ValueError(f"{name} is not a JSON number")
+
+    return json.loads(text, parse_constant=refuse)

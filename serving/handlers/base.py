@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import time
 from pathlib import Path
@@ -31,14 +32,33 @@ METRICS = {
     "mlkube_input_rows_total": ("counter", "count"),  # instances (tabular rows or LSTM windows) predicted
     "mlkube_handler_latency_ms": ("histogram", "ms"),  # time in `handle` per batch
 }
-BAD_REQUEST = 400
+OK, BAD_REQUEST = 200, 400
+HTTP_REASONS = {BAD_REQUEST: "Bad Request", 500: "Internal Server Error"}
+# The largest integer a request may hold: what simdjson and NumPy's int64 and uint64 take.
+MAX_INTEGER = 2**64 - 1
+log = logging.getLogger(__name__)
 # CPUs one worker may use while the server's other models idle (set by `mlkube serve`: CPUs / workers per
 # model).
 WORKER_CPUS_ENV = "MLKUBE_WORKER_CPUS"
 
 
-class RequestError(ValueError):
+class RequestFailure(Exception):
+    """One request that gets an error answer instead of a prediction (its batch-mates are not affected)."""
+
+    status = 500
+
+    def answer(self) -> tuple[int, str]:
+        return self.status, json.dumps({"error": str(self), "code": self.status})
+
+
+class RequestError(RequestFailure, ValueError):
     """A problem with one request: answered with HTTP 400 and this message; the worker keeps serving."""
+
+    status = BAD_REQUEST
+
+
+class InternalFailure(RequestFailure):
+    """A request the handler failed on (a bug, logged with its trace): HTTP 500 for it alone."""
 
 
 def parse_body(raw: Any) -> list[Any]:
@@ -71,7 +91,12 @@ def _refuse_constant(name: str) -> float:
 def number(value: Any, where: str) -> float:
     """A finite float from a JSON value, or RequestError naming `where`."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise RequestError(f"{where}: expected a number, got {json_type(value)} {json.dumps(value)[:40]}")
+        raise RequestError(f"{where}: expected a number, got {json_type(value)} {_excerpt(value)}")
+    if isinstance(value, int) and not -MAX_INTEGER <= value <= MAX_INTEGER:
+        raise RequestError(
+            f"{where}: the integer {str(value)[:40]} does not fit in 64 bits; every value must be a finite "
+            "number (a large one written as a decimal with an exponent, e.g. 1.2e21)"
+        )
     try:
         value = float(value)
     except OverflowError:
@@ -85,12 +110,30 @@ def numbers(values: list, where: str) -> Any:
     """A float array from a JSON list of finite numbers, or RequestError naming `where`."""
     import numpy as np
 
-    if set(map(type, values)) <= {int, float}:  # the fast path; value by value only to name a problem
+    types = set(map(type, values))
+    # the fast path; value by value only to name a problem
+    if types <= {int, float} and (int not in types or all(abs(v) <= MAX_INTEGER for v in values)):
         with contextlib.suppress(OverflowError):
             array = np.array(values, dtype=float)
             if np.isfinite(array).all():
                 return array
     return np.array([number(value, f"{where}[{i}]") for i, value in enumerate(values)])
+
+
+def _excerpt(value: Any) -> str:
+    """The start of a value as JSON (for messages; a deeply nested value is not written out)."""
+    try:
+        return json.dumps(value)[:40]
+    except RecursionError:
+        return "(nested too deeply to show)"
+
+
+def _finite_json(fields: dict[str, Any]) -> bool:
+    try:
+        json.dumps(fields, allow_nan=False)
+    except ValueError:
+        return False
+    return True
 
 
 def json_type(value: Any) -> str:
@@ -165,33 +208,90 @@ class ModelHandler:
         self.header = {"model": self.card.name, "version": manifest.get("modelVersion")}
 
     def handle(self, data: list[dict], context: Any) -> list[str]:
-        """Answer every request of the batch: a JSON string each; bad ones get HTTP 400 through `context`."""
-        import numpy as np
-
+        """Answer every request of the batch: a JSON string each; bad ones get HTTP 400 through `context`.
+        Each request is judged alone: whatever one of them does to the parser, the model or the JSON answer
+        (an error, a non-finite output) is answered to it, and its batch-mates get their predictions."""
         start = time.perf_counter()
         parsed = [self._rows_or_error(request) for request in data]
-        good = [rows for rows in parsed if not isinstance(rows, RequestError)]
-        outputs = self.predict(np.concatenate(good)) if good else None
-        answers, offset = [], 0
-        for idx, rows in enumerate(parsed):
+        answers = self._answers(parsed)
+        for idx, (status, _) in enumerate(answers):
             context.set_response_content_type(idx, "application/json")
-            if isinstance(rows, RequestError):
-                context.set_response_status(BAD_REQUEST, "Bad Request", idx)
-                answers.append(json.dumps({"error": str(rows), "code": BAD_REQUEST}))
+            if status != OK:
+                context.set_response_status(status, HTTP_REASONS[status], idx)
+        good = [rows for rows, (status, _) in zip(parsed, answers, strict=True) if status == OK]
+        rows = sum(len(r) for r in good)
+        latency_ms = (time.perf_counter() - start) * 1000
+        self._emit(context, len(good), len(data) - len(good), rows, latency_ms)
+        return [text for _, text in answers]
+
+    def _answers(self, parsed: list[Any]) -> list[tuple[int, str]]:
+        """(HTTP status, JSON text) per request: the good ones predicted in one call, or one by one if that
+        call fails (so that only the request the model cannot take is refused)."""
+        import numpy as np
+
+        good = [rows for rows in parsed if not isinstance(rows, RequestFailure)]
+        try:
+            outputs = self.predict(np.concatenate(good)) if good else None
+        except Exception:  # one request's values can break the whole call: find it
+            return [self._answer_alone(rows) for rows in parsed]
+        answers, offset = [], 0
+        for rows in parsed:
+            if isinstance(rows, RequestFailure):
+                answers.append(rows.answer())
                 continue
             assert outputs is not None  # a good request: `good` is not empty, so it was predicted above
-            answers.append(json.dumps({**self.header, **self.answer(outputs[offset : offset + len(rows)])}))
+            answers.append(self._answer_json(outputs[offset : offset + len(rows)]))
             offset += len(rows)
-        self._emit(context, len(good), len(data) - len(good), offset, (time.perf_counter() - start) * 1000)
         return answers
+
+    def _answer_alone(self, rows: Any) -> tuple[int, str]:
+        if isinstance(rows, RequestFailure):
+            return rows.answer()
+        try:
+            outputs = self.predict(rows)
+        except (ValueError, ArithmeticError) as err:  # scikit-learn: "Input X contains infinity ..."
+            return RequestError(f"the model cannot take these values: {err}").answer()
+        except Exception:
+            log.exception("the model failed on one request of a batch")
+            return InternalFailure(
+                "the model failed on this request (the worker's log has the trace)"
+            ).answer()
+        return self._answer_json(outputs)
+
+    def _answer_json(self, outputs: Any) -> tuple[int, str]:
+        """One request's answer as strict JSON; a non-finite output (values far beyond the training data,
+        overflowing inside the model) is refused naming the instance, never sent as NaN or Infinity."""
+        try:
+            return OK, json.dumps({**self.header, **self.answer(outputs)}, allow_nan=False)
+        except ValueError:
+            bad = next(
+                (i for i in range(len(outputs)) if not _finite_json(self.answer(outputs[i : i + 1]))), 0
+            )
+            return RequestError(
+                f"instance {bad}: the model's answer is not a finite number; its values are outside what "
+                "the model can take (far beyond the data it was trained on)"
+            ).answer()
 
     def _rows_or_error(self, request: dict) -> Any:
         raw = request.get("body", request.get("data"))
         try:
-            rows = self.fast_rows(raw)
+            rows = self._fast_rows(raw)
             return rows if rows is not None else self.rows(parse_body(raw))
-        except RequestError as err:
+        except RequestFailure as err:
             return err
+        except RecursionError:
+            return RequestError("the body nests JSON too deeply")
+        except Exception:
+            log.exception("reading one request of a batch failed")
+            return InternalFailure("reading this request failed (the worker's log has the trace)")
+
+    def _fast_rows(self, raw: Any) -> Any:
+        """`fast_rows`, or None whenever it fails: its parser refuses what it cannot take (simdjson: nesting
+        deeper than 1024, integers beyond 64 bits) and then the checks of `rows` name the problem."""
+        try:
+            return self.fast_rows(raw)
+        except Exception:
+            return None
 
     def _emit(self, context: Any, answered: int, rejected: int, rows: int, latency_ms: float) -> None:
         from ts.metrics.metric_type_enum import MetricTypes

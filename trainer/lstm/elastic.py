@@ -87,13 +87,17 @@ class process_group:
         import torch.distributed as dist
 
         agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"  # else rank 0 hosts the store
-        store = dist.TCPStore(
-            os.environ["MASTER_ADDR"],
-            int(os.environ["MASTER_PORT"]),
-            self.worker.world_size,
-            is_master=not agent and self.worker.rank == 0,
-            multi_tenant=not agent,
-        )
+        addr, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+        if not agent and self.worker.rank == 0 and is_loopback(addr):
+            store = tcp_store_server(addr, port, world_size=self.worker.world_size, multi_tenant=True)
+        else:
+            store = dist.TCPStore(
+                addr,
+                port,
+                self.worker.world_size,
+                is_master=not agent and self.worker.rank == 0,
+                multi_tenant=not agent,
+            )
         return dist.PrefixStore(f"mlkube/attempt-{self.worker.restart}", store)
 
     def __exit__(self, *exc: object) -> None:
@@ -104,6 +108,27 @@ class process_group:
             if exc[0] is None:
                 dist.barrier()  # without it, gloo sometimes aborts rank 0 in destroy_process_group
             dist.destroy_process_group()
+
+
+def is_loopback(addr: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(addr).is_loopback
+    except ValueError:
+        return addr == "localhost"
+
+
+def tcp_store_server(addr: str, port: int, **options):
+    """A TCPStore server that listens on `addr` only (port 0: a free one; `.port` says which). Given just a
+    host, TCPStore listens on every interface; here it gets a socket already bound to `addr`, and owns it."""
+    import socket
+
+    import torch.distributed as dist
+
+    listener = socket.create_server((addr, port), family=socket.AF_INET6 if ":" in addr else socket.AF_INET)
+    port = listener.getsockname()[1]
+    return dist.TCPStore(addr, port, is_master=True, master_listen_fd=listener.detach(), **options)
 
 
 class ProgressLine:
