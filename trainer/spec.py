@@ -678,16 +678,8 @@ def _read_yaml(text: str, source: str) -> tuple[Any, dict[tuple, int]]:
     alias expansion are checked on the composed node graph, before anything walks or builds the expansion."""
     if len(text) > MAX_SPEC_CHARS:
         raise _too_large(source)
-    loader = _SpecLoader(text)
     try:
-        root = loader.get_single_node()
-        if root is None:
-            return None, {}
-        _measure(root)
-        lines, duplicates = _line_map(root)
-        if duplicates:
-            raise SpecError(duplicates, source=source)
-        return loader.construct_document(root), lines
+        raw, lines, duplicates = _load_yaml(text)
     except _Refused as exc:
         raise SpecError(
             [exc.problem],
@@ -696,6 +688,20 @@ def _read_yaml(text: str, source: str) -> tuple[Any, dict[tuple, int]]:
         ) from None
     except yaml.YAMLError as exc:
         raise SpecError([f"not valid YAML{_yaml_where(exc)}: {_yaml_problem(exc)}"], source=source) from None
+    if duplicates:
+        raise SpecError(duplicates, source=source)
+    return raw, lines
+
+
+def _load_yaml(text: str) -> tuple[Any, dict[tuple, int], list[str]]:
+    loader = _SpecLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None, {}, []
+        _measure(root)
+        lines, duplicates = _line_map(root)
+        return loader.construct_document(root), lines, duplicates
     finally:
         loader.dispose()
 
@@ -707,7 +713,7 @@ def _yaml_where(exc: yaml.YAMLError) -> str:
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
     if isinstance(exc, yaml.reader.ReaderError):
-        return f"character {exc.character!r} at position {exc.position} is not allowed in YAML text"
+        return f"control character #x{exc.character:04x} (position {exc.position}): not allowed in YAML text"
     return str(getattr(exc, "problem", exc))
 
 
