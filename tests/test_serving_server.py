@@ -178,6 +178,7 @@ def test_each_worker_may_use_the_cpus_of_its_models_share(server):
     import psutil
 
     from mlkube.serving.handlers.base import WORKER_CPUS_ENV
+    from mlkube.trainer.signing import KEY_ENV, key_file
 
     for model in ("classical", "lstm"):
         [pid] = worker_pids(server, model)
@@ -185,6 +186,7 @@ def test_each_worker_may_use_the_cpus_of_its_models_share(server):
         cpus = os.cpu_count()  # (a value set before TorchServe starts is kept)
         assert env["OMP_NUM_THREADS"] == os.environ.get("OMP_NUM_THREADS", str(max(1, cpus // 2)))
         assert env[WORKER_CPUS_ENV] == os.environ.get(WORKER_CPUS_ENV, str(cpus))
+        assert env[KEY_ENV] == str(key_file())  # the key the worker checks model cards with
 
 
 @pytest.mark.parametrize("case", BAD)
@@ -347,3 +349,60 @@ def test_prometheus_sees_the_request_counter_move_by_the_requests_sent(server, p
     prometheus_server.wait_for(query, lambda result: value(result) == start + 5)
     time.sleep(2)  # two more scrapes: the counter stays at exactly the requests sent
     assert value(prometheus_server.query(query)) == start + 5
+
+
+ATTACKS = {
+    "2 KB of nested brackets": ("lstm", b'{"instances": [' + b"[" * 1100 + b"]" * 1100 + b"]}", "nests JSON"),
+    "2^70 in a window": (
+        "lstm",
+        with_window(lambda i: i["dynamic"]["prcp"].__setitem__(0, 2**70)),
+        "does not fit in 64 bits",
+    ),
+    "1e308 × weights → inf": (
+        "lstm",
+        with_window(lambda i: i["dynamic"]["tmax"].__setitem__(0, 1e308)),
+        "the model's answer is not a finite number",
+    ),
+    "1e308 × scale → inf": ("classical", with_row(**{"petal width (cm)": 1e308}), "not a finite number"),
+}
+
+
+def test_concurrent_batches_mixing_attacks_and_good_requests_answer_each_request_alone(server):
+    """With batching on, each attack meets good requests in a batch: it gets its 400, they their 200s, and
+    every answer is strict JSON (no NaN)."""
+    from mlkube.serving.handlers import strict_json
+
+    sent = [(case, *ATTACKS[case]) for case in ATTACKS] * 4
+    sent += [("good", model, GOOD[model], None) for model in ("lstm", "classical") for _ in range(12)]
+    before = scrape(server)
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda s: post(server, s[1], s[2]), sent))
+    for (case, _, _, message), answer in zip(sent, answers, strict=True):
+        parsed = strict_json(answer.text)
+        assert (case, answer.status_code) == (case, 400 if message else 200), answer.text
+        assert message is None or message in parsed["error"]
+    after = scrape_when_moved(server, before, "mlkube_rejected_total", "lstm", 12)
+    batches = moved(before, after, "mlkube_handler_latency_ms_count", "lstm")
+    assert 0 < batches < 12 + 12  # requests met in batches
+    assert moved(before, after, "mlkube_predictions_total", "lstm") == 12
+
+
+def test_management_api_refuses_registering_models_and_allowed_urls_name_the_model_store(server):
+    """With enable_model_api=false, TorchServe 0.12 refuses registering and unregistering (405) but still
+    describes, scales and sets the default version; allowed_urls names this run's model store only."""
+    from mlkube.serving.client import auth_header
+    from mlkube.serving.server import allowed_urls
+    from mlkube.trainer.run import Run
+
+    url, headers = server.url("management"), auth_header(server.token_file, "management")
+    for method, path, params in [
+        ("post", "/models", {"url": "https://example.com/model.mar"}),
+        ("post", "/models", {"url": f"file://{server.folder}/model-store/classical.mar"}),
+        ("delete", "/models/classical", {}),
+    ]:
+        refused = requests.request(method, url + path, params=params, headers=headers, timeout=10)
+        assert (refused.status_code, refused.json()["type"]) == (405, "MethodNotAllowedException")
+    pinned = allowed_urls(Run(server.folder.parent).model_store)
+    assert f"allowed_urls={pinned}\n" in (server.folder / "config.properties").read_text()
+    assert f"Allowed Urls: [{pinned}]" in (server.folder / "logs" / "ts_log.log").read_text()
+    assert "example" not in pinned and ".*" not in pinned
