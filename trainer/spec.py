@@ -565,11 +565,7 @@ def load_spec(source: str | Path, base_dir: Path | None = None) -> Spec:
     enables no stage is refused: it would run nothing and say nothing.
     """
     path = Path(source)
-    if not path.is_file():
-        raise SpecError([f"spec file not found: {path}"], source=str(path))
-    with path.open("rb") as file:
-        data = file.read(MAX_SPEC_CHARS + 1)  # bounded, whatever the file system says its size is
-    spec = parse_spec(_spec_text(data, str(path)), source=str(path))
+    spec = parse_spec(read_spec_text(path), source=str(path))
     if not (spec.runs_classical or spec.runs_lstm):
         raise SpecError(
             ["the spec enables no stage: add a `data` section (the classical stages) or an `lstm` section"],
@@ -578,14 +574,18 @@ def load_spec(source: str | Path, base_dir: Path | None = None) -> Spec:
     return _resolve_paths(spec, base_dir or path.parent)
 
 
-def _spec_text(data: bytes, source: str) -> str:
-    """A spec file's bytes as text: UTF-8 (a byte-order mark allowed), never a binary file."""
+def read_spec_text(path: Path) -> str:
+    """A spec file's text: at most MAX_SPEC_CHARS bytes of UTF-8 (a byte-order mark allowed), never binary."""
+    if not path.is_file():
+        raise SpecError([f"spec file not found: {path}"], source=str(path))
+    with path.open("rb") as file:
+        data = file.read(MAX_SPEC_CHARS + 1)  # bounded, whatever the file system says its size is
     if len(data) > MAX_SPEC_CHARS:
-        raise _too_large(source)
+        raise _too_large(str(path))
     if b"\0" in data:
         line = data.count(b"\n", 0, data.index(b"\0")) + 1
         raise SpecError(
-            [f"not a text file (line {line}: a NUL byte) — a spec is YAML text in UTF-8"], source=source
+            [f"not a text file (line {line}: a NUL byte) — a spec is YAML text in UTF-8"], source=str(path)
         )
     try:
         return data.decode("utf-8-sig")
@@ -593,7 +593,7 @@ def _spec_text(data: bytes, source: str) -> str:
         line = data.count(b"\n", 0, exc.start) + 1
         raise SpecError(
             [f"not UTF-8 text (line {line}: byte {data[exc.start]:#04x}) — a spec is YAML text in UTF-8"],
-            source=source,
+            source=str(path),
             fix="save the file as UTF-8 (from Latin-1: iconv -f latin1 -t utf-8 SPEC > SPEC.utf8)",
         ) from None
 
