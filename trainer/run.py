@@ -424,10 +424,10 @@ class WriterLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _holder(fd)
+            who = _holder(fd)
             os.close(fd)
             raise MlkubeError(
-                f"run {run.id!r} is being written by {holder}", "wait for it to finish, or stop it"
+                f"run {run.id!r} is being written by {who}", "wait for it to finish, or stop it"
             ) from None
         holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": now_iso(), "command": command}
         os.ftruncate(fd, 0)
