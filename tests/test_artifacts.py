@@ -12,6 +12,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from mlkube.trainer.artifacts import load_sklearn_model, read_model_card, save_sklearn_model
+from mlkube.trainer.classical.trust import trusted_skops_types
 from mlkube.trainer.errors import MlkubeError
 from mlkube.trainer.run import atomic_write_json, read_json
 
@@ -45,7 +46,7 @@ def test_the_same_fitted_pipeline_gives_the_same_bytes_and_predictions(tmp_path)
     for name in ("a", "b"):
         pipeline, X = _fitted(StandardScaler())
         save_sklearn_model(tmp_path / name, pipeline, META)
-        model, meta = load_sklearn_model(tmp_path / name)
+        model, meta = load_sklearn_model(tmp_path / name, trusted_skops_types())
         np.testing.assert_array_equal(model.predict_proba(X), pipeline.predict_proba(X))
         digests.append(meta.sha256)
     assert digests[0] == digests[1]
@@ -58,14 +59,14 @@ def test_changed_weights_fail_the_integrity_check(tmp_path):
     weights = tmp_path / "model.skops"
     weights.write_bytes(weights.read_bytes()[:-10])
     with pytest.raises(MlkubeError, match="integrity check failed"):
-        load_sklearn_model(tmp_path)
+        load_sklearn_model(tmp_path, trusted_skops_types())
 
 
 def test_types_outside_sklearn_numpy_scipy_are_refused(tmp_path):
     pipeline, _ = _fitted(Doubler())
     save_sklearn_model(tmp_path, pipeline, META)
     with pytest.raises(MlkubeError, match="Doubler"):
-        load_sklearn_model(tmp_path)
+        load_sklearn_model(tmp_path, trusted_skops_types())
 
 
 @pytest.fixture

@@ -77,13 +77,14 @@ def test_trials_spread_over_both_nodes(iris_run, ray_cluster):
 
 def test_outputs_of_a_finished_run(iris_run):
     from mlkube.trainer.artifacts import load_sklearn_model
+    from mlkube.trainer.classical.trust import trusted_skops_types
 
     path = iris_run.path
     assert (path / "figures" / "algorithm_comparison.png").read_bytes()[:4] == b"\x89PNG"
     assert (path / "figures" / "confusion_matrix.png").exists()
     lines = (path / "cv_scores.csv").read_text().splitlines()
     assert lines[0] == "model,stage,params,fold,score" and len(lines) == 1 + 6 * 10
-    model, card = load_sklearn_model(path / "models" / "classical")
+    model, card = load_sklearn_model(path / "models" / "classical", trusted_skops_types())
     assert card.estimator == _board(iris_run)["best"]["model"]
     assert card.features == [
         "sepal length (cm)",

@@ -16,6 +16,7 @@ from sklearn.datasets import load_diabetes, load_iris
 
 from mlkube.trainer.artifacts import load_sklearn_model, read_model_card, save_sklearn_model
 from mlkube.trainer.classical import zoo
+from mlkube.trainer.classical.trust import trusted_skops_types
 from mlkube.trainer.errors import MlkubeError
 from mlkube.trainer.run import atomic_write_json, read_json
 from mlkube.trainer.signing import KEY_ENV, sign
@@ -69,7 +70,7 @@ def test_every_zoo_model_and_pipeline_variant_saves_and_loads(tmp_path, task, na
             warnings.simplefilter("ignore")  # convergence warnings of a three-iteration fit
             pipeline = zoo.build_pipeline(plan, impute="mean").fit(X, y)
         save_sklearn_model(tmp_path / str(i), pipeline, {**FIELDS, "task": task})
-        loaded, _ = load_sklearn_model(tmp_path / str(i))
+        loaded, _ = load_sklearn_model(tmp_path / str(i), trusted_skops_types())
         np.testing.assert_array_equal(loaded.predict(X), pipeline.predict(X), err_msg=f"{plan}")
 
 
@@ -100,7 +101,7 @@ def test_a_skops_file_that_calls_code_is_refused_naming_the_type_even_when_its_c
     save_sklearn_model(tmp_path, _code_runner(ATTACKS[type_name]), {**FIELDS, "task": "regression"})
     read_model_card(tmp_path)  # the card itself is correctly signed
     with pytest.raises(MlkubeError, match="types that mlkube's model zoo does not produce") as refused:
-        load_sklearn_model(tmp_path)
+        load_sklearn_model(tmp_path, trusted_skops_types())
     assert type_name in str(refused.value)
 
 
@@ -112,7 +113,7 @@ def test_a_user_defined_class_is_refused_naming_it(tmp_path):
     pipeline.steps.insert(0, ("pass", FunctionTransformer()))  # a scikit-learn class the zoo never uses
     save_sklearn_model(tmp_path, pipeline, fields)
     with pytest.raises(MlkubeError, match="FunctionTransformer"):
-        load_sklearn_model(tmp_path)
+        load_sklearn_model(tmp_path, trusted_skops_types())
 
 
 @pytest.fixture
@@ -166,7 +167,7 @@ FORGERIES = {
 def test_a_card_not_signed_with_servings_key_is_refused_naming_the_key_file(saved, signing_key_file, forgery):
     forge, message = FORGERIES[forgery]
     forge(saved)
-    for load in (read_model_card, load_sklearn_model):
+    for load in (read_model_card, lambda f: load_sklearn_model(f, trusted_skops_types())):
         with pytest.raises(MlkubeError, match=message) as refused:
             load(saved)
         assert str(signing_key_file) in str(refused.value) and KEY_ENV in refused.value.fix
@@ -176,7 +177,7 @@ def test_a_card_not_signed_with_servings_key_is_refused_naming_the_key_file(save
 def test_a_changed_weights_file_is_refused(saved):
     (saved / "model.skops").write_bytes((saved / "model.skops").read_bytes() + b"\0")
     with pytest.raises(MlkubeError, match="integrity check failed"):
-        load_sklearn_model(saved)
+        load_sklearn_model(saved, trusted_skops_types())
 
 
 @pytest.mark.unit
@@ -206,10 +207,10 @@ def test_training_creates_the_default_key_once_private_and_reuses_it(tmp_path, m
     assert [p.name for p in key.parent.iterdir()] == ["signing.key"]  # no temp file left
     save_sklearn_model(tmp_path / "b", pipeline, fields)
     assert key.read_bytes() == first
-    load_sklearn_model(tmp_path / "a")
+    load_sklearn_model(tmp_path / "a", trusted_skops_types())
     monkeypatch.setenv("HOME", str(tmp_path / "elsewhere"))  # another machine's (missing) default key
     with pytest.raises(MlkubeError, match="signing key .*elsewhere.* does not exist"):
-        load_sklearn_model(tmp_path / "a")
+        load_sklearn_model(tmp_path / "a", trusted_skops_types())
 
 
 # ------------------------------------------------------------------ through TorchServe's worker

@@ -5,13 +5,11 @@ here, through the card's model, atomically, with the weights' SHA-256 and signed
 read it here, and a card that lacks a field, has an unknown one or a wrong type is refused naming the file and
 the field, as is one its signature does not fit. TorchServe handlers read only this contract (and check the
 signature and the hash before loading). A skops file loads only if every type in it is one that mlkube's model
-zoo produces (`trusted_skops_types`).
+zoo produces (`trainer.classical.trust`).
 """
 
 from __future__ import annotations
 
-import functools
-import importlib
 import json
 from pathlib import Path
 from typing import Any, TypeVar, overload
@@ -20,7 +18,6 @@ from pydantic import ValidationError
 
 from mlkube.trainer import signing
 from mlkube.trainer.card import CARDS, ModelCard, SklearnCard
-from mlkube.trainer.classical.zoo import CLASSIFIERS, REGRESSORS, SCALERS
 from mlkube.trainer.errors import MlkubeError
 from mlkube.trainer.run import (
     _json_default,
@@ -34,47 +31,6 @@ from mlkube.trainer.run import (
 
 MODEL_JSON = "model.json"
 RECREATE = "re-create the model with `mlkube run` (training writes model.json; never edit it by hand)"
-# The estimators that `zoo.build_pipeline` puts around the zoo's models (besides SCALERS).
-PIPELINE_PARTS = (
-    "sklearn.pipeline.Pipeline",
-    "sklearn.impute.SimpleImputer",
-    "sklearn.multiclass.OneVsRestClassifier",
-)
-# What fitted zoo estimators hold besides NumPy arrays and Python containers: trees, neighbour indexes,
-# gradient boosting's bins, predictors and losses, label encoders (tests/test_model_trust.py saves and loads
-# every zoo model and pipeline variant, so a type missing here fails there).
-FITTED_STATE = (
-    "builtins.dict",
-    "builtins.list",
-    "builtins.str",
-    "builtins.tuple",
-    "numpy.dtype",
-    "numpy.ndarray",
-    "numpy.random._generator.Generator",
-    *(f"numpy.{name}" for name in ("bool", "int32", "int64", "uint64", "float32", "float64", "str_")),
-    "sklearn.tree._tree.Tree",
-    "sklearn.neighbors._kd_tree.KDTree",
-    "sklearn.neighbors._ball_tree.BallTree",
-    "sklearn.preprocessing._label.LabelBinarizer",
-    "sklearn.preprocessing._label.LabelEncoder",
-    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-    *(
-        f"sklearn._loss.{module}.{prefix}{name}"
-        for name in (
-            "HalfSquaredError",
-            "AbsoluteError",
-            "PinballLoss",
-            "HalfGammaLoss",
-            "HalfPoissonLoss",
-            "HalfBinomialLoss",
-            "HalfMultinomialLoss",
-        )
-        for module, prefix in (("loss", ""), ("_loss", "Cy"))
-    ),
-    *(f"sklearn._loss.link.{name}" for name in ("IdentityLink", "LogLink", "LogitLink", "MultinomialLogit")),
-    "sklearn._loss.link.Interval",
-)
 Card = TypeVar("Card", bound=ModelCard)
 
 
@@ -195,15 +151,16 @@ def canonical_skops(data: bytes) -> bytes:
     return out.getvalue()
 
 
-def load_sklearn_model(folder: Path) -> tuple[Any, SklearnCard]:
-    """Load a pipeline saved by `save_sklearn_model`, refusing a file that holds any type mlkube's zoo does
-    not produce (`trusted_skops_types`), whatever its card says."""
+def load_sklearn_model(folder: Path, trusted: frozenset[str]) -> tuple[Any, SklearnCard]:
+    """Load a pipeline saved by `save_sklearn_model`, refusing a file that holds any type outside `trusted`
+    (for mlkube's models: `trainer.classical.trust.trusted_skops_types()`, what its zoo produces), whatever
+    its card says."""
     import skops.io as sio
 
     card = read_model_card(folder, expected=SklearnCard)
     weights = Path(folder) / card.weights
     types = skops_types(weights)
-    refused = sorted(types - trusted_skops_types())
+    refused = sorted(types - trusted)
     if refused:
         raise MlkubeError(
             f"{weights} holds types that mlkube's model zoo does not produce: {refused}",
@@ -240,21 +197,3 @@ def skops_types(weights: Path) -> set[str]:
         elif isinstance(node, type):
             found.add(f"{node.__module__}.{node.__name__}")
     return found
-
-
-@functools.cache
-def trusted_skops_types() -> frozenset[str]:
-    """The types a skops file of a zoo pipeline holds: the classes of CLASSIFIERS, REGRESSORS, SCALERS and
-    PIPELINE_PARTS (as skops names them, by their defining module), their fitted state (FITTED_STATE) and
-    the distance metrics the neighbours models may be tuned to."""
-    from sklearn.metrics._dist_metrics import METRIC_MAPPING64
-
-    paths = [e.estimator for e in (*CLASSIFIERS.values(), *REGRESSORS.values())]
-    classes = [_class(path) for path in (*paths, *SCALERS.values(), *PIPELINE_PARTS)]
-    classes += METRIC_MAPPING64.values()
-    return frozenset(f"{c.__module__}.{c.__qualname__}" for c in classes) | frozenset(FITTED_STATE)
-
-
-def _class(path: str) -> type:
-    module, name = path.rsplit(".", 1)
-    return getattr(importlib.import_module(module), name)

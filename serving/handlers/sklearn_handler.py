@@ -21,8 +21,9 @@ class SklearnHandler(ModelHandler):
 
     def load(self, model_dir: Path) -> tuple[Any, SklearnCard]:
         from mlkube.trainer.artifacts import load_sklearn_model
+        from mlkube.trainer.classical.trust import trusted_skops_types
 
-        pipeline, card = load_sklearn_model(model_dir)
+        pipeline, card = load_sklearn_model(model_dir, trusted_skops_types())
         self.features = list(card.features)
         self.labels = class_labels(pipeline, card)
         self.probabilities = card.task == "classification" and hasattr(pipeline, "predict_proba")
