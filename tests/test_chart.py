@@ -614,6 +614,18 @@ def test_submit_values_from_a_spec_render_the_specs_workload():
     assert only(objs, "PersistentVolumeClaim")["metadata"]["name"] == "mlkube-runs"
 
 
+@pytest.mark.parametrize(
+    ("image", "expected"), [(None, "mlkube:{app}"), ("team/mlkube", "team/mlkube:{app}")]
+)
+def test_submit_without_an_image_tag_runs_the_charts_version_never_latest(image, expected):
+    app = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    cluster = "" if image is None else f"cluster: {{image: {image}}}\n"
+    spec = parse_spec("data: {name: iris}\nclassical: {models: [LR]}\n" + cluster)
+    objs = render(values_for(spec, "ray", "r3"), "mlkube-r3", "ml").objects
+    images = {c["image"] for o in by_kind(objs, "RayJob") for t in pod_templates(o) for c in containers(t)}
+    assert images == {expected.format(app=app)}
+
+
 def test_submit_values_files_override_the_spec():
     spec = parse_spec("data: {name: iris}\n")
     objs = render(values_for(spec, "ray", "r2", [{"ray": {"mode": "cluster"}}]), "mlkube-r2", "ml").objects

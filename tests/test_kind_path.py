@@ -81,6 +81,11 @@ def test_up_creates_the_cluster_installs_both_operators_and_loads_the_image():
         "kind load docker-image mlkube:dev --name mlkube",
     ]
     assert not any("elasticjob" in c for c in commands)
+    signing = [c for c in commands if "create secret generic" in c]
+    assert len(signing) == 1 and signing[0].startswith(
+        "kubectl -n mlkube create secret generic mlkube-signing "
+    )
+    assert " --from-file=key=" in signing[0]  # from a private file: the key never appears on a command line
 
 
 def test_up_installs_the_elasticjob_controller_on_request():

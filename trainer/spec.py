@@ -497,7 +497,11 @@ class ClusterSpec(Section):
     )
     num_cpus: StrictInt | None = Field(None, ge=1, description="CPUs of the local Ray; default: all.")
     namespace: str = Field("default", description="Kubernetes namespace for `mlkube submit`.")
-    image: str = Field("mlkube:latest", description="Container image for cluster jobs.")
+    image: str | None = Field(
+        None,
+        description="Container image for cluster jobs (`repository[:tag]`); default: the chart's, "
+        "mlkube:<chart appVersion> (`-gpu` with `gpu: true`); without a tag, the chart's tag.",
+    )
     gpu: StrictBool = Field(False, description="Request nvidia.com/gpu for training pods (false on kind).")
 
 

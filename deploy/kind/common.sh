@@ -8,6 +8,7 @@ CLUSTER=${CLUSTER:-mlkube}
 IMAGE=${IMAGE:-mlkube:dev}
 VARIANT=${VARIANT:-cpu}
 NAMESPACE=${NAMESPACE:-mlkube}
+SIGNING_SECRET=${SIGNING_SECRET:-mlkube-signing}  # the chart's signing.secretName
 # Operator versions: the CRDs under deploy/crds/ are these releases' (see deploy/crds/README.md).
 KUBERAY_VERSION=${KUBERAY_VERSION:-1.7.0}
 TRAINING_OPERATOR_VERSION=${TRAINING_OPERATOR_VERSION:-v1.9.0}

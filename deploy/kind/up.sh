@@ -33,6 +33,13 @@ fi
 if [ "$DRY_RUN" = 1 ] || ! kubectl get namespace "$NAMESPACE" >/dev/null 2>&1; then
   run kubectl create namespace "$NAMESPACE"
 fi
+# The key that signs model cards (training) and checks them (serving): 32 random bytes, made once per cluster.
+if [ "$DRY_RUN" = 1 ] || ! kubectl -n "$NAMESPACE" get secret "$SIGNING_SECRET" >/dev/null 2>&1; then
+  KEY=$(mktemp)
+  head -c 32 /dev/urandom > "$KEY"
+  run kubectl -n "$NAMESPACE" create secret generic "$SIGNING_SECRET" --from-file=key="$KEY"
+  rm -f "$KEY"
+fi
 
 run docker build --build-arg "VARIANT=$VARIANT" -t "$IMAGE" "$ROOT"
 run kind load docker-image "$IMAGE" --name "$CLUSTER"

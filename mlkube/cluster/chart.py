@@ -67,10 +67,11 @@ def check_run_id(run_id: str) -> str:
 
 
 def split_image(image: str) -> dict[str, str]:
-    """`registry:5000/mlkube:1.0` → repository and tag (tag `latest` when absent)."""
+    """`registry:5000/mlkube:1.0` → repository and tag; without a tag, the chart's (its appVersion), never
+    `latest`."""
     repository, sep, tag = image.rpartition(":")
     if not sep or "/" in tag:
-        return {"repository": image, "tag": "latest"}
+        return {"repository": image}
     return {"repository": repository, "tag": tag}
 
 
@@ -80,7 +81,7 @@ def values_for(spec: Spec, kind: str, run_id: str, overrides: Sequence[dict] = (
     elastic = spec.lstm.elastic if spec.lstm is not None else ElasticSpec()
     values = {
         "runId": run_id,
-        "image": split_image(spec.cluster.image),
+        **({"image": split_image(spec.cluster.image)} if spec.cluster.image else {}),
         "gpu": spec.cluster.gpu,
         "experiment": spec.model_dump(mode="json"),
         "runs": {"claimName": SHARED_CLAIM},

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlkube.cluster.kube import Kube
-from mlkube.trainer.errors import MlkubeError, SpecError
+from mlkube.trainer.errors import MlkubeError
 from mlkube.trainer.progress import Progress
-from mlkube.trainer.spec import Spec, parse_spec
+from mlkube.trainer.spec import Spec, parse_spec, read_spec_text
 
 
 @dataclass(frozen=True)
@@ -142,9 +142,7 @@ def _pod_with_log(kube: Kube, run_id: str, role: str, streamed: set[str]) -> str
 def read_spec(path: str) -> Spec:
     """Validate the spec as the pods will read it: paths stay as written (they name places inside the pod)."""
     file = Path(path)
-    if not file.is_file():
-        raise SpecError([f"spec file not found: {file}"], source=str(file))
-    return parse_spec(file.read_text(), source=str(file))
+    return parse_spec(read_spec_text(file), source=str(file))
 
 
 def pod_phase(pod: dict) -> str:

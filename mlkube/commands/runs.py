@@ -31,6 +31,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_inputs(spec)
     run_root = spec.run_dir if spec.run_dir.is_absolute() else Path.cwd() / spec.run_dir
     run_id, resume = args.resume or args.run_id, bool(args.resume)
+    enabled_stages(spec, args.stages)  # an unknown --stages name is refused before the run exists
     # the run's writer lock is held from the first check to the last write (one writer per run)
     with Run.start(spec.to_yaml(), run_root, run_id=run_id, resume=resume) as run:
         progress = Progress(quiet=args.quiet)

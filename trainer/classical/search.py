@@ -19,8 +19,8 @@ import numpy as np
 from mlkube.trainer.classical import zoo
 from mlkube.trainer.errors import MlkubeError
 from mlkube.trainer.progress import Progress
+from mlkube.trainer.spec import SAMPLERS
 
-SAMPLERS = {"loguniform", "uniform", "randint", "choice"}
 _owned_ray = False  # True when this process started the local Ray (and so shuts it down)
 
 
