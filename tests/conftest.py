@@ -88,8 +88,8 @@ def iris_run(ray_cluster, tmp_path_factory):
     from mlkube.trainer.spec import load_spec
 
     spec = load_spec(ROOT / "examples" / "iris.yaml")
-    run = Run.start(spec.to_yaml(), tmp_path_factory.mktemp("iris") / "runs", run_id="t")
-    return run_pipeline(spec, run, Progress(quiet=True))
+    with Run.start(spec.to_yaml(), tmp_path_factory.mktemp("iris") / "runs", run_id="t") as run:
+        return run_pipeline(spec, run, Progress(quiet=True))
 
 
 @pytest.fixture
@@ -127,8 +127,8 @@ def run_spec(tmp_path):
     def run(text: str, run_id: str = "t", stages: str | None = None):
         spec = parse_spec(text)
         check_inputs(spec)
-        run = Run.start(spec.to_yaml(), tmp_path / "runs", run_id=run_id)
-        return run_pipeline(spec, run, Progress(quiet=True), only=stages)
+        with Run.start(spec.to_yaml(), tmp_path / "runs", run_id=run_id) as run:
+            return run_pipeline(spec, run, Progress(quiet=True), only=stages)
 
     return run
 

@@ -114,11 +114,11 @@ def make_run(root: Path, serve=None, run_id: str = RUN_ID, **lstm) -> Path:
     from mlkube.trainer.spec import Spec
 
     spec = Spec(serve=serve) if serve is not None else Spec()
-    run = Run.start(spec.to_yaml(), root, run_id=run_id)
-    pipeline, fields, _ = iris_pipeline()
-    save_sklearn_model(run.model_dir(CLASSICAL_MODEL), pipeline, fields)
-    network, fields = lstm_network(**lstm)
-    save_lstm_model(run.model_dir(LSTM_MODEL), network, fields)
+    with Run.start(spec.to_yaml(), root, run_id=run_id) as run:
+        pipeline, fields, _ = iris_pipeline()
+        save_sklearn_model(run.model_dir(CLASSICAL_MODEL), pipeline, fields)
+        network, fields = lstm_network(**lstm)
+        save_lstm_model(run.model_dir(LSTM_MODEL), network, fields)
     return run.path
 
 

@@ -35,7 +35,8 @@ def run_deep(root, run_id: str):
     from mlkube.trainer.run import Run
 
     spec = parse_spec(SPEC)
-    return run_pipeline(spec, Run.start(spec.to_yaml(), root, run_id=run_id), Progress(quiet=True))
+    with Run.start(spec.to_yaml(), root, run_id=run_id) as run:
+        return run_pipeline(spec, run, Progress(quiet=True))
 
 
 def model_weights(run) -> dict:

@@ -50,6 +50,7 @@ VOLATILE = {
     "hostname",
     "segments",
     "restarts",
+    "signature",  # the model card's HMAC covers `created`
 }
 SKIPPED = ("env.json", "timings.json", "status.json", "report.html", "stages.json")
 
