@@ -73,6 +73,10 @@ class InProcess:
         answers = self.handler.handle([{"body": body} for body in bodies], self.context)
         return [(self.context.get_response_status(i)[0], strict_json(a)) for i, a in enumerate(answers)]
 
+    def metadata(self) -> dict[str, Any]:
+        """The model's Open Inference Protocol metadata (what `GET /v2/models/<m>` would answer)."""
+        return self.handler.metadata()
+
 
 def strict_json(text: str | bytes) -> Any:
     """JSON as RFC 8259 has it: NaN and Infinity, which Python's json writes and reads, are refused."""

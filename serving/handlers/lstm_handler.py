@@ -9,6 +9,10 @@ Request:  {"instances": [{"dynamic": {"<input>": [<sequence_length daily values>
           the answer). The whole window is the LSTM's warm-up: one prediction per window.
 Response: {"model": "lstm", "version": "<run id>", "target": "<name>", "horizon": <days>,
            "predictions": [<target on the window's last day + horizon - 1, raw units>, ...]}
+
+Open Inference Protocol: each dynamic input a tensor [n, sequence_length] (n windows, a number datatype),
+each static attribute a tensor [n], and under per-site statistics "site" as BYTES [n]; all named as the
+card's `preprocessing` names them. Output: the card's `target`, FP64 [n], `parameters.horizon` its days.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from typing import TYPE_CHECKING, Any, cast
 from mlkube.serving.handlers.base import (
     ModelHandler,
     RequestError,
+    TensorSpec,
     check_names,
+    check_tensors,
     json_type,
     number,
     numbers,
@@ -45,6 +51,8 @@ class LstmHandler(ModelHandler):
     take ~1.7 ms against 2.7 ms for 8 windows on one thread. So the model runs single-threaded within each
     shard.
     """
+
+    platform = "pytorch_statedict"
 
     def load(self, model_dir: Path) -> tuple[Any, LstmCard]:
         import numpy as np
@@ -75,6 +83,13 @@ class LstmHandler(ModelHandler):
         self.target_std = np.asarray(p.target_std, dtype=float).reshape(rows)
         self.transform = p.target_transform
         self.fields = {"target": card.target, "horizon": p.horizon}
+        window = f"n windows of sequence_length = {self.days} daily values"
+        self.tensors = (
+            [TensorSpec(name, "FP64", (-1, self.days), window) for name in self.dynamic]
+            + [TensorSpec(name, "FP64", (-1,), "one value per window") for name in self.static]
+            + ([TensorSpec("site", "BYTES", (-1,), "one site id per window")] if self.sites else [])
+        )
+        self.output = TensorSpec(card.target, "FP64", (-1,))
         self.shards = worker_cpus()
         # the threads of every shard but the first (which runs in the worker's own thread)
         self.pool: ThreadPoolExecutor | None = None
@@ -169,6 +184,38 @@ class LstmHandler(ModelHandler):
             if self.sites:
                 windows[i, :, -1] = self.site_row(instance["site"], f"{where}.site")
         return windows
+
+    def oip_inputs(self) -> list[TensorSpec]:
+        return self.tensors
+
+    def oip_outputs(self) -> list[TensorSpec]:
+        return [self.output]
+
+    def oip_rows(self, inputs: dict[str, dict[str, Any]]) -> Any:
+        import numpy as np
+
+        takes = ", ".join(spec.describe() for spec in self.tensors)
+        values, n = check_tensors(inputs, self.tensors, f"{takes} (n: the windows)")
+        windows = np.empty((n, self.days, self.width))
+        for j, name in enumerate(self.dynamic):
+            windows[:, :, j] = values[name]
+        for k, name in enumerate(self.static):
+            windows[:, :, len(self.dynamic) + k] = values[name][:, None]
+        if self.sites:
+            rows = [self.site_row(site, f"input 'site'[{i}]") for i, site in enumerate(values["site"])]
+            windows[:, :, -1] = np.array(rows, dtype=float)[:, None]
+        return windows
+
+    def oip_answer(self, outputs: Any) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": self.output.name,
+                "datatype": "FP64",
+                "shape": [len(outputs)],
+                "data": outputs.tolist(),
+                "parameters": {"horizon": self.fields["horizon"]},
+            }
+        ]
 
     def window(self, series: Any, where: str) -> Any:
         if not isinstance(series, list) or len(series) != self.days:

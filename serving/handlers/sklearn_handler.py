@@ -5,19 +5,31 @@ Request:  {"instances": [{"<feature>": <number>, ...}, ...]}  every feature of t
 Response: {"model": "classical", "version": "<run id>", "predictions": [<label or number>, ...],
            "probabilities": [{"<label>": <p>, ...}, ...]}
           (probabilities: classifiers that have predict_proba)
+
+Open Inference Protocol: one input per feature, named as the card's `features`, shape [n], a number
+datatype; or one tensor "features" of shape [n, <number of features>], the columns in the card's order.
+Outputs: the card's `target` (shape [n]: labels as BYTES, or numbers) and, for classifiers with
+predict_proba, "probabilities" (FP64, shape [n, classes], its `parameters.classes` naming the columns).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
-from mlkube.serving.handlers.base import ModelHandler, check_names, number
+from mlkube.serving.handlers.base import ModelHandler, TensorSpec, check_names, check_tensors, number
 from mlkube.trainer.card import SklearnCard
+
+# The Open Inference Protocol's one-tensor form: all features as the columns of [n, features].
+TABLE = "features"
+PROBABILITIES = "probabilities"
 
 
 class SklearnHandler(ModelHandler):
     """One row per instance, features in the card's order; `predict` and, for classifiers, `predict_proba`."""
+
+    platform = "sklearn_skops"
 
     def load(self, model_dir: Path) -> tuple[Any, SklearnCard]:
         from mlkube.trainer.artifacts import load_sklearn_model
@@ -29,6 +41,20 @@ class SklearnHandler(ModelHandler):
         self.probabilities = card.task == "classification" and hasattr(pipeline, "predict_proba")
         # A pipeline fitted on a DataFrame expects its column names back.
         self.named = hasattr(pipeline, "feature_names_in_")
+        # the Open Inference Protocol's tensors
+        self.columns = [TensorSpec(f, "FP64", (-1,), "one value per instance") for f in self.features]
+        self.table = TensorSpec(
+            TABLE, "FP64", (-1, len(self.features)), f"one row per instance, the features {self.features}"
+        )
+        self.class_names = (
+            [self.labels[c] for c in pipeline.classes_.tolist()] if self.labels is not None else []
+        )
+        predictions = TensorSpec(
+            card.target, _datatype(list(self.labels.values())) if self.labels else "FP64", (-1,)
+        )
+        self.outputs = [predictions] + (
+            [TensorSpec(PROBABILITIES, "FP64", (-1, len(self.class_names)))] if self.probabilities else []
+        )
         return pipeline, card
 
     def rows(self, instances: list[Any]) -> Any:
@@ -39,6 +65,50 @@ class SklearnHandler(ModelHandler):
             check_names(instance, self.features, f"instance {i}")
             table[i] = [number(instance[f], f"instance {i}, feature {f!r}") for f in self.features]
         return table
+
+    def oip_inputs(self) -> list[TensorSpec]:
+        return self.columns
+
+    def oip_outputs(self) -> list[TensorSpec]:
+        return self.outputs
+
+    def oip_rows(self, inputs: dict[str, dict[str, Any]]) -> Any:
+        import numpy as np
+
+        shape = inputs.get(TABLE, {}).get("shape")
+        if len(inputs) == 1 and isinstance(shape, list) and len(shape) == 2:
+            return check_tensors(inputs, [self.table], self._takes())[0][TABLE]
+        values, _ = check_tensors(inputs, self.columns, self._takes())
+        return np.column_stack([values[f] for f in self.features])
+
+    def _takes(self) -> str:
+        return (
+            f"one input per feature, each [n]: {self.features}, or one input {self.table.describe()} "
+            "(n: the instances)"
+        )
+
+    def oip_answer(self, outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        n = len(outputs)
+        predictions, *probabilities = self.outputs
+        tensors = [
+            {
+                "name": predictions.name,
+                "datatype": predictions.datatype,
+                "shape": [n],
+                "data": [row["prediction"] for row in outputs],
+            }
+        ]
+        if probabilities:
+            tensors.append(
+                {
+                    "name": PROBABILITIES,
+                    "datatype": "FP64",
+                    "shape": [n, len(self.class_names)],
+                    "data": [row["probabilities"][c] for row in outputs for c in self.class_names],
+                    "parameters": {"classes": json.dumps(self.class_names)},
+                }
+            )
+        return tensors
 
     def predict(self, batch: Any) -> list[dict[str, Any]]:
         import pandas as pd
@@ -75,3 +145,12 @@ def class_labels(pipeline: Any, card: SklearnCard) -> dict[Any, Any] | None:
     if names and len(names) == len(classes) and classes == list(range(len(classes))):
         return dict(zip(classes, names, strict=False))
     return {c: c for c in classes}
+
+
+def _datatype(labels: list[Any]) -> str:
+    """The Open Inference Protocol datatype of class labels: BYTES for names, else BOOL, INT64 or FP64."""
+    kinds = set(map(type, labels))
+    for datatype, allowed in (("BYTES", {str}), ("BOOL", {bool}), ("INT64", {int})):
+        if kinds <= allowed:
+            return datatype
+    return "FP64"
