@@ -241,6 +241,7 @@ def log4j2_xml() -> str:
         "org.pytorch.serve.wlm.BatchAggregator",
         "org.pytorch.serve.wlm.WorkerThread",
         "org.pytorch.serve.wlm.WorkerLifeCycle",
+        "org.pytorch.serve.http.api.rest.OpenInferenceProtocolRequestHandler",  # a line per health probe
     )
     appenders = [
         f'<Console name="STDOUT" target="SYSTEM_OUT"><PatternLayout pattern="{LINE}"/></Console>',
@@ -402,6 +403,9 @@ def config_properties(run: Run, serve: ServeSpec, names: list[str], tmpdir: Path
         "max_request_size": serve.max_request_bytes,
         # The handlers parse the raw body themselves, so malformed JSON and NaN get a 400 naming the problem.
         "decode_input_request": "false",
+        # The Open Inference Protocol's health and server metadata (GET /v2/health/live, /v2/health/ready,
+        # /v2) on the inference port; POST /v2/models/<m>/infer is served either way (the handlers answer it).
+        "ts_open_inference_protocol": "true",
         "install_py_dep_per_model": "false",
         "vmargs": (
             f"-Djava.io.tmpdir={tmpdir} -XX:-UsePerfData "
@@ -515,6 +519,7 @@ def describe(server: Server) -> str:
     lines = [
         f"TorchServe (pid {server.pid}) serves {', '.join(server.models)}",
         f"  inference:  {server.url('inference')}/predictions/<model>",
+        f"  open inference protocol: {server.url('inference')}/v2/models/<model>/infer",
         f"  management: {server.url('management')}/models",
         f"  metrics:    {server.url('metrics')}/metrics",
         f"  logs:       {server.folder / 'logs'}",

@@ -406,3 +406,102 @@ def test_management_api_refuses_registering_models_and_allowed_urls_name_the_mod
     assert f"allowed_urls={pinned}\n" in (server.folder / "config.properties").read_text()
     assert f"Allowed Urls: [{pinned}]" in (server.folder / "logs" / "ts_log.log").read_text()
     assert "example" not in pinned and ".*" not in pinned
+
+
+# -------------------------------------------------------------------- the Open Inference Protocol (KServe v2)
+def v2(server, path: str, body: bytes | None = None, key: bool = True) -> requests.Response:
+    """A call to the inference API (POST with a body, else GET), with the inference key unless `key` is
+    False."""
+    from mlkube.serving.client import auth_header
+
+    headers = {"Content-Type": "application/json", **(auth_header(server.token_file) if key else {})}
+    url = f"{server.url('inference')}/{path}"
+    if body is None:
+        return requests.get(url, headers=headers, timeout=60)
+    return requests.post(url, data=body, headers=headers, timeout=60)
+
+
+def oip_columns(rows: list[dict], **fields) -> bytes:
+    inputs = [
+        {"name": f, "shape": [len(rows)], "datatype": "FP64", "data": [row[f] for row in rows]}
+        for f in IRIS_ROW
+    ]
+    return json.dumps({"inputs": inputs, **fields}).encode()
+
+
+def oip_windows(instances: list[dict], **fields) -> bytes:
+    n = len(instances)
+    dynamic = [
+        {
+            "name": name,
+            "shape": [n, len(series)],
+            "datatype": "FP32",
+            "data": [i["dynamic"][name] for i in instances],
+        }
+        for name, series in instances[0]["dynamic"].items()
+    ]
+    static = [
+        {"name": name, "shape": [n], "datatype": "FP64", "data": [i["static"][name] for i in instances]}
+        for name in instances[0]["static"]
+    ]
+    inputs = dynamic + static
+    return json.dumps({"inputs": inputs, **fields}).encode()
+
+
+def outputs(answer: requests.Response) -> dict[str, list]:
+    assert answer.status_code == 200, answer.text
+    return {tensor["name"]: tensor["data"] for tensor in answer.json()["outputs"]}
+
+
+@pytest.mark.parametrize("path", ["v2/models/{}/infer", "predictions/{}"])
+def test_an_oip_request_through_torchserve_returns_the_predictions_of_mlkube_json(server, path):
+    """TorchServe 0.12 hands POST /v2/models/<m>/infer to the handler as it does /predictions/<m> (where
+    KServe's TorchServe runtime forwards a v2 request); the handler answers in the request's protocol."""
+    _, meta, data = iris_pipeline()
+    rows = iris_instances(data.iloc[::5])
+    expected = post(server, "classical", request(rows)).json()
+    answer = v2(server, path.format("classical"), oip_columns(rows, id="iris-1"))
+    got = outputs(answer)
+    assert {k: answer.json()[k] for k in ("model_name", "model_version", "id")} == {
+        "model_name": "classical",
+        "model_version": server.folder.parent.name,
+        "id": "iris-1",
+    }
+    assert got["species"] == expected["predictions"]
+    probabilities = [[p[c] for c in meta["classes"]] for p in expected["probabilities"]]
+    assert np.reshape(got["probabilities"], (len(rows), len(meta["classes"]))).tolist() == probabilities
+
+    windows = forcing_windows(3, seed=12)
+    expected = post(server, "lstm", request(windows)).json()
+    got = outputs(v2(server, path.format("lstm"), oip_windows(windows)))
+    assert got == {expected["target"]: expected["predictions"]}
+    np.testing.assert_allclose(
+        got[expected["target"]], expected_lstm(lstm_folder(server), windows), rtol=1e-6
+    )
+
+
+def test_a_bad_oip_request_through_torchserve_gets_400_naming_the_input_and_the_worker_keeps_serving(server):
+    windows = forcing_windows(1)
+    bad = json.loads(oip_windows(windows))
+    bad["inputs"][1]["datatype"] = "BYTES"
+    workers = worker_pids(server, "lstm")
+    answer = v2(server, "v2/models/lstm/infer", json.dumps(bad).encode())
+    assert answer.status_code == 400
+    assert answer.json()["error"].startswith("input 'tmax': datatype BYTES is not allowed")
+    assert outputs(v2(server, "v2/models/lstm/infer", oip_windows(windows)))
+    assert worker_pids(server, "lstm") == workers
+
+
+def test_torchserve_answers_the_oip_health_and_server_metadata_with_the_inference_key(server):
+    """With ts_open_inference_protocol, TorchServe 0.12 answers GET /v2/health/live, /v2/health/ready and /v2
+    itself (behind the inference key, like /ping), but has no model readiness or model metadata endpoint
+    (docs/serving.md: KServe's runtime serves those in a cluster)."""
+    assert (v2(server, "v2/health/live").status_code, v2(server, "v2/health/live").json()) == (
+        200,
+        {"live": True},
+    )
+    assert v2(server, "v2/health/ready").json() == {"ready": True}
+    assert v2(server, "v2").json()["name"] == "Torchserve"
+    assert v2(server, "v2/health/live", key=False).json()["type"] == "InvalidKeyException"
+    for path in ("v2/models/lstm/ready", "v2/models/lstm"):
+        assert v2(server, path).status_code == 404, path

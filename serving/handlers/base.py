@@ -281,7 +281,7 @@ def _check_tensor(tensor: Any, where: str) -> str:
         )
     name = tensor.get("name")
     if not isinstance(name, str):
-        raise RequestError(f'{where}: "name" must be a string, got {json_type(name)} {_excerpt(name)}')
+        raise RequestError(f'{where}: "name" must be a string, got {json_type(name)}')
     where = f"input {name!r}"
     missing = [key for key in OIP_TENSOR_KEYS[:4] if key not in tensor]
     unknown = [key for key in tensor if key not in OIP_TENSOR_KEYS]
@@ -371,7 +371,7 @@ def check_tensors(
                 f"{where}: shape {shape} has {shape[0]} instance(s), but input {first[0]!r} has "
                 f"{first[1]}; every input has one row per instance"
             )
-    values = {}
+    values: dict[str, Any] = {}
     for spec in specs:
         tensor, where = inputs[spec.name], f"input {spec.name!r}"
         flat = _flat_data(tensor["data"], tensor["shape"], where)
