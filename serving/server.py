@@ -241,7 +241,9 @@ def log4j2_xml() -> str:
         "org.pytorch.serve.wlm.BatchAggregator",
         "org.pytorch.serve.wlm.WorkerThread",
         "org.pytorch.serve.wlm.WorkerLifeCycle",
-        "org.pytorch.serve.http.api.rest.OpenInferenceProtocolRequestHandler",  # a line per health probe
+        # with ts_open_inference_protocol: a line per connection, and one per health probe
+        "org.pytorch.serve.ServerInitializer",
+        "org.pytorch.serve.http.api.rest.OpenInferenceProtocolRequestHandler",
     )
     appenders = [
         f'<Console name="STDOUT" target="SYSTEM_OUT"><PatternLayout pattern="{LINE}"/></Console>',

@@ -312,7 +312,8 @@ def _check_tensor(tensor: Any, where: str) -> str:
 
 
 def _requested_outputs(outputs: Any, names: list[str]) -> list[str] | None:
-    if outputs is None:
+    """The output names a request asks for; None (all of them) when it names none."""
+    if outputs is None or outputs == []:
         return None
     if not isinstance(outputs, list) or not all(
         isinstance(o, dict) and isinstance(o.get("name"), str) and set(o) <= {"name", "parameters"}
