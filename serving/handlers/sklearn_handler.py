@@ -90,7 +90,7 @@ class SklearnHandler(ModelHandler):
     def oip_answer(self, outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         n = len(outputs)
         predictions, *probabilities = self.outputs
-        tensors = [
+        tensors: list[dict[str, Any]] = [
             {
                 "name": predictions.name,
                 "datatype": predictions.datatype,
