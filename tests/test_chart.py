@@ -37,6 +37,10 @@ VALUES_FILES = {
 }
 
 
+PYTORCHJOB = {"training": {"kind": "pytorchjob"}, "elastic": {"enabled": True}}
+TRAINJOB = {"training": {"kind": "trainjob"}, "elastic": {"enabled": True}}
+
+
 def values_of(name: str) -> dict:
     path = VALUES_FILES[name]
     return yaml.safe_load(path.read_text()) if path else {}
@@ -75,7 +79,7 @@ def pod_templates(obj: dict) -> list[dict]:
         return [spec["template"]]
     if obj["kind"] == "RayJob":
         return [
-            spec["submitterPodTemplate"],
+            *([spec["submitterPodTemplate"]] if "submitterPodTemplate" in spec else []),
             *pod_templates({"kind": "RayCluster", "spec": spec["rayClusterSpec"]}),
         ]
     if obj["kind"] == "RayCluster":
@@ -84,6 +88,10 @@ def pod_templates(obj: dict) -> list[dict]:
         return [r["template"] for r in spec["pytorchReplicaSpecs"].values()]
     if obj["kind"] == "ElasticJob":
         return [r["template"] for r in spec["replicaSpecs"].values()]
+    if (
+        obj["kind"] == "TrainingRuntime"
+    ):  # a TrainJob's pods: its runtime's (the TrainJob sets the same container)
+        return [job["template"]["spec"]["template"] for job in spec["template"]["spec"]["replicatedJobs"]]
     if obj["kind"] == "Pod":
         return [obj]
     return []
@@ -127,6 +135,9 @@ def test_crd_schemas_are_vendored_for_every_custom_kind():
         ("ray.io/v1", "RayCluster"),
         ("kubeflow.org/v1", "PyTorchJob"),
         ("elastic.pytorch.org/v1alpha1", "ElasticJob"),
+        ("trainer.kubeflow.org/v1alpha1", "TrainJob"),
+        ("trainer.kubeflow.org/v1alpha1", "TrainingRuntime"),
+        ("trainer.kubeflow.org/v1alpha1", "ClusterTrainingRuntime"),
         ("monitoring.coreos.com/v1", "ServiceMonitor"),
         ("monitoring.coreos.com/v1", "PodMonitor"),
     } <= set(crd_schemas())
@@ -144,7 +155,7 @@ def test_a_misspelt_field_in_a_custom_resource_is_caught():
 
 
 def test_a_wrongly_typed_field_in_a_custom_resource_is_caught():
-    job = only(objects({"elastic": {"enabled": True}}), "PyTorchJob")
+    job = only(objects(PYTORCHJOB), "PyTorchJob")
     job["spec"]["elasticPolicy"]["minReplicas"] = "one"
     assert any("elasticPolicy.minReplicas: 'one' is not of type 'integer'" in p for p in problems(job))
 
@@ -157,6 +168,8 @@ def test_every_kind_the_chart_renders_is_one_mlkube_delete_removes():
         "RayCluster",
         "PyTorchJob",
         "ElasticJob",
+        "TrainJob",
+        "TrainingRuntime",
         "Deployment",
         "ServiceMonitor",
         "PodMonitor",
@@ -166,7 +179,7 @@ def test_every_kind_the_chart_renders_is_one_mlkube_delete_removes():
 
 # --------------------------------------------------------------------------------------- what the objects say
 def test_run_id_is_the_ray_job_id_the_rendezvous_id_and_the_run_folder():
-    objs = objects({"runId": "exp-7", "elastic": {"enabled": True}})
+    objs = objects(deep_merge(PYTORCHJOB, {"runId": "exp-7"}))
     rayjob, pytorchjob = only(objs, "RayJob"), only(objs, "PyTorchJob")
     assert rayjob["spec"]["jobId"] == "exp-7"
     assert rayjob["spec"]["entrypoint"] == "mlkube run /spec/experiment.yaml --run-id exp-7"
@@ -181,9 +194,7 @@ def test_run_id_defaults_to_the_release_name():
 
 def test_two_releases_never_share_a_rendezvous():
     ids = {
-        only(objects({"elastic": {"enabled": True}}, release=r), "PyTorchJob")["spec"]["elasticPolicy"][
-            "rdzvId"
-        ]
+        only(objects(PYTORCHJOB, release=r), "PyTorchJob")["spec"]["elasticPolicy"]["rdzvId"]
         for r in ("a", "b")
     }
     assert ids == {"a", "b"}
@@ -192,7 +203,9 @@ def test_two_releases_never_share_a_rendezvous():
 def test_torchrun_launches_the_elastic_entrypoint_with_the_elastic_values():
     job = only(
         objects(
-            {"elastic": {"enabled": True, "minNodes": 2, "maxNodes": 4, "nprocPerNode": 3, "maxRestarts": 5}}
+            deep_merge(
+                PYTORCHJOB, {"elastic": {"minNodes": 2, "maxNodes": 4, "nprocPerNode": 3, "maxRestarts": 5}}
+            )
         ),
         "PyTorchJob",
     )
@@ -354,7 +367,7 @@ def test_notes_tell_how_to_predict_with_the_key_torchserve_made():
 
 
 def test_the_tuning_driver_and_each_training_process_have_an_exporter_port_and_scrape_annotations():
-    objs = objects({"elastic": {"enabled": True, "nprocPerNode": 3}, "metrics": {"port": 9500}})
+    objs = objects(deep_merge(PYTORCHJOB, {"elastic": {"nprocPerNode": 3}, "metrics": {"port": 9500}}))
     submitter, head, worker = pod_templates(only(objs, "RayJob"))
     (training,) = pod_templates(only(objs, "PyTorchJob"))
     for template in (head, training):
@@ -609,12 +622,20 @@ def test_submit_values_from_a_spec_render_the_specs_workload():
         "cluster: {image: 'registry:5000/team/mlkube:1.2', gpu: true}\n"
     )
     objs = render(values_for(spec, "elastic", "r1"), "mlkube-r1", "ml").objects
-    assert {o["kind"] for o in objs} == {"ConfigMap", "PersistentVolumeClaim", "PyTorchJob", "NetworkPolicy"}
-    job = only(objs, "PyTorchJob")
-    (container,) = containers(pod_templates(job)[0])
-    assert container["image"] == "registry:5000/team/mlkube:1.2"
-    assert container["args"][:2] == ["--nnodes=2:3", "--nproc-per-node=1"]  # gpu: one process per GPU
-    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    kinds = {o["kind"] for o in objs}
+    assert kinds == {"ConfigMap", "PersistentVolumeClaim", "TrainJob", "TrainingRuntime", "NetworkPolicy"}
+    trainer = only(objs, "TrainJob")["spec"]["trainer"]  # Trainer v2, the default: max_nodes nodes, fixed
+    (container,) = containers(pod_templates(only(objs, "TrainingRuntime"))[0])
+    assert container["image"] == trainer["image"] == "registry:5000/team/mlkube:1.2"
+    assert container["args"][:2] == ["--nnodes=3", "--nproc-per-node=1"]  # gpu: one process per GPU
+    assert trainer["numNodes"] == 3 and trainer["numProcPerNode"] == 1
+    assert (
+        container["resources"]["limits"]["nvidia.com/gpu"]
+        == trainer["resourcesPerNode"]["limits"]["nvidia.com/gpu"]
+        == 1
+    )
+    with_values = render(values_for(spec, "elastic", "r1", [PYTORCHJOB]), "mlkube-r1", "ml").objects
+    assert only(with_values, "PyTorchJob")["spec"]["elasticPolicy"]["maxReplicas"] == 3
     assert only(objs, "PersistentVolumeClaim")["metadata"]["name"] == "mlkube-runs"
 
 
@@ -666,7 +687,24 @@ SCHEMA_RULES = [
         {"ray": {"head": {"resources": {"requests": {"cpu": "two"}}}}},
         "ray.head.resources.requests.cpu: 'two' does not match",
     ),
-    ({"elastic": {"operator": "mpi"}}, "elastic.operator: value must be one of 'kubeflow', 'torchelastic'"),
+    (
+        {"training": {"kind": "mpi"}},
+        "training.kind: value must be one of 'trainjob', 'pytorchjob', 'elasticjob'",
+    ),
+    ({"queue": "Team A"}, "queue: 'Team A' does not match pattern"),
+    ({"queue": "q" * 64}, "queue: maxLength: got 64, want 63"),
+    (
+        {"ray": {"deletion": {"mode": "never"}}},
+        "ray.deletion.mode: value must be one of 'rules', 'shutdown', 'none'",
+    ),
+    ({"ray": {"deletion": {"afterSuccessSeconds": -1}}}, "ray.deletion.afterSuccessSeconds: minimum: got -1"),
+    ({"ray": {"deletion": {"afterFailureSeconds": -1}}}, "ray.deletion.afterFailureSeconds: minimum: got -1"),
+    ({"ray": {"activeDeadlineSeconds": -1}}, "ray.activeDeadlineSeconds: minimum: got -1, want 0"),
+    ({"ray": {"backoffLimit": -1}}, "ray.backoffLimit: minimum: got -1, want 0"),
+    (
+        {"ray": {"submissionMode": "InteractiveMode"}},
+        "ray.submissionMode: value must be one of 'K8sJobMode', 'HTTPMode', 'SidecarMode'",
+    ),
     ({"elastic": {"minNodes": 0}}, "elastic.minNodes: minimum: got 0, want 1"),
     ({"elastic": {"nprocPerNode": 0}}, "elastic.nprocPerNode: minimum: got 0, want 1"),
     ({"elastic": {"maxRestarts": -1}}, "elastic.maxRestarts: minimum: got -1, want 0"),
@@ -733,6 +771,20 @@ TEMPLATE_RULES = [
         {"metrics": {"podMonitor": {"enabled": True}}},
         "metrics.podMonitor.enabled: the NetworkPolicies close the exporter ports",
     ),
+    (
+        {"elastic": {"operator": "kubeflow"}},
+        "elastic.operator (kubeflow) was replaced by training.kind: operator kubeflow is training.kind",
+    ),
+    (
+        {
+            "queue": "q",
+            "ray": {"enabled": False},
+            "elastic": {"enabled": True},
+            "training": {"kind": "elasticjob"},
+        },
+        "queue: Kueue does not admit an ElasticJob",
+    ),
+    ({"queue": "q"}, "queue: Kueue refuses an autoscaling Ray cluster (it admits a fixed size)"),
 ]
 
 
@@ -776,3 +828,259 @@ def _properties(schema: dict, node: dict | None = None, path: str = ""):
         sub_path = f"{path}.{key}" if path else key
         yield sub_path, sub
         yield from _properties(schema, schema["definitions"].get(_ref_name(sub), sub), sub_path)
+
+
+# ---------------------------------------------------------------- Kubeflow Trainer v2 (TrainJob), the default
+def trainjob_objects(values: dict | None = None, release: str = "demo") -> tuple[dict, dict]:
+    objs = objects(deep_merge(TRAINJOB, values or {}), release=release)
+    return only(objs, "TrainJob"), only(objs, "TrainingRuntime")
+
+
+def test_trainjob_is_the_default_training_kind_and_no_v1_job_is_made():
+    objs = objects({"elastic": {"enabled": True}})
+    assert {o["kind"] for o in objs} >= {"TrainJob", "TrainingRuntime"}
+    assert by_kind(objs, "PyTorchJob") == by_kind(objs, "ElasticJob") == []
+
+
+def test_trainjob_runs_on_the_runtime_the_chart_ships():
+    job, runtime = trainjob_objects()
+    assert job["spec"]["runtimeRef"] == {
+        "apiGroup": "trainer.kubeflow.org",
+        "kind": "TrainingRuntime",
+        "name": runtime["metadata"]["name"],
+    }
+    assert runtime["spec"]["mlPolicy"] == {"numNodes": 2, "torch": {}}
+    (replicated,) = runtime["spec"]["template"]["spec"]["replicatedJobs"]
+    # Trainer v2 applies spec.trainer to the container `node` of the job marked as the trainer step.
+    assert replicated["name"] == "node"
+    assert (
+        replicated["template"]["metadata"]["labels"]["trainer.kubeflow.org/trainjob-ancestor-step"]
+        == "trainer"
+    )
+    assert [c["name"] for c in containers(pod_templates(runtime)[0])] == ["node"]
+    assert problems(job) == [] and problems(runtime) == []
+
+
+def test_trainjob_starts_the_lstm_worker_under_torchrun_with_the_run_id_as_rendezvous_id():
+    job, runtime = trainjob_objects({"runId": "exp-7", "elastic": {"maxNodes": 3, "nprocPerNode": 2}})
+    trainer = job["spec"]["trainer"]
+    (container,) = containers(pod_templates(runtime)[0])
+    assert trainer["command"] == container["command"] == ["torchrun"]
+    assert trainer["args"] == container["args"]
+    assert trainer["args"][:6] == [
+        "--nnodes=3",  # Trainer v2 has no elastic membership: maxNodes nodes, always
+        "--nproc-per-node=2",
+        "--rdzv-backend=c10d",
+        "--rdzv-endpoint=$(PET_MASTER_ADDR):$(PET_MASTER_PORT)",  # node 0, as the torch plugin sets them
+        "--rdzv-id=exp-7",
+        "--max-restarts=3",
+    ]
+    assert trainer["args"][6:] == [
+        "-m",
+        "mlkube.commands.lstm_worker",
+        "--spec",
+        "/spec/experiment.yaml",
+        "--run-dir",
+        "/runs/exp-7",
+    ]
+    assert (trainer["numNodes"], trainer["numProcPerNode"]) == (3, 2)
+    assert trainer["env"] == container["env"] and trainer["image"] == container["image"]
+    assert trainer["resourcesPerNode"] == container["resources"]
+
+
+def test_trainjob_sets_no_env_the_torch_runtime_reserves():
+    job, runtime = trainjob_objects()
+    reserved = {"PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "PET_MASTER_ADDR", "PET_MASTER_PORT"}
+    names = {e["name"] for e in job["spec"]["trainer"]["env"]}
+    names |= {e["name"] for e in containers(pod_templates(runtime)[0])[0]["env"]}
+    assert names & reserved == set()
+
+
+def test_trainjob_pods_carry_the_labels_the_training_policy_selects():
+    _, runtime = trainjob_objects()
+    labels = pod_templates(runtime)[0]["metadata"]["labels"]
+    assert labels["app.kubernetes.io/component"] == "training" and labels["mlkube.dev/role"] == "worker"
+    assert labels["mlkube.dev/run-id"] == "demo"
+
+
+def test_two_releases_never_share_a_trainjob_rendezvous_or_runtime():
+    (a_job, a_runtime), (b_job, b_runtime) = trainjob_objects(release="a"), trainjob_objects(release="b")
+    assert a_runtime["metadata"]["name"] != b_runtime["metadata"]["name"]
+    assert (
+        "--rdzv-id=a" in a_job["spec"]["trainer"]["args"]
+        and "--rdzv-id=b" in b_job["spec"]["trainer"]["args"]
+    )
+
+
+def test_gpu_trainjob_requests_gpus_per_node_and_one_process_per_gpu():
+    job, runtime = trainjob_objects({"gpu": True, "elastic": {"gpusPerNode": 4}})
+    assert job["spec"]["trainer"]["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == 4
+    assert job["spec"]["trainer"]["numProcPerNode"] == 4
+    assert "--nproc-per-node=4" in job["spec"]["trainer"]["args"]
+    tolerations = pod_templates(runtime)[0]["spec"]["tolerations"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in tolerations
+
+
+def test_a_misspelt_field_in_a_trainjob_is_caught():
+    job, _ = trainjob_objects()
+    job["spec"]["trainer"]["numNode"] = 2
+    assert any("'numNode' was unexpected" in p for p in problems(job))
+
+
+# ------------------------------------------------------------------------------------------------ Kueue
+QUEUED = {"queue": "team-a", "ray": {"autoscaling": False}}
+
+
+@pytest.mark.parametrize(
+    ("values", "kind", "suspend"),
+    [
+        ({}, "RayJob", ("spec", "suspend")),
+        ({"ray": {"mode": "cluster"}}, "RayCluster", ("spec", "suspend")),
+        (TRAINJOB, "TrainJob", ("spec", "suspend")),
+        (PYTORCHJOB, "PyTorchJob", ("spec", "runPolicy", "suspend")),
+    ],
+    ids=["RayJob", "RayCluster", "TrainJob", "PyTorchJob"],
+)
+def test_a_queue_labels_each_batch_workload_and_creates_it_suspended(values, kind, suspend):
+    def suspended(obj: dict):
+        node = obj
+        for key in suspend:
+            node = node.get(key, {})
+        return node
+
+    queued = only(objects(deep_merge(QUEUED, values)), kind)
+    assert queued["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    assert suspended(queued) is True and problems(queued) == []
+    plain = only(objects(values), kind)
+    assert "kueue.x-k8s.io/queue-name" not in plain["metadata"]["labels"] and suspended(plain) == {}
+
+
+def test_a_queue_leaves_pods_and_support_objects_unlabelled():
+    objs = objects(deep_merge(QUEUED, TRAINJOB))
+    for obj in objs:
+        if obj["kind"] not in ("RayJob", "TrainJob"):
+            assert "kueue.x-k8s.io/queue-name" not in obj["metadata"]["labels"], obj["kind"]
+        for template in pod_templates(obj):
+            assert "kueue.x-k8s.io/queue-name" not in template["metadata"]["labels"]
+    assert "Queued in Kueue's LocalQueue team-a" in render(QUEUED, "demo", "ml").notes
+    assert "Kueue" not in render({}, "demo", "ml").notes
+
+
+# ------------------------------------------------------------------------------------------ RayJob lifecycle
+def rayjob_spec(values: dict | None = None) -> dict:
+    job = only(objects(values or {}), "RayJob")
+    assert problems(job) == []
+    kuberay_rules(job["spec"])
+    return job["spec"]
+
+
+def kuberay_rules(spec: dict) -> None:
+    """The RayJob rules that the vendored CRD states in CEL (x-kubernetes-validations) or KubeRay's validation
+    states in Go, which jsonschema does not evaluate (KubeRay v1.7.0)."""
+    strategy = spec.get("deletionStrategy")
+    if strategy is not None:
+        legacy, rules = {"onSuccess", "onFailure"} & set(strategy), strategy.get("deletionRules")
+        assert bool(legacy) != bool(rules), "legacy policies or deletionRules, one of them"
+        assert not (rules and spec.get("shutdownAfterJobFinishes")), (
+            "deletionRules exclude shutdownAfterJobFinishes"
+        )
+        for rule in rules or []:
+            assert ("jobStatus" in rule["condition"]) != ("jobDeploymentStatus" in rule["condition"])
+    if not spec.get("shutdownAfterJobFinishes"):
+        assert not spec.get("ttlSecondsAfterFinished"), "a TTL without shutdownAfterJobFinishes is refused"
+    if spec.get("submissionMode", "K8sJobMode") != "K8sJobMode":
+        assert "submitterPodTemplate" not in spec, "a submitter pod only in K8sJobMode"
+
+
+def test_rayjob_deletes_its_cluster_after_success_and_keeps_a_failed_one_for_a_day():
+    spec = rayjob_spec()
+    assert spec["deletionStrategy"] == {
+        "deletionRules": [
+            {"policy": "DeleteCluster", "condition": {"jobStatus": "SUCCEEDED", "ttlSeconds": 60}},
+            {"policy": "DeleteCluster", "condition": {"jobStatus": "FAILED", "ttlSeconds": 86400}},
+        ]
+    }
+    assert "shutdownAfterJobFinishes" not in spec and "ttlSecondsAfterFinished" not in spec
+    assert (spec["submissionMode"], spec["backoffLimit"]) == ("K8sJobMode", 0)
+    assert "activeDeadlineSeconds" not in spec
+
+
+def test_rayjob_lifecycle_values_reach_the_rayjob():
+    spec = rayjob_spec(
+        {
+            "ray": {
+                "deletion": {"afterSuccessSeconds": 0, "afterFailureSeconds": 600},
+                "activeDeadlineSeconds": 3600,
+                "backoffLimit": 2,
+            }
+        }
+    )
+    ttls = [r["condition"]["ttlSeconds"] for r in spec["deletionStrategy"]["deletionRules"]]
+    assert ttls == [0, 600] and (spec["activeDeadlineSeconds"], spec["backoffLimit"]) == (3600, 2)
+
+
+def test_rayjob_legacy_shutdown_and_keep_modes():
+    shutdown = rayjob_spec({"ray": {"deletion": {"mode": "shutdown"}, "ttlSecondsAfterFinished": 30}})
+    assert (shutdown["shutdownAfterJobFinishes"], shutdown["ttlSecondsAfterFinished"]) == (True, 30)
+    assert "deletionStrategy" not in shutdown
+    kept = rayjob_spec({"ray": {"deletion": {"mode": "none"}}})
+    assert kept["shutdownAfterJobFinishes"] is False and "deletionStrategy" not in kept
+    # and the rule check refuses what KubeRay refuses
+    with pytest.raises(AssertionError, match="exclude shutdownAfterJobFinishes"):
+        kuberay_rules(
+            {"shutdownAfterJobFinishes": True, "deletionStrategy": {"deletionRules": [{"condition": {}}]}}
+        )
+    with pytest.raises(AssertionError, match="TTL without"):
+        kuberay_rules({"shutdownAfterJobFinishes": False, "ttlSecondsAfterFinished": 5})
+
+
+@pytest.mark.parametrize("mode", ["HTTPMode", "SidecarMode"])
+def test_rayjob_without_a_submitter_pod_has_no_submitter_policy(mode):
+    objs = objects({"ray": {"submissionMode": mode}})
+    spec = rayjob_spec({"ray": {"submissionMode": mode}})
+    assert spec["submissionMode"] == mode and "submitterPodTemplate" not in spec
+    assert "demo-ray-submitter" not in {p["metadata"]["name"] for p in by_kind(objs, "NetworkPolicy")}
+
+
+# ------------------------------------------------------------------------------------------ every combination
+TRAINING_KINDS = ("trainjob", "pytorchjob", "elasticjob")
+QUEUES = ("", "team-a")
+RAY_MODES = ("job", "cluster")
+SERVE_KINDS = (False, True)  # serve off / the TorchServe Deployment
+
+
+def combination(kind: str, queue: str, mode: str, serve: bool) -> dict:
+    return {
+        "training": {"kind": kind},
+        "elastic": {"enabled": True},
+        "queue": queue,
+        "ray": {"mode": mode, "autoscaling": not queue},
+        "serve": {"enabled": serve},
+    }
+
+
+COMBINATIONS = [(k, q, m, s) for k in TRAINING_KINDS for q in QUEUES for m in RAY_MODES for s in SERVE_KINDS]
+
+
+@pytest.mark.parametrize(
+    ("kind", "queue", "mode", "serve"),
+    COMBINATIONS,
+    ids=[f"{k}-{q or 'noqueue'}-{m}-{'serve' if s else 'noserve'}" for k, q, m, s in COMBINATIONS],
+)
+def test_every_combination_of_the_values_renders_valid_objects(kind, queue, mode, serve):
+    values = combination(kind, queue, mode, serve)
+    if queue and kind == "elasticjob":
+        with pytest.raises(MlkubeError, match="Kueue does not admit an ElasticJob"):
+            render(values, "demo", "ml")
+        return
+    objs = objects(values)
+    assert [p for o in objs for p in problems(o)] == []
+    workload = {"trainjob": "TrainJob", "pytorchjob": "PyTorchJob", "elasticjob": "ElasticJob"}[kind]
+    ray_kind = "RayJob" if mode == "job" else "RayCluster"
+    kinds = {o["kind"] for o in objs}
+    assert {workload, ray_kind} <= kinds and ("Deployment" in kinds) == (serve or kind == "elasticjob")
+    for obj in objs:
+        if obj["kind"] == "RayJob":
+            kuberay_rules(obj["spec"])
+        queued = obj["metadata"]["labels"].get("kueue.x-k8s.io/queue-name")
+        assert queued == (queue if obj["kind"] in (workload, ray_kind) and queue else None), obj["kind"]

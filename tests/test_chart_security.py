@@ -159,7 +159,8 @@ OUTSIDERS = {
 def everything(**overrides) -> dict:
     """Every workload (RayJob, ElasticJob with etcd, serving), Prometheus allowed on the exporter ports."""
     base = {
-        "elastic": {"enabled": True, "operator": "torchelastic"},
+        "training": {"kind": "elasticjob"},
+        "elastic": {"enabled": True},
         "serve": {"enabled": True},
         "networkPolicy": {"metricsFrom": [MONITORING]},
     }
@@ -270,7 +271,8 @@ def test_every_pod_of_every_workload_has_an_ingress_and_egress_policy():
                 if selects(p["spec"]["podSelector"], pod.labels)
                 for t in p["spec"]["policyTypes"]
             }
-            expected = {"Ingress"} if role == "ray-head" else {"Ingress", "Egress"}  # autoscaler: the API
+            autoscaler = role == "ray-head" and values_of(name).get("ray", {}).get("autoscaling", True)
+            expected = {"Ingress"} if autoscaler else {"Ingress", "Egress"}  # the autoscaler: the API
             assert types == expected, (name, role)
 
 
@@ -291,10 +293,32 @@ def test_a_raycluster_head_takes_drivers_from_ray_client_peers_and_not_from_the_
 
 
 def test_the_pytorchjob_workers_reach_each_other_and_no_etcd_is_started():
-    policies, pods = release_pods(everything(elastic={"operator": "kubeflow"}), "demo")
+    policies, pods = release_pods(everything(training={"kind": "pytorchjob"}), "demo")
     assert "rendezvous" not in pods
     assert reachable(policies, pods["worker"], pods["worker"], 29400)
     assert not reachable(policies, OUTSIDERS["stranger"], pods["worker"], 29400)
+
+
+def test_the_trainjob_nodes_reach_each_other_and_nobody_else_does():
+    """Trainer v2's pods are its runtime's pod template: the chart's labels, so the training policy holds them
+    (Trainer and JobSet add their own labels, trainer.kubeflow.org/* and jobset.sigs.k8s.io/*, which no policy
+    here selects on)."""
+    policies, pods = release_pods(everything(training={"kind": "trainjob"}), "demo")
+    theirs, other = release_pods(everything(training={"kind": "trainjob"}), "other")
+    policies = policies + theirs
+    assert "rendezvous" not in pods
+    node = pods["worker"]
+    assert node.ports["rdzv"] == 29500  # PET_MASTER_PORT of Trainer v2's torch plugin
+    assert reachable(policies, node, node, 29500) and reachable(policies, node, node, ANY)
+    assert reachable(policies, node, OUTSIDERS["kube-dns"], 53, "UDP")
+    assert reachable(policies, OUTSIDERS["prometheus"], node, 9400)
+    for outsider in ("stranger", "other-namespace", "ray-client"):
+        assert not reachable(policies, OUTSIDERS[outsider], node, 29500), outsider
+    assert not reachable(policies, other["worker"], node, 29500)
+    assert not reachable(policies, node, other["worker"], 29500)
+    assert not reachable(policies, node, OUTSIDERS["internet"], 443)
+    assert not reachable(policies, pods["server"], node, 29500)
+    assert not reachable(policies, node, pods["ray-head"], 6379)
 
 
 def test_serving_metrics_peers_of_both_values_are_admitted():
@@ -360,8 +384,9 @@ SIGNING_FILE = "/etc/mlkube/signing/key"
 SIGNED = {  # workload → values that render it; every pod of these writes or checks model cards
     "RayJob": {},
     "RayCluster": {"ray": {"mode": "cluster"}},
-    "PyTorchJob": {"elastic": {"enabled": True}},
-    "ElasticJob": {"elastic": {"enabled": True, "operator": "torchelastic"}},
+    "TrainingRuntime": {"elastic": {"enabled": True}},  # the TrainJob's pods
+    "PyTorchJob": {"training": {"kind": "pytorchjob"}, "elastic": {"enabled": True}},
+    "ElasticJob": {"training": {"kind": "elasticjob"}, "elastic": {"enabled": True}},
     "Deployment": {"serve": {"enabled": True}, "ray": {"enabled": False}},
 }
 
@@ -393,7 +418,7 @@ def test_every_model_writing_or_serving_pod_mounts_the_signing_key_read_only(kin
 
 def test_the_signing_secret_is_the_one_named_in_the_values():
     (job,) = by_kind(
-        objects({"elastic": {"enabled": True}, "signing": {"secretName": "team-key"}}), "PyTorchJob"
+        objects({"elastic": {"enabled": True}, "signing": {"secretName": "team-key"}}), "TrainingRuntime"
     )
     (volume,) = [v for v in pod_templates(job)[0]["spec"]["volumes"] if v["name"] == "signing"]
     assert volume["secret"]["secretName"] == "team-key"

@@ -124,7 +124,8 @@ def test_a_failed_job_exits_1_with_its_message(mlkube, cluster):
     assert "Failed, Ray job FAILED: entrypoint exited with 2" in proc.stdout
 
 
-def test_submit_elastic_runs_a_pytorchjob_with_the_run_id_as_rendezvous_id(mlkube, cluster):
+def test_submit_elastic_runs_a_pytorchjob_with_the_run_id_as_rendezvous_id(mlkube, cluster, tmp_path):
+    (tmp_path / "pytorchjob.yaml").write_text("training: {kind: pytorchjob}\n")
     cluster.script(
         "pytorchjobs",
         "mlkube-e1-train",
@@ -135,7 +136,9 @@ def test_submit_elastic_runs_a_pytorchjob_with_the_run_id_as_rendezvous_id(mlkub
     cluster.add_pod(
         "default", "mlkube-e1-train-worker-0", labels("e1", "worker"), "Running", "epoch 1 nse 0.61\n"
     )
-    proc = mlkube("submit", "experiment.yaml", "--kind", "elastic", "--run-id", "e1", *FAST)
+    proc = mlkube(
+        "submit", "experiment.yaml", "--kind", "elastic", "--run-id", "e1", "-f", "pytorchjob.yaml", *FAST
+    )
     assert proc.returncode == 0, proc.stderr
     assert "epoch 1 nse 0.61" in proc.stdout and "PyTorchJob/mlkube-e1-train: Succeeded" in proc.stderr
     (job,) = cluster.stored("pytorchjobs")
@@ -144,6 +147,64 @@ def test_submit_elastic_runs_a_pytorchjob_with_the_run_id_as_rendezvous_id(mlkub
         1,
         2,
     )
+
+
+def script_trainjob(cluster: FakeCluster, run_id: str, *last: dict) -> None:
+    """Trainer v2's conditions over time: Kueue holds it suspended, admits it, its Jobs run, then `last`."""
+    cluster.script(
+        "trainjobs",
+        f"mlkube-{run_id}-train",
+        {"conditions": [{"type": "Suspended", "status": "True", "message": "waiting for Kueue"}]},
+        {
+            "conditions": [{"type": "Suspended", "status": "False"}],
+            "jobsStatus": [{"name": "node", "active": 2}],
+        },
+        *last,
+    )
+
+
+def test_submit_elastic_runs_a_trainjob_by_default_on_the_charts_runtime(mlkube, cluster, tmp_path):
+    cluster.install("trainer")
+    (tmp_path / "queue.yaml").write_text("queue: team-a\n")
+    script_trainjob(
+        cluster,
+        "tj1",
+        {"conditions": [{"type": "Suspended", "status": "False"}, {"type": "Complete", "status": "True"}]},
+    )
+    cluster.add_pod("default", "mlkube-tj1-train-node-0-0", labels("tj1", "worker"), "Running", "epoch 1\n")
+    proc = mlkube(
+        "submit", "experiment.yaml", "--kind", "elastic", "--run-id", "tj1", "-f", "queue.yaml", *FAST
+    )
+    assert proc.returncode == 0, proc.stderr
+    for state in ("Suspended: waiting for Kueue", "Running, 2 active", "Complete"):
+        assert f"TrainJob/mlkube-tj1-train: {state}" in proc.stderr
+    assert "epoch 1" in proc.stdout
+    (runtime,) = cluster.stored("trainingruntimes")
+    (job,) = cluster.stored("trainjobs")
+    assert job["spec"]["runtimeRef"]["name"] == runtime["metadata"]["name"] == "mlkube-tj1-train"
+    assert job["spec"]["suspend"] is True
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    assert "--rdzv-id=tj1" in job["spec"]["trainer"]["args"] and job["spec"]["trainer"]["numNodes"] == 2
+    assert cluster.stored("pytorchjobs") == []
+    assert mlkube("status", "tj1").stdout.startswith("TrainJob/mlkube-tj1-train: Complete")
+    deleted = mlkube("delete", "tj1").stdout
+    assert "TrainJob/mlkube-tj1-train" in deleted and "TrainingRuntime/mlkube-tj1-train" in deleted
+
+
+def test_a_failed_trainjob_exits_1_with_its_message(mlkube, cluster):
+    cluster.install("trainer")
+    script_trainjob(
+        cluster, "tj2", {"conditions": [{"type": "Failed", "status": "True", "message": "node-0 exited 1"}]}
+    )
+    proc = mlkube("submit", "experiment.yaml", "--kind", "elastic", "--run-id", "tj2", *FAST)
+    assert proc.returncode == 1 and "TrainJob/mlkube-tj2-train Failed: node-0 exited 1" in proc.stdout
+
+
+def test_submit_elastic_without_trainer_v2_names_it(mlkube, cluster):
+    proc = mlkube("submit", "experiment.yaml", "--kind", "elastic", "--run-id", "tj3", *FAST)
+    assert proc.returncode == 2
+    assert "the cluster does not serve TrainingRuntime (trainer.kubeflow.org/v1alpha1)" in proc.stderr
+    assert "Kubeflow Trainer v2 is not installed" in proc.stderr and cluster.stored("configmaps") == []
 
 
 def test_submit_serve_waits_for_the_replicas_and_prints_how_to_predict(mlkube, cluster):
@@ -262,13 +323,19 @@ def test_a_run_id_that_cannot_name_objects_is_refused_before_any_call(mlkube, cl
 
 
 def test_a_bad_chart_value_is_named(mlkube, cluster, tmp_path):
-    (tmp_path / "values.yaml").write_text("elastic: {operator: mpi}\n")
+    (tmp_path / "values.yaml").write_text("training: {kind: mpi}\n")
     proc = mlkube("submit", "experiment.yaml", "--kind", "elastic", "-f", "values.yaml")
     assert proc.returncode == 2
     assert (
-        "the chart rejected the values: elastic.operator: value must be one of 'kubeflow', 'torchelastic'"
-        in proc.stderr
+        "the chart rejected the values: training.kind: value must be one of 'trainjob', 'pytorchjob', "
+        "'elasticjob'" in proc.stderr
     )
+
+
+def test_the_old_operator_value_is_refused_with_its_new_spelling(mlkube, cluster, tmp_path):
+    (tmp_path / "values.yaml").write_text("elastic: {operator: torchelastic}\n")
+    proc = mlkube("submit", "experiment.yaml", "--kind", "elastic", "-f", "values.yaml")
+    assert proc.returncode == 2 and "torchelastic is elasticjob" in proc.stderr
 
 
 def test_a_bad_spec_is_reported_like_mlkube_validate(mlkube, tmp_path):

@@ -49,6 +49,19 @@ def _conditions_state(obj: dict) -> State:
     return State(text, last["type"] in ("Succeeded", "Failed"), last["type"] == "Succeeded")
 
 
+def _trainjob_state(obj: dict) -> State:
+    """Kubeflow Trainer v2: the conditions Complete and Failed end it; Suspended (Kueue has not admitted it,
+    or it was suspended) waits; else its Jobs run (status.jobsStatus)."""
+    status = obj.get("status") or {}
+    held = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    for kind, ok in (("Failed", False), ("Complete", True), ("Suspended", False)):
+        if kind in held:
+            message = held[kind].get("message")
+            return State(kind + (f": {message}" if message else ""), kind != "Suspended", ok)
+    active = sum(job.get("active") or 0 for job in status.get("jobsStatus") or [])
+    return State(f"Running, {active} active" if active else "Pending")
+
+
 def _deployment_state(obj: dict) -> State:
     want = (obj.get("spec") or {}).get("replicas") or 1
     status = obj.get("status") or {}
@@ -61,12 +74,14 @@ def _deployment_state(obj: dict) -> State:
 WORKLOADS: dict[str, tuple[str, Callable[[dict], State]]] = {
     "RayJob": ("ray.io/v1", _rayjob_state),
     "RayCluster": ("ray.io/v1", _raycluster_state),
+    "TrainJob": ("trainer.kubeflow.org/v1alpha1", _trainjob_state),
     "PyTorchJob": ("kubeflow.org/v1", _conditions_state),
     "ElasticJob": ("elastic.pytorch.org/v1alpha1", _conditions_state),
     "Deployment": ("apps/v1", _deployment_state),
 }
 # Every other kind the chart makes with a run's label (the runs PersistentVolumeClaim has none: it is kept).
 SUPPORT_KINDS = (
+    ("trainer.kubeflow.org/v1alpha1", "TrainingRuntime"),
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
     ("monitoring.coreos.com/v1", "PodMonitor"),
     ("networking.k8s.io/v1", "NetworkPolicy"),

@@ -23,6 +23,7 @@ KEPT_IF_PRESENT = ("PersistentVolumeClaim",)  # the shared runs volume outlives 
 # Which operator serves each custom resource group, and where to get it.
 OPERATORS = {
     "ray.io": "the KubeRay operator",
+    "trainer.kubeflow.org": "Kubeflow Trainer v2",
     "kubeflow.org": "the Kubeflow training operator (v1)",
     "elastic.pytorch.org": "the TorchElastic ElasticJob controller",
     "monitoring.coreos.com": "the Prometheus operator (or set serve.serviceMonitor.enabled=false)",

@@ -141,11 +141,12 @@ check model cards. */}}
 {{- ternary .Values.elastic.gpusPerNode .Values.elastic.nprocPerNode .Values.gpu -}}
 {{- end -}}
 
-{{/* torchrun's command line: (dict "root" . "backend" "c10d" "endpoint" "host:port"). The rendezvous id is the run id. */}}
+{{/* torchrun's command line: (dict "root" . "backend" "c10d" "endpoint" "host:port"), "nnodes" N for a fixed
+membership (default MIN:MAX). The rendezvous id is the run id. */}}
 {{- define "mlkube.torchrunArgs" -}}
 {{- $v := .root.Values.elastic -}}
 {{- $runId := include "mlkube.runId" .root -}}
-- --nnodes={{ $v.minNodes }}:{{ $v.maxNodes }}
+- --nnodes={{ .nnodes | default (printf "%v:%v" $v.minNodes $v.maxNodes) }}
 - --nproc-per-node={{ include "mlkube.processesPerNode" .root }}
 - --rdzv-backend={{ .backend }}
 - --rdzv-endpoint={{ .endpoint }}
@@ -159,7 +160,31 @@ check model cards. */}}
 - {{ .root.Values.runs.mountPath }}/{{ $runId }}
 {{- end -}}
 
-{{/* The pod template of one elastic training worker: (dict "root" . "container" NAME "backend" B "endpoint" E). */}}
+{{/* The training container's resources: elastic.resources, plus elastic.gpusPerNode GPUs with gpu: true. */}}
+{{- define "mlkube.trainingResources" -}}
+{{- $v := .Values.elastic -}}
+{{- $resources := deepCopy $v.resources }}
+{{- if .Values.gpu }}
+{{- $_ := set $resources "limits" (merge (dict "nvidia.com/gpu" $v.gpusPerNode) ($resources.limits | default dict)) }}
+{{- end }}
+{{- toYaml $resources }}
+{{- end -}}
+
+{{/* The Kueue queue label of a batch workload (queue set), else nothing. */}}
+{{- define "mlkube.queueLabel" -}}
+{{- with .Values.queue }}
+kueue.x-k8s.io/queue-name: {{ . | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* Labels of a batch workload object: mlkube.labels and the Kueue queue label: (dict "root" . "component" C). */}}
+{{- define "mlkube.workloadLabels" -}}
+{{ include "mlkube.labels" . }}
+{{- include "mlkube.queueLabel" .root }}
+{{- end -}}
+
+{{/* The pod template of one training worker: (dict "root" . "container" NAME "backend" B "endpoint" E), optional
+"nnodes" N, "port" (the rendezvous port, default elastic.rdzvPort), "restartPolicy". */}}
 {{- define "mlkube.trainingPod" -}}
 {{- $root := .root -}}
 {{- $v := $root.Values.elastic -}}
@@ -171,6 +196,9 @@ metadata:
   annotations: {{- . | nindent 4 }}
   {{- end }}
 spec:
+  {{- with .restartPolicy }}
+  restartPolicy: {{ . }}
+  {{- end }}
   automountServiceAccountToken: false
   securityContext: {{- include "mlkube.podSecurityContext" $root | nindent 4 }}
   {{- include "mlkube.scheduling" (dict "root" $root "gpu" $root.Values.gpu) | nindent 2 }}
@@ -184,14 +212,9 @@ spec:
         {{- include "mlkube.env" $root | nindent 8 }}
         {{- include "mlkube.signingEnv" $root | nindent 8 }}
       ports:
-        - {name: rdzv, containerPort: {{ $v.rdzvPort }}}
+        - {name: rdzv, containerPort: {{ .port | default $v.rdzvPort }}}
         {{- include "mlkube.metricsPorts" (dict "root" $root "count" (include "mlkube.processesPerNode" $root)) | nindent 8 }}
-      resources:
-        {{- $resources := deepCopy $v.resources }}
-        {{- if $root.Values.gpu }}
-        {{- $_ := set $resources "limits" (merge (dict "nvidia.com/gpu" $v.gpusPerNode) ($resources.limits | default dict)) }}
-        {{- end }}
-        {{- toYaml $resources | nindent 8 }}
+      resources: {{- include "mlkube.trainingResources" $root | nindent 8 }}
       securityContext: {{- include "mlkube.containerSecurityContext" $root | nindent 8 }}
       volumeMounts:
         {{- include "mlkube.workMounts" $root | nindent 8 }}
@@ -267,6 +290,15 @@ workerGroupSpecs:
 {{/* Rules across values that a JSON schema cannot say; each fails `helm install` with the fix. */}}
 {{- define "mlkube.validate" -}}
 {{- $e := .Values.elastic -}}
+{{- if hasKey $e "operator" -}}
+{{- fail (printf "elastic.operator (%v) was replaced by training.kind: operator kubeflow is training.kind pytorchjob, torchelastic is elasticjob (the default, trainjob, is a Kubeflow Trainer v2 TrainJob)" $e.operator) -}}
+{{- end -}}
+{{- if and .Values.queue $e.enabled (eq .Values.training.kind "elasticjob") -}}
+{{- fail "queue: Kueue does not admit an ElasticJob; use training.kind trainjob or pytorchjob, or no queue" -}}
+{{- end -}}
+{{- if and .Values.queue .Values.ray.enabled .Values.ray.autoscaling -}}
+{{- fail "queue: Kueue refuses an autoscaling Ray cluster (it admits a fixed size); set ray.autoscaling: false" -}}
+{{- end -}}
 {{- if gt (int $e.minNodes) (int $e.maxNodes) -}}
 {{- fail (printf "elastic.minNodes (%v) must be <= elastic.maxNodes (%v)" $e.minNodes $e.maxNodes) -}}
 {{- end -}}
