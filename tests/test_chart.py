@@ -785,6 +785,7 @@ TEMPLATE_RULES = [
         "queue: Kueue does not admit an ElasticJob",
     ),
     ({"queue": "q"}, "queue: Kueue refuses an autoscaling Ray cluster (it admits a fixed size)"),
+    ({"multiKueue": True}, "multiKueue needs queue"),
 ]
 
 
@@ -953,6 +954,27 @@ def test_a_queue_labels_each_batch_workload_and_creates_it_suspended(values, kin
     assert suspended(queued) is True and problems(queued) == []
     plain = only(objects(values), kind)
     assert "kueue.x-k8s.io/queue-name" not in plain["metadata"]["labels"] and suspended(plain) == {}
+
+
+@pytest.mark.parametrize(
+    ("values", "kind", "path"),
+    [
+        ({}, "RayJob", ("spec",)),
+        ({"ray": {"mode": "cluster"}}, "RayCluster", ("spec",)),
+        (TRAINJOB, "TrainJob", ("spec",)),
+        (PYTORCHJOB, "PyTorchJob", ("spec", "runPolicy")),
+    ],
+    ids=["RayJob", "RayCluster", "TrainJob", "PyTorchJob"],
+)
+def test_multikueue_hands_each_batch_workload_to_kueue(values, kind, path):
+    def managed_by(obj: dict):
+        for key in path:
+            obj = obj[key]
+        return obj.get("managedBy")
+
+    job = only(objects(deep_merge({**QUEUED, "multiKueue": True}, values)), kind)
+    assert managed_by(job) == "kueue.x-k8s.io/multikueue" and problems(job) == []
+    assert managed_by(only(objects(deep_merge(QUEUED, values)), kind)) is None
 
 
 def test_a_queue_leaves_pods_and_support_objects_unlabelled():

@@ -293,6 +293,9 @@ workerGroupSpecs:
 {{- if hasKey $e "operator" -}}
 {{- fail (printf "elastic.operator (%v) was replaced by training.kind: operator kubeflow is training.kind pytorchjob, torchelastic is elasticjob (the default, trainjob, is a Kubeflow Trainer v2 TrainJob)" $e.operator) -}}
 {{- end -}}
+{{- if and .Values.multiKueue (not .Values.queue) -}}
+{{- fail "multiKueue needs queue: set queue to the LocalQueue that points at the MultiKueue ClusterQueue" -}}
+{{- end -}}
 {{- if and .Values.queue $e.enabled (eq .Values.training.kind "elasticjob") -}}
 {{- fail "queue: Kueue does not admit an ElasticJob; use training.kind trainjob or pytorchjob, or no queue" -}}
 {{- end -}}
