@@ -922,6 +922,13 @@ def test_gpu_trainjob_requests_gpus_per_node_and_one_process_per_gpu():
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in tolerations
 
 
+def test_a_trainjob_release_name_must_start_with_a_letter():
+    """The TrainJob CRD's CEL rule (RFC 1035 names), which jsonschema does not evaluate, as a chart rule."""
+    with pytest.raises(MlkubeError, match="Trainer v2 names a TrainJob with a letter first"):
+        render(TRAINJOB, "7th", "ml")
+    assert by_kind(render(PYTORCHJOB, "7th", "ml").objects, "PyTorchJob")
+
+
 def test_a_misspelt_field_in_a_trainjob_is_caught():
     job, _ = trainjob_objects()
     job["spec"]["trainer"]["numNode"] = 2

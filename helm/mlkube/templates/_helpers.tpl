@@ -293,6 +293,9 @@ workerGroupSpecs:
 {{- if hasKey $e "operator" -}}
 {{- fail (printf "elastic.operator (%v) was replaced by training.kind: operator kubeflow is training.kind pytorchjob, torchelastic is elasticjob (the default, trainjob, is a Kubeflow Trainer v2 TrainJob)" $e.operator) -}}
 {{- end -}}
+{{- if and $e.enabled (eq .Values.training.kind "trainjob") (not (regexMatch "^[a-z]" (include "mlkube.fullname" .))) -}}
+{{- fail (printf "training.kind trainjob: Trainer v2 names a TrainJob with a letter first (RFC 1035); release %q starts with another character: rename the release" .Release.Name) -}}
+{{- end -}}
 {{- if and .Values.multiKueue (not .Values.queue) -}}
 {{- fail "multiKueue needs queue: set queue to the LocalQueue that points at the MultiKueue ClusterQueue" -}}
 {{- end -}}
