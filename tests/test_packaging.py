@@ -139,5 +139,5 @@ def test_submit_dry_run_from_the_wheel_prints_the_checkouts_objects(fresh_env, t
     checkout = run_in(Path(sys.executable), *args, cwd=ROOT)
     assert installed.returncode == 0, installed.stderr[-2000:]
     assert checkout.returncode == 0, checkout.stderr[-2000:]
-    assert "kind: PyTorchJob" in installed.stdout and "mlkube.commands.lstm_worker" in installed.stdout
+    assert "kind: TrainJob" in installed.stdout and "mlkube.commands.lstm_worker" in installed.stdout
     assert installed.stdout == checkout.stdout
