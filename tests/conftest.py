@@ -253,3 +253,36 @@ def prometheus_server(tmp_path_factory):
     yield PrometheusServer(url, targets)
     process.terminate()
     process.wait(timeout=30)
+
+
+# ------------------------------------------------------------ handlers in-process (one run per test module)
+@pytest.fixture(scope="module")
+def run_path(tmp_path_factory):
+    """A run with both models (tests/serving_fixtures.make_run), made once per module."""
+    from tests.serving_fixtures import make_run
+
+    return make_run(tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture(scope="module")
+def classical(run_path):
+    """The classical model's handler, called in this process as a TorchServe worker would."""
+    from mlkube.serving.handlers import InProcess
+    from mlkube.trainer.run import CLASSICAL_MODEL, Run
+
+    return InProcess(Run(run_path).model_dir(CLASSICAL_MODEL), version="v1")
+
+
+@pytest.fixture(scope="module")
+def lstm_dir(run_path):
+    from mlkube.trainer.run import LSTM_MODEL, Run
+
+    return Run(run_path).model_dir(LSTM_MODEL)
+
+
+@pytest.fixture(scope="module")
+def lstm(lstm_dir):
+    """The LSTM's handler, called in this process as a TorchServe worker would."""
+    from mlkube.serving.handlers import InProcess
+
+    return InProcess(lstm_dir, version="v1")

@@ -22,30 +22,6 @@ from tests.serving_fixtures import (
 pytestmark = pytest.mark.unit
 
 
-@pytest.fixture(scope="module")
-def run_path(tmp_path_factory):
-    return make_run(tmp_path_factory.mktemp("runs"))
-
-
-@pytest.fixture(scope="module")
-def classical(run_path):
-    from mlkube.serving.handlers import InProcess
-
-    return InProcess(run_path / "models" / "classical", version="v1")
-
-
-@pytest.fixture(scope="module")
-def lstm_dir(run_path):
-    return run_path / "models" / "lstm"
-
-
-@pytest.fixture(scope="module")
-def lstm(lstm_dir):
-    from mlkube.serving.handlers import InProcess
-
-    return InProcess(lstm_dir, version="v1")
-
-
 def body(instances) -> bytes:
     return json.dumps({"instances": instances}).encode()
 

@@ -20,31 +20,11 @@ from tests.serving_fixtures import (
     lstm_network,
     lstm_series,
     lstm_statistics,
-    make_run,
 )
 
 pytestmark = pytest.mark.unit
 FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 ROW = dict(zip(FEATURES, [5.9, 3.0, 5.1, 1.8], strict=True))
-
-
-@pytest.fixture(scope="module")
-def run_path(tmp_path_factory):
-    return make_run(tmp_path_factory.mktemp("runs"))
-
-
-@pytest.fixture(scope="module")
-def classical(run_path):
-    from mlkube.serving.handlers import InProcess
-
-    return InProcess(run_path / "models" / "classical", version="v1")
-
-
-@pytest.fixture(scope="module")
-def lstm(run_path):
-    from mlkube.serving.handlers import InProcess
-
-    return InProcess(run_path / "models" / "lstm", version="v1")
 
 
 @pytest.fixture(scope="module")
