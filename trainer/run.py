@@ -204,6 +204,10 @@ class Run:
     def models(self) -> Path:
         return self.path / "models"
 
+    def relative(self, path: Path) -> str:
+        """A place in the run as the run's own records name it: relative to the run folder."""
+        return str(path.relative_to(self.path))
+
     def model_dir(self, name: str) -> Path:
         """One model's artifact folder (`models/<name>/`: the weights and model.json)."""
         return self.models / name

@@ -444,7 +444,7 @@ def _refit_and_save(ctx, cd: ClassicalData, best: dict) -> dict[str, Any]:
         "stage": best["stage"],
         "metric": data.metric,
         "holdout_score": None,
-        "artifact": str(ctx.run.model_dir(CLASSICAL_MODEL).relative_to(ctx.run.path)),
+        "artifact": ctx.run.relative(ctx.run.model_dir(CLASSICAL_MODEL)),
     }
     if cd.holdout is not None:
         from sklearn.metrics import get_scorer

@@ -23,7 +23,6 @@ from mlkube.trainer.run import LSTM_MODEL, Run
 
 PREFIX = "[lstm]"  # progress lines of rank 0, which the local launcher shows
 TRAINING_RECORD = "training.json"
-ARTIFACT = Run(Path()).model_dir(LSTM_MODEL)  # models/lstm, relative to a run directory
 
 
 def train(spec_path: Path, run_dir: Path) -> None:
@@ -166,7 +165,7 @@ def write_model(trainer: Trainer, prepared: Prepared, run_dir: Path, state: Loop
     )
     test = score(sim, prepared.data, "test", lstm.horizon)
     metrics = {"period": "test", "median": test["median"], "mean": test["mean"]}
-    folder = run_dir / ARTIFACT
+    folder = Run(run_dir).model_dir(LSTM_MODEL)
     save_lstm_model(
         folder,
         trainer.net,

@@ -41,7 +41,7 @@ def deep(ctx, train: Callable[[], None]) -> None:
         "models": models,
         "ranking": ranking(models),
         "training": record,
-        "artifact": str(run.model_dir(LSTM_MODEL).relative_to(run.path)),
+        "artifact": run.relative(run.model_dir(LSTM_MODEL)),
         "figures": figures,
         "seconds": {
             "training": round(trained - start, 3),
@@ -145,7 +145,7 @@ def draw(
         data.target_name,
         run.figures / FIGURES["hydrographs"],
     )
-    return {name: str((run.figures / file).relative_to(run.path)) for name, file in FIGURES.items()}
+    return {name: run.relative(run.figures / file) for name, file in FIGURES.items()}
 
 
 def chosen_sites(sites: tuple[str, ...], scores: dict[str, dict[str, float | None]]) -> dict[str, tuple]:
