@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	$(BIN)/python -m pip download --quiet --no-deps --dest $(VENV)/neighbours $(NEIGHBOURS)
+	@# Bytecode now: where PYTHONDONTWRITEBYTECODE is set, every start (each torchrun worker) compiled mlkube again.
+	$(BIN)/python -m compileall -q mlkube trainer serving
 	@touch $@
 
 install: $(STAMP)

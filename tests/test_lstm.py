@@ -243,6 +243,27 @@ def test_a_batch_smaller_than_the_workers_is_refused_before_torchrun_starts(tiny
         check_training(lstm, prepared)
 
 
+def test_a_lone_worker_trains_on_every_cpu_it_is_given_and_numba_on_one(tmp_path):
+    import os
+
+    from mlkube.trainer.run import read_json
+
+    spec = parse_spec(TINY.replace("epochs: 3", "epochs: 1"))
+    (tmp_path / "spec.yaml").write_text(spec.to_yaml())
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "NUMBA_"))}
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlkube.commands.lstm_worker", "--spec", str(tmp_path / "spec.yaml")]
+        + ["--run-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    record = read_json(tmp_path / "models" / "lstm" / "training.json")
+    assert record["torch_threads"] == len(os.sched_getaffinity(0))  # after the sampler's Numba kernels ran
+
+
 def test_entry_point_without_an_lstm_section_exits_2_with_the_fix(tmp_path):
     (tmp_path / "spec.yaml").write_text("data: {name: iris}\n")
     proc = subprocess.run(

@@ -112,6 +112,7 @@ def test_two_workers_train_below_the_climatology_baseline(calm):
     assert models["lstm"]["median"]["nse"] > models["climatology"]["median"]["nse"] + 0.3
     training = deep["training"]
     assert (training["world_size"], training["restarts"], training["steps"]) == (2, 0, 320)
+    assert training["torch_threads"] == max(1, len(os.sched_getaffinity(0)) // 2)  # each its share
     losses = [h["train_loss"] for h in training["history"]]
     assert losses[-1] < losses[0]
 

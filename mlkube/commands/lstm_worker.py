@@ -19,10 +19,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spec", required=True, type=Path, help="the run's resolved spec (spec.yaml)")
     parser.add_argument("--run-dir", required=True, type=Path, help="the run directory (checkpoints, models)")
     args = parser.parse_args(argv)
-    # A worker's only Numba work is gathering a batch; a Numba thread pool beside torch's (both OpenMP) spins
-    # against it and slowed training 20-fold here (2 cores, 1 or 2 workers). Set before Numba is first
-    # imported.
+    # A worker's only Numba work is gathering a batch; a Numba thread pool beside torch's spins against it and
+    # slowed training 20-fold here (2 cores, 1 or 2 workers). Numba's OpenMP layer would also set the OpenMP
+    # runtime it shares with torch to its one thread; the workqueue layer leaves torch's threads alone (the
+    # worker sets them to its share of the CPUs). Set before Numba is first imported.
     os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+    os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
     from mlkube.trainer.errors import MlkubeError
     from mlkube.trainer.lstm.elastic import train
 

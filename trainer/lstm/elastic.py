@@ -32,9 +32,10 @@ def train(spec_path: Path, run_dir: Path) -> None:
     if spec.lstm is None:
         raise MlkubeError(f"{spec_path} has no `lstm` section", "add one (e.g. `lstm: {}`) to train the LSTM")
     worker = Worker.from_environ()
-    if worker.device == "cpu":
-        import torch
+    import torch
 
+    torch.set_num_threads(cpu_share())
+    if worker.device == "cpu":
         torch.use_deterministic_algorithms(
             True
         )  # bit-identical resume; CUDA would also need CUBLAS_WORKSPACE_CONFIG
@@ -109,6 +110,13 @@ class process_group:
             dist.destroy_process_group()
 
 
+def cpu_share() -> int:
+    """torch threads of this worker: its share of the CPUs this process may run on, split evenly over the
+    node's workers (torchrun's LOCAL_WORLD_SIZE; torchrun itself would give each of several workers one)."""
+    workers = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, len(os.sched_getaffinity(0)) // workers)
+
+
 def is_loopback(addr: str) -> bool:
     import ipaddress
 
@@ -155,6 +163,8 @@ class ProgressLine:
 
 def write_model(trainer: Trainer, prepared: Prepared, run_dir: Path, state: LoopState) -> Path:
     """models/lstm/{model.pt, model.json} (test-period scores in `metrics`) and training.json."""
+    import torch
+
     from mlkube.trainer.lstm.evaluate import score, simulate
     from mlkube.trainer.lstm.model import artifact_meta, save_lstm_model
     from mlkube.trainer.run import atomic_write_json
@@ -182,6 +192,7 @@ def write_model(trainer: Trainer, prepared: Prepared, run_dir: Path, state: Loop
         "segments": state.segments,
         "device": str(trainer.device),
         "cudnn": _cudnn(trainer.device),
+        "torch_threads": torch.get_num_threads(),
         "seconds": round(state.seconds, 3),
         "samples_per_second": state.step * trainer.train.batch_size / max(state.seconds, 1e-9),
         "history": state.history,
