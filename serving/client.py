@@ -51,6 +51,39 @@ class Client:
         return answer.json()
 
 
+def unix_request(
+    socket_path: str,
+    method: str,
+    path: str,
+    headers: dict[str, str] | None = None,
+    params: dict[str, Any] | None = None,
+    timeout: float = 10,
+) -> tuple[int, Any]:
+    """One HTTP request over the Unix socket `socket_path` (TorchServe's management API): the status and the
+    parsed JSON body (the text where it is not JSON). OSError when nothing listens there."""
+    import http.client
+    import socket
+    from urllib.parse import urlencode
+
+    class UnixConnection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(timeout)
+            self.sock.connect(socket_path)
+
+    connection = UnixConnection("localhost", timeout=timeout)
+    try:
+        connection.request(method, path + (f"?{urlencode(params)}" if params else ""), headers=headers or {})
+        answer = connection.getresponse()
+        text = answer.read().decode(errors="replace")
+    finally:
+        connection.close()
+    try:
+        return answer.status, json.loads(text)
+    except ValueError:
+        return answer.status, text
+
+
 def error_message(answer: Any) -> str:
     """The message of an error answer: the handler's `error`, or TorchServe's own `message`."""
     try:

@@ -4,7 +4,8 @@ Everything lives in the run's `serving/` folder: `config.properties`, `log4j2.xm
 `model-store/` (the .mar files), `key_file.json` (TorchServe's token file, readable by the owner only),
 `logs/`, `tmp/` (TMPDIR and java.io.tmpdir, where TorchServe unpacks the models and puts its worker sockets)
 and `server.json` (pid, addresses) while a server runs. Addresses are loopback by default, token authorization
-is on, the model-management API stays off, metrics are in Prometheus format.
+is on, the model-management API stays off, metrics are in Prometheus format. The management API listens on a
+Unix socket in a private folder (mode 0700) only: no address of any network reaches it (see `manage`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mlkube.serving.archive import archive_run, model_names, verify_archives
-from mlkube.serving.client import Client, auth_header
+from mlkube.serving.client import Client, auth_header, unix_request
 from mlkube.serving.handlers.base import METRICS, WORKER_CPUS_ENV
 from mlkube.trainer.errors import MlkubeError
 from mlkube.trainer.run import Run, atomic_write_json, atomic_write_text, now_iso, read_json
@@ -34,6 +35,9 @@ from mlkube.trainer.spec import ServeSpec, parse_spec
 SERVER_JSON = "server.json"
 KEY_FILE = "key_file.json"  # TorchServe writes it in its working directory, the serving folder
 SOCKET_PATH_MAX = 107  # bytes of a Unix socket path (sun_path holds 108 with the NUL)
+PRIVATE_PREFIX = "mlkube-ts-"
+MANAGEMENT_SOCKET = "management.sock"
+LOOPBACK = "127.0.0.1"
 START_TIMEOUT_S = 120
 RESPONSE_TIMEOUT_S = 120
 
@@ -44,11 +48,12 @@ class Server:
 
     folder: Path
     host: str
-    ports: dict[str, int]  # inference, management, metrics
+    ports: dict[str, int]  # inference, metrics (management is on `management_socket`)
     models: list[str]
     token_auth: bool
     pid: int
     tmpdir: str  # java.io.tmpdir: the folder's tmp/, or a short link to it (see java_tmpdir)
+    management_socket: str = ""  # the management API's Unix socket, in the server's private folder
     started: str = field(default_factory=now_iso)
     process: subprocess.Popen | None = field(default=None, repr=False, compare=False)
     log_start: int = field(
@@ -56,8 +61,16 @@ class Server:
     )  # where this start's lines begin in model_log.log
 
     def url(self, api: str) -> str:
-        """Base URL of `api`: inference, management or metrics."""
+        """Base URL of `api`: inference or metrics (the management API has no URL: see `manage`)."""
         return f"http://{self.host}:{self.ports[api]}"
+
+    def manage(
+        self, method: str, path: str, key: str = "management", params: dict[str, Any] | None = None
+    ) -> tuple[int, Any]:
+        """A call to the management API over its Unix socket (status, parsed JSON body), with the `key` key
+        from the token file (`API` renews keys)."""
+        headers = auth_header(self.token_file, key)
+        return unix_request(self.management_socket, method, path, headers, params)
 
     @property
     def token_file(self) -> Path | None:
@@ -86,10 +99,10 @@ class Server:
         for path in (self.folder / SERVER_JSON, self.folder / KEY_FILE):
             path.unlink(missing_ok=True)
         shutil.rmtree(self.folder / "tmp", ignore_errors=True)
-        if Path(self.tmpdir) != self.folder / "tmp":
-            shutil.rmtree(
-                Path(self.tmpdir).parent, ignore_errors=True
-            )  # the link's private folder, not its target
+        # The private folder: the management socket and the tmp link (the link, not its target).
+        for private in {Path(self.tmpdir).parent, Path(self.management_socket).parent}:
+            if private != self.folder and private.name.startswith(PRIVATE_PREFIX):
+                shutil.rmtree(private, ignore_errors=True)
 
     def alive(self) -> bool:
         """Whether any process of the server's group still runs."""
@@ -111,6 +124,7 @@ class Server:
             "token_auth": self.token_auth,
             "pid": self.pid,
             "tmpdir": self.tmpdir,
+            "management_socket": self.management_socket,
             "started": self.started,
         }
 
@@ -147,19 +161,19 @@ def start(run: Run, serve: ServeSpec, names: list[str]) -> Server:
     run = Run(run.path.resolve())  # TorchServe runs in the serving folder: every path it gets is absolute
     folder = run.serving
     refuse_if_running(folder)
-    ports = {
-        "inference": serve.inference_port,
-        "management": serve.management_port,
-        "metrics": serve.metrics_port,
-    }
+    ports = {"inference": serve.inference_port, "metrics": serve.metrics_port}
     for api, port in ports.items():
         check_port_free(serve.host, port, api)
     for sub in ("logs", "tmp", "examples"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     write_examples(run, names, folder / "examples")
     atomic_write_text(folder / "metrics.yaml", metrics_yaml())
-    tmpdir = java_tmpdir(folder / "tmp")
-    config = atomic_write_text(folder / "config.properties", config_properties(run, serve, names, tmpdir))
+    private = private_folder()
+    tmpdir = java_tmpdir(folder / "tmp", private)
+    management = private / MANAGEMENT_SOCKET
+    config = atomic_write_text(
+        folder / "config.properties", config_properties(run, serve, names, tmpdir, management)
+    )
     log_config = atomic_write_text(folder / "log4j2.xml", log4j2_xml())
     env = {
         **os.environ,
@@ -208,6 +222,7 @@ def start(run: Run, serve: ServeSpec, names: list[str]) -> Server:
         serve.token_auth,
         process.pid,
         str(tmpdir),
+        str(management),
         process=process,
         log_start=log_start,
     )
@@ -340,13 +355,26 @@ def free_port(host: str) -> int:
         return s.getsockname()[1]
 
 
-def java_tmpdir(tmp: Path) -> Path:
-    """`tmp`, or a link to it from a short private folder when the workers' socket paths
+def private_folder() -> Path:
+    """A new folder only this user can enter (mode 0700), under the temporary directory: the management
+    socket and, for deep run folders, the tmp link."""
+    private = Path(tempfile.mkdtemp(prefix=PRIVATE_PREFIX))
+    if len(os.fsencode(private / MANAGEMENT_SOCKET)) > SOCKET_PATH_MAX:
+        shutil.rmtree(private)
+        raise MlkubeError(
+            f"the temporary directory {tempfile.gettempdir()} is too deep for a Unix socket path",
+            "set TMPDIR to a shorter folder (e.g. /tmp)",
+        )
+    return private
+
+
+def java_tmpdir(tmp: Path, private: Path) -> Path:
+    """`tmp`, or a link to it from the short `private` folder when the workers' socket paths
     (`<tmpdir>/.ts.sock.<n>`) would be too long for Unix (deep run folders): TorchServe cannot start workers
     then."""
     if len(os.fsencode(tmp / ".ts.sock.65535")) <= SOCKET_PATH_MAX:
         return tmp
-    link = Path(tempfile.mkdtemp(prefix="mlkube-ts-")) / "tmp"
+    link = private / "tmp"
     link.symlink_to(tmp)
     return link
 
@@ -363,9 +391,9 @@ def common_pool_parallelism() -> int:
     return max(2, (os.cpu_count() or 1) - 1)
 
 
-def config_properties(run: Run, serve: ServeSpec, names: list[str], tmpdir: Path) -> str:
-    """TorchServe's config.properties: loopback addresses, token auth, Prometheus metrics, dynamic batching;
-    each model's version is the run id."""
+def config_properties(run: Run, serve: ServeSpec, names: list[str], tmpdir: Path, management: Path) -> str:
+    """TorchServe's config.properties: loopback addresses, the management API on the Unix socket
+    `management`, token auth, Prometheus metrics, dynamic batching; each model's version is the run id."""
     version, folder = run.id, run.serving
     models = {
         name: {
@@ -383,13 +411,16 @@ def config_properties(run: Run, serve: ServeSpec, names: list[str], tmpdir: Path
     }
     props = {
         "inference_address": f"http://{serve.host}:{serve.inference_port}",
-        "management_address": f"http://{serve.host}:{serve.management_port}",
+        # A management key can scale workers without bound (TorchServe has no cap), so no network reaches the
+        # management API: it listens on a socket in a folder only the serving user can enter.
+        "management_address": f"unix:{management}",
         "metrics_address": f"http://{serve.host}:{serve.metrics_port}",
-        # gRPC cannot be switched off: bind it to free ports on the same host so it never takes 7070/7071.
-        "grpc_inference_address": serve.host,
-        "grpc_inference_port": free_port(serve.host),
-        "grpc_management_address": serve.host,
-        "grpc_management_port": free_port(serve.host),
+        # gRPC cannot be switched off (nor put on a Unix socket): its management service takes the same key,
+        # so bind both to free loopback ports, whatever serve.host says, never to 7070/7071.
+        "grpc_inference_address": LOOPBACK,
+        "grpc_inference_port": free_port(LOOPBACK),
+        "grpc_management_address": LOOPBACK,
+        "grpc_management_port": free_port(LOOPBACK),
         "model_store": str(run.model_store),
         "load_models": ",".join(f"{name}.mar" for name in names),
         "models": json.dumps(models),
@@ -478,20 +509,30 @@ def wait_ready(server: Server, timeout: float) -> None:
 
 def models_ready(server: Server) -> bool:
     """Whether every model of `server` has all its workers READY (asked on the management API)."""
-    import requests
-
     if server.token_file is not None and not server.token_file.is_file():
         return False  # TorchServe has not written its keys yet
     try:
-        headers = auth_header(server.token_file, "management")
         for name in server.models:
-            answer = requests.get(f"{server.url('management')}/models/{name}", headers=headers, timeout=2)
-            workers = answer.json()[0]["workers"] if answer.ok else []
+            status, body = server.manage("GET", f"/models/{name}")
+            workers = body[0]["workers"] if status == 200 else []
             if not workers or any(w["status"] != "READY" for w in workers):
                 return False
-    except (requests.ConnectionError, KeyError, ValueError):
+    except (OSError, KeyError, ValueError, TypeError):
         return False  # not listening yet, or the key file is half written
     return True
+
+
+def renew_key(server: Server, api: str = "inference") -> None:
+    """A new `api` key (inference or management), asked with the API key; TorchServe rewrites the key file,
+    where clients read it."""
+    if server.token_file is None:
+        raise MlkubeError("this server runs without token authorization: there is no key to renew")
+    status, body = server.manage("POST", "/token", key="API", params={"type": api})
+    if status != 200:
+        raise MlkubeError(
+            f"TorchServe refused to renew the {api} key: HTTP {status}: {body}",
+            "restart the server for fresh keys: `mlkube serve RUN --stop`, then `mlkube serve RUN`",
+        )
 
 
 def model_load_failure(model_log: Path, start: int) -> str | None:
@@ -522,7 +563,7 @@ def describe(server: Server) -> str:
         f"TorchServe (pid {server.pid}) serves {', '.join(server.models)}",
         f"  inference:  {server.url('inference')}/predictions/<model>",
         f"  open inference protocol: {server.url('inference')}/v2/models/<model>/infer",
-        f"  management: {server.url('management')}/models",
+        f"  management: Unix socket {server.management_socket} (this user only)",
         f"  metrics:    {server.url('metrics')}/metrics",
         f"  logs:       {server.folder / 'logs'}",
     ]

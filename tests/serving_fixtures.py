@@ -34,7 +34,7 @@ def serve_spec(**overrides):
     from mlkube.serving.server import free_port
     from mlkube.trainer.spec import ServeSpec
 
-    ports = {f"{api}_port": free_port("127.0.0.1") for api in ("inference", "management", "metrics")}
+    ports = {f"{api}_port": free_port("127.0.0.1") for api in ("inference", "metrics")}
     return ServeSpec(**{**ports, "max_batch_delay_ms": 2, **overrides})
 
 

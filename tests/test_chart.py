@@ -315,16 +315,10 @@ def test_serving_is_one_torchserve_pod_probed_on_the_inference_port_without_a_ke
     template = deployment["spec"]["template"]
     (container,) = containers(template)
     assert container["command"] == ["mlkube", "serve", "/runs/tuned-run"]
-    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
-        "inference": 8080,
-        "management": 8081,
-        "metrics": 8082,
-    }
-    # The management port stays inside the pod (its key can scale workers without bound).
-    assert {p["name"] for p in service["spec"]["ports"]} == {
-        "inference",
-        "metrics",
-    }  # management stays in the pod
+    # No management port at all: its key can scale workers without bound, so it is a Unix socket in the pod.
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"inference": 8080, "metrics": 8082}
+    assert {p["name"] for p in service["spec"]["ports"]} == {"inference", "metrics"}
+    assert "management_port" not in str(objs)
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["tcpSocket"] == {"port": "inference"} and "httpGet" not in container[probe]
     # Every TorchServe makes its own keys: one pod, and never two on one serving folder during a rollout.

@@ -258,9 +258,13 @@ SILENT = {
         f"seed: {SEED_MAX + 1}\ndata: {{name: iris}}\n",
         f"seed (line 1): {SEED_MAX + 1} — Input should be less than or equal to {SEED_MAX}",
     ),
-    "one port for all three APIs": (
-        "data: {name: iris}\nserve: {inference_port: 9000, management_port: 9000, metrics_port: 9000}\n",
-        "inference_port and management_port and metrics_port share port 9000",
+    "one port for both APIs": (
+        "data: {name: iris}\nserve: {inference_port: 9000, metrics_port: 9000}\n",
+        "inference_port and metrics_port share port 9000",
+    ),
+    "a management port (the management API is a Unix socket only)": (
+        "data: {name: iris}\nserve: {management_port: 8081}\n",
+        "management_port: the management API has no port; it listens on a Unix socket",
     ),
     "the default metrics port for inference": (
         "data: {name: iris}\nserve: {inference_port: 8082}\n",

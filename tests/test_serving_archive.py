@@ -80,10 +80,12 @@ def test_config_binds_loopback_keeps_token_auth_and_model_api_off_and_batches_fr
     from mlkube.serving.server import config_properties
 
     serve = serve_spec(batch_size=4, max_batch_delay_ms=7, max_request_bytes=2048, token_expiration_min=720)
-    text = config_properties(Run(tmp_path / RUN_ID), serve, ["classical"], tmp_path / "tmp")
+    socket = tmp_path / "private" / "management.sock"
+    text = config_properties(Run(tmp_path / RUN_ID), serve, ["classical"], tmp_path / "tmp", socket)
     props = dict(line.split("=", 1) for line in text.splitlines())
-    for key in ("inference_address", "management_address", "metrics_address"):
+    for key in ("inference_address", "metrics_address"):
         assert props[key].startswith("http://127.0.0.1:")
+    assert props["management_address"] == f"unix:{socket}"
     assert props["grpc_inference_address"] == props["grpc_management_address"] == "127.0.0.1"
     assert (props["disable_token_authorization"], props["enable_model_api"], props["metrics_mode"]) == (
         "false",
@@ -91,6 +93,12 @@ def test_config_binds_loopback_keeps_token_auth_and_model_api_off_and_batches_fr
         "prometheus",
     )
     assert props["max_request_size"] == "2048" and props["token_expiration_min"] == "720"
+    # A deployment's host opens inference and metrics to the network, never gRPC (its management service).
+    run, wide_spec = Run(tmp_path / RUN_ID), serve_spec(host="0.0.0.0")
+    wide = config_properties(run, wide_spec, ["classical"], tmp_path, socket)
+    wide_props = dict(line.split("=", 1) for line in wide.splitlines())
+    assert wide_props["inference_address"].startswith("http://0.0.0.0:")
+    assert wide_props["grpc_inference_address"] == wide_props["grpc_management_address"] == "127.0.0.1"
     model = json.loads(props["models"])["classical"][RUN_ID]
     assert (model["batchSize"], model["maxBatchDelay"]) == (4, 7)
 
@@ -99,14 +107,16 @@ def test_worker_sockets_of_a_deep_run_folder_get_a_short_path_to_the_same_folder
     import os
     import shutil
 
-    from mlkube.serving.server import SOCKET_PATH_MAX, java_tmpdir
+    from mlkube.serving.server import SOCKET_PATH_MAX, java_tmpdir, private_folder
 
-    assert java_tmpdir(tmp_path / "tmp") == tmp_path / "tmp"
-    deep = tmp_path.joinpath(*["a-long-folder-name"] * 6, "serving", "tmp")
-    deep.mkdir(parents=True)
-    link = java_tmpdir(deep)
+    private = private_folder()
     try:
+        assert java_tmpdir(tmp_path / "tmp", private) == tmp_path / "tmp"
+        deep = tmp_path.joinpath(*["a-long-folder-name"] * 6, "serving", "tmp")
+        deep.mkdir(parents=True)
+        link = java_tmpdir(deep, private)
+        assert link.parent == private and (private.stat().st_mode & 0o777) == 0o700
         assert len(os.fsencode(link / ".ts.sock.65535")) <= SOCKET_PATH_MAX
         assert link.resolve() == deep.resolve()
     finally:
-        shutil.rmtree(link.parent)
+        shutil.rmtree(private)

@@ -4,6 +4,7 @@ Prometheus."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -56,14 +57,9 @@ def request(instances) -> bytes:
 
 
 def worker_pids(server, model: str) -> list[int]:
-    from mlkube.serving.client import auth_header
-
-    answer = requests.get(
-        f"{server.url('management')}/models/{model}",
-        headers=auth_header(server.token_file, "management"),
-        timeout=10,
-    )
-    return [w["pid"] for w in answer.json()[0]["workers"] if w["status"] == "READY"]
+    status, body = server.manage("GET", f"/models/{model}")
+    assert status == 200, body
+    return [w["pid"] for w in body[0]["workers"] if w["status"] == "READY"]
 
 
 def moved(before: dict, after: dict, name: str, model: str) -> float:
@@ -211,7 +207,7 @@ def test_body_over_the_configured_size_is_refused_by_torchserve(server):
 @pytest.mark.parametrize("api", ["inference", "management"])
 @pytest.mark.parametrize("key", ["none", "wrong", "the other API's"])
 def test_requests_without_their_api_key_are_refused(server, api, key):
-    from mlkube.serving.client import auth_header, read_key
+    from mlkube.serving.client import auth_header, read_key, unix_request
 
     other = {"inference": "management", "management": "inference"}[api]
     headers = {
@@ -220,17 +216,18 @@ def test_requests_without_their_api_key_are_refused(server, api, key):
         "the other API's": {"Authorization": f"Bearer {read_key(server.token_file, other)}"},
     }[key]
 
-    def call(headers):
+    def call(headers) -> tuple[int, dict]:
         if api == "inference":
-            return post(
+            answer = post(
                 server, "classical", GOOD["classical"], {"Content-Type": "application/json", **headers}
             )
-        return requests.get(f"{server.url('management')}/models", headers=headers, timeout=10)
+            return answer.status_code, answer.json()
+        return unix_request(server.management_socket, "GET", "/models", headers)
 
-    refused = call(headers)
-    assert refused.status_code in (400, 401)
-    assert refused.json()["type"] == "InvalidKeyException"
-    assert call(auth_header(server.token_file, api)).status_code == 200
+    status, body = call(headers)
+    assert status in (400, 401)
+    assert body["type"] == "InvalidKeyException"
+    assert call(auth_header(server.token_file, api))[0] == 200
 
 
 def test_keys_never_reach_the_logs_or_the_printed_instructions(server):
@@ -297,13 +294,8 @@ def test_frontend_hands_batches_to_the_worker_without_starting_a_thread_each(ser
 
 
 def test_dynamic_batching_from_the_spec_puts_concurrent_requests_in_one_call(server):
-    from mlkube.serving.client import auth_header
-
-    [model] = requests.get(
-        f"{server.url('management')}/models/lstm",
-        headers=auth_header(server.token_file, "management"),
-        timeout=10,
-    ).json()
+    status, [model] = server.manage("GET", "/models/lstm")
+    assert status == 200
     assert (model["batchSize"], model["maxBatchDelay"]) == (SPEC["batch_size"], SPEC["max_batch_delay_ms"])
     before = scrape(server)
     with ThreadPoolExecutor(8) as pool:
@@ -390,18 +382,16 @@ def test_concurrent_batches_mixing_attacks_and_good_requests_answer_each_request
 def test_management_api_refuses_registering_models_and_allowed_urls_name_the_model_store(server):
     """With enable_model_api=false, TorchServe 0.12 refuses registering and unregistering (405) but still
     describes, scales and sets the default version; allowed_urls names this run's model store only."""
-    from mlkube.serving.client import auth_header
     from mlkube.serving.server import allowed_urls
     from mlkube.trainer.run import Run
 
-    url, headers = server.url("management"), auth_header(server.token_file, "management")
     for method, path, params in [
-        ("post", "/models", {"url": "https://example.com/model.mar"}),
-        ("post", "/models", {"url": f"file://{server.folder}/model-store/classical.mar"}),
-        ("delete", "/models/classical", {}),
+        ("POST", "/models", {"url": "https://example.com/model.mar"}),
+        ("POST", "/models", {"url": f"file://{server.folder}/model-store/classical.mar"}),
+        ("DELETE", "/models/classical", {}),
     ]:
-        refused = requests.request(method, url + path, params=params, headers=headers, timeout=10)
-        assert (refused.status_code, refused.json()["type"]) == (405, "MethodNotAllowedException")
+        status, body = server.manage(method, path, params=params)
+        assert (status, body["type"]) == (405, "MethodNotAllowedException")
     pinned = allowed_urls(Run(server.folder.parent).model_store)
     assert f"allowed_urls={pinned}\n" in (server.folder / "config.properties").read_text()
     assert f"Allowed Urls: [{pinned}]" in (server.folder / "logs" / "ts_log.log").read_text()
@@ -505,3 +495,51 @@ def test_torchserve_answers_the_oip_health_and_server_metadata_with_the_inferenc
     assert v2(server, "v2/health/live", key=False).json()["type"] == "InvalidKeyException"
     for path in ("v2/models/lstm/ready", "v2/models/lstm"):
         assert v2(server, path).status_code == 404, path
+
+
+# ------------------------------------------------------------------------------------ the management API
+def test_the_management_api_is_on_no_network_only_on_a_socket_in_a_private_folder(server):
+    """Its key can scale workers without bound (TorchServe has no cap), so no address reaches it: the TCP
+    listeners are the inference and metrics ports and gRPC on loopback only."""
+    import psutil
+
+    listening = {
+        (c.laddr.ip.removeprefix("::ffff:"), c.laddr.port)  # Java listens on IPv4-mapped IPv6 addresses
+        for pid in group_pids(server.pid)
+        for c in psutil.Process(pid).net_connections("inet")
+        if c.status == psutil.CONN_LISTEN
+    }
+    served = {(server.host, server.ports["inference"]), (server.host, server.ports["metrics"])}
+    assert served <= listening and len(listening - served) == 2  # gRPC inference and management
+    assert all(ip == "127.0.0.1" for ip, _ in listening - served)
+    socket_path = Path(server.management_socket)
+    assert socket_path.is_socket() and (socket_path.parent.stat().st_mode & 0o777) == 0o700
+    assert socket_path.parent.stat().st_uid == os.getuid()
+    status, [model] = server.manage("GET", "/models/classical")
+    assert status == 200 and model["modelName"] == "classical"
+
+
+def test_renewing_the_inference_key_refuses_the_old_one_and_clients_read_the_new_one(server):
+    from mlkube.serving.client import read_key
+    from mlkube.serving.server import renew_key
+
+    old = read_key(server.token_file)
+    renew_key(server, "inference")
+    new = read_key(server.token_file)
+    assert new != old
+    stale = post(server, "classical", GOOD["classical"], {"Authorization": f"Bearer {old}"})
+    assert stale.status_code in (400, 401) and stale.json()["type"] == "InvalidKeyException"
+    assert post(server, "classical", GOOD["classical"]).status_code == 200
+
+
+def group_pids(pgid: int) -> list[int]:
+    import psutil
+
+    pids = []
+    for process in psutil.process_iter():
+        try:
+            if os.getpgid(process.pid) == pgid:
+                pids.append(process.pid)
+        except (psutil.Error, ProcessLookupError):
+            continue
+    return pids

@@ -148,9 +148,9 @@ def test_a_run_interrupted_in_every_stage_resumes_to_the_same_results(
 
 def test_the_quickstart_runs_end_to_end_and_ends_with_a_live_prediction(workflow_env, tmp_path):
     """The README's main job (examples/quickstart.yaml with --serve), on free ports."""
-    ports = [free_tcp_port() for _ in range(3)]
+    ports = [free_tcp_port() for _ in range(2)]
     spec = (ROOT / "examples" / "quickstart.yaml").read_text()
-    spec += f"serve: {{inference_port: {ports[0]}, management_port: {ports[1]}, metrics_port: {ports[2]}}}\n"
+    spec += f"serve: {{inference_port: {ports[0]}, metrics_port: {ports[1]}}}\n"
     (tmp_path / "quickstart.yaml").write_text(spec)
     proc = _mlkube("run", "quickstart.yaml", "--serve", "--run-id", "q", cwd=tmp_path, env=workflow_env)
     out, err = proc.communicate(timeout=900)

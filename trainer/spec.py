@@ -442,7 +442,6 @@ class ServeSpec(Section):
 
     host: str = Field("127.0.0.1", description="Bind address (loopback by default).")
     inference_port: StrictInt = Field(8080, ge=1, le=65535, description="Inference API port.")
-    management_port: StrictInt = Field(8081, ge=1, le=65535, description="Management API port.")
     metrics_port: StrictInt = Field(8082, ge=1, le=65535, description="Prometheus metrics port.")
     token_auth: StrictBool = Field(True, description="TorchServe token authorization (keep on).")
     token_expiration_min: StrictInt = Field(
@@ -465,17 +464,22 @@ class ServeSpec(Section):
         ),
     )
 
-    @model_validator(mode="after")
-    def _three_ports(self) -> ServeSpec:
-        names_of: dict[int, list[str]] = {}
-        for name in ("inference_port", "management_port", "metrics_port"):
-            names_of.setdefault(getattr(self, name), []).append(name)
-        clashes = [
-            f"{' and '.join(names)} share port {port}" for port, names in names_of.items() if len(names) > 1
-        ]
-        if clashes:
+    @model_validator(mode="before")
+    @classmethod
+    def _no_management_port(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "management_port" in data:
             raise ValueError(
-                f"{clashes[0]}: the inference, management and metrics APIs each need their own port"
+                "management_port: the management API has no port; it listens on a Unix socket that only the "
+                "serving user can reach (its key can scale workers without bound); remove the key"
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _two_ports(self) -> ServeSpec:
+        if self.inference_port == self.metrics_port:
+            raise ValueError(
+                f"inference_port and metrics_port share port {self.metrics_port}: "
+                "the inference and metrics APIs each need their own port"
             )
         return self
 

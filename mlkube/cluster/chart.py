@@ -98,7 +98,6 @@ def values_for(spec: Spec, kind: str, run_id: str, overrides: Sequence[dict] = (
             "enabled": kind == "serve",
             "ports": {
                 "inference": spec.serve.inference_port,
-                "management": spec.serve.management_port,
                 "metrics": spec.serve.metrics_port,
             },
         },
