@@ -295,22 +295,70 @@ def test_prepared_series_read_back_equal_with_their_statistics(tiny, tmp_path):
         np.testing.assert_array_equal(getattr(back.stats, field.name), getattr(prepared.stats, field.name))
 
 
-@pytest.mark.parametrize("static_embedding", [None, 4])
-def test_last_day_is_the_forward_pass_last_day(static_embedding):
+def architecture(**changes):
+    from mlkube.trainer.card import Architecture
+
+    fields = {"n_dynamic": 3, "n_static": 2, "hidden_size": 16, "num_layers": 2, "dropout": 0.3}
+    return Architecture(**{**fields, "static_embedding": None, **changes})
+
+
+@pytest.mark.parametrize("changes", [{}, {"static_embedding": 4}, {"input_layer": False}])
+def test_last_day_and_the_last_days_are_the_forward_pass_over_every_day(changes):
     import torch
 
-    from mlkube.trainer.card import Architecture
     from mlkube.trainer.lstm.model import build_model
 
     torch.manual_seed(0)
-    shape = Architecture(
-        n_dynamic=3, n_static=2, hidden_size=16, num_layers=2, dropout=0.3, static_embedding=static_embedding
-    )
-    net = build_model(shape).eval()
+    net = build_model(architecture(**changes)).eval()
     x = torch.randn(5, 40, 5)
     with torch.inference_mode():
         torch.testing.assert_close(net.last_day(x), net(x)[:, -1], atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(net(x, days=7), net(x)[:, -7:], atol=1e-6, rtol=1e-6)
         assert net.last_day(x).shape == (5,)
+
+
+def test_the_fast_network_takes_the_same_training_step_as_a_plain_lstm_and_head_over_every_day():
+    """No input layer, the forget-gate bias, the head on the scored days only: one Adam step equals that of
+    nn.LSTM + nn.Linear run over all days with the loss on the last ones (neuralhydrology's CudaLSTM)."""
+    import torch
+    from torch import nn
+
+    from mlkube.trainer.lstm.model import build_model
+
+    torch.manual_seed(0)
+    net = build_model(architecture(num_layers=1, dropout=0.0, input_layer=False, initial_forget_bias=3.0))
+    reference = nn.ModuleDict({"lstm": nn.LSTM(5, 16, batch_first=True), "head": nn.Linear(16, 1)})
+    reference.load_state_dict(net.state_dict())  # the same parameters, nothing else
+    assert torch.equal(net.lstm.bias_hh_l0[16:32], torch.full((16,), 3.0))
+    x, y = torch.randn(8, 40, 5), torch.randn(8, 30)
+
+    def step(parameters, predict) -> None:
+        optimizer = torch.optim.Adam(parameters, lr=0.01)
+        ((predict() - y) ** 2).mean().backward()
+        optimizer.step()
+
+    step(net.parameters(), lambda: net(x, days=30))
+    step(reference.parameters(), lambda: reference.head(reference.lstm(x)[0]).squeeze(-1)[:, -30:])
+    for name, value in reference.state_dict().items():
+        torch.testing.assert_close(net.state_dict()[name], value, atol=1e-6, rtol=1e-6)
+
+
+def test_the_network_options_round_trip_through_the_model_card(tmp_path):
+    import torch
+
+    from mlkube.trainer.lstm.model import build_model, load_lstm_model, save_lstm_model
+    from tests.serving_fixtures import lstm_network
+
+    _, fields = lstm_network()
+    shape = fields["architecture"].model_copy(
+        update={"input_layer": False, "initial_forget_bias": 2.5, "static_embedding": 3}
+    )
+    net = build_model(shape)
+    save_lstm_model(tmp_path, net, {**fields, "architecture": shape})
+    loaded, card = load_lstm_model(tmp_path)
+    assert card.architecture == shape and loaded.input is None
+    x = torch.randn(2, 10, shape.n_dynamic + shape.n_static)
+    torch.testing.assert_close(loaded(x), net.eval()(x))
 
 
 # ---------------------------------------------------------------------------------------------------- CUDA
@@ -321,16 +369,7 @@ def test_on_cuda_the_network_takes_the_cudnn_path_and_agrees_with_the_cpu():
     from mlkube.trainer.lstm.model import build_model
 
     torch.manual_seed(0)
-    net = build_model(
-        {
-            "n_dynamic": 5,
-            "n_static": 0,
-            "hidden_size": 16,
-            "num_layers": 2,
-            "dropout": 0.0,
-            "static_embedding": None,
-        }
-    ).eval()
+    net = build_model(architecture(n_dynamic=5, n_static=0, dropout=0.0)).eval()
     x = torch.randn(4, 50, 5)
     with torch.no_grad():
         on_cpu = net(x)

@@ -74,6 +74,13 @@ class Architecture(Part):
     static_embedding: int | None = Field(
         ge=1, description="Width of the static attributes' embedding; null: the attributes go in as they are."
     )
+    input_layer: bool = Field(
+        True,
+        description="A linear layer + ReLU before the LSTM; false: the inputs go to the LSTM as they are.",
+    )
+    initial_forget_bias: float | None = Field(
+        None, description="The forget gate's bias at initialisation (the weights then overwrite it)."
+    )
 
 
 class TargetTransform(Part):

@@ -367,13 +367,25 @@ class TimeSeriesDataSpec(Section):
 
 
 class LstmModelSpec(Section):
-    """The network: input linear layer, nn.LSTM (cuDNN on CUDA), linear head."""
+    """The network: [input linear layer], nn.LSTM (cuDNN on CUDA), dropout and a linear head on the days the
+    loss or the prediction needs. `input_layer: false` with `initial_forget_bias: 3` is neuralhydrology's
+    CudaLSTM."""
 
     hidden_size: StrictInt = Field(64, ge=1, description="LSTM hidden units.")
     num_layers: StrictInt = Field(1, ge=1, description="Stacked LSTM layers.")
     dropout: StrictFloat = Field(0.0, ge=0, lt=1, description="Dropout before the head (and between layers).")
     static_embedding: StrictInt | None = Field(
         None, ge=1, description="Embed static attributes to this size; none: feed them raw."
+    )
+    input_layer: StrictBool = Field(
+        True,
+        description="A linear layer + ReLU (inputs → hidden_size) before the LSTM; false: the inputs go to "
+        "the LSTM as they are (neuralhydrology's CudaLSTM), about 1.5× faster per step on CPU.",
+    )
+    initial_forget_bias: StrictFloat | None = Field(
+        None,
+        description="The LSTM's forget-gate bias at initialisation (neuralhydrology's initial_forget_bias): "
+        "a high bias keeps the cell state through long sequences early in training; none: torch's default.",
     )
 
 

@@ -37,15 +37,16 @@ def simulate(
     x[np.isnan(x)] = 0.0
     was_training = net.training
     net.eval()
+    days = x.shape[1] - batch.history  # the period's: the head runs on those only
     with torch.no_grad():
         out = np.concatenate(
             [
-                net(torch.from_numpy(x[i : i + WINDOWS_PER_PASS]).to(device)).float().cpu().numpy()
+                net(torch.from_numpy(x[i : i + WINDOWS_PER_PASS]).to(device), days).float().cpu().numpy()
                 for i in range(0, len(x), WINDOWS_PER_PASS)
             ]
         )
     net.train(was_training)
-    sim = destandardize_target(out[:, batch.history :], stats)
+    sim = destandardize_target(out, stats)
     sim[unscored] = np.nan
     return sim
 

@@ -1,4 +1,4 @@
-"""The hydrology LSTM: input linear layer → nn.LSTM (cuDNN on CUDA by itself) → dropout → linear head.
+"""The hydrology LSTM: [input linear layer] → nn.LSTM (cuDNN on CUDA by itself) → dropout → linear head.
 
 Its artifact is `models/lstm/{model.pt, model.json}`: the state dict (loadable with `weights_only=True`) and
 the card (`trainer.card.LstmCard`): `architecture` (the constructor arguments) and `preprocessing`
@@ -34,6 +34,8 @@ def architecture(lstm: LstmSpec, data: TimeSeriesData) -> Architecture:
         num_layers=model.num_layers,
         dropout=model.dropout,
         static_embedding=model.static_embedding,
+        input_layer=model.input_layer,
+        initial_forget_bias=model.initial_forget_bias,
     )
 
 
@@ -76,7 +78,11 @@ def build_model(architecture: Architecture):
     from torch import nn
 
     class HydroLSTM(nn.Module):
-        """x: [batch, days, n_dynamic + n_static] (statics broadcast over days) → [batch, days] target."""
+        """x: [batch, days, n_dynamic + n_static] (statics broadcast over days) → [batch, days] target.
+
+        Without `input_layer` and `static_embedding`, and with `initial_forget_bias`, it is neuralhydrology's
+        CudaLSTM: the inputs go to nn.LSTM as they are, then dropout and the linear head.
+        """
 
         def __init__(
             self,
@@ -86,37 +92,50 @@ def build_model(architecture: Architecture):
             num_layers: int,
             dropout: float,
             static_embedding: int | None,
+            input_layer: bool,
+            initial_forget_bias: float | None,
         ):
             super().__init__()
             self.n_dynamic = n_dynamic
             self.n_static = n_static
             embed = static_embedding if (static_embedding and n_static) else None
             self.static_embed = nn.Linear(n_static, embed) if embed else None
-            self.input = nn.Linear(n_dynamic + (embed or n_static), hidden_size)
+            width = n_dynamic + (embed or n_static)
+            self.input = nn.Linear(width, hidden_size) if input_layer else None
             self.lstm = nn.LSTM(
-                hidden_size,
+                hidden_size if input_layer else width,
                 hidden_size,
                 num_layers=num_layers,
                 batch_first=True,
                 dropout=dropout if num_layers > 1 else 0.0,
             )
+            if initial_forget_bias is not None:  # gates i, f, g, o: the first layer's forget gate
+                bias = self.lstm.get_parameter("bias_hh_l0").data
+                bias[hidden_size : 2 * hidden_size].fill_(initial_forget_bias)
             self.dropout = nn.Dropout(dropout)
             self.head = nn.Linear(hidden_size, 1)
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.head(self.dropout(self.states(x))).squeeze(-1)
+        def forward(self, x: torch.Tensor, days: int | None = None) -> torch.Tensor:
+            """The target of every day, or (`days`) of the last `days` days only: dropout and the head run on
+            those alone, as the loss and the prediction need no more."""
+            states = self.states(x)
+            if days is not None:
+                states = states[:, states.shape[1] - days :]
+            return self.head(self.dropout(states)).squeeze(-1)
 
         def last_day(self, x: torch.Tensor) -> torch.Tensor:
             """forward(x)[:, -1], with the head run on the last day only (what serving needs: one value per
             window)."""
-            return self.head(self.dropout(self.states(x)[:, -1])).squeeze(-1)
+            return self.forward(x, days=1)[:, 0]
 
         def states(self, x: torch.Tensor) -> torch.Tensor:
             """The LSTM's hidden states: [batch, days, hidden_size]."""
             if self.static_embed is not None:
                 dynamic, static = x[..., : self.n_dynamic], x[..., self.n_dynamic :]
                 x = torch.cat([dynamic, torch.tanh(self.static_embed(static))], dim=-1)
-            out, _ = self.lstm(torch.relu(self.input(x)))
+            if self.input is not None:
+                x = torch.relu(self.input(x))
+            out, _ = self.lstm(x)
             return out
 
     return HydroLSTM(**architecture.model_dump())

@@ -205,8 +205,8 @@ class Trainer:
         scored = ~torch.isnan(y)
         weight = self.weights[torch.from_numpy(batch.site).to(self.device)]
         with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
-            prediction = self.model(x)
-        error = (prediction.float()[:, warmup:] - y.nan_to_num()) * scored
+            prediction = self.model(x, days=y.shape[1])  # the head on the scored days only
+        error = (prediction.float() - y.nan_to_num()) * scored
         loss = (
             (weight[:, None] * error**2).sum() / self.loss_days * self.worker.world_size
         )  # DDP averages workers
