@@ -425,11 +425,16 @@ LSTM_ATTACKS = {
     ),
     "1e308 in a window (inf inside the model)": (
         _lstm_with(lambda i: i["dynamic"]["tmax"].__setitem__(0, 1e308)),
-        "instance 0: the model's answer is not a finite number",
+        "instance 0.dynamic.tmax[0]: 1e+308 is outside what the model can take",
     ),
     "-1e308 as a static attribute": (
         _lstm_with(lambda i: i["static"].__setitem__("elev_mean", -1e308)),
-        "instance 0: the model's answer is not a finite number",
+        "instance 0.static.elev_mean: -1e+308 is outside what the model can take",
+    ),
+    "1e6 mm/day of rain (finite, but a saturated network would answer it)": (
+        _lstm_with(lambda i: i["dynamic"]["prcp"].__setitem__(5, 1e6)),
+        "instance 0.dynamic.prcp[5]: 1e+06 is outside what the model can take: more than 1000 standard "
+        "deviations from the training data's mean",
     ),
 }
 
@@ -486,3 +491,22 @@ def test_no_answer_holds_nan_or_infinity(classical, lstm):
     for handler, bodies in ((classical, tabular), (lstm, windows)):
         statuses = [status for status, _ in handler(bodies)]  # InProcess parses the answers strictly
         assert set(statuses) <= {200, 400} and 400 in statuses
+
+
+def test_lstm_inputs_within_a_thousand_spreads_of_the_training_mean_are_answered_beyond_refused(
+    lstm, lstm_dir
+):
+    """The range check takes the card's statistics: 999 spreads from the mean is answered (a finite number),
+    1001 is refused in both protocols, naming the input, the day and the training data's mean and spread."""
+    from mlkube.trainer.artifacts import read_model_card
+
+    p = read_model_card(lstm_dir).preprocessing
+    mean, std = p.dynamic_mean[0], p.dynamic_std[0]  # the first dynamic input, global statistics
+    name = p.dynamic_inputs[0]
+    near, far = (
+        _lstm_with(lambda i, k=k: i["dynamic"][name].__setitem__(3, mean + k * std)) for k in (999, 1001)
+    )
+    (near_status, _), (far_status, far_answer) = lstm([near, far])
+    assert (near_status, far_status) == (200, 400)
+    assert f"instance 0.dynamic.{name}[3]:" in far_answer["error"]
+    assert f"({mean:.4g} ± {std:.4g})" in far_answer["error"]

@@ -353,7 +353,7 @@ ATTACKS = {
     "1e308 × weights → inf": (
         "lstm",
         with_window(lambda i: i["dynamic"]["tmax"].__setitem__(0, 1e308)),
-        "the model's answer is not a finite number",
+        "is outside what the model can take",
     ),
     "1e308 × scale → inf": ("classical", with_row(**{"petal width (cm)": 1e308}), "not a finite number"),
 }

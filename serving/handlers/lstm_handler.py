@@ -37,6 +37,11 @@ from mlkube.trainer.card import LstmCard, Preprocessing
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
 
+# Standard deviations from the training mean beyond which an input is refused: no forcing or attribute is a
+# thousand spreads from its mean (precipitation of 3 ± 6.5 mm/day would be 6.5 m a day), and a network that
+# saturates would answer such a value with a finite, meaningless number.
+MAX_STANDARD_SCORE = 1000.0
+
 
 class LstmHandler(ModelHandler):
     """Standardise with the saved training statistics, run the window, de-standardise the last day's output
@@ -164,7 +169,35 @@ class LstmHandler(ModelHandler):
             AttributeError,
         ):  # not JSON, not an object, a name missing, ...
             return None
-        return windows if np.isfinite(windows).all() else None
+        return windows if np.isfinite(windows).all() and self.out_of_range(windows) is None else None
+
+    def out_of_range(self, windows: Any) -> tuple[int, int, int] | None:
+        """(window, day, input) of the first value more than MAX_STANDARD_SCORE standard deviations from its
+        training mean, or None."""
+        import numpy as np
+
+        row = windows[:, 0, -1].astype(int) if self.sites else np.zeros(len(windows), dtype=int)
+        with np.errstate(over="ignore", invalid="ignore"):
+            scores = np.abs(windows[..., : self.n_inputs] - self.mean[row][:, None]) / self.std[row][:, None]
+        beyond = np.argwhere(~(scores <= MAX_STANDARD_SCORE))
+        return None if not len(beyond) else cast(tuple[int, int, int], tuple(int(v) for v in beyond[0]))
+
+    def check_range(self, windows: Any, where: Any) -> Any:
+        """`windows`, or RequestError naming the first value beyond MAX_STANDARD_SCORE spreads of its mean;
+        `where(i, name)` says where instance i's input `name` is in the request."""
+        found = self.out_of_range(windows)
+        if found is None:
+            return windows
+        i, day, j = found
+        row = int(windows[i, 0, -1]) if self.sites else 0
+        name = (self.dynamic + self.static)[j]
+        at = f"{where(i, name)}[{day}]" if j < len(self.dynamic) else where(i, name)
+        mean, std = self.mean[row, j], self.std[row, j]
+        raise RequestError(
+            f"{at}: {windows[i, day, j]:g} is outside what the model can take: more than "
+            f"{MAX_STANDARD_SCORE:g} standard deviations from the training data's mean "
+            f"({mean:.4g} ± {std:.4g})"
+        )
 
     def rows(self, instances: list[Any]) -> Any:
         import numpy as np
@@ -183,7 +216,10 @@ class LstmHandler(ModelHandler):
                 ]
             if self.sites:
                 windows[i, :, -1] = self.site_row(instance["site"], f"{where}.site")
-        return windows
+        kind = set(self.dynamic)
+        return self.check_range(
+            windows, lambda i, name: f"instance {i}.{'dynamic' if name in kind else 'static'}.{name}"
+        )
 
     def oip_inputs(self) -> list[TensorSpec]:
         return self.tensors
@@ -204,7 +240,7 @@ class LstmHandler(ModelHandler):
         if self.sites:
             rows = [self.site_row(site, f"input 'site'[{i}]") for i, site in enumerate(values["site"])]
             windows[:, :, -1] = np.array(rows, dtype=float)[:, None]
-        return windows
+        return self.check_range(windows, lambda i, name: f"input {name!r}[{i}]")
 
     def oip_answer(self, outputs: Any) -> list[dict[str, Any]]:
         return [
