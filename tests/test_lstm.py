@@ -94,6 +94,68 @@ def test_ridge_baseline_recovers_a_target_linear_in_yesterdays_inputs(tiny):
     assert test["median"]["nse"] > 0.999
 
 
+def every_day_float64_features(data, sequence_length: int) -> np.ndarray:
+    """The lagged features as built before the memory work, a plain reference: [sites, days, features] of
+    every site's every day, in float64, cast to float32 at the end."""
+    from mlkube.trainer.lstm.baselines import LAGS, MEANS
+
+    dynamic = data.dynamic.astype(np.float64)
+    sites, days, _ = dynamic.shape
+    columns = []
+    for lag in range(min(LAGS, sequence_length)):
+        shifted = np.full_like(dynamic, np.nan)
+        shifted[:, lag:] = dynamic[:, : days - lag]
+        columns.append(shifted)
+    finite = np.isfinite(dynamic)
+    zero = np.zeros((sites, 1, dynamic.shape[2]))
+    total = np.concatenate([zero, np.where(finite, dynamic, 0.0).cumsum(axis=1)], axis=1)
+    count = np.concatenate([zero, finite.cumsum(axis=1, dtype=np.float64)], axis=1)
+    for window in sorted({min(w, sequence_length) for w in MEANS}):
+        n = count[:, window:] - count[:, :-window]
+        mean = np.full_like(dynamic, np.nan)
+        means = (total[:, window:] - total[:, :-window]) / window
+        mean[:, window - 1 :] = np.where(n == window, means, np.nan)
+        columns.append(mean)
+    columns.append(np.broadcast_to(data.static[:, None, :], (sites, days, data.static.shape[1])))
+    return np.concatenate(columns, axis=2).astype(np.float32)
+
+
+def test_regression_baselines_score_as_on_every_day_float64_features(tiny):
+    from mlkube.trainer.classical import zoo
+    from mlkube.trainer.lstm.baselines import lagged_rows, simulate_baselines
+    from mlkube.trainer.lstm.evaluate import observed, score
+
+    _, prepared = tiny
+    data, horizon = prepared.data, 2
+    rows = lagged_rows(data, 30, horizon, "test")
+    features = every_day_float64_features(data, 30)
+    x = {}
+    for period in ("train", "test"):
+        first, last = max(data.periods[period][0], horizon - 1), data.periods[period][1]
+        x[period] = features[:, first - (horizon - 1) : last - (horizon - 1)].reshape(-1, features.shape[2])
+    np.testing.assert_array_equal(rows.x_train, x["train"])
+    np.testing.assert_array_equal(rows.x_period, x["test"])
+    y = observed(data, "train", horizon).reshape(-1).astype(np.float64)
+    fit = np.isfinite(x["train"]).all(axis=1) & np.isfinite(y)
+    simulated = simulate_baselines(["Ridge", "climatology"], data, 30, horizon, 0, "test")
+    assert list(simulated) == ["Ridge", "climatology"]
+    pipeline = zoo.build_pipeline(zoo.plan("Ridge", "regression", {}, "auto", 0, 0))
+    reference = pipeline.fit(x["train"][fit], y[fit]).predict(x["test"]).reshape(len(data.sites), -1)
+    ours, theirs = (score(sim, data, "test", horizon)["sites"] for sim in (simulated["Ridge"], reference))
+    for site in data.sites:
+        np.testing.assert_allclose(list(ours[site].values()), list(theirs[site].values()), atol=1e-6)
+
+
+def test_the_spec_names_exactly_the_baselines_there_are():
+    import typing
+
+    from mlkube.trainer.lstm.baselines import BASELINES
+    from mlkube.trainer.spec import LstmSpec
+
+    (choice,) = typing.get_args(LstmSpec.model_fields["baselines"].annotation)
+    assert set(typing.get_args(choice)) == set(BASELINES) == set(LstmSpec().baselines)
+
+
 # ---------------------------------------------------------------------------------------------- evaluation
 def test_days_whose_input_window_holds_a_gap_are_not_scored_and_later_days_are(tiny):
     from mlkube.trainer.lstm.evaluate import simulate

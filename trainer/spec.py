@@ -446,6 +446,11 @@ class LstmSpec(Section):
     model: LstmModelSpec = Field(default_factory=LstmModelSpec, description="The network.")
     train: LstmTrainSpec = Field(default_factory=LstmTrainSpec, description="Optimisation.")
     elastic: ElasticSpec = Field(default_factory=ElasticSpec, description="torchrun launch.")
+    baselines: list[Literal["climatology", "Ridge", "GBM"]] = Field(
+        default_factory=lambda: ["climatology", "Ridge", "GBM"],
+        description="Baselines scored beside the LSTM on the test period: climatology (day-of-year means), "
+        "Ridge and GBM on lagged forcings (at scale these fit millions of rows; [] skips them all).",
+    )
 
 
 # ----------------------------------------------------------------------------------------------------- serve

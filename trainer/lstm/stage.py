@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from mlkube.trainer.errors import MlkubeError
-from mlkube.trainer.lstm.baselines import BASELINES
+from mlkube.trainer.lstm.baselines import simulate_baselines
 from mlkube.trainer.lstm.elastic import TRAINING_RECORD
 from mlkube.trainer.lstm.evaluate import observed, score, simulate
 from mlkube.trainer.lstm.prepared import Prepared, load_prepared
@@ -81,7 +81,7 @@ def check_training(lstm, prepared: Prepared) -> None:
 
 
 def simulate_all(spec, prepared: Prepared, artifact) -> dict[str, np.ndarray]:
-    """The test-period target [sites, days] of the trained LSTM and of every baseline."""
+    """The test-period target [sites, days] of the trained LSTM and of the spec's baselines."""
     from mlkube.trainer.lstm.model import load_lstm_model
     from mlkube.trainer.preprocess import standardize
 
@@ -97,9 +97,9 @@ def simulate_all(spec, prepared: Prepared, artifact) -> dict[str, np.ndarray]:
             lstm.horizon,
         )
     }
-    for name, baseline in BASELINES.items():
-        out[name] = baseline(prepared.data, lstm.sequence_length, lstm.horizon, spec.seed, PERIOD)
-    return out
+    return out | simulate_baselines(
+        lstm.baselines, prepared.data, lstm.sequence_length, lstm.horizon, spec.seed, PERIOD
+    )
 
 
 def _scores(sim: np.ndarray, prepared: Prepared, horizon: int) -> dict[str, Any]:
@@ -137,10 +137,13 @@ def draw(
     data = prepared.data
     lo, hi = data.periods[PERIOD]
     training_curves(history, run.figures / FIGURES["training"])
+    shown = {"LSTM": simulations["lstm"]}
+    if "climatology" in simulations:  # a baseline the spec may skip
+        shown["climatology"] = simulations["climatology"]
     hydrographs(
         data.dates[max(lo, horizon - 1) : hi],
         observed(data, PERIOD, horizon),
-        {"LSTM": simulations["lstm"], "climatology": simulations["climatology"]},
+        shown,
         chosen_sites(data.sites, lstm_scores["sites"]),
         data.target_name,
         run.figures / FIGURES["hydrographs"],
