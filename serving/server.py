@@ -139,16 +139,24 @@ def serve_run(
     """Archive the run's models (those not yet archived), start TorchServe on them and wait until every model
     answers. `serve` defaults to the run's own spec; `names` to every model of the run."""
     run = run if isinstance(run, Run) else Run.open(run)
-    serve = serve or run_serve_spec(run)
-    names = model_names(run, names)
-    archive_run(run, names)
-    verify_archives(run, names)
-    server = start(run, serve, names)
+    # Archiving writes the run's serving folder: not while another process writes the run (a half-written
+    # model must not be archived); the lock is released once the server is ready (serving only reads).
+    held = bool(run.writer_fds)
+    run.acquire("serve")
     try:
-        wait_ready(server, timeout)
-    except BaseException:
-        server.stop()
-        raise
+        serve = serve or run_serve_spec(run)
+        names = model_names(run, names)
+        archive_run(run, names)
+        verify_archives(run, names)
+        server = start(run, serve, names)
+        try:
+            wait_ready(server, timeout)
+        except BaseException:
+            server.stop()
+            raise
+    finally:
+        if not held:
+            run.release()
     return server
 
 

@@ -134,6 +134,19 @@ def test_report_is_refused_while_a_run_writes(tmp_path):
     assert f"run 'r' is being written by `mlkube run` (pid {writer.pid}" in refused.stderr
 
 
+@pytest.mark.unit
+def test_serve_is_refused_while_a_run_writes_and_archives_nothing(tmp_path):
+    """Archiving writes the run's serving folder: a half-written run is never archived or served."""
+    writer, _ = start_writer(tmp_path / "runs")
+    try:
+        refused = cli("serve", "r", "--detach", cwd=tmp_path, timeout=120)
+    finally:
+        kill(writer)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert f"run 'r' is being written by `mlkube run` (pid {writer.pid}" in refused.stderr
+    assert not (tmp_path / "runs" / "r" / "serving").exists()
+
+
 # ----------------------------------------------------------------------------------- run ids and run_dir
 @pytest.mark.unit
 @pytest.mark.parametrize(
