@@ -16,7 +16,13 @@ import pytest
 from mlkube.trainer.errors import MlkubeError, SpecError
 from mlkube.trainer.lstm.prepared import load_filled
 from mlkube.trainer.series import BUILTIN_SOURCES, DATASETS, load_timeseries
-from mlkube.trainer.series.camels import CAMELS_DYNAMIC, CAMELS_TARGET, CUBIC_FOOT
+from mlkube.trainer.series.camels import (
+    CAMELS_DYNAMIC,
+    CAMELS_TARGET,
+    CUBIC_FOOT,
+    FORCING_SUFFIX,
+    STREAMFLOW_SUFFIX,
+)
 from mlkube.trainer.series.synthetic import SYNTHETIC_ATTRIBUTES, bucket_model, synthetic_source
 from mlkube.trainer.spec import TIMESERIES_DATASETS, LstmSpec, PreprocessSpec, parse_spec
 
@@ -86,6 +92,68 @@ def test_streamflow_is_converted_from_cubic_feet_per_second_to_mm_per_day():
     assert data.target[0, 0] == pytest.approx(first_day_cfs * CUBIC_FOOT * 86400 * 1000 / area_m2, rel=1e-6)
     assert data.dynamic_inputs == ("prcp(mm/day)",)
     assert data.dynamic[0, 2, 0] == pytest.approx(5.50)  # 2000-01-03 precipitation, mm/day
+
+
+def pandas_camels_site(forcing: Path, streamflow: Path):
+    """The reader as it was, a plain pandas reference: one gauge's frame on the forcing's days."""
+    import pandas as pd
+
+    def dates(y, m, d):
+        return pd.DatetimeIndex(pd.to_datetime(pd.DataFrame({"year": y, "month": m, "day": d})))
+
+    area = float(forcing.read_text().splitlines()[2])
+    frame = pd.read_csv(forcing, sep=r"\s+", skiprows=3)
+    frame.index = dates(frame["Year"], frame["Mnth"], frame["Day"])
+    frame = frame.drop(columns=["Year", "Mnth", "Day", "Hr"]).mask(lambda f: f == -999.0)
+    flow = pd.read_csv(
+        streamflow, sep=r"\s+", header=None, usecols=[1, 2, 3, 4], names=["y", "m", "d", "cfs"]
+    )
+    cfs = flow["cfs"].where(flow["cfs"] >= 0)
+    q = pd.Series((cfs * CUBIC_FOOT * 86400 * 1000 / area).to_numpy(), index=dates(flow.y, flow.m, flow.d))
+    return frame.join(q.rename(CAMELS_TARGET), how="left")
+
+
+def test_the_camels_reader_reads_what_pandas_reads(camels_copy):
+    from mlkube.trainer.series.camels import camels_source
+
+    def edit(path: Path, change) -> None:
+        lines = path.read_text().splitlines()
+        change(lines)
+        path.write_text("\n".join(lines) + "\n")
+
+    def forcing(lines):  # a missing forcing, tab-separated as Daymet's
+        lines[14] = "\t".join([*lines[14].split()[:5], "-999.00", *lines[14].split()[6:]])
+
+    def streamflow(lines):  # an unflagged day, a missing one, a blank line
+        lines[0] = lines[0].rsplit(" ", 1)[0]
+        lines[5] = " ".join([*lines[5].split()[:4], "-999.00", "M"])
+        lines.insert(40, "")
+
+    edit(camels_copy / "forcing_daymet" / "02064000_lump_cida_forcing_leap.txt", forcing)
+    edit(camels_copy / "streamflow" / "02064000_streamflow_qc.txt", streamflow)
+    source = camels_source(camels_copy, "camels")
+    variables = [*CAMELS_DYNAMIC, CAMELS_TARGET]
+    dates, values = source.read(source.sites, variables)
+    for i, site in enumerate(source.sites):
+        files = [next(camels_copy.rglob(f"{site}{suffix}")) for suffix in (FORCING_SUFFIX, STREAMFLOW_SUFFIX)]
+        expected = pandas_camels_site(*files).reindex(dates.astype("datetime64[ns]"))[variables]
+        np.testing.assert_array_equal(values[i], expected.to_numpy(np.float32))
+    assert np.isnan(values[source.sites.index("02064000")]).any()
+
+
+def test_a_synthetic_data_set_written_as_camels_us_reads_back_through_the_camels_reader(tmp_path):
+    from mlkube.trainer.series.load import path_source
+    from mlkube.trainer.series.synthetic import synthetic_source, write_camels_us
+
+    gauges = write_camels_us(tmp_path, 3, 2, seed=4, progress=lambda line: None)
+    source, truth = path_source(tmp_path), synthetic_source(3, 2, seed=4)
+    assert source.sites == gauges and set(truth.attributes.columns) <= set(source.attributes.columns)
+    variables = [*CAMELS_DYNAMIC, CAMELS_TARGET]
+    dates, values = source.read(gauges, variables)
+    expected_dates, expected = truth.read(truth.sites, variables)
+    np.testing.assert_array_equal(dates, expected_dates)
+    np.testing.assert_allclose(values[..., :-1], expected[..., :-1], atol=0.0051)  # written with 2 decimals
+    np.testing.assert_allclose(values[..., -1], expected[..., -1], rtol=1e-3, atol=1e-3)
 
 
 def test_static_attributes_come_from_the_camels_tables():

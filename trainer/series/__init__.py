@@ -5,11 +5,12 @@
 
 Sources (`lstm.data`), one module each:
 - `name: camels_us_sample` (the default): 4 real CAMELS-US basins shipped in `trainer/datasets/` (`camels`).
-- `path`: a CAMELS-US folder (`camels`: recognised by its `*_lump_cida_forcing_leap.txt` files at any depth),
-  a folder of one CSV/Parquet file per site, one long CSV/Parquet table with `site` and `date` columns, or a
-  NetCDF file with `site` and `date` dimensions (`tables`).
+- `path`: a CAMELS-US folder (`camels`: recognised by its `*_lump_cida_forcing_leap.txt` files at any depth;
+  its text files parsed by `text`, Numba, a thread per core), a folder of one CSV/Parquet file per site, one
+  long CSV/Parquet table with `site` and `date` columns, or a NetCDF file with `site` and `date` dimensions
+  (`tables`).
 - `name: synthetic`: a weather generator driving a conceptual bucket model (snow, soil), seeded, any size
-  (`synthetic`).
+  (`synthetic`; `write_camels_us` writes it in the CAMELS-US text layout, for benchmarks at scale).
 
 Adding a built-in is a line in `load.BUILTIN_SOURCES`; `checks` holds the checks every source goes through.
 Gap filling is preprocessing (`mlkube.trainer.preprocess`), composed with loading by the LSTM's prepare step.

@@ -7,13 +7,14 @@ The shipped sample is described in trainer/datasets/camels_us_sample/README.md.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from mlkube.trainer.errors import MlkubeError
-from mlkube.trainer.series.contract import Source, stack_sites
+from mlkube.trainer.series.contract import SiteSeries, Source, stack_site_series
 
 FORCING_SUFFIX = "_lump_cida_forcing_leap.txt"
 STREAMFLOW_SUFFIX = "_streamflow_qc.txt"
@@ -48,7 +49,14 @@ def camels_source(root: Path, name: str, periods: dict[str, tuple[str, str]] | N
         )
 
     def read(chosen: list[str], variables: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        return stack_sites({s: _camels_site(forcings[s], streamflows[s]) for s in chosen}, variables, name)
+        from concurrent.futures import ThreadPoolExecutor
+
+        def site(gauge: str) -> SiteSeries:
+            return _camels_site(forcings[gauge], streamflows[gauge])
+
+        with ThreadPoolExecutor(len(os.sched_getaffinity(0))) as pool:  # the parser frees the GIL
+            series = dict(zip(chosen, pool.map(site, chosen), strict=True))
+        return stack_site_series(series, variables, name)
 
     _, forcing_variables = _forcing_header(forcings[sites[0]])
     return Source(
@@ -80,21 +88,56 @@ def _forcing_header(path: Path) -> tuple[float, list[str]]:
     return float(lines[2]), lines[3].split()[4:]
 
 
-def _camels_site(forcing: Path, streamflow: Path) -> pd.DataFrame:
+def _camels_site(forcing: Path, streamflow: Path) -> SiteSeries:
     """One gauge's forcings and streamflow (converted from cfs to mm/day over the basin) on the forcing's
-    days; NaN where the streamflow has no record."""
-    area, _ = _forcing_header(forcing)
-    frame = pd.read_csv(forcing, sep=r"\s+", skiprows=3)
-    frame.index = _dates(frame["Year"], frame["Mnth"], frame["Day"])
-    frame = frame.drop(columns=["Year", "Mnth", "Day", "Hr"]).mask(lambda f: f == MISSING)
-    flow = pd.read_csv(
-        streamflow, sep=r"\s+", header=None, usecols=[1, 2, 3, 4], names=["y", "m", "d", "cfs"]
-    )
-    cfs = flow["cfs"].where(flow["cfs"] >= 0)  # -999: missing
-    mm_per_day = pd.Series(
-        (cfs * CUBIC_FOOT * 86400 * 1000 / area).to_numpy(), index=_dates(flow.y, flow.m, flow.d)
-    )
-    return frame.join(mm_per_day.rename(CAMELS_TARGET), how="left")
+    days; NaN where the streamflow has no record or a value is marked missing."""
+    from mlkube.trainer.series.text import read_columns
+
+    area, variables = _forcing_header(forcing)
+    columns = 4 + len(variables)  # Year Mnth Day Hr, then the variables
+    table, fields = read_columns(forcing, columns, skip_lines=4)
+    _check_fields(forcing, fields, columns, "Year Mnth Day Hr and the header's variables")
+    dates = _days(table[:, 0], table[:, 1], table[:, 2], forcing)
+    if (np.diff(dates) <= np.timedelta64(0, "D")).any():
+        raise MlkubeError(f"{forcing}: the days are not in order, or one is listed twice", "sort the file")
+    values = np.empty((len(dates), len(variables) + 1))
+    values[:, :-1] = np.where(table[:, 4:] == MISSING, np.nan, table[:, 4:])
+    flow, fields = read_columns(streamflow, 5)  # gauge, year, month, day, cfs (then the quality flag)
+    _check_fields(streamflow, np.minimum(fields, 5), 5, "gauge, year, month, day and streamflow")
+    cfs = np.where(flow[:, 4] >= 0, flow[:, 4], np.nan)  # -999: missing
+    flow_days = _days(flow[:, 1], flow[:, 2], flow[:, 3], streamflow)
+    at = np.searchsorted(dates, flow_days)
+    matched = at < len(dates)
+    matched[matched] = dates[at[matched]] == flow_days[matched]
+    values[:, -1] = np.nan
+    values[at[matched], -1] = cfs[matched] * CUBIC_FOOT * 86400 * 1000 / area
+    return SiteSeries(dates, values, (*variables, CAMELS_TARGET))
+
+
+def _check_fields(path: Path, fields: np.ndarray, columns: int, what: str) -> None:
+    wrong = np.flatnonzero(fields != columns)
+    if len(wrong):
+        raise MlkubeError(
+            f"{path}: data row {wrong[0] + 1} has {fields[wrong[0]]} fields, expected {columns} ({what})",
+            "repair or remove the file (CAMELS-US's own files have one day per line)",
+        )
+
+
+def _days(year: np.ndarray, month: np.ndarray, day: np.ndarray, path: Path) -> np.ndarray:
+    """datetime64[D] of year, month and day columns (floats as parsed), refusing a row that is no date."""
+    with np.errstate(invalid="ignore"):
+        ymd = np.stack([year, month, day]).astype(np.int64)
+    months = (ymd[0] - 1970) * 12 + ymd[1] - 1
+    dates = months.astype("datetime64[M]").astype("datetime64[D]") + (ymd[2] - 1)
+    bad = ~np.isfinite(np.stack([year, month, day])).all(axis=0) | (ymd[1] < 1) | (ymd[1] > 12)
+    bad |= (ymd[2] < 1) | (dates.astype("datetime64[M]").astype(np.int64) != months)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise MlkubeError(
+            f"{path}: data row {row + 1} ({year[row]:g} {month[row]:g} {day[row]:g}) is not a date",
+            "repair or remove the file",
+        )
+    return dates
 
 
 def _camels_attributes(root: Path) -> pd.DataFrame:
@@ -104,7 +147,3 @@ def _camels_attributes(root: Path) -> pd.DataFrame:
         for p in files
     ]
     return pd.concat(tables, axis=1) if tables else pd.DataFrame()
-
-
-def _dates(year: pd.Series, month: pd.Series, day: pd.Series) -> pd.DatetimeIndex:
-    return pd.DatetimeIndex(pd.to_datetime(pd.DataFrame({"year": year, "month": month, "day": day})))

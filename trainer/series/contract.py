@@ -88,6 +88,40 @@ def stack_sites(
     return dates.to_numpy().astype("datetime64[D]"), values
 
 
+@dataclass(frozen=True)
+class SiteSeries:
+    """One site's daily series as read: dates [days] datetime64[D] and values [days, variables]."""
+
+    dates: np.ndarray
+    values: np.ndarray
+    variables: tuple[str, ...]
+
+
+def stack_site_series(
+    series: dict[str, SiteSeries], variables: list[str], name: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """`stack_sites` for series read as arrays: a `Reader`'s dates and [sites, days, variables] float32 on the
+    days all sites cover, NaN on a day a site lacks."""
+    first = max(s.dates.min() for s in series.values())
+    last = min(s.dates.max() for s in series.values())
+    if first > last:
+        raise MlkubeError(
+            f"{name}: the chosen sites share no day", "choose sites whose records overlap in time"
+        )
+    dates = np.arange(first, last + 1)
+    values = np.full((len(series), len(dates), len(variables)), np.nan, np.float32)
+    for i, (site, s) in enumerate(series.items()):
+        if len(np.unique(s.dates)) != len(s.dates):
+            raise MlkubeError(f"{name}: site {site} lists a date twice", "keep one row per site and date")
+        absent = [v for v in variables if v not in s.variables]
+        if absent:
+            raise MlkubeError(f"{name}: site {site} has no {absent}", "give every site the same variables")
+        shared = (s.dates >= first) & (s.dates <= last)
+        columns = [s.variables.index(v) for v in variables]
+        values[i, (s.dates[shared] - first).astype(np.int64)] = s.values[shared][:, columns]
+    return dates, values
+
+
 def as_date(day: np.datetime64) -> dt.date:
     """A numpy day as a `datetime.date`."""
     return day.astype("datetime64[D]").astype(dt.date)

@@ -1,12 +1,21 @@
 """A synthetic data set of any size: a seeded weather generator driving a conceptual bucket model (snow, soil)
-whose streamflow is the target, so that the truth is known."""
+whose streamflow is the target, so that the truth is known. `write_camels_us` writes it in CAMELS-US's text
+layout, so that a benchmark at any scale reads it through the CAMELS reader (and neuralhydrology's)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from mlkube.trainer.series.camels import CAMELS_TARGET
+from mlkube.trainer.series.camels import (
+    CAMELS_TARGET,
+    CUBIC_FOOT,
+    FORCING_SUFFIX,
+    STREAMFLOW_SUFFIX,
+)
 from mlkube.trainer.series.contract import Source
 
 # ------------------------------------------------------------------------------------------------ synthetic
@@ -48,6 +57,58 @@ def synthetic_source(n_sites: int, years: int, seed: int) -> Source:
 
     dynamic = tuple(v for v in SYNTHETIC_FORCINGS if v != "swe(mm)")  # swe is the model's snow state
     return Source("synthetic", sites, variables, attributes, read, dynamic, CAMELS_TARGET)
+
+
+CAMELS_FORCINGS = SYNTHETIC_FORCINGS[:7]  # Daymet's columns, in its order: dayl prcp srad swe tmax tmin vp
+HUCS = 18  # the CAMELS-US download's HUC folders; gauge i goes into folder i % HUCS + 1
+
+
+def write_camels_us(
+    folder: Path, n_sites: int, years: int, seed: int, progress: Callable[[str], None] = print
+) -> list[str]:
+    """`synthetic_source(n_sites, years, seed)` as a CAMELS-US download: basin_mean_forcing/daymet/<huc>/
+    <gauge>_lump_cida_forcing_leap.txt (latitude, elevation and an integer area in m2 above the columns),
+    usgs_streamflow/<huc>/<gauge>_streamflow_qc.txt (cfs, flag A) and camels_attributes_v2.0/camels_clim.txt
+    (the synthetic attributes) and camels_name.txt (huc_02, as neuralhydrology reads it). Gauge ids are 8
+    digits; returns them."""
+    source = synthetic_source(n_sites, years, seed)
+    dates, values = source.read(source.sites, [*CAMELS_FORCINGS, CAMELS_TARGET])
+    day = dates.astype("datetime64[D]")
+    ymd = np.stack(
+        [
+            day.astype("datetime64[Y]").astype(int) + 1970,
+            day.astype("datetime64[M]").astype(int) % 12 + 1,
+            (day - day.astype("datetime64[M]")).astype(int) + 1,
+        ],
+        axis=1,
+    )
+    gauges = [f"{i + 1:08d}" for i in range(n_sites)]
+    rng = np.random.default_rng([seed, n_sites])
+    areas = rng.uniform(1e8, 5e9, n_sites).round()  # m2
+    attributes = source.attributes.set_axis(gauges)
+    for i, gauge in enumerate(gauges):
+        huc = f"{i % HUCS + 1:02d}"
+        forcing = folder / "basin_mean_forcing" / "daymet" / huc / f"{gauge}{FORCING_SUFFIX}"
+        header = f"{attributes['latitude'].iloc[i]:.4f}\n{rng.uniform(0, 3000):.2f}\n{areas[i]:.0f}\n"
+        columns = "Year Mnth Day Hr " + " ".join(CAMELS_FORCINGS)
+        _write_rows(forcing, header + columns + "\n", "%d %02d %02d 12" + "\t%.2f" * 7, ymd, values[i, :, :7])
+        cfs = values[i, :, 7:] * areas[i] / (CUBIC_FOOT * 86400 * 1000)
+        flow = folder / "usgs_streamflow" / huc / f"{gauge}{STREAMFLOW_SUFFIX}"
+        _write_rows(flow, "", f"{gauge} %d %02d %02d %.2f A", ymd, cfs)
+        if (i + 1) % 100 == 0 or i + 1 == n_sites:
+            progress(f"wrote {i + 1}/{n_sites} basins")
+    tables = folder / "camels_attributes_v2.0"
+    tables.mkdir(parents=True, exist_ok=True)
+    attributes.rename_axis("gauge_id").to_csv(tables / "camels_clim.txt", sep=";")
+    names = pd.DataFrame({"huc_02": [i % HUCS + 1 for i in range(n_sites)], "gauge_name": gauges}, gauges)
+    names.rename_axis("gauge_id").to_csv(tables / "camels_name.txt", sep=";")
+    return gauges
+
+
+def _write_rows(path: Path, header: str, row: str, ymd: np.ndarray, values: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = "\n".join(row % (*date, *v) for date, v in zip(ymd.tolist(), values.tolist(), strict=True))
+    path.write_text(header + lines + "\n")
 
 
 def _synthetic_chunk(
