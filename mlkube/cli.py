@@ -47,6 +47,11 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model", action="append", help="serve only this model (repeatable; default: every model of the run)"
     )
+    p.add_argument(
+        "--host",
+        help="bind address of the inference and metrics APIs, e.g. 0.0.0.0 in a pod "
+        "(default: the run's serve.host, loopback)",
+    )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument(
         "--detach", action="store_true", help="return once it serves (default: stay attached until Ctrl-C)"

@@ -314,7 +314,8 @@ def test_serving_is_one_torchserve_pod_probed_on_the_inference_port_without_a_ke
     deployment, service = only(objs, "Deployment"), only(objs, "Service")
     template = deployment["spec"]["template"]
     (container,) = containers(template)
-    assert container["command"] == ["mlkube", "serve", "/runs/tuned-run"]
+    # where the server binds is the deployment's decision, not the training spec's serve.host (loopback)
+    assert container["command"] == ["mlkube", "serve", "/runs/tuned-run", "--host", "0.0.0.0"]
     # No management port at all: its key can scale workers without bound, so it is a Unix socket in the pod.
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"inference": 8080, "metrics": 8082}
     assert {p["name"] for p in service["spec"]["ports"]} == {"inference", "metrics"}

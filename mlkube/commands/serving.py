@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from mlkube.serving.archive import archive_run
-from mlkube.serving.server import describe, running_server, serve_run, wait_for_interrupt
+from mlkube.serving.server import describe, run_serve_spec, running_server, serve_run, wait_for_interrupt
 from mlkube.trainer.errors import MlkubeError
 from mlkube.trainer.run import Run
 
@@ -30,7 +30,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server.stop()
         print(f"stopped TorchServe of {run.id} (pid {server.pid})")
         return 0
-    server = serve_run(run, names=args.model)
+    serve = run_serve_spec(run)
+    if args.host is not None:  # where a server binds is the deployment's choice (a pod: 0.0.0.0)
+        serve = serve.model_copy(update={"host": args.host})
+    server = serve_run(run, serve, names=args.model)
     print(describe(server))
     if args.detach:
         print(f"stop it with: mlkube serve {run.path} --stop")
