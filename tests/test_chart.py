@@ -675,6 +675,7 @@ SCHEMA_RULES = [
     ({"metrics": {"port": 70000}}, "metrics.port: maximum: got 70,000, want 65,535"),
     ({"security": {"runAsUser": 0}}, "security.runAsUser: minimum: got 0, want 1"),
     ({"ray": {"mode": "forever"}}, "ray.mode: value must be one of 'job', 'cluster'"),
+    ({"serve": {"kind": "knative"}}, "serve.kind: value must be one of 'deployment', 'kserve'"),
     ({"ray": {"version": "latest"}}, "ray.version: 'latest' does not match pattern"),
     ({"ray": {"stages": "evaluate;rm"}}, "ray.stages: 'evaluate;rm' does not match pattern"),
     ({"ray": {"workers": {"maxReplicas": 0}}}, "ray.workers.maxReplicas: minimum: got 0, want 1"),
@@ -1070,16 +1071,20 @@ def test_rayjob_without_a_submitter_pod_has_no_submitter_policy(mode):
 TRAINING_KINDS = ("trainjob", "pytorchjob", "elasticjob")
 QUEUES = ("", "team-a")
 RAY_MODES = ("job", "cluster")
-SERVE_KINDS = (False, True)  # serve off / the TorchServe Deployment
+SERVE_KINDS = (
+    "",
+    "deployment",
+    "kserve",
+)  # serve off / the TorchServe Deployment / a KServe InferenceService
 
 
-def combination(kind: str, queue: str, mode: str, serve: bool) -> dict:
+def combination(kind: str, queue: str, mode: str, serve: str) -> dict:
     return {
         "training": {"kind": kind},
         "elastic": {"enabled": True},
         "queue": queue,
         "ray": {"mode": mode, "autoscaling": not queue},
-        "serve": {"enabled": serve},
+        "serve": {"enabled": bool(serve), **({"kind": serve} if serve else {})},
     }
 
 
@@ -1089,7 +1094,7 @@ COMBINATIONS = [(k, q, m, s) for k in TRAINING_KINDS for q in QUEUES for m in RA
 @pytest.mark.parametrize(
     ("kind", "queue", "mode", "serve"),
     COMBINATIONS,
-    ids=[f"{k}-{q or 'noqueue'}-{m}-{'serve' if s else 'noserve'}" for k, q, m, s in COMBINATIONS],
+    ids=[f"{k}-{q or 'noqueue'}-{m}-{s or 'noserve'}" for k, q, m, s in COMBINATIONS],
 )
 def test_every_combination_of_the_values_renders_valid_objects(kind, queue, mode, serve):
     values = combination(kind, queue, mode, serve)
@@ -1102,9 +1107,59 @@ def test_every_combination_of_the_values_renders_valid_objects(kind, queue, mode
     workload = {"trainjob": "TrainJob", "pytorchjob": "PyTorchJob", "elasticjob": "ElasticJob"}[kind]
     ray_kind = "RayJob" if mode == "job" else "RayCluster"
     kinds = {o["kind"] for o in objs}
-    assert {workload, ray_kind} <= kinds and ("Deployment" in kinds) == (serve or kind == "elasticjob")
+    assert {workload, ray_kind} <= kinds
+    assert ("Deployment" in kinds) == (serve == "deployment" or kind == "elasticjob")
+    assert ("InferenceService" in kinds) == (serve == "kserve")
     for obj in objs:
         if obj["kind"] == "RayJob":
             kuberay_rules(obj["spec"])
         queued = obj["metadata"]["labels"].get("kueue.x-k8s.io/queue-name")
         assert queued == (queue if obj["kind"] in (workload, ray_kind) and queue else None), obj["kind"]
+
+
+# ------------------------------------------------------------------------------------------ KServe serving
+def test_kserve_serves_the_same_pod_as_the_deployment_in_an_inferenceservice_of_one_replica():
+    """serve.kind kserve: a custom predictor of KServe's Standard mode (no Knative) running the Deployment's
+    own pod (one template helper), one replica, Recreate, no autoscaler, the Open Inference Protocol declared;
+    no Service of the chart's (KServe makes <name>-predictor) and valid against KServe v0.20.0's CRD."""
+    deployment = only(objects({"serve": {"enabled": True}}), "Deployment")
+    objs = objects({"serve": {"enabled": True, "kind": "kserve"}})
+    isvc = only(objs, "InferenceService")
+    assert problems(isvc) == []
+    assert isvc["metadata"]["annotations"] == {
+        "serving.kserve.io/deploymentMode": "Standard",
+        "serving.kserve.io/autoscalerClass": "none",
+    }
+    predictor = isvc["spec"]["predictor"]
+    assert (predictor["minReplicas"], predictor["maxReplicas"]) == (1, 1)
+    assert predictor["deploymentStrategy"] == {"type": "Recreate"}
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = predictor["containers"]
+    (served,) = pod["containers"]
+    assert container["name"] == "kserve-container" and {"name": "PROTOCOL", "value": "v2"} in container["env"]
+    assert {**container, "name": served["name"], "env": served["env"]} == served
+    assert [e for e in container["env"] if e["name"] != "PROTOCOL"] == served["env"]
+    assert {k: predictor[k] for k in pod if k != "containers"} == {
+        k: v for k, v in pod.items() if k != "containers"
+    }
+    assert (
+        predictor["labels"] == deployment["spec"]["template"]["metadata"]["labels"]
+    )  # the NetworkPolicy's pods
+    kinds = {o["kind"] for o in objs}
+    assert "Deployment" not in kinds and "Service" not in kinds and "NetworkPolicy" in kinds
+
+
+def test_kserve_helm_test_and_notes_use_kserves_names():
+    values = {"serve": {"enabled": True, "kind": "kserve"}}
+    rendered = render(values, "demo", "ml")
+    env = {e["name"]: e.get("value") for e in helm_test_pod(values)["spec"]["containers"][0]["env"]}
+    assert env["URL"] == "http://demo-serve-predictor:80"
+    assert "exec deploy/demo-serve-predictor -- mlkube predict" in rendered.notes
+    assert "port-forward svc/demo-serve-predictor 8080:80" in rendered.notes
+
+
+def test_kserve_refuses_the_service_monitor_naming_what_to_scrape_instead():
+    with pytest.raises(MlkubeError, match="KServe makes the serving Service itself"):
+        render(
+            {"serve": {"enabled": True, "kind": "kserve", "serviceMonitor": {"enabled": True}}}, "demo", "ml"
+        )

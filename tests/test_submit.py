@@ -218,6 +218,37 @@ def test_submit_serve_waits_for_the_replicas_and_prints_how_to_predict(mlkube, c
     )
 
 
+def test_submit_serve_on_kserve_waits_for_the_inferenceservice_and_prints_its_names(
+    mlkube, cluster, tmp_path
+):
+    cluster.install("kserve")
+    not_ready = {"conditions": [{"type": "Ready", "status": "False", "reason": "PredictorNotReady"}]}
+    ready = {"conditions": [{"type": "Ready", "status": "True"}]}
+    cluster.script("inferenceservices", "mlkube-t1-serve", not_ready, ready)
+    (tmp_path / "values.yaml").write_text("serve: {kind: kserve}\n")
+    proc = mlkube(
+        "submit", "experiment.yaml", "--kind", "serve", "--run-id", "t1", "-f", "values.yaml", *FAST
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        "Not ready: PredictorNotReady" in proc.stderr
+        and "InferenceService/mlkube-t1-serve Ready" in proc.stdout
+    )
+    assert "port-forward svc/mlkube-t1-serve-predictor 8080:80" in proc.stdout
+    created = set(cluster.created())
+    assert {"InferenceService/mlkube-t1-serve", "NetworkPolicy/mlkube-t1-serve"} <= created
+    assert not {"Service/mlkube-t1-serve", "Deployment/mlkube-t1-serve"} & created  # KServe makes its own
+
+
+def test_submit_serve_on_kserve_without_kserve_names_it(mlkube, cluster, tmp_path):
+    (tmp_path / "values.yaml").write_text("serve: {kind: kserve}\n")
+    proc = mlkube(
+        "submit", "experiment.yaml", "--kind", "serve", "--run-id", "t1", "-f", "values.yaml", *FAST
+    )
+    assert proc.returncode == 2
+    assert "does not serve InferenceService (serving.kserve.io/v1beta1): KServe" in proc.stderr
+
+
 def test_submit_serve_needs_the_run_to_serve(mlkube, cluster):
     proc = mlkube("submit", "experiment.yaml", "--kind", "serve")
     assert (

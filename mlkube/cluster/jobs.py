@@ -62,6 +62,17 @@ def _trainjob_state(obj: dict) -> State:
     return State(f"Running, {active} active" if active else "Pending")
 
 
+def _inferenceservice_state(obj: dict) -> State:
+    """KServe: Ready once its predictor serves; a predictor that failed to start is reported with its reason
+    (it keeps retrying, so a serving run never ends on its own)."""
+    conditions = {c.get("type"): c for c in (obj.get("status") or {}).get("conditions") or []}
+    ready = conditions.get("Ready") or {}
+    if ready.get("status") == "True":
+        return State("Ready", True, True)
+    reason = ready.get("message") or ready.get("reason")
+    return State("Not ready" + (f": {reason}" if reason else ""))
+
+
 def _deployment_state(obj: dict) -> State:
     want = (obj.get("spec") or {}).get("replicas") or 1
     status = obj.get("status") or {}
@@ -78,6 +89,7 @@ WORKLOADS: dict[str, tuple[str, Callable[[dict], State]]] = {
     "PyTorchJob": ("kubeflow.org/v1", _conditions_state),
     "ElasticJob": ("elastic.pytorch.org/v1alpha1", _conditions_state),
     "Deployment": ("apps/v1", _deployment_state),
+    "InferenceService": ("serving.kserve.io/v1beta1", _inferenceservice_state),
 }
 # Every other kind the chart makes with a run's label (the runs PersistentVolumeClaim has none: it is kept).
 SUPPORT_KINDS = (

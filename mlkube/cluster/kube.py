@@ -27,6 +27,7 @@ OPERATORS = {
     "kubeflow.org": "the Kubeflow training operator (v1)",
     "elastic.pytorch.org": "the TorchElastic ElasticJob controller",
     "monitoring.coreos.com": "the Prometheus operator (or set serve.serviceMonitor.enabled=false)",
+    "serving.kserve.io": "KServe (or set serve.kind: deployment)",
 }
 
 

@@ -287,6 +287,70 @@ workerGroupSpecs:
     template: {{- include "mlkube.rayPod" (dict "root" . "name" "ray-worker" "resources" $ray.workers.resources "gpus" $gpus "driver" false) | nindent 6 }}
 {{- end -}}
 
+{{/* The serving pod's spec (the body under a Deployment's template.spec and a KServe InferenceService's predictor):
+`mlkube serve` of the run on all interfaces (the Service and the probes come from outside the pod; the NetworkPolicy
+says who), its env, ports and TCP probes, the runs claim read-write (the serving folder), a private /tmp.
+(dict "root" . "container" NAME). */}}
+{{- define "mlkube.servePod" -}}
+{{- $root := .root -}}
+{{- $s := $root.Values.serve -}}
+automountServiceAccountToken: false
+securityContext: {{- include "mlkube.podSecurityContext" $root | nindent 2 }}
+{{ include "mlkube.scheduling" (dict "root" $root "gpu" false) }}
+containers:
+  - name: {{ .container }}
+    image: {{ include "mlkube.image" $root }}
+    imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+    command: [mlkube, serve, {{ printf "%s/%s" $root.Values.runs.mountPath (include "mlkube.serveRunId" $root) }}, --host, 0.0.0.0]
+    workingDir: /tmp
+    env:
+      {{- include "mlkube.env" $root | nindent 6 }}
+      {{- include "mlkube.signingEnv" $root | nindent 6 }}
+      {{- if eq $s.kind "kserve" }}
+      - {name: PROTOCOL, value: v2}   # KServe: the Open Inference Protocol (POST /v2/models/<model>/infer)
+      {{- end }}
+    ports:
+      - {name: inference, containerPort: {{ $s.ports.inference }}}
+      - {name: metrics, containerPort: {{ $s.ports.metrics }}}
+    {{- /* TCP: /ping needs the key (values.yaml, serve). The startup probe allows 5 min to archive and load. */}}
+    startupProbe:
+      tcpSocket: {port: inference}
+      periodSeconds: 5
+      failureThreshold: 60
+    readinessProbe:
+      tcpSocket: {port: inference}
+      periodSeconds: 10
+    livenessProbe:
+      tcpSocket: {port: inference}
+      periodSeconds: 20
+      failureThreshold: 3
+    resources: {{- toYaml $s.resources | nindent 6 }}
+    securityContext: {{- include "mlkube.containerSecurityContext" $root | nindent 6 }}
+    volumeMounts:
+      - {name: runs, mountPath: {{ $root.Values.runs.mountPath }}}
+      - {name: tmp, mountPath: /tmp}
+      {{- include "mlkube.signingMount" $root | nindent 6 }}
+volumes:
+  - name: runs
+    persistentVolumeClaim: {claimName: {{ include "mlkube.claimName" $root }}}
+  {{- include "mlkube.tmpVolume" (dict "root" $root "size" $root.Values.scratch.tmp) | nindent 2 }}
+  {{- include "mlkube.signingVolume" $root | nindent 2 }}
+{{- end -}}
+
+{{/* The serving workload and its Service (kubectl names): ours for serve.kind deployment, KServe's for kserve (its
+standard mode names both <InferenceService>-predictor; the Service's port 80 leads to the inference port). */}}
+{{- define "mlkube.serveWorkload" -}}
+{{ include "mlkube.fullname" . }}-serve{{ if eq .Values.serve.kind "kserve" }}-predictor{{ end }}
+{{- end -}}
+
+{{- define "mlkube.serveUrl" -}}
+{{- if eq .Values.serve.kind "kserve" -}}
+http://{{ include "mlkube.serveWorkload" . }}:80
+{{- else -}}
+http://{{ include "mlkube.serveWorkload" . }}:{{ .Values.serve.ports.inference }}
+{{- end -}}
+{{- end -}}
+
 {{/* Rules across values that a JSON schema cannot say; each fails `helm install` with the fix. */}}
 {{- define "mlkube.validate" -}}
 {{- $e := .Values.elastic -}}
@@ -324,6 +388,9 @@ workerGroupSpecs:
 {{- $exporters := or (and .Values.ray.enabled (eq .Values.ray.mode "job")) .Values.elastic.enabled -}}
 {{- if and .Values.networkPolicy.enabled .Values.metrics.podMonitor.enabled $exporters (not .Values.networkPolicy.metricsFrom) -}}
 {{- fail "metrics.podMonitor.enabled: the NetworkPolicies close the exporter ports; add Prometheus to networkPolicy.metricsFrom (e.g. a namespaceSelector)" -}}
+{{- end -}}
+{{- if and .Values.serve.enabled (eq .Values.serve.kind "kserve") .Values.serve.serviceMonitor.enabled -}}
+{{- fail "serve.serviceMonitor: KServe makes the serving Service itself (without this chart's labels); with serve.kind kserve scrape the pods (their prometheus.io annotations, or metrics.podMonitor)" -}}
 {{- end -}}
 {{- if not (or .Values.ray.enabled .Values.elastic.enabled .Values.serve.enabled) -}}
 {{- fail "nothing to deploy: enable ray, elastic or serve (e.g. --set serve.enabled=true)" -}}
