@@ -1,168 +1,435 @@
-"""Benchmark: the LSTM's training loop, its elastic scaling and its skill, ratios measured in one run.
+"""Benchmark: the LSTM against neuralhydrology's CudaLSTM, ratios measured in one run, repeats interleaved.
 
-1. Loop overhead: mlkube's training loop (`Trainer.fit`: sampler, masked NSE loss, clipping, schedule, hooks,
-   a checkpoint every `checkpoint_every` steps, validation every epoch) against a bare PyTorch loop (the same
-   network, the same batches from the same sampler, Adam, masked MSE, nothing else), in this process, one
-   worker. Sequences per second over the whole loop.
-2. Elastic scaling: the same training under torchrun with 1 and with 2 gloo workers (sequences per second of
-   the training steps, and the wall time with torchrun's start-up).
-Parts 1 and 2 interleave their repeats and report the best of each: on a machine shared with other work, the
-fastest repeat is the one least disturbed by it.
-3. Skill: `examples/hydrology.yaml` end to end (prepare + deep stage, 2 workers): test-period median NSE of
-   the LSTM and of the baselines on the shipped CAMELS-US sample.
-4. GPU (where CUDA exists): forward + backward of the network with cuDNN and with cuDNN disabled.
+1. The shipped CAMELS-US sample, one configuration for both (6 Daymet inputs, 6 static attributes, hidden 64,
+   270-day sequences, batch 256, NSE loss, the last day of each sequence scored, `--steps` steps, CPU):
+   sequences per second of the training steps (best / median), start-up from the command to the first step,
+   and the test period's median NSE, for neuralhydrology (with `--with-neuralhydrology`), mlkube with 1 worker
+   in each network setting (`input_layer` on and off), and mlkube with 2 workers. Each run is a fresh process
+   (`mlkube run SPEC`: prepare, torchrun, scores; neuralhydrology's trainer and tester).
+2. `--scale SITES YEARS` (e.g. 671 20): the synthetic data set written in the CAMELS-US text layout
+   (trainer.series.synthetic.write_camels_us, cached in build/bench/), read by both: loading before the first
+   step, `--scale-steps` training steps, and the peak memory of the whole run (the summed RSS of the process
+   tree, sampled every 0.1 s): neuralhydrology's trainer and tester; `mlkube run` with 1 worker, with the
+   baselines and without.
+3. GPU (where CUDA exists): forward + backward of the network with cuDNN and with cuDNN disabled.
 
-    .venv/bin/python benchmarks/lstm.py                 # add --repeats 1 --no-skill for a quick run
+neuralhydrology is never a dependency of mlkube: `--with-neuralhydrology` installs it from PyPI into its own
+virtual environment (build/nh-venv, with the CPU torch pin of constraints.txt) on first use.
+
+    .venv/bin/python benchmarks/lstm.py --with-neuralhydrology --repeats 3
+    .venv/bin/python benchmarks/lstm.py --with-neuralhydrology --repeats 1 --scale 671 20
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
-from mlkube.trainer.spec import Spec, load_spec, parse_spec
-
 ROOT = Path(__file__).resolve().parents[1]
-# The spec's defaults (camels_us_sample, 365 days, hidden 64, global batch 64), shortened to `steps` steps.
-SPEC = (
-    "seed: 0\nlstm: {{train: {{epochs: {epochs}, steps_per_epoch: 50}}, "
-    "elastic: {{nproc_per_node: {workers}}}}}\n"
-)
+BENCH = ROOT / "build" / "bench"
+NH_VENV = ROOT / "build" / "nh-venv"
+NH_VERSION = "1.13.0"
+NH = f"neuralhydrology {NH_VERSION} CudaLSTM"
+DYNAMIC = ["dayl(s)", "prcp(mm/day)", "srad(W/m2)", "tmax(C)", "tmin(C)", "vp(Pa)"]
+SAMPLE_STATIC = ["p_mean", "pet_mean", "aridity", "frac_snow", "elev_mean", "area_gages2"]
+SYNTHETIC_STATIC = ["latitude", "wet_day_prcp", "t_mean", "soil_capacity", "recession", "melt_factor"]
+SAMPLE_PERIODS = {
+    "train": ("2000-01-01", "2001-06-30"),
+    "validation": ("2001-07-01", "2001-12-31"),
+    "test": ("2002-01-01", "2002-12-31"),
+}
+SEQUENCE, BATCH, HIDDEN, DROPOUT, FORGET_BIAS, LEARNING_RATE = 270, 256, 64, 0.4, 3.0, 1e-3
+SETTINGS = {  # mlkube's network settings (lstm.model)
+    "CudaLSTM": {"input_layer": False, "initial_forget_bias": FORGET_BIAS},
+    "input layer": {"input_layer": True, "initial_forget_bias": FORGET_BIAS},
+}
+
+# --------------------------------------------------------------------------------------- neuralhydrology
+NH_DRIVER = '''
+"""neuralhydrology's own trainer, timed: argv = config, launch time (unix s), steps, result file."""
+import json, math, sys, time
+from pathlib import Path
+
+from neuralhydrology.evaluation import get_tester
+from neuralhydrology.training.basetrainer import BaseTrainer
+from neuralhydrology.utils.config import Config
 
 
-def bench_spec(steps: int, workers: int = 1) -> Spec:
-    return parse_spec(SPEC.format(epochs=max(1, steps // 50), workers=workers))
+class Enough(Exception):
+    pass
 
 
-def bare_loop(spec: Spec, prepared, steps: int) -> float:
-    """Sequences per second of a plain PyTorch loop over the same batches as mlkube's."""
-    import torch
-
-    from mlkube.trainer.lstm.model import architecture, build_model
-    from mlkube.trainer.preprocess import BatchSampler, standardize
-
-    lstm = spec.lstm
-    data = standardize(prepared.data, prepared.stats)
-    torch.manual_seed(spec.seed)
-    net = build_model(architecture(lstm, data))
-    optimizer = torch.optim.Adam(net.parameters(), lr=lstm.train.learning_rate)
-    sampler = BatchSampler(data, lstm.sequence_length, spec.seed, horizon=lstm.horizon)
-    start = time.perf_counter()
-    for step in range(steps):
-        batch = sampler.batch(step, lstm.train.batch_size)
-        x, y = torch.from_numpy(batch.x), torch.from_numpy(batch.y)
-        scored = ~torch.isnan(y)
-        loss = ((net(x) - y.nan_to_num()) ** 2 * scored).sum() / scored.sum()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return steps * lstm.train.batch_size / (time.perf_counter() - start)
+config, launched, steps, out = Path(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
+cfg = Config(config)
+trainer = BaseTrainer(cfg)
+trainer.initialize_training()
+per_epoch = len(trainer.loader)
+cfg.update_config({"epochs": math.ceil(steps / per_epoch), "save_weights_every": 10**6})
+clock = {"first": None, "last_end": None, "seconds": 0.0, "steps": 0, "epoch_start": True}
 
 
-def mlkube_loop(spec: Spec, prepared, steps: int) -> float:
-    """Sequences per second of `Trainer.fit` (checkpoints and validation included)."""
-    from mlkube.trainer.lstm.train import Trainer
-
-    with tempfile.TemporaryDirectory() as folder:
-        trainer = Trainer(
-            spec.lstm, spec.seed, prepared, checkpoints=Path(folder), hooks=(lambda info: None,)
-        )
-        start = time.perf_counter()
-        trainer.fit()
-        return steps * spec.lstm.train.batch_size / (time.perf_counter() - start)
+def before(module, args):
+    now = time.time()
+    if clock["first"] is None:
+        clock["first"] = now
+    if clock["steps"] >= steps:
+        raise Enough
+    clock["start"] = now if clock["epoch_start"] or clock["last_end"] is None else clock["last_end"]
+    clock["epoch_start"] = False
 
 
-def loop_overhead(steps: int, repeats: int) -> None:
-    from mlkube.trainer.lstm.prepared import prepare
+def after(optimizer, args, kwargs):
+    now = time.time()
+    clock["seconds"] += now - clock["start"]
+    clock["steps"] += 1
+    clock["last_end"] = now
 
-    spec = bench_spec(steps)
-    steps = spec.lstm.train.epochs * spec.lstm.train.steps_per_epoch
-    prepared = prepare(spec)
-    bare_loop(spec, prepared, 3)  # warm-up: JIT of the sampler's kernels, torch's first calls
-    runs = {"bare": [], "mlkube": []}
-    for _ in range(repeats):
-        runs["bare"].append(bare_loop(spec, prepared, steps))
-        runs["mlkube"].append(mlkube_loop(spec, prepared, steps))
-    bare, ours = (max(runs[k]) for k in ("bare", "mlkube"))
-    print(
-        f"1. loop ({steps} steps × {spec.lstm.train.batch_size} sequences of "
-        f"{spec.lstm.sequence_length} days, "
-        f"best of {repeats}): bare PyTorch {bare:.0f} seq/s, mlkube {ours:.0f} seq/s, ratio {ours / bare:.2f}"
+
+train_epoch = trainer._train_epoch
+
+
+def epoch(epoch):
+    clock["epoch_start"] = True
+    train_epoch(epoch=epoch)
+
+
+trainer._train_epoch = epoch
+hooks = [trainer.model.register_forward_pre_hook(before), trainer.optimizer.register_step_post_hook(after)]
+try:
+    trainer.train_and_validate()
+except Enough:
+    pass
+for hook in hooks:
+    hook.remove()
+tester = get_tester(cfg, cfg.run_dir, "test", init_model=False)
+results = tester.evaluate(save_results=False, metrics=["NSE"], model=trainer.model)
+nse = sorted(r["1D"]["NSE"] for r in results.values() if math.isfinite(r["1D"]["NSE"]))
+out.write_text(json.dumps({
+    "startup": clock["first"] - launched,
+    "seq_per_s": clock["steps"] * cfg.batch_size / clock["seconds"],
+    "steps": clock["steps"],
+    "test_nse": nse[(len(nse) - 1) // 2] if nse else None,
+}))
+'''
+
+
+def nh_python() -> Path:
+    """build/nh-venv/bin/python with neuralhydrology, installed on first use."""
+    python = NH_VENV / "bin" / "python"
+    probe = [str(python), "-c", "import neuralhydrology"]
+    if python.exists() and subprocess.run(probe, capture_output=True, check=False).returncode == 0:
+        return python
+    print(f"installing neuralhydrology {NH_VERSION} into {NH_VENV} (once)", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", str(NH_VENV)], check=True)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "-c", str(ROOT / "constraints.txt"), "torch"]
+        + [f"neuralhydrology=={NH_VERSION}"],
+        check=True,
     )
+    return python
 
 
-def elastic_scaling(steps: int, repeats: int) -> None:
-    rates: dict[int, list[float]] = {1: [], 2: []}
-    walls: dict[int, list[float]] = {1: [], 2: []}
-    with tempfile.TemporaryDirectory() as root:
-        for repeat in range(repeats):
-            for workers in (1, 2):
-                rate, wall = torchrun_training(Path(root) / f"{workers}-{repeat}", bench_spec(steps, workers))
-                rates[workers].append(rate)
-                walls[workers].append(wall)
-    for workers in (1, 2):
-        print(
-            f"2. torchrun, {workers} worker(s), best of {repeats}: {max(rates[workers]):.0f} seq/s "
-            f"in the training steps, {min(walls[workers]):.1f} s wall with start-up"
-        )
-    print(f"   2 vs 1 workers: {max(rates[2]) / max(rates[1]):.2f}×")
+def nh_layout(camels: Path, folder: Path) -> Path:
+    """The data in neuralhydrology's CAMELS-US layout (basin_mean_forcing/daymet, usgs_streamflow,
+    camels_attributes_v2.0), as links to the shipped sample's folders."""
+    folder.mkdir(parents=True, exist_ok=True)
+    links = {
+        folder / "basin_mean_forcing" / "daymet": camels / "forcing_daymet",
+        folder / "usgs_streamflow": camels / "streamflow",
+        folder / "camels_attributes_v2.0": camels / "attributes",
+    }
+    for link, target in links.items():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.exists():
+            link.symlink_to(target)
+    return folder
 
 
-def torchrun_training(root: Path, spec: Spec) -> tuple[float, float]:
-    """(sequences per second of the training steps, wall seconds) of one torchrun training."""
-    from mlkube.torchrun import launch
-    from mlkube.trainer.lstm.elastic import TRAINING_RECORD
-    from mlkube.trainer.lstm.prepared import prepare
-    from mlkube.trainer.progress import Progress
-    from mlkube.trainer.run import LSTM_MODEL, Run, read_json
+def nh_config(folder: Path, data: Path, basins: list[str], static: list[str], periods: dict, steps: int):
+    """A neuralhydrology run configuration of the benchmark's network and training."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "basins.txt").write_text("\n".join(basins) + "\n")
 
-    run = Run.start(spec.to_yaml(), root, run_id="bench")
-    prepare(spec, run.path)
-    start = time.perf_counter()
-    launch(spec.lstm.elastic, run, Progress(quiet=True))
-    record = read_json(run.model_dir(LSTM_MODEL) / TRAINING_RECORD)
-    return record["samples_per_second"], time.perf_counter() - start
+    def day(text: str) -> str:
+        y, m, d = text.split("-")
+        return f"{d}/{m}/{y}"
+
+    config = {
+        "experiment_name": "bench",
+        "run_dir": str(folder / "runs"),
+        **{f"{p}_basin_file": str(folder / "basins.txt") for p in ("train", "validation", "test")},
+        **{f"{p}_start_date": day(periods[p][0]) for p in ("train", "validation", "test")},
+        **{f"{p}_end_date": day(periods[p][1]) for p in ("train", "validation", "test")},
+        "device": "cpu",
+        "validate_every": None,
+        "metrics": ["NSE"],
+        "model": "cudalstm",
+        "head": "regression",
+        "output_activation": "linear",
+        "hidden_size": HIDDEN,
+        "initial_forget_bias": FORGET_BIAS,
+        "output_dropout": DROPOUT,
+        "optimizer": "Adam",
+        "loss": "NSE",
+        "learning_rate": {0: LEARNING_RATE},
+        "batch_size": BATCH,
+        "epochs": 1,
+        "clip_gradient_norm": 1,
+        "predict_last_n": 1,
+        "seq_length": SEQUENCE,
+        "num_workers": 0,
+        "log_interval": 10**6,
+        "log_tensorboard": False,
+        "log_n_figures": 0,
+        "save_weights_every": 10**6,
+        "dataset": "camels_us",
+        "data_dir": str(data),
+        "forcings": ["daymet"],
+        "dynamic_inputs": DYNAMIC,
+        "target_variables": ["QObs(mm/d)"],
+        "clip_targets_to_zero": ["QObs(mm/d)"],
+        "static_attributes": static,
+        "seed": 0,
+    }
+    import yaml
+
+    path = folder / "config.yml"
+    path.write_text(yaml.safe_dump(config))
+    return path
 
 
-def skill() -> None:
-    from mlkube.pipeline import run_pipeline
-    from mlkube.trainer.progress import Progress
+def run_nh(python: Path, config: Path, steps: int) -> dict:
+    """One neuralhydrology training (a fresh process): start-up, sequences/s, test NSE, peak memory."""
+    driver, out = config.parent / "driver.py", config.parent / "result.json"
+    driver.write_text(NH_DRIVER)
+    out.unlink(missing_ok=True)
+    command = [str(python), str(driver), str(config), str(time.time()), str(steps), str(out)]
+    peak = run_measured(command, cwd=config.parent)
+    return {**json.loads(out.read_text()), "peak_gb": peak}
+
+
+# ------------------------------------------------------------------------------------------------- mlkube
+def mlkube_spec(data: dict, static: list[str], steps: int, workers: int, setting: dict, baselines=()) -> str:
+    import yaml
+
+    spec = {
+        "seed": 0,
+        "lstm": {
+            "data": {**data, "dynamic_inputs": DYNAMIC, "static_inputs": static},
+            "sequence_length": SEQUENCE,
+            "model": {"hidden_size": HIDDEN, "dropout": DROPOUT, **setting},
+            "train": {
+                "epochs": 1,
+                "steps_per_epoch": steps,
+                "batch_size": BATCH,
+                "learning_rate": LEARNING_RATE,
+                "loss": "nse",
+                "warmup_days": SEQUENCE - 1,  # neuralhydrology's predict_last_n: 1
+                "checkpoint_every": steps,
+                "clip_grad_norm": 1.0,
+            },
+            "elastic": {"nproc_per_node": workers},
+            "baselines": list(baselines),
+        },
+    }
+    return yaml.safe_dump(spec)
+
+
+def mlkube_run(root: Path, spec_text: str) -> dict:
+    """`mlkube run SPEC` (a fresh process: prepare, torchrun, test scores, the spec's baselines): start-up
+    from the command to the first step, its prepare stage, sequences/s, test NSE, peak memory."""
     from mlkube.trainer.run import Run, read_json
 
-    spec = load_spec(ROOT / "examples" / "hydrology.yaml")
-    with tempfile.TemporaryDirectory() as root:
-        run = Run.start(spec.to_yaml(), Path(root), run_id="hydrology")
-        run_pipeline(spec, run, Progress(quiet=True))
-        deep = read_json(run.stage_file("deep"))
-    ranking = ", ".join(f"{r['model']} {r['median_nse']:.3f}" for r in deep["ranking"])
-    print(
-        f"3. examples/hydrology.yaml, test period {deep['dates'][0]}..{deep['dates'][1]}, median NSE over "
-        f"{len(deep['sites'])} sites: {ranking}"
+    root.mkdir(parents=True)
+    (root / "spec.yaml").write_text(spec_text + f"run_dir: {root / 'runs'}\n")
+    start = time.time()
+    command = [
+        str(Path(sys.executable).parent / "mlkube"),
+        "run",
+        str(root / "spec.yaml"),
+        "--run-id",
+        "bench",
+    ]
+    peak = run_measured(command)
+    run = Run(root / "runs" / "bench")
+    deep, timings = read_json(run.stage_file("deep")), read_json(run.timings_file)
+    record = deep["training"]
+    return {
+        "startup": record["segments"][-1]["first_step_at"] - start,
+        "prepare": timings["prepare"],
+        "seq_per_s": record["samples_per_second"],
+        "test_nse": deep["models"]["lstm"]["median"]["nse"],
+        "torch_threads": record["torch_threads"],
+        "peak_gb": peak,
+        "wall": time.time() - start,
+    }
+
+
+# ------------------------------------------------------------------------------------------ measurement
+def run_measured(command: list[str], **options) -> float:
+    """Run `command` to its end; the peak of its process tree's summed RSS (GB, sampled every 0.1 s)."""
+    import psutil
+
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **options)
+    peak = [0]
+    done = threading.Event()
+
+    def sample() -> None:
+        root = psutil.Process(proc.pid)
+        while not done.wait(0.1):
+            try:
+                tree = [root, *root.children(recursive=True)]
+                peak[0] = max(peak[0], sum(p.memory_info().rss for p in tree if p.is_running()))
+            except psutil.Error:
+                continue
+
+    watcher = threading.Thread(target=sample, daemon=True)
+    watcher.start()
+    err, _ = proc.communicate()
+    done.set()
+    watcher.join()
+    if proc.returncode:
+        raise RuntimeError(f"{command[:3]} failed ({proc.returncode}):\n{err[-3000:]}")
+    return peak[0] / 1e9
+
+
+def row(label: str, runs: list[dict], base: list[dict] | None) -> str:
+    """A table row: sequences/s best / median, the median's ratio to `base`'s, start-up, test NSE."""
+    rates, startups = [r["seq_per_s"] for r in runs], [r["startup"] for r in runs]
+    nse = statistics.median(r["test_nse"] for r in runs)
+    ratio = f"{statistics.median(rates) / median(base, 'seq_per_s'):.2f}×" if base else "-"
+    return (
+        f"| {label} | {max(rates):.0f} / {statistics.median(rates):.0f} | {ratio} | "
+        f"{min(startups):.1f} / {statistics.median(startups):.1f} s | {nse:.3f} |"
     )
+
+
+def median(runs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def sample_benchmark(steps: int, repeats: int, with_nh: bool) -> None:
+    from mlkube.trainer.series.load import DATASETS
+
+    camels = DATASETS / "camels_us_sample"
+    sites = sorted(p.name.split("_")[0] for p in (camels / "streamflow").iterdir())
+    runs: dict[str, list[dict]] = {}
+    cases = {f"mlkube 1 worker, {name}": (1, setting) for name, setting in SETTINGS.items()} | {
+        "mlkube 2 workers, CudaLSTM": (2, SETTINGS["CudaLSTM"])
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        nh = None
+        if with_nh:
+            python = nh_python()
+            data = nh_layout(camels, folder / "nh-data")
+            nh = nh_config(folder / "nh", data, sites, SAMPLE_STATIC, SAMPLE_PERIODS, steps)
+        for repeat in range(repeats):
+            if nh is not None:
+                runs.setdefault(NH, []).append(run_nh(python, nh, steps))
+            for index, (label, (workers, setting)) in enumerate(cases.items()):
+                text = mlkube_spec({"name": "camels_us_sample"}, SAMPLE_STATIC, steps, workers, setting)
+                runs.setdefault(label, []).append(mlkube_run(folder / f"{repeat}-{index}", text))
+            print(
+                f"repeat {repeat + 1}/{repeats}: " + json.dumps({k: v[-1] for k, v in runs.items()}),
+                flush=True,
+            )
+    base = runs.get(NH)
+    print(
+        f"\n1. shipped CAMELS-US sample ({len(sites)} basins), {steps} steps × {BATCH} sequences of "
+        f"{SEQUENCE} days, hidden {HIDDEN}, NSE loss, last day scored, "
+        f"CPU ({len(os.sched_getaffinity(0))} cores), {repeats} interleaved repeats\n"
+    )
+    print(
+        "| | sequences/s (best / median) | vs neuralhydrology (median) | start-up to the first step "
+        "(best / median) | test median NSE |"
+    )
+    print("|---|---|---|---|---|")
+    for label, results in runs.items():
+        print(row(label, results, base if label != NH else None))
+    lone = runs["mlkube 1 worker, CudaLSTM"]
+    print(
+        f"\nmlkube's start-up: its prepare step {median(lone, 'prepare'):.1f} s (median), then torchrun; "
+        f"a lone worker trained on {lone[0]['torch_threads']} torch threads"
+    )
+    if base:
+        speed = median(lone, "seq_per_s") / median(base, "seq_per_s")
+        start, nh_start = median(lone, "startup"), median(base, "startup")
+        print(
+            f"goals: 1 worker ≥ 1.2× neuralhydrology's sequences/s: {speed:.2f}× ({met(speed >= 1.2)}); "
+            f"start-up ≤ neuralhydrology's: {start:.1f} s vs {nh_start:.1f} s ({met(start <= nh_start)}); "
+            f"test NSE ≥ neuralhydrology's: {median(lone, 'test_nse'):.3f} vs {median(base, 'test_nse'):.3f} "
+            f"({met(median(lone, 'test_nse') >= median(base, 'test_nse'))})"
+        )
+
+
+def met(goal: bool) -> str:
+    return "met" if goal else "not met"
+
+
+def scale_benchmark(sites: int, years: int, steps: int, with_nh: bool) -> None:
+    from mlkube.trainer.series.synthetic import write_camels_us
+
+    folder = BENCH / f"camels_us_{sites}x{years}"
+    if not (folder / "camels_attributes_v2.0" / "camels_name.txt").exists():
+        print(
+            f"writing the synthetic data set, {sites} basins × {years} years, to {folder} (once)", flush=True
+        )
+        write_camels_us(folder, sites, years, seed=0)
+    gauges = sorted(p.name.split("_")[0] for p in (folder / "usgs_streamflow").rglob("*.txt"))
+    third = 2000 + years // 2
+    periods = {
+        "train": ("2000-01-01", f"{third - 1}-12-31"),
+        "validation": (f"{third}-01-01", f"{third + (years - years // 2) // 2 - 1}-12-31"),
+        "test": (f"{third + (years - years // 2) // 2}-01-01", f"{2000 + years - 1}-12-31"),
+    }
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        if with_nh:
+            config = nh_config(Path(tmp) / "nh", folder, gauges, SYNTHETIC_STATIC, periods, steps)
+            results["neuralhydrology"] = run_nh(nh_python(), config, steps)
+            print("neuralhydrology: " + json.dumps(results["neuralhydrology"]), flush=True)
+        data = {"path": str(folder)} | {f"{p}_period": list(periods[p]) for p in periods}
+        for label, baselines in (("mlkube", ["climatology", "Ridge", "GBM"]), ("mlkube, no baselines", [])):
+            text = mlkube_spec(data, SYNTHETIC_STATIC, steps, 1, SETTINGS["CudaLSTM"], baselines)
+            results[label] = mlkube_run(Path(tmp) / f"mlkube-{len(baselines)}", text)
+            print(f"{label}: " + json.dumps(results[label]), flush=True)
+    print(f"\n2. synthetic CAMELS-US text layout, {sites} basins × {years} years, {steps} steps, 1 worker\n")
+    print("| | loading before the first step | training, sequences/s | peak memory of the run | test NSE |")
+    print("|---|---|---|---|---|")
+    for label, r in results.items():
+        load = f"{r['startup']:.1f} s" + (f" (prepare {r['prepare']:.1f} s)" if "prepare" in r else "")
+        print(f"| {label} | {load} | {r['seq_per_s']:.0f} | {r['peak_gb']:.2f} GB | {r['test_nse']:.3f} |")
 
 
 def gpu(steps: int) -> None:
     import torch
 
     if not torch.cuda.is_available():
-        print("4. GPU: skipped (torch.cuda.is_available() is False on this machine)")
+        print("3. GPU: skipped (torch.cuda.is_available() is False on this machine)")
         return
+    from mlkube.trainer.card import Architecture
     from mlkube.trainer.lstm.model import build_model
 
-    spec = bench_spec(steps).lstm
-    net = build_model(
-        {
-            "n_dynamic": 6,
-            "n_static": 0,
-            "hidden_size": spec.model.hidden_size,
-            "num_layers": 1,
-            "dropout": 0.0,
-            "static_embedding": None,
-        }
-    ).cuda()
-    x = torch.randn(spec.train.batch_size, spec.sequence_length, 6, device="cuda")
+    shape = Architecture(
+        n_dynamic=6,
+        n_static=6,
+        hidden_size=HIDDEN,
+        num_layers=1,
+        dropout=0.0,
+        static_embedding=None,
+        **SETTINGS["CudaLSTM"],
+    )
+    net = build_model(shape).cuda()
+    x = torch.randn(BATCH, SEQUENCE, 12, device="cuda")
     rates = {}
     for label, enabled in (("cuDNN", True), ("no cuDNN", False)):
         with torch.backends.cudnn.flags(enabled=enabled):
@@ -170,11 +437,11 @@ def gpu(steps: int) -> None:
                 torch.cuda.synchronize()
                 start = time.perf_counter()
                 for _ in range(5 if warm else steps):
-                    net(x).sum().backward()
+                    net(x, days=1).sum().backward()
                 torch.cuda.synchronize()
             rates[label] = steps * len(x) / (time.perf_counter() - start)
     print(
-        f"4. GPU {torch.cuda.get_device_name()}: cuDNN {rates['cuDNN']:.0f} seq/s, without "
+        f"3. GPU {torch.cuda.get_device_name()}: cuDNN {rates['cuDNN']:.0f} seq/s, without "
         f"{rates['no cuDNN']:.0f} seq/s, ratio {rates['cuDNN'] / rates['no cuDNN']:.1f}×"
     )
 
@@ -183,16 +450,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--steps", type=int, default=240, help="training steps per run on the sample")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats on the sample")
     parser.add_argument(
-        "--steps", type=int, default=50, help="training steps per measurement (multiple of 50)"
+        "--with-neuralhydrology", action="store_true", help="install (once) and run neuralhydrology too"
     )
-    parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats of parts 1 and 2")
-    parser.add_argument("--no-skill", action="store_true", help="skip the hydrology.yaml run (part 3)")
+    parser.add_argument("--scale", nargs=2, type=int, metavar=("SITES", "YEARS"), help="also part 2")
+    parser.add_argument("--scale-steps", type=int, default=50, help="training steps at scale")
+    parser.add_argument("--no-sample", action="store_true", help="skip part 1")
     args = parser.parse_args()
-    loop_overhead(args.steps, args.repeats)
-    elastic_scaling(args.steps, args.repeats)
-    if not args.no_skill:
-        skill()
+    if not args.no_sample:
+        sample_benchmark(args.steps, args.repeats, args.with_neuralhydrology)
+    if args.scale:
+        scale_benchmark(*args.scale, args.scale_steps, args.with_neuralhydrology)
     gpu(args.steps)
 
 

@@ -65,7 +65,10 @@ BROKEN = {
     ),
     "missing data file": ("data: {path: nope.csv, target: y}\n", "file not found"),
     "missing target column": ("data: {path: @CSV@, target: label}\n", "column(s) ['label'] not in"),
-    "non-numeric feature": ("data: {path: @CSV@, target: y}\n", "non-numeric column(s) ['colour']"),
+    "text in a numeric column": (
+        "data: {path: @CSV@, target: y, columns: {colour: numeric}}\n",
+        "column 'colour' of data.csv is numeric, but holds ['blue', 'red']",
+    ),
     "more folds than rows": (
         "data: {name: iris}\nclassical: {cv: {scheme: kfold, folds: 151}}\n",
         "151 folds but only 150 rows",

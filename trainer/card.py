@@ -53,6 +53,19 @@ class ModelCard(Part):
     )
 
 
+class InputColumn(Part):
+    """One input column of a scikit-learn pipeline, as a request sends it."""
+
+    name: str = Field(description="The column's name (a key of each instance).")
+    type: Literal["numeric", "categorical", "boolean", "date"] = Field(
+        description="numeric: a number; categorical: a string; boolean: true/false; date: an ISO 8601 string."
+    )
+    categories: list[str] | None = Field(
+        None,
+        description="Categorical: the categories seen in training (others: preprocess.unknown_categories).",
+    )
+
+
 class SklearnCard(ModelCard):
     """A fitted scikit-learn pipeline saved with skops."""
 
@@ -61,6 +74,21 @@ class SklearnCard(ModelCard):
     params: dict[str, Any] = Field(
         default_factory=dict, description="The tuned hyper-parameters; empty: the zoo's defaults."
     )
+    columns: list[InputColumn] = Field(
+        default_factory=list,
+        description="Every input column with its type, in `features` order; empty: all numeric.",
+    )
+    unknown_categories: Literal["ignore", "error"] = Field(
+        "ignore", description="A category outside `categories` at prediction: ignored, or refused (400)."
+    )
+    example: dict[str, Any] = Field(
+        default_factory=dict, description="A real row of the data (a holdout row), as a request sends it."
+    )
+
+    def column_types(self) -> dict[str, str]:
+        """Feature → type (numeric for every feature of a card without `columns`)."""
+        types = {c.name: c.type for c in self.columns}
+        return {name: types.get(name, "numeric") for name in self.features}
 
 
 class Architecture(Part):

@@ -32,6 +32,7 @@ def build_leaderboard(run: Run) -> dict[str, Any] | None:
         board.update(
             {
                 "metric": spot["metric"],
+                "metrics": spot.get("metrics", [spot["metric"]]),
                 "task": spot["task"],
                 "scheme": spot["scheme"],
                 "rows": rows,
@@ -61,13 +62,17 @@ def _rank_rows(rows: list[dict]) -> list[dict]:
     )
 
 
-def write_cv_scores(path: Path, rows: list[dict]) -> None:
-    """cv_scores.csv: one row per model × fold."""
+def write_cv_scores(path: Path, rows: list[dict], metrics: list[str] | None = None) -> None:
+    """cv_scores.csv: one row per model × fold; `score` is the ranking metric's, then one column per other
+    metric of `metrics` (the ranking one first)."""
+    others = (metrics or [])[1:]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["model", "stage", "params", "fold", "score"])
+    writer.writerow(["model", "stage", "params", "fold", "score", *others])
     for row in rows:
-        for fold, score in zip(row.get("folds", []), row["scores"], strict=False):
+        per_metric = row.get("metrics") or {}
+        for k, (fold, score) in enumerate(zip(row.get("folds", []), row["scores"], strict=False)):
+            extra = [_fold_score(per_metric, m, k) for m in others]
             writer.writerow(
                 [
                     row["model"],
@@ -76,8 +81,20 @@ def write_cv_scores(path: Path, rows: list[dict]) -> None:
                     fold,
                     repr(score),
                 ]
+                + extra
             )
     atomic_write_text(path, buffer.getvalue())
+
+
+def _fold_score(per_metric: dict, metric: str, fold: int) -> str:
+    scores = per_metric.get(metric, {}).get("scores", [])
+    return repr(scores[fold]) if fold < len(scores) and scores[fold] is not None else ""
+
+
+def metric_means(board: dict[str, Any], row: dict[str, Any]) -> list[str]:
+    """The row's mean of every metric but the ranking one, in the board's order ('-' where undefined)."""
+    per_metric = row.get("metrics") or {}
+    return [_num(per_metric.get(m, {}).get("mean")) for m in board.get("metrics", [])[1:]]
 
 
 def leaderboard_table(board: dict[str, Any]) -> str:
@@ -88,16 +105,21 @@ def leaderboard_table(board: dict[str, Any]) -> str:
             f"metric: {board['metric']}   task: {board['task']}   scheme: {board['scheme']['scheme']}",
             "",
         ]
+        others = board.get("metrics", [])[1:]
         header = (
-            f"{'#':>2}  {'model':<8} {'stage':<9} {'mean':>8} {'std':>8} {'folds':>5} {'fit s':>7}  "
-            f"{'status':<13} params"
+            f"{'#':>2}  {'model':<8} {'stage':<9} {'mean':>8} {'std':>8} "
+            + "".join(f"{m:>{max(8, len(m))}} " for m in others)
+            + f"{'folds':>5} {'fit s':>7}  {'status':<13} params"
         )
         lines += [header, "-" * len(header)]
         for i, row in enumerate(board["rows"], 1):
             params = json.dumps(row["params"], sort_keys=True)
+            means = "".join(
+                f"{v:>{max(8, len(m))}} " for m, v in zip(others, metric_means(board, row), strict=True)
+            )
             lines.append(
                 f"{i:>2}  {row['model']:<8} {row.get('stage', ''):<9} "
-                f"{_num(row['mean']):>8} {_num(row['std']):>8} "
+                f"{_num(row['mean']):>8} {_num(row['std']):>8} {means}"
                 f"{len(row['scores']):>5} {_num(row.get('fit_time'), 3):>7}  {row['status']:<13} {params}"
             )
         best = board.get("best")
@@ -245,8 +267,20 @@ def _html_table(headers: list[str] | None, rows: list[list[Any]], table_id: str 
 
 
 def _classical_table(board: dict[str, Any]) -> str:
+    others = [f"{m} mean" for m in board.get("metrics", [])[1:]]
     return _html_table(
-        ["#", "model", "stage", "mean", "std", "folds", "fit s", "status", "params"],
+        [
+            "#",
+            "model",
+            "stage",
+            f"{board['metric']} mean",
+            "std",
+            *others,
+            "folds",
+            "fit s",
+            "status",
+            "params",
+        ],
         [
             [
                 i,
@@ -254,6 +288,7 @@ def _classical_table(board: dict[str, Any]) -> str:
                 r.get("stage", ""),
                 _num(r["mean"]),
                 _num(r["std"]),
+                *metric_means(board, r),
                 len(r["scores"]),
                 _num(r.get("fit_time"), 3),
                 r["status"] + (f": {r['error']}" if r.get("error") else ""),
@@ -423,7 +458,7 @@ def present(run: Run) -> dict[str, Any] | None:
     if board is not None:
         atomic_write_json(run.leaderboard_file, board)
     if board and "rows" in board:
-        write_cv_scores(run.cv_scores_file, board["rows"])
+        write_cv_scores(run.cv_scores_file, board["rows"], board.get("metrics"))
         sections.append(("Classical models", _classical_section(run, board, prepared.get("classical", {}))))
     if run.stage_file("deep").exists():
         sections.append(("LSTM and baselines", _deep_section(run, read_json(run.stage_file("deep")))))

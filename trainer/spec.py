@@ -46,6 +46,9 @@ class Section(BaseModel):
 
 
 # ----------------------------------------------------------------------------------------------------- data
+ColumnType = Literal["numeric", "categorical", "boolean", "date"]
+
+
 class DataSpec(Section):
     """The tabular data set for the classical stages: a built-in by name, or a CSV/Parquet file."""
 
@@ -65,6 +68,30 @@ class DataSpec(Section):
         description="Feature columns of `path`; default: every column but the target and groups.",
     )
     groups: str | None = Field(None, description="Column holding group labels, for `cv.scheme: group`.")
+    columns: dict[str, ColumnType] = Field(
+        default_factory=dict,
+        description=(
+            "Column types of `path` that override the inferred ones: numeric, categorical, boolean or date, "
+            "e.g. {zip_code: categorical}. Inferred: numbers are numeric, true/false/yes/no boolean, "
+            "ISO dates date, any other text categorical."
+        ),
+    )
+    sep: str | None = Field(
+        None,
+        min_length=1,
+        description="CSV field separator (e.g. ';' or '\\t'); default: sniffed (comma, semicolon, tab, "
+        "pipe).",
+    )
+    decimal: Literal[".", ","] | None = Field(
+        None,
+        description="CSV decimal mark; default: ',' when the separator is not ',' and the numbers read 1,5, "
+        "else '.'.",
+    )
+    encoding: str | None = Field(
+        None,
+        description="CSV text encoding (e.g. latin-1, cp1252); default: UTF-8 (with or without BOM), "
+        "refused naming the byte, its line and the usual encodings when the file is not UTF-8.",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSpec:
@@ -81,6 +108,14 @@ class DataSpec(Section):
 
 
 # ------------------------------------------------------------------------------------------------ preprocess
+class ReduceSpec(Section):
+    """A dimensionality-reduction step of the tabular pipeline."""
+
+    pca: Annotated[StrictInt, Field(ge=1)] | Annotated[StrictFloat, Field(gt=0, lt=1)] = Field(
+        0.95, description="PCA components: a count (e.g. 2), or the fraction of variance to keep (e.g. 0.95)."
+    )
+
+
 class PreprocessSpec(Section):
     """Preprocessing: scaling for tabular models; gap filling and normalisation for time series (Numba
     kernels)."""
@@ -88,12 +123,33 @@ class PreprocessSpec(Section):
     scaler: Literal["auto", "standard", "minmax", "none"] = Field(
         "auto",
         description=(
-            "Tabular scaling inside each model's pipeline. "
-            "auto: only models that need it (LR, KNN, SVM, ...)."
+            "Tabular scaling of numeric columns inside each model's pipeline. "
+            "auto: only models that need it (LR, KNN, SVM, ...); none: exactly what scikit-learn does "
+            "with the model's defaults (no scaling step at all)."
         ),
     )
     impute: Literal["none", "mean", "median"] = Field(
-        "none", description="Tabular missing-value imputation inside the pipeline."
+        "none", description="Tabular missing-value imputation of numeric columns inside the pipeline."
+    )
+    unknown_categories: Literal["ignore", "error"] = Field(
+        "ignore",
+        description=(
+            "A category not seen in training, at prediction: ignore (one-hot: all zeros; trees: its own "
+            "code -1) or error (serving answers 400 naming the column and its categories)."
+        ),
+    )
+    max_categories: StrictInt = Field(
+        50,
+        ge=2,
+        description="Most distinct values a categorical column may hold (more: refused, naming the column).",
+    )
+    dates: Literal["parts", "ordinal"] = Field(
+        "parts", description="Date columns as calendar parts (year, month, day, weekday) or as a day number."
+    )
+    reduce: ReduceSpec | None = Field(
+        None,
+        description="Dimensionality reduction after encoding and scaling, inside the pipeline; search it "
+        "as `pca__n_components` in classical.search.space.",
     )
     fill_max_gap: StrictInt = Field(
         5,
@@ -172,6 +228,20 @@ class HoldoutSpec(Section):
             "Fraction of rows kept aside for the final validation (at most 0.5: the rest is cross-validated)."
         ),
     )
+    stratify: StrictBool = Field(
+        True,
+        description="Keep the class ratios in the split (classification); false: a plain random split, "
+        "as `train_test_split(..., random_state=seed)` without `stratify`.",
+    )
+    shuffle: StrictBool = Field(
+        True, description="Shuffle before splitting (seeded by `seed`); false: the last rows are held out."
+    )
+
+    @model_validator(mode="after")
+    def _stratify_shuffles(self) -> HoldoutSpec:
+        if self.stratify and not self.shuffle:
+            raise ValueError("a stratified split shuffles: set stratify: false with shuffle: false")
+        return self
 
 
 def _search_axis(axis: Any) -> Any:
@@ -257,7 +327,14 @@ class ClassicalSpec(Section):
         default_factory=dict, description="Fixed parameters per model, e.g. {SVM: {gamma: auto}}."
     )
     metric: str = Field(
-        "auto", description="A scikit-learn scorer name; auto: accuracy (classification) or r2 (regression)."
+        "auto",
+        description="The scikit-learn scorer that ranks the models; auto: accuracy (classification) or r2 "
+        "(regression).",
+    )
+    metrics: list[str] = Field(
+        default_factory=list,
+        description="More scikit-learn scorers reported beside `metric` on the same folds (leaderboard, "
+        "cv_scores.csv, report), e.g. [balanced_accuracy, f1, roc_auc, average_precision, neg_log_loss].",
     )
     holdout: HoldoutSpec | None = Field(
         None, description="Final validation split scored once by the best model."

@@ -4,12 +4,15 @@ file. (The LSTM's time series are `mlkube.trainer.series`.)"""
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from mlkube.trainer import columns as coltypes
 from mlkube.trainer.errors import MlkubeError
 from mlkube.trainer.spec import DataSpec
 
@@ -18,9 +21,10 @@ MAX_CLASSES_FOR_INTEGER_TARGET = 20
 
 @dataclass
 class TabularData:
-    """Features X [rows, features] (float64), target y [rows], optional groups, and what they mean."""
+    """Features X [rows, features], target y [rows], optional groups, and what they mean. X is a float64
+    array when every feature is numeric, else a DataFrame of the converted columns (`trainer.columns`)."""
 
-    X: np.ndarray
+    X: Any  # np.ndarray | pandas.DataFrame
     y: np.ndarray
     feature_names: list[str]
     target_name: str
@@ -28,15 +32,34 @@ class TabularData:
     class_names: list[str] = field(default_factory=list)
     groups: np.ndarray | None = None
     source: str = ""
+    column_types: dict[str, str] = field(default_factory=dict)  # feature → numeric|categorical|boolean|date
+
+    def __post_init__(self) -> None:
+        self.column_types = self.column_types or dict.fromkeys(self.feature_names, "numeric")
 
     @property
     def n_rows(self) -> int:
         return int(self.X.shape[0])
 
+    @property
+    def is_table(self) -> bool:
+        """Whether X is a DataFrame of typed columns (some feature is not numeric)."""
+        return not isinstance(self.X, np.ndarray)
+
+    def numeric_missing(self) -> np.ndarray:
+        """[rows, numeric features] True where a numeric feature is missing (the others are encoded)."""
+        if not self.is_table:
+            return np.isnan(self.X)
+        names = [n for n, kind in self.column_types.items() if kind == "numeric"]
+        return self.X[names].isna().to_numpy().reshape(self.n_rows, len(names))
+
     def digest(self) -> str:
         """SHA-256 of the arrays: the data hash recorded in env.json."""
+        import pandas as pd
+
         h = hashlib.sha256()
-        for arr in (self.X, self.y) + ((self.groups,) if self.groups is not None else ()):
+        features = pd.util.hash_pandas_object(self.X, index=False).to_numpy() if self.is_table else self.X
+        for arr in (features, self.y) + ((self.groups,) if self.groups is not None else ()):
             h.update(np.ascontiguousarray(arr).tobytes())
         return h.hexdigest()
 
@@ -48,7 +71,10 @@ class TabularData:
             "feature_names": self.feature_names,
             "target": self.target_name,
             "task": self.task,
-            "missing_values": int(np.isnan(self.X).sum()),
+            "missing_values": int(
+                self.X.isna().to_numpy().sum() if self.is_table else np.isnan(self.X).sum()
+            ),
+            "column_types": self.column_types,
         }
         if self.task == "classification":
             counts = np.bincount(self.y.astype(int), minlength=len(self.class_names))
@@ -103,21 +129,24 @@ def load_tabular(spec: DataSpec, task: str = "auto") -> TabularData:
     return data if task in ("auto", data.task) else _retask(data, task)
 
 
-def _read_table(path: Path):
-    import pandas as pd
-
+def _read_table(path: Path, spec: DataSpec):
+    """The table of a CSV (separator, decimal mark and encoding given or sniffed) or Parquet file; duplicate
+    column names are refused."""
     if not path.is_file():
         raise MlkubeError(
             f"data.path: file not found: {path}", "check the path (relative paths are from the spec's folder)"
         )
-    readers = {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".pq": pd.read_parquet}
-    reader = readers.get(path.suffix.lower())
-    if reader is None:
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet", ".pq"):
         raise MlkubeError(
             f"data.path: {path.name} is neither .csv nor .parquet", "convert the file to CSV or Parquet"
         )
     try:
-        table = reader(path)
+        table = (
+            _read_csv(path, spec or DataSpec(path=path, target="-")) if suffix == ".csv" else _parquet(path)
+        )
+    except MlkubeError:
+        raise
     except Exception as exc:  # noqa: BLE001 -- pandas/pyarrow raise many types for unreadable files
         raise MlkubeError(
             f"data.path: cannot read {path}: {exc}", "check that the file is valid CSV/Parquet"
@@ -127,11 +156,92 @@ def _read_table(path: Path):
     return table
 
 
+def _parquet(path: Path):
+    import pandas as pd
+
+    table = pd.read_parquet(path)
+    _refuse_duplicates([str(c) for c in table.columns], path)
+    return table
+
+
+def _read_csv(path: Path, spec: DataSpec):
+    import io
+
+    import pandas as pd
+
+    text = _decode(path.read_bytes(), spec.encoding, path)
+    sep = "\t" if spec.sep == "\\t" else (spec.sep or sniff_separator(text))
+    decimal = spec.decimal or sniff_decimal(text, sep)
+    header = pd.read_csv(io.StringIO(text), sep=sep, header=None, nrows=1, dtype=str)
+    _refuse_duplicates([str(c).strip() for c in header.iloc[0].tolist()] if len(header) else [], path)
+    return pd.read_csv(io.StringIO(text), sep=sep, decimal=decimal)
+
+
+def _decode(raw: bytes, encoding: str | None, path: Path) -> str:
+    """The file's text in `encoding` (data.encoding), or UTF-8 (a BOM is dropped); a file that is not is
+    refused with the byte and line, and the encodings it likely is."""
+    try:
+        return raw.decode(encoding or "utf-8-sig")
+    except LookupError:
+        raise MlkubeError(
+            f"data.encoding: unknown encoding {encoding!r}", "use e.g. utf-8, latin-1, cp1252 or utf-16"
+        ) from None
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise MlkubeError(
+            f"data.path: {path.name} is not {encoding or 'UTF-8'}: byte 0x{raw[err.start]:02x} on line "
+            f"{line} cannot be decoded",
+            "give its encoding as data.encoding (files saved by Excel on Windows are usually cp1252; "
+            "latin-1 reads any byte), or save the file as UTF-8",
+        ) from None
+
+
+SEPARATORS = (",", ";", "\t", "|")
+
+
+def sniff_separator(text: str) -> str:
+    """The separator that splits the first lines into the same number (≥ 2) of fields, the most fields
+    first (quotes respected); ',' when none does (a one-column file)."""
+    import csv
+
+    lines = text.splitlines()[:50]
+    best, fields = ",", 1
+    for sep in SEPARATORS:
+        counts = {len(row) for row in csv.reader(lines, delimiter=sep) if row}
+        if len(counts) == 1 and (n := counts.pop()) > fields:
+            best, fields = sep, n
+    return best
+
+
+DECIMAL_COMMA = re.compile(r"^[+-]?\d+,\d+$")
+DECIMAL_POINT = re.compile(r"^[+-]?\d*\.\d+$")
+
+
+def sniff_decimal(text: str, sep: str) -> str:
+    """',' when the separator is not ',' and the numbers of the first lines are written 1,5 (none 1.5)."""
+    import csv
+
+    if sep == ",":
+        return "."
+    values = [v.strip() for row in csv.reader(text.splitlines()[1:200], delimiter=sep) for v in row]
+    comma = any(DECIMAL_COMMA.match(v) for v in values)
+    return "," if comma and not any(DECIMAL_POINT.match(v) for v in values) else "."
+
+
+def _refuse_duplicates(names: list[str], path: Path) -> None:
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise MlkubeError(
+            f"data.path: {path.name} names the column(s) {repeated} more than once",
+            "give every column its own name in the header (pandas would rename the copies silently)",
+        )
+
+
 def _load_file(spec: DataSpec, task: str) -> TabularData:
     path, target_name = spec.path, spec.target
     if path is None or target_name is None:
         raise ValueError("data: a file needs `path` and `target` (the spec requires `target` with `path`)")
-    table = _read_table(path)
+    table = _read_table(path, spec)
     columns = [str(c) for c in table.columns]
     table.columns = columns
     needed = [target_name] + (spec.features or []) + ([spec.groups] if spec.groups else [])
@@ -148,12 +258,7 @@ def _load_file(spec: DataSpec, task: str) -> TabularData:
         raise MlkubeError(
             f"data: {path.name} has no feature columns besides the target", "add feature columns"
         )
-    non_numeric = [c for c in features if not _is_numeric(table[c])]
-    if non_numeric:
-        raise MlkubeError(
-            f"data.features: non-numeric column(s) {non_numeric} in {path.name}",
-            "encode them as numbers, or leave them out with `data.features`",
-        )
+    types = coltypes.column_types(table, features, spec.columns, path)
     target = table[target_name]
     if target.isna().any():
         rows = [int(i) + 2 for i in np.flatnonzero(target.isna().to_numpy())[:5]]
@@ -162,12 +267,16 @@ def _load_file(spec: DataSpec, task: str) -> TabularData:
             f"(file lines {rows}…)",
             "drop or fill those rows: a target cannot be missing",
         )
-    _check_finite(table, [*features, target_name] if _is_numeric(target) else features, path)
+    numeric = [c for c in features if types[c] == "numeric"]
+    X = coltypes.convert(table, types, path)
+    _check_finite(X, numeric, path)
+    if _is_numeric(target):
+        _check_finite(table, [target_name], path)
     y, class_names, task = _encode_target(target, task)
     _check_target_varies(y, target_name, task)
     groups = table[spec.groups].to_numpy() if spec.groups else None
     return TabularData(
-        X=table[features].to_numpy(dtype=np.float64),
+        X=X if len(numeric) < len(features) else X.to_numpy(dtype=np.float64),
         y=y,
         feature_names=features,
         target_name=target_name,
@@ -175,6 +284,7 @@ def _load_file(spec: DataSpec, task: str) -> TabularData:
         class_names=class_names,
         groups=groups,
         source=str(path),
+        column_types=types,
     )
 
 

@@ -166,6 +166,8 @@ class NestedSplits:
 def nested_splits(
     cv: CVSpec, X: np.ndarray, y: np.ndarray, task: str, seed: int, groups: np.ndarray | None = None
 ) -> NestedSplits:
+    from sklearn.utils import _safe_indexing
+
     if cv.inner is None or cv.outer is None:
         raise ValueError("nested_splits needs a nested scheme (both inner and outer)")
     outer = splits(cv.outer, X, y, task, seed, groups)
@@ -173,23 +175,27 @@ def nested_splits(
     for train, _ in outer:
         sub_groups = groups[train] if groups is not None else None
         check_scheme(cv.inner, y[train], task, sub_groups, field="classical.cv.inner")
-        local = make_splitter(cv.inner, task, seed).split(X[train], y[train], sub_groups)
+        local = make_splitter(cv.inner, task, seed).split(_safe_indexing(X, train), y[train], sub_groups)
         inner.append([(train[tr], train[te]) for tr, te in local])
     return NestedSplits(outer=outer, inner=inner)
 
 
-def holdout_split(test_size: float, y: np.ndarray, task: str, seed: int, ordered: bool = False) -> Split:
-    """The final validation split, taken before cross-validation: stratified for classification, or the last
-    rows when the data are ordered in time (`ordered`, for the timeseries scheme)."""
+def holdout_split(
+    test_size: float, y: np.ndarray, seed: int, ordered: bool = False, stratify: bool = True
+) -> Split:
+    """The final validation split, taken before cross-validation: `train_test_split` of the row indices
+    (seeded by `seed`; stratified by class where `stratify`, for classification), or the last rows when the
+    data are ordered in time or not shuffled (`ordered`)."""
     from sklearn.model_selection import train_test_split
 
     index = np.arange(len(y))
     if ordered:
         cut = len(y) - max(1, round(test_size * len(y)))
         return index[:cut], index[cut:]
-    stratify = y if task == "classification" else None
     try:
-        train, test = train_test_split(index, test_size=test_size, random_state=seed, stratify=stratify)
+        train, test = train_test_split(
+            index, test_size=test_size, random_state=seed, stratify=y if stratify else None
+        )
     except ValueError as exc:
         raise MlkubeError(
             f"classical.holdout.test_size: {exc}", "use a larger test_size or more data"

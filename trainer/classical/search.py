@@ -17,6 +17,7 @@ from typing import Any, TypedDict
 import numpy as np
 
 from mlkube.trainer.classical import zoo
+from mlkube.trainer.classical.encode import Encoding
 from mlkube.trainer.errors import MlkubeError
 from mlkube.trainer.progress import Progress
 from mlkube.trainer.spec import SAMPLERS
@@ -75,7 +76,7 @@ class Step:
 class TrialData:
     """Everything a trial needs, put in the object store once."""
 
-    X: np.ndarray
+    X: Any  # np.ndarray, or a DataFrame of typed columns (with `encoding`)
     y: np.ndarray
     steps: list[Step]
     task: str
@@ -87,39 +88,66 @@ class TrialData:
     fixed_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     parallel_folds: bool = False
     cpus_per_fold: float = 1
+    metrics: list[str] = field(
+        default_factory=list
+    )  # every reported scorer, `metric` (the ranking one) first
+    encoding: Encoding | None = None
+    reduce: dict[str, Any] = field(default_factory=dict)  # preprocess.reduce, e.g. {"pca": 2}
+
+    def __post_init__(self) -> None:
+        self.metrics = [self.metric, *(m for m in self.metrics if m != self.metric)]
 
 
-def fit_and_score(pipeline, X, y, train, test, metric: str) -> tuple[float, float]:
-    """Fit a clone on `train`, score on `test`; (score, fit seconds). A NaN score is an error."""
+def fit_and_score(pipeline, X, y, train, test, metrics: list[str]) -> tuple[dict[str, float | None], float]:
+    """Fit a clone on `train`, score it on `test` with every scorer of `metrics` (scikit-learn's multi-metric
+    scoring; the first ranks); ({metric: score}, fit seconds). A non-finite ranking score is an error; another
+    non-finite score is None."""
     from sklearn.base import clone
-    from sklearn.metrics import get_scorer
+    from sklearn.metrics import check_scoring
+    from sklearn.utils import _safe_indexing
 
     model = clone(pipeline)
     start = time.perf_counter()
-    model.fit(X[train], y[train])
+    model.fit(_safe_indexing(X, train), y[train])
     fit_time = time.perf_counter() - start
-    score = float(get_scorer(metric)(model, X[test], y[test]))
-    if not math.isfinite(score):
-        raise FloatingPointError(f"{metric} is {score} (the model's predictions are not finite)")
-    return score, fit_time
+    scored = check_scoring(model, scoring=list(metrics))(model, _safe_indexing(X, test), y[test])
+    scores = {m: float(scored[m]) if math.isfinite(scored[m]) else None for m in metrics}
+    if scores[metrics[0]] is None:
+        raise FloatingPointError(
+            f"{metrics[0]} is {scored[metrics[0]]} (the model's predictions are not finite)"
+        )
+    return scores, fit_time
+
+
+def ranking_score(scores: dict[str, float | None], metric: str) -> float:
+    """The ranking metric's score of a fold (fit_and_score refuses a fold where it is undefined)."""
+    score = scores[metric]
+    if score is None:
+        raise ValueError(f"{metric} is undefined")
+    return score
 
 
 def trial_plan(config: dict[str, Any], data: TrialData) -> zoo.ModelPlan:
     """A trial's model plan: the spec's fixed params under the trial's searched ones."""
     params = {**data.fixed_params.get(config["model"], {}), **config.get("params", {})}
-    return zoo.plan(config["model"], data.task, params, data.scaler, data.n_classes, data.seed)
+    return zoo.plan(config["model"], data.task, params, data.scaler, data.n_classes, data.seed, data.reduce)
 
 
-def _fold_results(pipeline, data: TrialData) -> Iterator[tuple[str, float, float]]:
+def trial_pipeline(plan: zoo.ModelPlan, data: TrialData):
+    """The unfitted pipeline of a plan on the trial data (its imputation and column encoding)."""
+    return zoo.build_pipeline(plan, data.impute, data.encoding)
+
+
+def _fold_results(pipeline, data: TrialData) -> Iterator[tuple[str, dict[str, float | None], float]]:
     if not data.parallel_folds:
         for step in data.steps:
-            yield (step.label, *fit_and_score(pipeline, data.X, data.y, step.train, step.test, data.metric))
+            yield (step.label, *fit_and_score(pipeline, data.X, data.y, step.train, step.test, data.metrics))
         return
     import ray
 
     remote = ray.remote(num_cpus=data.cpus_per_fold)(fit_and_score)
     X, y = ray.put(data.X), ray.put(data.y)
-    futures = [remote.remote(pipeline, X, y, s.train, s.test, data.metric) for s in data.steps]
+    futures = [remote.remote(pipeline, X, y, s.train, s.test, data.metrics) for s in data.steps]
     try:
         for step, future in zip(data.steps, futures, strict=False):
             yield (step.label, *ray.get(future))
@@ -133,13 +161,17 @@ def fold_trainable(config: dict[str, Any], data: TrialData) -> None:
     import ray
     from ray import tune
 
-    pipeline = zoo.build_pipeline(trial_plan(config, data), data.impute)
+    pipeline = trial_pipeline(trial_plan(config, data), data)
     node = ray.get_runtime_context().get_node_id()
     scores, labels, fit_times = [], [], []
-    for label, score, fit_time in _fold_results(pipeline, data):
+    per_metric: dict[str, list[float | None]] = {m: [] for m in data.metrics}
+    for label, fold_scores, fit_time in _fold_results(pipeline, data):
+        score = ranking_score(fold_scores, data.metric)
         scores.append(score)
         labels.append(label)
         fit_times.append(fit_time)
+        for m, value in fold_scores.items():
+            per_metric[m].append(value)
         # the history rides along, so the last result holds the whole trial (no per-result files needed)
         tune.report(
             {
@@ -150,6 +182,7 @@ def fold_trainable(config: dict[str, Any], data: TrialData) -> None:
                 "scores": list(scores),
                 "folds": list(labels),
                 "fit_times": list(fit_times),
+                "metric_scores": {m: list(v) for m, v in per_metric.items()},
             }
         )
 
@@ -372,10 +405,25 @@ def trial_row(result, data: TrialData) -> dict[str, Any]:
         "fit_time": float(np.mean(fit_times)) if fit_times else None,
         "node": last.get("node"),
         "status": status,
+        "metrics": metric_summary(last.get("metric_scores", {})),
     }
     if result.error:
         row["error"] = _error_message(result.error)
     return row
+
+
+def metric_summary(per_metric: dict[str, list[float | None]]) -> dict[str, dict[str, Any]]:
+    """Per metric: its fold scores and their mean and std (None when a fold's score is undefined)."""
+    out = {}
+    for m, values in per_metric.items():
+        defined = [v for v in values if v is not None]
+        complete = bool(values) and len(defined) == len(values)
+        out[m] = {
+            "mean": float(np.mean(defined)) if complete else None,
+            "std": float(np.std(defined)) if complete else None,
+            "scores": list(values),
+        }
+    return out
 
 
 def _error_message(error: BaseException) -> str:

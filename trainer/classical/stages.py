@@ -14,6 +14,7 @@ import numpy as np
 from mlkube.trainer.artifacts import save_sklearn_model
 from mlkube.trainer.classical import cv as cvlib
 from mlkube.trainer.classical import zoo
+from mlkube.trainer.classical.encode import Encoding
 from mlkube.trainer.classical.search import (
     SearchSettings,
     Step,
@@ -21,10 +22,13 @@ from mlkube.trainer.classical.search import (
     connect_ray,
     fit_and_score,
     rank,
+    ranking_score,
     release_ray,
     run_trials,
+    trial_pipeline,
     tune_space,
 )
+from mlkube.trainer.columns import check_cardinality
 from mlkube.trainer.errors import MlkubeError
 from mlkube.trainer.run import CLASSICAL_MODEL, atomic_write_json, read_json
 from mlkube.trainer.spec import SearchSpec, Spec
@@ -52,8 +56,10 @@ class ClassicalData:
     holdout: np.ndarray | None
 
     @property
-    def X(self) -> np.ndarray:
-        return self.data.X[self.train]
+    def X(self) -> Any:
+        from sklearn.utils import _safe_indexing
+
+        return _safe_indexing(self.data.X, self.train)
 
     @property
     def y(self) -> np.ndarray:
@@ -81,29 +87,42 @@ def _classical_data(data_json: str, classical_json: str, seed: int) -> Classical
     data = load_tabular(data_spec, classical.task)
     if classical.holdout is None:
         return ClassicalData(data, np.arange(data.n_rows), None)
-    ordered = classical.cv.scheme == "timeseries"
+    ordered = classical.cv.scheme == "timeseries" or not classical.holdout.shuffle
+    stratify = classical.holdout.stratify and data.task == "classification"
     train, holdout = cvlib.holdout_split(
-        classical.holdout.test_size, data.y, data.task, seed, ordered=ordered
+        classical.holdout.test_size, data.y, seed, ordered=ordered, stratify=stratify
     )
     return ClassicalData(data, train, holdout)
 
 
 def metric_for(spec: Spec, task: str) -> str:
+    """The ranking scorer (classical.metric), checked against the task."""
+    metric = spec.classical.metric
+    return DEFAULT_METRIC[task] if metric == "auto" else _checked_metric(metric, task, "classical.metric")
+
+
+def metrics_for(spec: Spec, task: str) -> list[str]:
+    """Every reported scorer: the ranking one first, then classical.metrics (each checked for the task)."""
+    metric = metric_for(spec, task)
+    extra = [
+        _checked_metric(m, task, f"classical.metrics[{i}]") for i, m in enumerate(spec.classical.metrics)
+    ]
+    return [metric, *(m for m in dict.fromkeys(extra) if m != metric)]
+
+
+def _checked_metric(metric: str, task: str, where: str) -> str:
     from sklearn.metrics import get_scorer_names
 
-    metric = spec.classical.metric
-    if metric == "auto":
-        return DEFAULT_METRIC[task]
     if metric not in get_scorer_names():
         raise MlkubeError(
-            f"classical.metric: unknown scorer {metric!r}",
+            f"{where}: unknown scorer {metric!r}",
             "use a scikit-learn scorer name, "
             "e.g. accuracy, f1_macro, roc_auc, r2, neg_root_mean_squared_error",
         )
     is_regression_metric = metric.startswith(REGRESSION_METRIC_MARKS)
     if is_regression_metric != (task == "regression"):
         raise MlkubeError(
-            f"classical.metric: {metric} is a {'regression' if is_regression_metric else 'classification'} "
+            f"{where}: {metric} is a {'regression' if is_regression_metric else 'classification'} "
             f"metric, but the target is a {task} target",
             f"use e.g. {DEFAULT_METRIC[task]}",
         )
@@ -120,11 +139,15 @@ def check_classical(spec: Spec) -> None:
     folds, space."""
     cd = classical_data(spec)
     task, c = cd.data.task, spec.classical
-    metric_for(spec, task)
+    metrics_for(spec, task)
+    if cd.data.is_table:
+        check_cardinality(cd.data.X, cd.data.column_types, spec.preprocess.max_categories)
     names = model_names(spec, task)
     n_classes = len(cd.data.class_names)
+    reduce = _reduce(spec)
     plans = [
-        zoo.plan(n, task, c.params.get(n, {}), spec.preprocess.scaler, n_classes, spec.seed) for n in names
+        zoo.plan(n, task, c.params.get(n, {}), spec.preprocess.scaler, n_classes, spec.seed, reduce)
+        for n in names
     ]
     unused = [m for m in c.params if m not in names]
     if unused:
@@ -166,11 +189,12 @@ def _fold_rows(spec: Spec, cd: ClassicalData) -> tuple[int, int]:
 
 def _check_missing(spec: Spec, cd: ClassicalData, plans: list[zoo.ModelPlan]) -> None:
     """Missing feature values without `preprocess.impute`: refuse the models that cannot take them."""
-    missing = np.isnan(cd.data.X)
+    missing = cd.data.numeric_missing()
     refused = [model.name for model in plans if not zoo.takes_missing(model)]
     if spec.preprocess.impute != "none" or not missing.any() or not refused:
         return
-    columns = [name for name, holes in zip(cd.data.feature_names, missing.any(axis=0), strict=True) if holes]
+    numeric = [name for name, kind in cd.data.column_types.items() if kind == "numeric"]
+    columns = [numeric[i] for i in np.flatnonzero(missing.any(axis=0))]
     raise MlkubeError(
         f"data: {int(missing.sum())} missing feature value(s) in column(s) {columns}, and the model(s) "
         f"{refused} cannot take missing values",
@@ -196,7 +220,13 @@ def _check_space(
         for param, values in space.items():
             for value in _axis_values(values):
                 plan = zoo.plan(
-                    model, task, {**fixed, param: value}, spec.preprocess.scaler, n_classes, spec.seed
+                    model,
+                    task,
+                    {**fixed, param: value},
+                    spec.preprocess.scaler,
+                    n_classes,
+                    spec.seed,
+                    _reduce(spec),
                 )
                 zoo.check_fold_rows(plan, fold_rows, where)
 
@@ -213,6 +243,19 @@ def _axis_values(axis: list | dict) -> list:
 
 
 # ---------------------------------------------------------------------------------------- settings
+def _reduce(spec: Spec) -> dict[str, Any]:
+    reduce = spec.preprocess.reduce
+    return {} if reduce is None else {"pca": reduce.pca}
+
+
+def encoding_of(spec: Spec, data: TabularData) -> Encoding | None:
+    """How the typed columns enter the pipelines; None for an all-numeric array."""
+    if not data.is_table:
+        return None
+    p = spec.preprocess
+    return Encoding(types=dict(data.column_types), unknown=p.unknown_categories, dates=p.dates)
+
+
 def _trial_data(spec: Spec, cd: ClassicalData, steps: list[Step]) -> TrialData:
     c = spec.classical
     return TrialData(
@@ -228,6 +271,9 @@ def _trial_data(spec: Spec, cd: ClassicalData, steps: list[Step]) -> TrialData:
         fixed_params=c.params,
         parallel_folds=c.parallel_folds,
         cpus_per_fold=c.resources_per_trial.cpu,
+        metrics=metrics_for(spec, cd.data.task),
+        encoding=encoding_of(spec, cd.data),
+        reduce=_reduce(spec),
     )
 
 
@@ -293,6 +339,7 @@ def evaluate(ctx) -> None:
         ctx.run.stage_file("evaluate"),
         {
             "metric": metric_for(spec, cd.data.task),
+            "metrics": metrics_for(spec, cd.data.task),
             "task": cd.data.task,
             "scheme": scheme.model_dump(mode="json"),
             "folds": [s.label for s in steps],
@@ -376,9 +423,9 @@ def _nested_estimate(rows: list[dict], ns: cvlib.NestedSplits, data: TrialData) 
         best = max(ok, key=lambda r: _fold_mean(r, f"outer{k}/"))
         inner_best.append(_fold_mean(best, f"outer{k}/"))
         chosen.append(best["params"])
-        pipeline = zoo.build_pipeline(_plan_from_row(best, data), data.impute)
-        futures.append(remote.remote(pipeline, data.X, data.y, train, test, data.metric))
-    outer = [score for score, _ in ray.get(futures)]
+        pipeline = trial_pipeline(_plan_from_row(best, data), data)
+        futures.append(remote.remote(pipeline, data.X, data.y, train, test, data.metrics))
+    outer = [ranking_score(scores, data.metric) for scores, _ in ray.get(futures)]
     return {
         "outer_scores": outer,
         "nested_mean": float(np.mean(outer)),
@@ -419,7 +466,7 @@ def _nested_row(model: str, rows: list[dict], estimate: dict, data: TrialData) -
 
 def _plan_from_row(row: dict, data: TrialData) -> zoo.ModelPlan:
     params = {k: v for k, v in row["params"].items() if k not in ("scaling", "multiclass")}
-    return zoo.plan(row["model"], data.task, params, data.scaler, data.n_classes, data.seed)
+    return zoo.plan(row["model"], data.task, params, data.scaler, data.n_classes, data.seed, data.reduce)
 
 
 def _pick_best(rows: list[dict]) -> dict:
@@ -432,10 +479,11 @@ def _pick_best(rows: list[dict]) -> dict:
 
 
 def _refit_and_save(ctx, cd: ClassicalData, best: dict) -> dict[str, Any]:
-    """Refit the best pipeline on all training rows, score it on the holdout once, save it with model.json."""
+    """Refit the best pipeline on all training rows, score it on the holdout once with every metric, save it
+    with model.json."""
     spec = ctx.spec
     data = _trial_data(spec, cd, [])
-    pipeline = zoo.build_pipeline(_plan_from_row(best, data), data.impute).fit(cd.X, cd.y)
+    pipeline = trial_pipeline(_plan_from_row(best, data), data).fit(cd.X, cd.y)
     final = {
         "model": best["model"],
         "params": best["params"],
@@ -446,19 +494,10 @@ def _refit_and_save(ctx, cd: ClassicalData, best: dict) -> dict[str, Any]:
         "holdout_score": None,
         "artifact": ctx.run.relative(ctx.run.model_dir(CLASSICAL_MODEL)),
     }
+    cv_metrics = best.get("metrics") or {data.metric: {"mean": best["mean"], "std": best["std"]}}
+    holdout: dict[str, float | None] = {}
     if cd.holdout is not None:
-        from sklearn.metrics import get_scorer
-
-        X_hold, y_hold = cd.data.X[cd.holdout], cd.data.y[cd.holdout]
-        final["holdout_score"] = float(get_scorer(data.metric)(pipeline, X_hold, y_hold))
-        final["holdout_rows"] = len(cd.holdout)
-        if cd.data.task == "classification":
-            from sklearn.metrics import confusion_matrix
-
-            labels = np.arange(len(cd.data.class_names))
-            final["confusion_matrix"] = confusion_matrix(
-                y_hold, pipeline.predict(X_hold), labels=labels
-            ).tolist()
+        holdout = _holdout_results(pipeline, cd, data, final)
     save_sklearn_model(
         ctx.run.model_dir(CLASSICAL_MODEL),
         pipeline,
@@ -468,16 +507,67 @@ def _refit_and_save(ctx, cd: ClassicalData, best: dict) -> dict[str, Any]:
             "estimator": best["model"],
             "params": best["params"],
             "features": cd.data.feature_names,
+            "columns": input_columns(cd.data, cd.train),
+            "unknown_categories": spec.preprocess.unknown_categories,
+            "example": example_row(cd.data, cd.holdout if cd.holdout is not None else cd.train),
             "target": cd.data.target_name,
             "classes": cd.data.class_names,
             "metrics": {
-                data.metric: {
-                    "cv_mean": best["mean"],
-                    "cv_std": best["std"],
-                    "holdout": final["holdout_score"],
+                m: {
+                    "cv_mean": cv_metrics.get(m, {}).get("mean"),
+                    "cv_std": cv_metrics.get(m, {}).get("std"),
+                    "holdout": holdout.get(m),
                 }
+                for m in data.metrics
             },
             "run_id": ctx.run.id,
         },
     )
     return final
+
+
+def _holdout_results(pipeline, cd: ClassicalData, data: TrialData, final: dict) -> dict[str, float | None]:
+    """Score the refitted pipeline on the holdout once (every metric, scikit-learn's multi-metric scorer);
+    fill `final` with the scores, the confusion matrix and the predictions the report plots."""
+    from sklearn.metrics import check_scoring, confusion_matrix
+    from sklearn.utils import _safe_indexing
+
+    X_hold, y_hold = _safe_indexing(cd.data.X, cd.holdout), cd.data.y[cd.holdout]
+    scored = check_scoring(pipeline, scoring=data.metrics)(pipeline, X_hold, y_hold)
+    holdout = {m: float(v) if np.isfinite(v) else None for m, v in scored.items()}
+    predicted = pipeline.predict(X_hold)
+    final.update(
+        holdout_score=holdout[data.metric],
+        holdout_scores=holdout,
+        holdout_rows=len(y_hold),
+        holdout_predictions={"observed": y_hold.tolist(), "predicted": predicted.tolist()},
+    )
+    if cd.data.task == "classification":
+        labels = np.arange(len(cd.data.class_names))
+        final["confusion_matrix"] = confusion_matrix(y_hold, predicted, labels=labels).tolist()
+        if hasattr(pipeline, "predict_proba"):
+            final["holdout_predictions"]["probabilities"] = pipeline.predict_proba(X_hold).tolist()
+    return holdout
+
+
+def input_columns(data: TabularData, rows: np.ndarray) -> list[dict[str, Any]]:
+    """The model card's input columns: name, type and, for a categorical one, the categories of the training
+    rows."""
+    out = []
+    for name, kind in data.column_types.items():
+        column: dict[str, Any] = {"name": name, "type": kind}
+        if kind == "categorical":
+            column["categories"] = sorted(data.X[name].iloc[rows].dropna().unique().tolist())
+        out.append(column)
+    return out
+
+
+def example_row(data: TabularData, rows: np.ndarray) -> dict[str, Any]:
+    """The first of `rows` as a request sends it (a real row of the data; the serving example)."""
+    from mlkube.trainer.columns import json_value
+
+    first = int(rows[0])
+    values = (
+        data.X.iloc[first] if data.is_table else dict(zip(data.feature_names, data.X[first], strict=True))
+    )
+    return {name: json_value(values[name], kind) for name, kind in data.column_types.items()}

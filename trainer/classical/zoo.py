@@ -8,18 +8,22 @@ where the model is known to need it (distance-, margin- or penalty-based models)
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from mlkube.trainer.classical.encode import Encoding, column_transformer, instance
 from mlkube.trainer.errors import MlkubeError
 
 
 @dataclass(frozen=True)
 class ZooEntry:
-    """One model: its estimator class (dotted path, imported on use), whether it needs scaled inputs."""
+    """One model: its estimator class (dotted path, imported on use), whether it needs scaled inputs, and how
+    it takes categorical columns (onehot: one 0/1 column per category; ordinal: one code per category, for
+    trees, which split on codes)."""
 
     estimator: str
     needs_scaling: bool
+    encoder: str = "onehot"
 
     def cls(self) -> type:
         module, name = self.estimator.rsplit(".", 1)
@@ -30,11 +34,11 @@ CLASSIFIERS: dict[str, ZooEntry] = {
     "LR": ZooEntry("sklearn.linear_model.LogisticRegression", True),
     "LDA": ZooEntry("sklearn.discriminant_analysis.LinearDiscriminantAnalysis", False),
     "KNN": ZooEntry("sklearn.neighbors.KNeighborsClassifier", True),
-    "CART": ZooEntry("sklearn.tree.DecisionTreeClassifier", False),
+    "CART": ZooEntry("sklearn.tree.DecisionTreeClassifier", False, "ordinal"),
     "NB": ZooEntry("sklearn.naive_bayes.GaussianNB", False),
     "SVM": ZooEntry("sklearn.svm.SVC", True),
-    "RF": ZooEntry("sklearn.ensemble.RandomForestClassifier", False),
-    "GBM": ZooEntry("sklearn.ensemble.HistGradientBoostingClassifier", False),
+    "RF": ZooEntry("sklearn.ensemble.RandomForestClassifier", False, "ordinal"),
+    "GBM": ZooEntry("sklearn.ensemble.HistGradientBoostingClassifier", False, "ordinal"),
 }
 REGRESSORS: dict[str, ZooEntry] = {
     "LinReg": ZooEntry("sklearn.linear_model.LinearRegression", False),
@@ -42,10 +46,10 @@ REGRESSORS: dict[str, ZooEntry] = {
     "Lasso": ZooEntry("sklearn.linear_model.Lasso", True),
     "EN": ZooEntry("sklearn.linear_model.ElasticNet", True),
     "KNN": ZooEntry("sklearn.neighbors.KNeighborsRegressor", True),
-    "CART": ZooEntry("sklearn.tree.DecisionTreeRegressor", False),
+    "CART": ZooEntry("sklearn.tree.DecisionTreeRegressor", False, "ordinal"),
     "SVR": ZooEntry("sklearn.svm.SVR", True),
-    "RF": ZooEntry("sklearn.ensemble.RandomForestRegressor", False),
-    "GBM": ZooEntry("sklearn.ensemble.HistGradientBoostingRegressor", False),
+    "RF": ZooEntry("sklearn.ensemble.RandomForestRegressor", False, "ordinal"),
+    "GBM": ZooEntry("sklearn.ensemble.HistGradientBoostingRegressor", False, "ordinal"),
 }
 ZOOS = {"classification": CLASSIFIERS, "regression": REGRESSORS}
 DEFAULT_MODELS = {
@@ -56,6 +60,7 @@ DEFAULT_MODELS = {
 ROW_COUNT_PARAMS = {"n_neighbors": "neighbours", "max_samples": "rows per tree"}
 SCALERS = {"standard": "sklearn.preprocessing.StandardScaler", "minmax": "sklearn.preprocessing.MinMaxScaler"}
 BINARY_ONLY_SOLVERS = {"liblinear"}
+REDUCERS = {"pca": "sklearn.decomposition.PCA"}  # preprocess.reduce: step name → transformer
 
 
 @dataclass(frozen=True)
@@ -67,10 +72,12 @@ class ModelPlan:
     params: dict[str, Any]
     scaled: str | None  # "standard", "minmax" or None
     one_vs_rest: bool
+    reduce: dict[str, Any] = field(default_factory=dict)  # reducer step → its params, e.g. {"pca": {...}}
 
     def describe(self) -> dict[str, Any]:
         """The params as the leaderboard shows them, with what the pipeline added."""
         out = dict(self.params)
+        out.update({f"{step}__{k}": v for step, params in self.reduce.items() for k, v in params.items()})
         if self.scaled:
             out["scaling"] = self.scaled
         if self.one_vs_rest:
@@ -91,10 +98,20 @@ def entry(name: str, task: str) -> ZooEntry:
     raise MlkubeError(f"classical.models: unknown model {name!r}", f"{task} models: {', '.join(zoo)}")
 
 
-def plan(name: str, task: str, params: dict[str, Any], scaler: str, n_classes: int, seed: int) -> ModelPlan:
-    """Decide scaling, one-vs-rest wrapping and the seed for a model; check its params."""
+def plan(
+    name: str,
+    task: str,
+    params: dict[str, Any],
+    scaler: str,
+    n_classes: int,
+    seed: int,
+    reduce: dict[str, Any] | None = None,
+) -> ModelPlan:
+    """Decide scaling, one-vs-rest wrapping, the reducer step (`reduce`: preprocess.reduce, e.g. {"pca": 2})
+    and the seed for a model; check its params (`pca__n_components` sets the reducer's)."""
     zoo_entry = entry(name, task)
-    params = dict(params)
+    steps = reducer_params(name, reduce or {}, {k: v for k, v in params.items() if "__" in k})
+    params = {k: v for k, v in params.items() if "__" not in k}
     if "random_state" in zoo_entry.cls()().get_params() and "random_state" not in params:
         params["random_state"] = seed
     check_params(name, zoo_entry, params)
@@ -103,7 +120,31 @@ def plan(name: str, task: str, params: dict[str, Any], scaler: str, n_classes: i
     else:
         scaled = None if scaler == "none" else scaler
     one_vs_rest = task == "classification" and n_classes > 2 and params.get("solver") in BINARY_ONLY_SOLVERS
-    return ModelPlan(name=name, task=task, params=params, scaled=scaled, one_vs_rest=one_vs_rest)
+    return ModelPlan(
+        name=name, task=task, params=params, scaled=scaled, one_vs_rest=one_vs_rest, reduce=steps
+    )
+
+
+def reducer_params(name: str, reduce: dict[str, Any], given: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The reducer steps' params: preprocess.reduce's {"pca": n} as n_components, under the model's
+    `pca__<param>` values; checked by scikit-learn's constraints."""
+    out = {step: {"n_components": n} for step, n in reduce.items()}
+    for key, value in given.items():
+        step, param = key.split("__", 1)
+        if step not in out:
+            raise MlkubeError(
+                f"classical.params.{name}.{key}: the pipeline has no {step!r} step",
+                f"add it with preprocess.reduce: {{{step}: 2}}"
+                if step in REDUCERS
+                else "use the model's own parameter names (only the pca__ step's are prefixed)",
+            )
+        out[step][param] = value
+    for step, params in out.items():
+        try:
+            instance(REDUCERS[step], **params)._validate_params()
+        except (ValueError, TypeError) as exc:
+            raise MlkubeError(f"classical.params.{name}.{step}: {exc}", "see the PCA documentation") from None
+    return out
 
 
 def check_params(name: str, zoo_entry: ZooEntry, params: dict[str, Any]) -> None:
@@ -143,20 +184,26 @@ def takes_missing(model: ModelPlan) -> bool:
     return bool(get_tags(entry(model.name, model.task).cls()(**model.params)).input_tags.allow_nan)
 
 
-def build_pipeline(model: ModelPlan, impute: str = "none"):
-    """The scikit-learn Pipeline for a plan: [impute] → [scale] → model (one-vs-rest where needed)."""
+def build_pipeline(model: ModelPlan, impute: str = "none", encoding: Encoding | None = None):
+    """The scikit-learn Pipeline for a plan: [impute] → [scale] on a numeric array, or one ColumnTransformer
+    on a typed table (`encoding`, see `encode`), then [reduce] → model (one-vs-rest where needed)."""
     from sklearn.impute import SimpleImputer
     from sklearn.multiclass import OneVsRestClassifier
     from sklearn.pipeline import Pipeline
 
-    estimator = entry(model.name, model.task).cls()(**model.params)
+    zoo_entry = entry(model.name, model.task)
+    estimator = zoo_entry.cls()(**model.params)
     if model.one_vs_rest:
         estimator = OneVsRestClassifier(estimator)
     steps = []
-    if impute != "none":
-        steps.append(("impute", SimpleImputer(strategy=impute)))
-    if model.scaled:
-        module, cls = SCALERS[model.scaled].rsplit(".", 1)
-        steps.append(("scale", getattr(importlib.import_module(module), cls)()))
+    if encoding is not None:
+        scaler = SCALERS[model.scaled] if model.scaled else None
+        steps.append(("columns", column_transformer(encoding, zoo_entry.encoder, impute, scaler)))
+    else:
+        if impute != "none":
+            steps.append(("impute", SimpleImputer(strategy=impute)))
+        if model.scaled:
+            steps.append(("scale", instance(SCALERS[model.scaled])))
+    steps += [(step, instance(REDUCERS[step], **params)) for step, params in model.reduce.items()]
     steps.append(("model", estimator))
     return Pipeline(steps)

@@ -83,9 +83,9 @@ class LoopState:
     epoch_loss: float = 0.0  # sum of this epoch's step losses so far
     epoch_seconds: float = 0.0
     seconds: float = 0.0  # time in training steps, over all (re)starts
-    segments: list[dict[str, int]] = field(
+    segments: list[dict[str, float]] = field(
         default_factory=list
-    )  # (re)starts: restart count, world size, step
+    )  # (re)starts: restart count, world size, first step, when it started
 
 
 def loss_weights(loss: str, stats) -> np.ndarray:
@@ -166,6 +166,7 @@ class Trainer:
         """Train from the latest checkpoint (if any) to the end; leave the chosen weights in `self.net`."""
         self.resume()
         self.model = self._distributed(self.net)
+        self.state.segments[-1]["first_step_at"] = time.time()  # start-up ends (unix seconds)
         while not self.finished:
             start = time.perf_counter()
             loss = self.train_step(self.state.step)
