@@ -4,6 +4,7 @@ torchrun restarts the group, training resumes from the last checkpoint and ends 
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import time
 import numpy as np
 import pytest
 
+from mlkube.trainer.lstm.scores import METRICS
 from mlkube.trainer.spec import parse_spec
 
 pytestmark = pytest.mark.integration
@@ -123,14 +125,23 @@ def test_deep_stage_writes_its_result_figures_and_model(calm):
     deep = read_json(calm.stage_file("deep"))
     assert set(deep["models"]) == {"lstm", "climatology", "Ridge", "GBM"}
     assert set(deep["models"]["lstm"]["sites"]) == set(deep["sites"]) and len(deep["sites"]) == 4
-    assert set(deep["models"]["lstm"]["median"]) == {"nse", "kge", "rmse", "bias"}
+    assert set(deep["models"]["lstm"]["median"]) == set(METRICS)  # neuralhydrology's metric set
     medians = [r["median_nse"] for r in deep["ranking"]]
     assert {r["model"] for r in deep["ranking"]} == set(deep["models"]) and medians == sorted(
         medians, reverse=True
     )
+    assert all(r["medians"] == deep["models"][r["model"]]["median"] for r in deep["ranking"])
     assert len(deep["training"]["history"]) == 8
+    assert set(deep["figures"]) == {"training", "hydrographs", "nse_cdf"}
     for figure in deep["figures"].values():
         assert (calm.path / figure).read_bytes().startswith(b"\x89PNG")
+    # basin_scores.csv: every model × site, every metric, equal to the stage's record
+    with open(calm.path / deep["basin_scores"], newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == len(deep["models"]) * len(deep["sites"]) and list(rows[0])[2:] == list(METRICS)
+    for row in rows:
+        recorded = deep["models"][row["model"]]["sites"][row["site"]]
+        assert {k: float(row[k]) if row[k] else None for k in METRICS} == recorded
     meta = read_json(calm.path / "models" / "lstm" / "model.json")
     assert meta["metrics"]["median"] == pytest.approx(
         deep["models"]["lstm"]["median"], rel=1e-6

@@ -192,6 +192,11 @@ class Run:
         return self.path / "cv_scores.csv"
 
     @property
+    def basin_scores_file(self) -> Path:
+        """The deep stage's test scores: one row per model and site, every hydrological metric."""
+        return self.path / "basin_scores.csv"
+
+    @property
     def report_file(self) -> Path:
         """The self-contained HTML report."""
         return self.path / "report.html"

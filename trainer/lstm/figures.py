@@ -62,3 +62,18 @@ def hydrographs(
         ax.grid(alpha=0.3)
     axes[0, 0].legend(loc="upper right", fontsize=8, ncols=len(simulated) + 1)
     return save_figure(fig, path)
+
+
+def nse_cdf(nse_by_model: dict[str, list[float | None]], path: Path) -> Path:
+    """The cumulative distribution of NSE over the sites, one step curve per model (the field's standard
+    comparison; sites without a score are left out, NSE below 0 is clipped to the axis)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for name, values in nse_by_model.items():
+        nse = np.sort([v for v in values if v is not None])
+        if nse.size:
+            ax.step(nse, np.arange(1, nse.size + 1) / nse.size, where="post", label=f"{name} ({nse.size})")
+    ax.set(title="NSE over sites (test period)", xlabel="NSE", ylabel="fraction of sites", xlim=(0, 1))
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc="upper left", fontsize="small")
+    return save_figure(fig, path)

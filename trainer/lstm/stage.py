@@ -18,7 +18,7 @@ from mlkube.trainer.lstm.prepared import Prepared, load_prepared
 from mlkube.trainer.run import LSTM_MODEL, atomic_write_json, read_json
 
 PERIOD = "test"
-FIGURES = {"training": "lstm_training.png", "hydrographs": "hydrographs.png"}
+FIGURES = {"training": "lstm_training.png", "hydrographs": "hydrographs.png", "nse_cdf": "nse_cdf.png"}
 
 
 def deep(ctx, train: Callable[[], None]) -> None:
@@ -33,7 +33,8 @@ def deep(ctx, train: Callable[[], None]) -> None:
     simulations = simulate_all(spec, prepared, run.model_dir(LSTM_MODEL))
     models = {name: _scores(sim, prepared, lstm.horizon) for name, sim in simulations.items()}
     record = read_json(run.model_dir(LSTM_MODEL) / TRAINING_RECORD)
-    figures = draw(run, prepared, simulations, models["lstm"], record["history"], lstm.horizon)
+    figures = draw(run, prepared, simulations, models, record["history"], lstm.horizon)
+    write_basin_scores(run.basin_scores_file, models)
     result = {
         "period": PERIOD,
         "dates": [str(d) for d in prepared.data.period_dates(PERIOD)],
@@ -43,6 +44,7 @@ def deep(ctx, train: Callable[[], None]) -> None:
         "ranking": ranking(models),
         "training": record,
         "artifact": run.relative(run.model_dir(LSTM_MODEL)),
+        "basin_scores": run.relative(run.basin_scores_file),
         "figures": figures,
         "seconds": {
             "training": round(trained - start, 3),
@@ -126,22 +128,43 @@ def ranking(models: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             "median_nse": m["median"]["nse"],
             "mean_nse": m["mean"]["nse"],
             "median_kge": m["median"]["kge"],
+            "medians": m["median"],  # every metric of scores.METRICS
         }
         for name, m in models.items()
     ]
     return sorted(rows, key=lambda r: -np.inf if r["median_nse"] is None else -r["median_nse"])
 
 
+def write_basin_scores(path, models: dict[str, dict[str, Any]]) -> None:
+    """basin_scores.csv: model, site, then every metric (empty where a site has no score)."""
+    import csv
+    import io
+
+    from mlkube.trainer.lstm.scores import METRICS
+    from mlkube.trainer.run import atomic_write_text
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["model", "site", *METRICS])
+    for name, m in models.items():
+        for site, row in m["sites"].items():
+            writer.writerow([name, site, *("" if row[k] is None else repr(row[k]) for k in METRICS)])
+    atomic_write_text(path, buffer.getvalue())
+
+
 def draw(
     run,
     prepared: Prepared,
     simulations: dict[str, np.ndarray],
-    lstm_scores: dict[str, Any],
+    models: dict[str, dict[str, Any]],
     history: list[dict[str, Any]],
     horizon: int,
 ) -> dict[str, str]:
-    """figures/lstm_training.png and figures/hydrographs.png (best, median and worst site by LSTM NSE)."""
-    from mlkube.trainer.lstm.figures import hydrographs, training_curves
+    """figures/lstm_training.png, figures/hydrographs.png (best, median and worst site by LSTM NSE) and
+    figures/nse_cdf.png (the distribution of NSE over the sites, per model)."""
+    from mlkube.trainer.lstm.figures import hydrographs, nse_cdf, training_curves
+
+    lstm_scores = models["lstm"]
 
     data = prepared.data
     lo, hi = data.periods[PERIOD]
@@ -156,6 +179,10 @@ def draw(
         chosen_sites(data.sites, lstm_scores["sites"]),
         data.target_name,
         run.figures / FIGURES["hydrographs"],
+    )
+    nse_cdf(
+        {name: [row["nse"] for row in m["sites"].values()] for name, m in models.items()},
+        run.figures / FIGURES["nse_cdf"],
     )
     return {name: run.relative(run.figures / file) for name, file in FIGURES.items()}
 
