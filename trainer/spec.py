@@ -455,12 +455,12 @@ class LstmModelSpec(Section):
         None, ge=1, description="Embed static attributes to this size; none: feed them raw."
     )
     input_layer: StrictBool = Field(
-        True,
+        False,
         description="A linear layer + ReLU (inputs → hidden_size) before the LSTM; false: the inputs go to "
         "the LSTM as they are (neuralhydrology's CudaLSTM), about 1.5× faster per step on CPU.",
     )
     initial_forget_bias: StrictFloat | None = Field(
-        None,
+        3.0,
         description="The LSTM's forget-gate bias at initialisation (neuralhydrology's initial_forget_bias): "
         "a high bias keeps the cell state through long sequences early in training; none: torch's default.",
     )
