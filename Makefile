@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 SPEC ?= examples/quickstart.yaml
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-unit system-deps lint clean
+.PHONY: install demo test test-unit system-deps image test-image lint clean
 
 # PyPI's `trainer` (and coqpit, which it imports) for the test that installs mlkube's wheel beside it.
 NEIGHBOURS := trainer==0.0.36 coqpit==0.0.17
@@ -30,8 +30,19 @@ demo: $(STAMP)
 system-deps:
 	@bash deploy/system-deps.sh
 
+## The image (deploy/docker/build.sh): brings up a Docker engine when none answers (root: Debian's docker.io),
+## makes the debootstrap base when absent, builds with this machine's CA bundle and local torch wheel.
+IMAGE ?= mlkube:dev
+image:
+	IMAGE=$(IMAGE) bash deploy/docker/build.sh
+
+## The image the container tests run; where no engine can be had they skip, saying why.
+test-image:
+	@if bash deploy/docker/engine.sh; then IMAGE=$(IMAGE) bash deploy/docker/build.sh; \
+	else echo "test-image: no Docker engine; the container tests will skip"; fi
+
 ## The whole test suite, after the lint (CI runs exactly this).
-test: $(STAMP) system-deps lint
+test: $(STAMP) system-deps lint test-image
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-unit: $(STAMP)

@@ -41,6 +41,7 @@ if [ "$DRY_RUN" = 1 ] || ! kubectl -n "$NAMESPACE" get secret "$SIGNING_SECRET" 
   rm -f "$KEY"
 fi
 
-run docker build --build-arg "VARIANT=$VARIANT" -t "$IMAGE" "$ROOT"
+# The one image build (make image): it prints its docker build command, and only that in a dry run.
+IMAGE="$IMAGE" VARIANT="$VARIANT" DRY_RUN="$DRY_RUN" bash "$ROOT/deploy/docker/build.sh"
 run kind load docker-image "$IMAGE" --name "$CLUSTER"
 echo "up: cluster $CLUSTER ready, image $IMAGE loaded; next: deploy/kind/e2e.sh" >&2
