@@ -218,3 +218,75 @@ def test_class_weight_is_a_searchable_parameter_where_the_model_has_it():
         assert zoo.build_pipeline(plan)[-1].get_params()["class_weight"] == "balanced"
     with pytest.raises(MlkubeError, match=r"unknown parameter\(s\) \['class_weight'\]"):
         zoo.plan("KNN", "classification", {"class_weight": "balanced"}, "auto", 2, 0)
+
+
+def _best(observed, probabilities=None, predicted=None):
+    predictions = {"observed": observed, "predicted": predicted or observed}
+    if probabilities is not None:
+        predictions["probabilities"] = probabilities
+    return {"model": "LR", "holdout_predictions": predictions}
+
+
+def test_roc_and_precision_recall_curves_for_binary_and_one_vs_rest_and_residuals_for_regression(tmp_path):
+    from mlkube.trainer.report import class_curves, residual_plot
+
+    rng = np.random.default_rng(0)
+    binary = rng.dirichlet([1, 1], 40)
+    paths = class_curves(_best(rng.integers(0, 2, 40).tolist(), binary.tolist()), ["no", "yes"], tmp_path)
+    assert [p.name for p in paths] == ["roc_curve.png", "precision_recall.png"]
+    assert all(p.stat().st_size > 1000 for p in paths)
+    three = rng.dirichlet([1, 1, 1], 40).tolist()
+    assert len(class_curves(_best([0, 1, 2] * 13 + [0], three), ["a", "b", "c"], tmp_path / "ovr")) == 2
+    assert class_curves(_best([0, 1]), ["a", "b"], tmp_path) == []  # no probabilities (e.g. an SVC)
+    residuals = residual_plot(_best([1.0, 2.0, 3.0], predicted=[1.1, 1.8, 3.3]), tmp_path)
+    assert residuals is not None and residuals.name == "residuals.png"
+
+
+def test_every_metric_is_a_column_of_the_leaderboard_table_and_cv_scores_csv(tmp_path):
+    import csv
+
+    from mlkube.trainer.report import leaderboard_table, write_cv_scores
+
+    row = {
+        "model": "LR",
+        "stage": "evaluate",
+        "params": {},
+        "mean": 0.8,
+        "std": 0.1,
+        "scores": [0.7, 0.9],
+        "folds": ["0", "1"],
+        "fit_time": 0.01,
+        "status": "ok",
+        "metrics": {
+            "f1": {"mean": 0.5, "std": 0.1, "scores": [0.4, 0.6]},
+            "roc_auc": {"mean": None, "scores": []},
+        },
+    }
+    board = {"metric": "accuracy", "metrics": ["accuracy", "f1", "roc_auc"], "task": "classification"}
+    board |= {"scheme": {"scheme": "stratified"}, "rows": [row]}
+    table = leaderboard_table(board).splitlines()
+    assert table[2].split()[:7] == ["#", "model", "stage", "mean", "std", "f1", "roc_auc"]
+    assert table[4].split()[3:7] == ["0.8000", "0.1000", "0.5000", "-"]
+    write_cv_scores(tmp_path / "cv.csv", [row], board["metrics"])
+    lines = list(csv.DictReader((tmp_path / "cv.csv").open()))
+    assert [(r["fold"], r["score"], r["f1"], r["roc_auc"]) for r in lines] == [
+        ("0", "0.7", "0.4", ""),
+        ("1", "0.9", "0.6", ""),
+    ]
+
+
+def test_the_penguins_example_is_a_real_typed_table_with_an_imbalanced_target():
+    from pathlib import Path
+
+    from mlkube.pipeline import check_inputs
+    from mlkube.trainer.classical.stages import classical_data
+    from mlkube.trainer.spec import load_spec
+
+    spec = load_spec(Path(__file__).resolve().parents[1] / "examples" / "penguins.yaml")
+    check_inputs(spec)
+    data = classical_data(spec).data
+    assert data.n_rows == 344 and data.class_names == ["No", "Yes"]
+    assert data.summary()["classes"] == {"No": 36, "Yes": 308}
+    kinds = data.column_types
+    assert [kinds[c] for c in ("Species", "Island", "Sex", "Date Egg")] == ["categorical"] * 3 + ["date"]
+    assert kinds["Body Mass (g)"] == "numeric" and data.numeric_missing().any()

@@ -196,6 +196,61 @@ def confusion_plot(best: dict[str, Any], class_names: list[str], path: Path) -> 
     return save_figure(fig, path)
 
 
+def _one_vs_rest(best: dict[str, Any], class_names: list[str]):
+    """The holdout's (label, observed 0/1, predicted probability) per class: the positive class of a binary
+    target, every class one-vs-rest for more; empty without probabilities."""
+    import numpy as np
+
+    predictions = (best or {}).get("holdout_predictions") or {}
+    if "probabilities" not in predictions:
+        return []
+    observed, probabilities = np.asarray(predictions["observed"]), np.asarray(predictions["probabilities"])
+    classes = [1] if probabilities.shape[1] == 2 else range(probabilities.shape[1])
+    names = class_names or [str(c) for c in range(probabilities.shape[1])]
+    return [(names[c], observed == c, probabilities[:, c]) for c in classes]
+
+
+def class_curves(best: dict[str, Any], class_names: list[str], folder: Path) -> list[Path]:
+    """ROC and precision-recall curves of the best model on the holdout (scikit-learn's displays), for the
+    positive class of a binary target or every class one-vs-rest."""
+    from sklearn.metrics import PrecisionRecallDisplay, RocCurveDisplay
+
+    curves = _one_vs_rest(best, class_names)
+    if not curves:
+        return []
+    plt = _pyplot()
+    paths = []
+    for display, name, title in (
+        (RocCurveDisplay, "roc_curve.png", "ROC"),
+        (PrecisionRecallDisplay, "precision_recall.png", "Precision-recall"),
+    ):
+        fig, ax = plt.subplots(figsize=(5, 4.5))
+        for label, observed, scores in curves:
+            display.from_predictions(observed, scores, name=label, ax=ax)
+        ax.set_title(
+            f"{title}: {best['model']} on the holdout ({'one-vs-rest' if len(curves) > 1 else 'binary'})"
+        )
+        paths.append(save_figure(fig, folder / name))
+    return paths
+
+
+def residual_plot(best: dict[str, Any], folder: Path) -> Path | None:
+    """Residuals against predictions of the best regression model on the holdout (scikit-learn's
+    PredictionErrorDisplay)."""
+    import numpy as np
+    from sklearn.metrics import PredictionErrorDisplay
+
+    predictions = (best or {}).get("holdout_predictions") or {}
+    if not predictions:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    observed, predicted = (np.asarray(predictions[k], dtype=float) for k in ("observed", "predicted"))
+    PredictionErrorDisplay.from_predictions(observed, predicted, kind="residual_vs_predicted", ax=ax)
+    ax.set_title(f"Residuals: {best['model']} on the holdout")
+    return save_figure(fig, folder / "residuals.png")
+
+
 def tuning_curves(trials: list[dict], metric: str, path: Path) -> Path | None:
     """Best mean score of the finished trials so far against trial number (early-stopped and failed trials
     count as trials but not as scores), one line per tuned model."""
@@ -476,6 +531,10 @@ def _classical_section(run: Run, board: dict[str, Any], summary: dict[str, Any])
         tuning_curves(improved.get("trials", []), board["metric"], run.figures / "tuning_curves.png"),
         nested_plot(improved.get("nested", {}), board["metric"], run.figures / "nested_cv.png"),
     ]
+    if board["task"] == "classification":
+        figures += class_curves(board["best"], summary.get("class_names", []), run.figures)
+    else:
+        figures.append(residual_plot(board["best"], run.figures))
     best = board.get("best") or {}
     parts = [
         _facts(
@@ -485,6 +544,11 @@ def _classical_section(run: Run, board: dict[str, Any], summary: dict[str, Any])
                 "best model": best.get("model"),
                 "its CV mean": _num(best.get("cv_mean")),
                 "its holdout score": _num(best.get("holdout_score")),
+                **{
+                    f"its holdout {m}": _num(v)
+                    for m, v in (best.get("holdout_scores") or {}).items()
+                    if m != board["metric"]
+                },
                 "saved as": best.get("artifact"),
             }
         ),

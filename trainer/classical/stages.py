@@ -563,11 +563,12 @@ def input_columns(data: TabularData, rows: np.ndarray) -> list[dict[str, Any]]:
 
 
 def example_row(data: TabularData, rows: np.ndarray) -> dict[str, Any]:
-    """The first of `rows` as a request sends it (a real row of the data; the serving example)."""
+    """The first complete row of `rows` (else the first) as a request sends it: a real row of the data, the
+    serving example."""
     from mlkube.trainer.columns import json_value
 
-    first = int(rows[0])
-    values = (
-        data.X.iloc[first] if data.is_table else dict(zip(data.feature_names, data.X[first], strict=True))
-    )
+    X = data.X.iloc[rows] if data.is_table else data.X[rows]
+    complete = np.flatnonzero(~(X.isna().to_numpy() if data.is_table else np.isnan(X)).any(axis=1))
+    at = int(complete[0]) if len(complete) else 0
+    values = X.iloc[at] if data.is_table else dict(zip(data.feature_names, X[at], strict=True))
     return {name: json_value(values[name], kind) for name, kind in data.column_types.items()}
