@@ -1,0 +1,171 @@
+"""The image and the chart's workloads in real containers (a Docker engine from Debian's packages, the image
+from deploy/docker/build.sh): each test's containers on their own network, each its own hostname, the runs
+directory on a shared volume as the PVC is. Skips, saying why, only where no engine can be had; `make test`
+brings one up."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+import yaml
+
+from mlkube.cluster.chart import deep_merge, render
+from tests.containers import (
+    MAX_IMAGE_BYTES,
+    RELEASE,
+    ROOT,
+    Cluster,
+    chart,
+    docker,
+    image_size,
+    new_cluster,
+    wait_until,
+)
+from tests.test_chart import kind_everything, only, pod_templates
+
+pytestmark = pytest.mark.container
+pytest_plugins = ["tests.containers"]  # the image and cluster fixtures
+QUICK = "quick"  # the quickstart's run id on the session's volume
+
+
+@pytest.fixture(scope="session")
+def trained(image, tmp_path_factory) -> Iterator[Cluster]:
+    """A session's cluster whose volume holds the README's quickstart, run inside the image by the chart's Ray
+    head pod (env, mounts, read-only root, uid 1000), the spec as the user wrote it (serve.host: loopback)."""
+    made = new_cluster(image, tmp_path_factory.mktemp("pods"))
+    try:
+        spec = (ROOT / "examples/quickstart.yaml").read_text() + "run_dir: /runs\n"
+        made.config_maps[f"{RELEASE}-spec"] = {"experiment.yaml": spec}
+        head = pod_templates(only(chart(), "RayJob"))[1]
+        made.start_pod(
+            "quickstart",
+            head,
+            injected={"command": ["mlkube"], "args": ["run", "/spec/experiment.yaml", "--run-id", QUICK]},
+        )
+        code = made.wait("quickstart", timeout=900)
+        assert code == 0, made.logs("quickstart")[-4000:]
+        yield made
+    finally:
+        made.close()
+
+
+# ------------------------------------------------------------------------------------------- the image
+def test_cpu_image_is_under_the_documented_size(image, capsys):
+    size = image_size(image)
+    with capsys.disabled():
+        print(f"\n[container] image {image}: {size / 1e9:.2f} GB (limit {MAX_IMAGE_BYTES / 1e9:.1f} GB)")
+    assert size < MAX_IMAGE_BYTES
+
+
+def test_image_runs_as_uid_1000_with_only_tmp_and_runs_writable(cluster):
+    cluster.run(
+        "contract",
+        [
+            "-c",
+            "id -u; id -g; touch /tmp/ok /runs/ok; touch /opt/venv/x 2>/dev/null && echo writable || true",
+        ],
+        entrypoint="bash",
+    )
+    assert cluster.logs("contract").split() == ["1000", "1000"]
+
+
+def test_mlkube_help_answers_in_the_image(cluster):
+    assert "usage: mlkube" in cluster.run("help", ["--help"])
+
+
+def test_mlkube_bytecode_is_compiled_into_the_image(cluster):
+    """PYTHONDONTWRITEBYTECODE and a read-only root: every module's .pyc must already be there."""
+    script = (
+        "import importlib.util, mlkube, pathlib\n"
+        "root = pathlib.Path(mlkube.__file__).parent\n"
+        "cached = lambda p: pathlib.Path(importlib.util.cache_from_source(p)).is_file()\n"
+        "print(*[p for p in root.rglob('*.py') if not cached(p)])"
+    )
+    assert cluster.run("pyc", ["-c", script], entrypoint="python").strip() == ""
+
+
+def test_quickstart_runs_inside_the_image(trained):
+    board = json.loads(trained.read(f"/runs/{QUICK}/leaderboard.json"))
+    deep = {row["model"]: row["median_nse"] for row in board["deep"]["rows"]}
+    assert deep["lstm"] > deep["climatology"]
+    assert trained.read(f"/runs/{QUICK}/report.html").lstrip().lower().startswith("<!doctype html")
+
+
+# ------------------------------------------------------------------------------------------- serving
+def helm_test_pod(values: dict) -> dict:
+    """The chart's `helm test` pod (a hook, which render() leaves out)."""
+    import helm_python as helm
+
+    with helm.Chart.load(str(ROOT / "helm/mlkube")) as loaded:
+        text = loaded.render(values, name=RELEASE, namespace="mlkube")["mlkube/templates/tests/predict.yaml"]
+    return yaml.safe_load(text)
+
+
+def from_another_host(cluster: Cluster, script: str) -> str:
+    """A Python snippet run in a throwaway container on the cluster's network: its output ('' on failure)."""
+    proc = docker(
+        "run",
+        "--rm",
+        "--network",
+        cluster.tag,
+        "--entrypoint",
+        "python",
+        cluster.image,
+        "-c",
+        script,
+        check=False,
+    )
+    return proc.stdout.strip() if proc.returncode == 0 else ""
+
+
+def tcp_probe(cluster: Cluster, host: str, port: int) -> bool:
+    """What the kubelet's tcpSocket probe does: connect from outside the pod's network namespace."""
+    return (
+        from_another_host(
+            cluster,
+            f"import socket; socket.create_connection(({host!r}, {port}), timeout=3).close(); print('ok')",
+        )
+        == "ok"
+    )
+
+
+def refusal(cluster: Cluster, url: str) -> str:
+    """Status and error type of a POST without the key, sent from another host."""
+    return from_another_host(
+        cluster,
+        "import json, urllib.request, urllib.error\n"
+        f"request = urllib.request.Request({url!r}, data=b'{{}}')\n"
+        "try: urllib.request.urlopen(request, timeout=10); print(200)\n"
+        "except urllib.error.HTTPError as err: print(err.code, json.load(err).get('type'))",
+    )
+
+
+def test_the_charts_serve_deployment_serves_to_other_hosts_and_passes_helm_test(trained):
+    values = deep_merge(kind_everything(), {"serve": {"enabled": True, "runId": QUICK}})
+    deployment = only(render(values, RELEASE, "mlkube").objects, "Deployment")
+    (template,) = pod_templates(deployment)
+    (server,) = template["spec"]["containers"]
+    service = f"{RELEASE}-serve"
+    ports = {p["name"]: p["containerPort"] for p in server["ports"]}
+    trained.start_pod("serve", template, aliases=[service])
+    try:
+        startup = server["startupProbe"]
+        deadline = startup["periodSeconds"] * startup["failureThreshold"]
+        probe_port = ports[startup["tcpSocket"]["port"]]
+        wait_until(
+            "the startup probe", lambda: tcp_probe(trained, service, probe_port), timeout=deadline, every=3
+        )
+        assert all(tcp_probe(trained, service, port) for port in ports.values()), ports
+        test_pod = helm_test_pod(values)
+        trained.start_pod("helm-test", test_pod)
+        code = trained.wait("helm-test", timeout=300)
+        out = trained.logs("helm-test")
+        assert code == 0, out
+        assert {line.split(":")[0] for line in out.splitlines() if ":" in line} >= {"classical", "lstm"}
+        # token authorization on: without the key TorchServe refuses (400 InvalidKeyException, as on the host)
+        url = f"http://{service}:{ports['inference']}/predictions/classical"
+        assert refusal(trained, url) in {"400 InvalidKeyException", "401 InvalidKeyException"}
+    finally:
+        docker("rm", "-f", trained.container("serve"), trained.container("helm-test"), check=False)
