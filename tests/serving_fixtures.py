@@ -105,9 +105,62 @@ def lstm_network(seed: int = 0, hidden_size: int = 16, days: int = SEQUENCE_LENG
     return build_model(fields["architecture"]).eval(), fields
 
 
-def make_run(root: Path, serve=None, run_id: str = RUN_ID, **lstm) -> Path:
-    """A finished-looking run folder with models/classical and models/lstm, written by the contract functions
-    (`lstm`: hidden_size, days for `lstm_network`)."""
+TABLES_MODEL = "tables"  # the typed-table model of `make_run(tables=True)`
+
+
+def tables_csv(folder: Path) -> Path:
+    """A small typed table as a user brings it: semicolon-separated, decimal commas, a categorical, a
+    boolean and a date column, and an imbalanced string target."""
+    rng = np.random.default_rng(4)
+    n = 90
+    colour = rng.choice(["red", "blue", "green"], n, p=[0.3, 0.4, 0.3])
+    size = rng.normal(10, 3, n).round(2)
+    days = np.datetime64("2024-01-01") + rng.integers(0, 366, n).astype("timedelta64[D]")
+    late = days > np.datetime64("2024-10-01")
+    label = np.where((colour == "red") & (size > 9) | late, "churn", "stay")
+    lines = ["size;colour;member;joined;label"] + [
+        f"{str(v).replace('.', ',')};{c};{'yes' if m else 'no'};{d};{t}"
+        for v, c, m, d, t in zip(size, colour, rng.random(n) < 0.5, days, label, strict=True)
+    ]
+    path = folder / "customers.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def tables_model(folder: Path, data_folder: Path):
+    """The typed-table model trained as the classical stages train it (mlkube's loader, ColumnTransformer
+    pipeline, card with columns and a real example row), saved in `folder`; (pipeline, data)."""
+    from mlkube.trainer.artifacts import save_sklearn_model
+    from mlkube.trainer.classical import zoo
+    from mlkube.trainer.classical.encode import Encoding
+    from mlkube.trainer.classical.stages import example_row, input_columns
+    from mlkube.trainer.spec import DataSpec
+    from mlkube.trainer.tabular import load_tabular
+
+    data = load_tabular(DataSpec(path=tables_csv(data_folder), target="label"))
+    plan = zoo.plan("LR", "classification", {"class_weight": "balanced"}, "auto", 2, 0)
+    pipeline = zoo.build_pipeline(plan, "none", Encoding(data.column_types, unknown="error"))
+    pipeline.fit(data.X, data.y)
+    rows = np.arange(data.n_rows)
+    fields = {
+        "name": TABLES_MODEL,
+        "task": "classification",
+        "features": data.feature_names,
+        "columns": input_columns(data, rows),
+        "unknown_categories": "error",
+        "example": example_row(data, rows[-5:]),
+        "target": data.target_name,
+        "classes": data.class_names,
+        "estimator": "LR",
+    }
+    save_sklearn_model(folder, pipeline, fields)
+    return pipeline, data
+
+
+def make_run(root: Path, serve=None, run_id: str = RUN_ID, tables: bool = False, **lstm) -> Path:
+    """A finished-looking run folder with models/classical and models/lstm (and, with `tables`,
+    models/tables: `tables_model`), written by the contract functions (`lstm`: hidden_size, days for
+    `lstm_network`)."""
     from mlkube.trainer.artifacts import save_sklearn_model
     from mlkube.trainer.lstm.model import save_lstm_model
     from mlkube.trainer.run import CLASSICAL_MODEL, LSTM_MODEL, Run
@@ -119,6 +172,8 @@ def make_run(root: Path, serve=None, run_id: str = RUN_ID, **lstm) -> Path:
         save_sklearn_model(run.model_dir(CLASSICAL_MODEL), pipeline, fields)
         network, fields = lstm_network(**lstm)
         save_lstm_model(run.model_dir(LSTM_MODEL), network, fields)
+        if tables:
+            tables_model(run.model_dir(TABLES_MODEL), run.path)
     return run.path
 
 

@@ -510,3 +510,103 @@ def test_lstm_inputs_within_a_thousand_spreads_of_the_training_mean_are_answered
     assert (near_status, far_status) == (200, 400)
     assert f"instance 0.dynamic.{name}[3]:" in far_answer["error"]
     assert f"({mean:.4g} ± {std:.4g})" in far_answer["error"]
+
+
+# ------------------------------------------------------------------ raw columns: strings, booleans, ISO dates
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory):
+    """The typed-table model (categorical, boolean and date columns; unknown categories refused) in-process,
+    with its pipeline and data."""
+    from mlkube.serving.handlers import InProcess
+    from tests.serving_fixtures import tables_model
+
+    folder = tmp_path_factory.mktemp("tables")
+    pipeline, data = tables_model(folder / "model", folder)
+    return InProcess(folder / "model", version="v1"), pipeline, data
+
+
+def _instances(data, rows) -> list[dict]:
+    from mlkube.trainer.columns import json_value
+
+    return [
+        {name: json_value(data.X[name].iloc[i], kind) for name, kind in data.column_types.items()}
+        for i in rows
+    ]
+
+
+def test_a_typed_table_model_takes_raw_strings_booleans_and_iso_dates_like_its_pipeline(tables):
+    model, pipeline, data = tables
+    instances = _instances(data, range(0, 90, 7))
+    assert {type(v) for v in instances[0].values()} == {float, str, bool}
+    [(status, answer)] = model([body(instances)])
+    assert status == 200, answer
+    expected = pipeline.predict(data.X.iloc[list(range(0, 90, 7))])
+    assert answer["predictions"] == [data.class_names[c] for c in expected]
+
+
+def test_the_card_lists_every_column_with_its_type_and_categories_and_a_real_example_row(tables):
+    from mlkube.serving.handlers.sklearn_handler import SklearnHandler
+
+    model, _, data = tables
+    card = model.handler.card
+    assert [(c.name, c.type) for c in card.columns] == list(data.column_types.items())
+    assert next(c for c in card.columns if c.name == "colour").categories == ["blue", "green", "red"]
+    example = SklearnHandler.example(card)["instances"][0]
+    assert example in _instances(data, range(data.n_rows)) and example["colour"] in ("red", "blue", "green")
+    [(status, answer)] = model([body([example])])
+    assert status == 200 and len(answer["predictions"]) == 1
+
+
+TYPED_BAD = {
+    "unknown category": (
+        {"colour": "purple"},
+        "feature 'colour': string \"purple\" is not allowed; it takes a string, one of "
+        "['blue', 'green', 'red']",
+    ),
+    "number for a category": (
+        {"colour": 1.5},
+        "feature 'colour': number 1.5 is not allowed; it takes a string",
+    ),
+    "not a date": (
+        {"joined": "01/02/2024"},
+        "feature 'joined': string \"01/02/2024\" is not allowed; it takes an ISO",
+    ),
+    "number for a date": ({"joined": 20240102}, "feature 'joined': number 20240102 is not allowed"),
+    "text for a boolean": (
+        {"member": "maybe"},
+        "feature 'member': string \"maybe\" is not allowed; it takes true",
+    ),
+    "text for a number": ({"size": "9,5"}, "feature 'size': expected a number, got string"),
+}
+
+
+@pytest.mark.parametrize("case", TYPED_BAD)
+def test_a_value_a_column_cannot_take_gets_400_naming_the_column_and_what_it_accepts(tables, case):
+    model, _, data = tables
+    change, message = TYPED_BAD[case]
+    good = _instances(data, [0])[0]
+    [(status, answer), (ok, _)] = model([body([{**good, **change}]), body([good])])
+    assert (status, ok) == (400, 200)
+    assert message in answer["error"], answer["error"]
+
+
+def test_an_oip_request_takes_bytes_for_categories_and_dates(tables):
+    model, pipeline, data = tables
+    rows = _instances(data, range(5))
+    datatypes = {"numeric": "FP64", "boolean": "FP64", "categorical": "BYTES", "date": "BYTES"}
+    inputs = [
+        {
+            "name": name,
+            "shape": [5],
+            "datatype": datatypes[kind],
+            "data": [float(r[name]) if kind == "boolean" else r[name] for r in rows],
+        }
+        for name, kind in data.column_types.items()
+    ]
+    [(status, answer)] = model([json.dumps({"inputs": inputs}).encode()])
+    assert status == 200, answer
+    expected = [data.class_names[c] for c in pipeline.predict(data.X.iloc[:5])]
+    assert answer["outputs"][0]["data"] == expected
+    inputs[1] = {**inputs[1], "datatype": "FP64", "data": [1.0] * 5}
+    [(status, answer)] = model([json.dumps({"inputs": inputs}).encode()])
+    assert status == 400 and "input 'colour': datatype FP64 is not allowed; it takes BYTES" in answer["error"]
