@@ -46,8 +46,12 @@ def connect_ray(ray_address: str | None, num_cpus: int | None, progress: Progres
         progress.say(f"joining the Ray cluster at {address}")
         ray.init(address=address, **quiet)
     else:
+        from mlkube.trainer.classical.reaper import children, start_reaper
+
+        before = children()
         ray.init(num_cpus=num_cpus, include_dashboard=False, **quiet)
         _owned_ray = True
+        start_reaper(children() - before)  # what ray.init started dies with this process, however it dies
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     progress.say(f"Ray: {len(nodes)} node(s), {int(ray.cluster_resources().get('CPU', 0))} CPU(s)")
 
