@@ -100,7 +100,7 @@ def _camels_site(forcing: Path, streamflow: Path) -> SiteSeries:
     dates = _days(table[:, 0], table[:, 1], table[:, 2], forcing)
     if (np.diff(dates) <= np.timedelta64(0, "D")).any():
         raise MlkubeError(f"{forcing}: the days are not in order, or one is listed twice", "sort the file")
-    values = np.empty((len(dates), len(variables) + 1))
+    values = np.empty((len(dates), len(variables) + 1), np.float32)  # as stacked: half the memory held
     values[:, :-1] = np.where(table[:, 4:] == MISSING, np.nan, table[:, 4:])
     flow, fields = read_columns(streamflow, 5)  # gauge, year, month, day, cfs (then the quality flag)
     _check_fields(streamflow, np.minimum(fields, 5), 5, "gauge, year, month, day and streamflow")
