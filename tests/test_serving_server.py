@@ -34,7 +34,7 @@ def server(tmp_path_factory):
     from mlkube.serving.server import serve_run
     from mlkube.trainer.run import Run
 
-    path = make_run(tmp_path_factory.mktemp("runs"), serve=serve_spec(**SPEC))
+    path = make_run(tmp_path_factory.mktemp("runs"), serve=serve_spec(**SPEC), tables=True)
     server = serve_run(Run.open(path))
     yield server
     server.stop()
@@ -141,6 +141,37 @@ def test_served_predictions_equal_the_in_process_models(server):
     answer = server.predict("lstm", {"instances": windows})
     assert answer["version"] == server.folder.parent.name
     np.testing.assert_allclose(answer["predictions"], expected_lstm(lstm_folder(server), windows), atol=1e-6)
+
+
+def test_a_model_trained_from_a_csv_with_categories_and_dates_answers_raw_rows_through_torchserve(server):
+    """The round trip: a semicolon, decimal-comma CSV with categorical, boolean and date columns → mlkube's
+    loader and ColumnTransformer pipeline → skops + card → .mar → TorchServe, asked with strings, booleans
+    and ISO dates; an unknown category gets a 400 naming the column and its categories, and the worker
+    keeps serving."""
+    import pandas as pd
+
+    from mlkube.trainer.artifacts import load_sklearn_model
+    from mlkube.trainer.classical.trust import trusted_skops_types
+    from mlkube.trainer.columns import convert
+    from mlkube.trainer.run import Run
+    from tests.serving_fixtures import TABLES_MODEL
+
+    folder = Run(server.folder.parent).model_dir(TABLES_MODEL)
+    pipeline, card = load_sklearn_model(folder, trusted_skops_types())
+    rows = [card.example, {**card.example, "colour": "red", "member": True, "joined": "2024-11-30"}]
+    answer = post(server, TABLES_MODEL, request(rows))
+    assert answer.status_code == 200, answer.text
+    X = convert(pd.DataFrame(rows), card.column_types(), folder / "request")
+    assert answer.json()["predictions"] == [card.classes[c] for c in pipeline.predict(X)]
+    workers = worker_pids(server, TABLES_MODEL)
+    refused = post(server, TABLES_MODEL, request([{**card.example, "colour": "purple"}]))
+    assert refused.status_code == 400
+    assert (
+        "feature 'colour'" in refused.json()["error"]
+        and "['blue', 'green', 'red']" in refused.json()["error"]
+    )
+    assert post(server, TABLES_MODEL, request([card.example])).status_code == 200
+    assert worker_pids(server, TABLES_MODEL) == workers
 
 
 def lstm_folder(server) -> Path:
