@@ -10,7 +10,7 @@ import datetime as dt
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -509,6 +509,9 @@ class ElasticSpec(Section):
         return self
 
 
+Baseline = Literal["climatology", "Ridge", "GBM"]  # trainer.lstm.baselines.BASELINES (a test ties the two)
+
+
 class LstmSpec(Section):
     """The deep stage: an LSTM on multi-site daily series, trained under torch elastic."""
 
@@ -523,8 +526,8 @@ class LstmSpec(Section):
     model: LstmModelSpec = Field(default_factory=LstmModelSpec, description="The network.")
     train: LstmTrainSpec = Field(default_factory=LstmTrainSpec, description="Optimisation.")
     elastic: ElasticSpec = Field(default_factory=ElasticSpec, description="torchrun launch.")
-    baselines: list[Literal["climatology", "Ridge", "GBM"]] = Field(
-        default_factory=lambda: ["climatology", "Ridge", "GBM"],
+    baselines: list[Baseline] = Field(
+        default_factory=lambda: list(get_args(Baseline)),
         description="Baselines scored beside the LSTM on the test period: climatology (day-of-year means), "
         "Ridge and GBM on lagged forcings (at scale these fit millions of rows; [] skips them all).",
     )
