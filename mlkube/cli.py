@@ -57,6 +57,12 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
         "--detach", action="store_true", help="return once it serves (default: stay attached until Ctrl-C)"
     )
     mode.add_argument("--stop", action="store_true", help="stop the run's TorchServe")
+    mode.add_argument(
+        "--renew-key",
+        choices=("inference", "management"),
+        help="ask the running TorchServe for a new key of this API (over its management socket, with the API "
+        "key); the old one stops working, clients read the new one from key_file.json",
+    )
 
 
 def _predict_args(p: argparse.ArgumentParser) -> None:

@@ -358,7 +358,8 @@ def test_notes_tell_how_to_predict_with_the_key_torchserve_made():
     assert "port-forward svc/demo-serve 8080:8080" in notes and "/predictions/classical" in notes
     assert 'json.load(open("/runs/tuned-run/serving/key_file.json"))["inference"]["key"]' in notes
     assert "cat /runs/tuned-run/serving/examples/classical.json" in notes
-    assert "rollout restart deployment/demo-serve" in notes and "get secret" not in notes
+    assert "exec deploy/demo-serve -- mlkube serve /runs/tuned-run --renew-key inference" in notes
+    assert "get secret" not in notes
 
 
 def test_the_tuning_driver_and_each_training_process_have_an_exporter_port_and_scrape_annotations():

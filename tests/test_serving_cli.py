@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -47,12 +48,23 @@ def test_serve_prints_a_working_curl_line_then_predict_answers_and_stop_ends_it(
         )
         again = run_cli("serve", relative, "--detach")
         assert (again.returncode, "already serves" in again.stderr) == (2, True)
+        # a new inference key, asked over the management socket with the API key; predict reads it again
+        old = json.loads(key_file.read_text())["inference"]["key"]
+        renewed = run_cli("serve", relative, "--renew-key", "inference", check=True)
+        assert "renewed the inference key" in renewed.stdout and old not in renewed.stdout
+        assert json.loads(key_file.read_text())["inference"]["key"] != old
+        assert json.loads(run_cli("predict", relative, "--model", "lstm", check=True).stdout)["predictions"]
+        private = Path(json.loads((run / "serving" / "server.json").read_text())["management_socket"]).parent
+        assert private.is_dir()
     finally:
         stopped = run_cli("serve", relative, "--stop")
     assert "stopped TorchServe" in stopped.stdout
     assert not (run / "serving" / "server.json").exists() and not key_file.exists()
+    assert not private.exists()  # the management socket's private folder goes with the server
     refused = run_cli("predict", relative, "--model", "lstm")
     assert (refused.returncode, "no TorchServe runs" in refused.stderr) == (2, True)
+    no_server = run_cli("serve", relative, "--renew-key", "inference")
+    assert (no_server.returncode, "there is no key to renew" in no_server.stderr) == (2, True)
 
 
 def test_serve_refuses_weights_failing_the_integrity_check_in_the_worker_until_re_archived(run_cli, tmp_path):

@@ -8,7 +8,14 @@ import sys
 from pathlib import Path
 
 from mlkube.serving.archive import archive_run
-from mlkube.serving.server import describe, run_serve_spec, running_server, serve_run, wait_for_interrupt
+from mlkube.serving.server import (
+    describe,
+    renew_key,
+    run_serve_spec,
+    running_server,
+    serve_run,
+    wait_for_interrupt,
+)
 from mlkube.trainer.errors import MlkubeError
 from mlkube.trainer.run import Run
 
@@ -29,6 +36,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return 0
         server.stop()
         print(f"stopped TorchServe of {run.id} (pid {server.pid})")
+        return 0
+    if args.renew_key:
+        server = running_server(run.serving)
+        if server is None:
+            raise MlkubeError(
+                f"no TorchServe runs for {run.id}: there is no key to renew", f"mlkube serve {run.path}"
+            )
+        renew_key(server, args.renew_key)
+        print(f"renewed the {args.renew_key} key of TorchServe for {run.id}: {server.token_file}")
         return 0
     serve = run_serve_spec(run)
     if args.host is not None:  # where a server binds is the deployment's choice (a pod: 0.0.0.0)
