@@ -65,6 +65,16 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _lr_range_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", help="experiment spec (YAML) with an lstm section")
+    p.add_argument("--steps", type=int, default=200, help="training steps of the test (default: 200)")
+    p.add_argument("--min", type=float, default=1e-5, help="first learning rate (default: 1e-5)")
+    p.add_argument("--max", type=float, default=1.0, help="last learning rate (default: 1)")
+    p.add_argument(
+        "--out", default="lr-range", help="folder for lr_range.json and lr_range.png (default: lr-range)"
+    )
+
+
 def _predict_args(p: argparse.ArgumentParser) -> None:
     _run_ref(p)
     p.add_argument("--model", required=True, help="the served model (e.g. classical, lstm)")
@@ -145,6 +155,12 @@ COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], str]] 
         "print a run's live progress until it finishes",
         _watch_args,
         "mlkube.commands.watch:cmd_watch",
+    ),
+    (
+        "lr-range",
+        "learning-rate range test of a spec's LSTM: loss against a growing rate, a rate suggested",
+        _lr_range_args,
+        "mlkube.commands.lr_range:cmd_lr_range",
     ),
     (
         "archive",

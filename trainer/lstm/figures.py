@@ -77,3 +77,21 @@ def nse_cdf(nse_by_model: dict[str, list[float | None]], path: Path) -> Path:
     ax.set_ylim(0, 1.02)
     ax.legend(loc="upper left", fontsize="small")
     return save_figure(fig, path)
+
+
+def lr_range_curve(curve: dict[str, Any], path: Path) -> Path:
+    """The learning-rate range test: loss (raw and smoothed) against the learning rate on a log axis, the
+    suggested rate marked."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(curve["learning_rates"], curve["losses"], color="0.75", linewidth=0.8, label="loss")
+    ax.plot(curve["learning_rates"], curve["smoothed"], label="smoothed")
+    if curve["suggested"] is not None:
+        rate = curve["suggested"]
+        ax.axvline(rate, color="C3", linestyle="--", label=f"suggested {rate:.2g}")
+    finite = [v for v in curve["smoothed"] if np.isfinite(v)]
+    if finite:  # a diverging tail would flatten the rest
+        ax.set_ylim(top=min(max(finite), 4 * min(finite)) * 1.1)
+    ax.set(xscale="log", title="Learning-rate range test", xlabel="learning rate", ylabel="training loss")
+    ax.legend(fontsize="small")
+    return save_figure(fig, path)
