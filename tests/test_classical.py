@@ -337,3 +337,52 @@ def test_a_killed_trial_worker_is_retried_and_the_trial_finishes(ray_cluster):
         "calm", {"model": tune.grid_search(["RF", "GBM"])}, data, SearchSettings(), Progress(quiet=True)
     )
     assert {r["model"]: r["scores"] for r in rows} == {r["model"]: r["scores"] for r in calm}
+
+
+def test_a_typed_csv_spot_checks_and_searches_with_every_metric_equal_to_scikit_learns(
+    ray_cluster, run_spec, tmp_path
+):
+    """A semicolon, decimal-comma CSV with categorical, boolean and date columns through the real stages: each
+    metric of the leaderboard equals scikit-learn's `cross_validate` on the same folds, and class_weight and
+    the PCA step's components are searched like any parameter."""
+    from sklearn.model_selection import StratifiedKFold, cross_validate
+
+    from mlkube.trainer.classical import zoo
+    from mlkube.trainer.classical.encode import Encoding
+    from mlkube.trainer.spec import DataSpec
+    from mlkube.trainer.tabular import load_tabular
+    from tests.serving_fixtures import tables_csv
+
+    path = tables_csv(tmp_path)
+    metrics = ["balanced_accuracy", "f1", "roc_auc", "average_precision", "neg_log_loss"]
+    run = run_spec(
+        f"seed: 2\ndata: {{path: {path}, target: label}}\npreprocess: {{reduce: {{pca: 3}}}}\n"
+        f"classical:\n  models: [LR, CART]\n  metric: accuracy\n  metrics: {metrics}\n"
+        "  cv: {scheme: stratified, folds: 3}\n"
+        "  search: {space: {LR: {class_weight: [null, balanced], pca__n_components: [2, 4]}}}\n"
+    )
+    board = _board(run)
+    assert board["metrics"] == ["accuracy", *metrics]
+    data = load_tabular(DataSpec(path=path, target="label"))
+    folds = list(StratifiedKFold(3, shuffle=True, random_state=2).split(data.X, data.y))
+    for row in board["rows"]:
+        params = {k: v for k, v in row["params"].items() if k != "scaling"}
+        plan = zoo.plan(row["model"], "classification", params, "auto", 2, 2, {"pca": 3})
+        pipeline = zoo.build_pipeline(plan, "none", Encoding(data.column_types))
+        expected = cross_validate(pipeline, data.X, data.y, cv=folds, scoring=["accuracy", *metrics])
+        assert row["scores"] == pytest.approx(list(expected["test_accuracy"]), abs=1e-12)
+        for m in metrics:
+            assert row["metrics"][m]["scores"] == pytest.approx(list(expected[f"test_{m}"]), abs=1e-12), m
+    searched = {
+        (r["params"].get("class_weight"), r["params"]["pca__n_components"])
+        for r in board["rows"]
+        if r["stage"] == "improve"
+    }
+    assert len(searched) == 1 and next(iter(searched))[1] in (2, 4)
+    trials = json.loads(run.stage_file("improve").read_text())["trials"]
+    assert {(t["params"]["class_weight"], t["params"]["pca__n_components"]) for t in trials} == {
+        (None, 2),
+        (None, 4),
+        ("balanced", 2),
+        ("balanced", 4),
+    }
