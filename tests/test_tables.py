@@ -290,3 +290,18 @@ def test_the_penguins_example_is_a_real_typed_table_with_an_imbalanced_target():
     kinds = data.column_types
     assert [kinds[c] for c in ("Species", "Island", "Sex", "Date Egg")] == ["categorical"] * 3 + ["date"]
     assert kinds["Body Mass (g)"] == "numeric" and data.numeric_missing().any()
+
+
+def test_a_metric_that_needs_a_method_a_model_lacks_is_refused_before_any_trial():
+    from mlkube.pipeline import check_inputs
+    from mlkube.trainer.spec import parse_spec
+
+    spec = parse_spec(
+        "data: {name: iris}\nclassical: {models: [LR, SVM], metrics: [f1_macro, neg_log_loss]}\n"
+    )
+    with pytest.raises(
+        MlkubeError, match="classical.metrics: neg_log_loss needs predict_proba, which SVM"
+    ) as e:
+        check_inputs(spec)
+    assert "probability: true" in e.value.fix
+    check_inputs(parse_spec("data: {name: iris}\nclassical: {models: [LR, SVM], metrics: [f1_macro]}\n"))

@@ -164,6 +164,7 @@ def check_classical(spec: Spec) -> None:
     for model in plans:
         zoo.check_fold_rows(model, spot_rows, f"classical.params.{model.name}")
     _check_missing(spec, cd, plans)
+    _check_metric_methods(metrics_for(spec, task), plans)
     if c.search is not None:
         _check_space(spec, c.search, names, task, n_classes, search_rows)
 
@@ -201,6 +202,29 @@ def _check_missing(spec: Spec, cd: ClassicalData, plans: list[zoo.ModelPlan]) ->
         "set preprocess.impute: mean (or median), or keep only models that take them "
         f"({[model.name for model in plans if model.name not in refused] or 'e.g. CART, RF, GBM'})",
     )
+
+
+def _check_metric_methods(metrics: list[str], plans: list[zoo.ModelPlan]) -> None:
+    """Refuse a metric that needs a method (predict_proba, decision_function) a model lacks: every fold of
+    that model would fail."""
+    from sklearn.metrics import get_scorer
+
+    for metric in metrics:
+        methods = get_scorer(metric)._response_method
+        methods = (methods,) if isinstance(methods, str) else tuple(methods)
+        for model in plans:
+            estimator = zoo.build_pipeline(model)[-1]
+            if not any(hasattr(estimator, method) for method in methods):
+                raise MlkubeError(
+                    f"classical.metrics: {metric} needs {' or '.join(methods)}, which {model.name} with "
+                    f"{model.params} lacks",
+                    f"leave {metric} out, or the model"
+                    + (
+                        " (or give it classical.params.SVM: {probability: true})"
+                        if model.name == "SVM"
+                        else ""
+                    ),
+                )
 
 
 def _check_space(
