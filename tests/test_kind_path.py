@@ -87,6 +87,12 @@ def test_up_creates_the_cluster_installs_both_operators_and_loads_the_image():
         for c in commands
     )
     assert any("training-operator.git/manifests/overlays/standalone?ref=v1.9.0" in c for c in commands)
+    assert any("kubeflow/trainer.git/manifests/overlays/manager?ref=v2.3.0" in c for c in commands)
+    assert (
+        "kubectl -n kubeflow-system rollout status deployment/kubeflow-trainer-controller-manager"
+        in " ".join(commands)
+    )
+    assert not any("kueue" in c for c in commands)
     build, load = commands[-2:]
     assert build.startswith("docker build --build-arg BASE=mlkube-base:bookworm ")  # deploy/docker/build.sh
     assert (
@@ -104,6 +110,15 @@ def test_up_installs_the_elasticjob_controller_on_request():
     assert f"kubectl apply -k {KIND}/elasticjob" in dry_run("up.sh", ELASTICJOB="1")
 
 
+def test_up_installs_kueue_on_request():
+    commands = dry_run("up.sh", KUEUE="1")
+    assert (
+        "kubectl apply --server-side -f https://github.com/kubernetes-sigs/kueue/releases/download/v0.19.2/"
+        "manifests.yaml" in commands
+    )
+    assert any(c.startswith("kubectl -n kueue-system wait deploy/kueue-controller-manager") for c in commands)
+
+
 def test_up_builds_the_gpu_variant_on_request():
     (build,) = [c for c in dry_run("up.sh", VARIANT="gpu") if c.startswith("docker build ")]
     assert " --build-arg BASE=pytorch/pytorch:2.8.0-cuda12.8-cudnn9-runtime " in build
@@ -115,6 +130,9 @@ def test_operator_versions_are_those_of_the_vendored_crds():
     assert re.search(rf"ray.io_rayjobs.yaml.*\| v{re.escape(common('KUBERAY_VERSION'))} ", readme)
     assert re.search(
         rf"kubeflow.org_pytorchjobs.yaml.*\| {re.escape(common('TRAINING_OPERATOR_VERSION'))} ", readme
+    )
+    assert re.search(
+        rf"trainer.kubeflow.org_trainjobs.yaml.*\| {re.escape(common('TRAINER_VERSION'))} ", readme
     )
 
 

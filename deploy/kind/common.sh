@@ -12,6 +12,8 @@ SIGNING_SECRET=${SIGNING_SECRET:-mlkube-signing}  # the chart's signing.secretNa
 # Operator versions: the CRDs under deploy/crds/ are these releases' (see deploy/crds/README.md).
 KUBERAY_VERSION=${KUBERAY_VERSION:-1.7.0}
 TRAINING_OPERATOR_VERSION=${TRAINING_OPERATOR_VERSION:-v1.9.0}
+TRAINER_VERSION=${TRAINER_VERSION:-v2.3.0}  # Kubeflow Trainer v2 (TrainJob, the chart's default training.kind)
+KUEUE_VERSION=${KUEUE_VERSION:-v0.19.2}     # only with KUEUE=1
 DRY_RUN=${DRY_RUN:-0}
 MLKUBE=${MLKUBE:-$ROOT/.venv/bin/mlkube}
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Create the kind cluster (1 control plane + 2 workers), install the KubeRay operator (Helm chart) and the Kubeflow
-# training operator (released manifests), build the mlkube image and load it into the nodes.
-#   deploy/kind/up.sh                 # ELASTICJOB=1 also installs TorchElastic's ElasticJob controller
+# Create the kind cluster (1 control plane + 2 workers), install the KubeRay operator (Helm chart), Kubeflow
+# Trainer v2 (TrainJob, the chart's default) and the Kubeflow training operator v1 (PyTorchJob, the elastic path)
+# from their released manifests, build the mlkube image and load it into the nodes.
+#   deploy/kind/up.sh                 # ELASTICJOB=1 also installs TorchElastic's ElasticJob controller;
+#                                     # KUEUE=1 installs Kueue (set the chart's `queue` to use it)
 #   DRY_RUN=1 deploy/kind/up.sh       # print the commands only
 set -euo pipefail
 # shellcheck source=SCRIPTDIR/common.sh
@@ -24,6 +26,16 @@ run helm upgrade --install kuberay-operator kuberay/kuberay-operator --version "
 run kubectl apply --server-side \
   -k "github.com/kubeflow/training-operator.git/manifests/overlays/standalone?ref=$TRAINING_OPERATOR_VERSION"
 run kubectl -n kubeflow rollout status deployment/training-operator --timeout=300s
+
+# Trainer v2 with JobSet (its manager overlay brings both), then its torch runtimes; TrainJob uses the chart's own.
+run kubectl apply --server-side -k "github.com/kubeflow/trainer.git/manifests/overlays/manager?ref=$TRAINER_VERSION"
+run kubectl -n kubeflow-system rollout status deployment/kubeflow-trainer-controller-manager --timeout=300s
+
+if [ "${KUEUE:-0}" = 1 ]; then
+  run kubectl apply --server-side \
+    -f "https://github.com/kubernetes-sigs/kueue/releases/download/$KUEUE_VERSION/manifests.yaml"
+  run kubectl -n kueue-system wait deploy/kueue-controller-manager --for=condition=available --timeout=5m
+fi
 
 if [ "${ELASTICJOB:-0}" = 1 ]; then
   run kubectl apply -k "$KIND_DIR/elasticjob"
