@@ -232,14 +232,16 @@ class Cluster:
         container: int = 0,
         aliases: Sequence[str] = (),
         injected: dict[str, Any] | None = None,
+        flags: Sequence[str] = (),
     ) -> str:
         """Run container `container` of a rendered pod template as the kubelet would, after what the operator
-        injects (`injected`: command/args/env, see tests/containers_operators.py)."""
+        injects (`injected`: command, args, extra_env and docker flags; tests/containers_operators.py)."""
         spec = template["spec"]
         c = {**spec["containers"][container], **(injected or {})}
         env = {**pod_env(c.get("env", []), self.secrets), **(injected or {}).get("extra_env", {})}
         words = [expand(w, env) for w in [*c.get("command", []), *c.get("args", [])]]
-        flags = [*self.mounts(spec.get("volumes", []), c.get("volumeMounts", []))]
+        mounts = self.mounts(spec.get("volumes", []), c.get("volumeMounts", []))
+        flags = [*flags, *c.get("flags", []), *mounts]
         if c.get("workingDir"):
             flags += ["--workdir", c["workingDir"]]
         user = spec.get("securityContext", {})

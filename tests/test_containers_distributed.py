@@ -1,0 +1,278 @@
+"""The chart's distributed workloads across real containers (one network, one runs volume, a hostname each),
+started with what their operators add (tests/containers_operators.py): Ray over three hosts with a worker
+killed, torch elastic losing a node, Trainer v2's TrainJob, the ElasticJob meeting through the chart's etcd.
+What network cuts do is written in docs/cluster.md (not tested here: their outcome was not repeatable)."""
+
+from __future__ import annotations
+
+import collections
+import json
+import secrets
+import time
+
+import pytest
+
+from tests.containers import Cluster, chart, docker, wait_until
+from tests.containers_operators import (
+    head_service,
+    pytorchjob_env,
+    pytorchjob_worker_service,
+    ray_pod,
+    ray_submitter,
+    trainjob_env,
+    trainjob_node,
+)
+from tests.test_chart import only, pod_templates
+
+pytestmark = pytest.mark.container
+pytest_plugins = ["tests.containers"]  # the image and cluster fixtures
+
+
+# ------------------------------------------------------------------------------------------- Ray across hosts
+# Trials slow enough (forests on 569 rows, 5 folds) that a worker can be killed while some run on it.
+RAY_EXPERIMENT = {
+    "seed": 1,
+    "data": {"name": "breast_cancer"},
+    "classical": {
+        "models": ["LR", "CART", "RF", "GBM", "KNN", "SVM"],
+        "cv": {"folds": 5},
+        "search": {
+            "algorithm": "random",
+            "trials": 6,
+            "space": {"RF": {"n_estimators": {"randint": [150, 300]}}},
+        },
+    },
+}
+
+
+def ray_job(cluster: Cluster, workers: int) -> tuple[str, str]:
+    """The chart's RayJob for RAY_EXPERIMENT: its head and `workers` workers started as KubeRay starts them,
+    then its submitter, which submits through the Jobs API; returns the run id and the head's Service name."""
+    token = secrets.token_hex(16)
+    objs = chart(
+        ray={"workers": {"replicas": workers, "minReplicas": workers, "maxReplicas": workers}},
+        elastic={"enabled": False},
+        serve={"enabled": False},
+        experiment=RAY_EXPERIMENT,
+    )
+    job, config = only(objs, "RayJob"), only(objs, "ConfigMap")
+    cluster.config_maps[config["metadata"]["name"]] = config["data"]
+    name = f"{job['metadata']['name']}-raycluster"  # KubeRay: the RayJob's name and a random suffix
+    spec = job["spec"]["rayClusterSpec"]
+    submitter, head, worker = pod_templates(job)
+    head_pod = ray_pod(spec["headGroupSpec"], True, name, token)
+    cluster.start_pod("ray-head", head, aliases=[head_service(name)], injected=head_pod)
+    for i in range(1, workers + 1):
+        group = spec["workerGroupSpecs"][0]
+        cluster.start_pod(f"ray-worker-{i}", worker, injected=ray_pod(group, False, name, token))
+    wait_until(f"{workers + 1} Ray nodes", lambda: alive_nodes(cluster) == workers + 1, timeout=180, every=3)
+    cluster.start_pod("ray-submitter", submitter, injected=ray_submitter(job, name, token))
+    return job["spec"]["jobId"], head_service(name)
+
+
+def alive_nodes(cluster: Cluster) -> int:
+    """How many nodes the Ray cluster counts alive (asked on the head)."""
+    script = "import ray; ray.init(); print('alive', sum(n['Alive'] for n in ray.nodes()))"
+    out = cluster.exec("ray-head", "python", "-c", script, check=False)
+    found = [line.split()[1] for line in out.splitlines() if line.startswith("alive ")]
+    return int(found[0]) if found else 0
+
+
+def run_status(cluster: Cluster, run_id: str) -> dict:
+    """The run's status.json (trials running/finished/failed), {} before it exists."""
+    path = f"/runs/{run_id}/status.json"
+    proc = docker(
+        "run",
+        "--rm",
+        "-v",
+        f"{cluster.volume}:/runs:ro",
+        "--entrypoint",
+        "cat",
+        cluster.image,
+        path,
+        check=False,
+    )
+    return json.loads(proc.stdout) if proc.returncode == 0 and proc.stdout.strip() else {}
+
+
+def wait_for_trials(cluster: Cluster, run_id: str, finished: int) -> None:
+    trials = lambda: run_status(cluster, run_id).get("trials", {})  # noqa: E731
+    wait_until(f"{finished} finished trials", lambda: trials().get("finished", 0) >= finished, 600, every=1)
+
+
+def finished_job(cluster: Cluster, run_id: str) -> list[dict]:
+    """Every trial's row once the submitter returns (it returns when the Ray job ends; 0: SUCCEEDED)."""
+    code = cluster.wait("ray-submitter", timeout=900)
+    assert code == 0, cluster.logs("ray-submitter")[-4000:]
+    return complete_trials(cluster, run_id)
+
+
+def trials_on(cluster: Cluster, host: str) -> int:
+    """Trial actors alive on a Ray host now (Ray's state API, asked on the head)."""
+    script = (
+        "import ray; from ray.util.state import list_actors; ray.init()\n"
+        f"node = [n['NodeID'] for n in ray.nodes() if n['Alive'] and n['NodeManagerHostname'] == {host!r}]\n"
+        "alive = list_actors(filters=[('node_id', '=', node[0]), ('state', '=', 'ALIVE')]) if node else []\n"
+        "print('trials', len(alive))"
+    )
+    out = cluster.exec("ray-head", "python", "-c", script, check=False)
+    found = [line.split()[1] for line in out.splitlines() if line.startswith("trials ")]
+    return int(found[0]) if found else 0
+
+
+def complete_trials(cluster: Cluster, run_id: str) -> list[dict]:
+    """Every model spot-checked and every search trial scored, none failed; their rows (leaderboard.json's
+    spot-check rows, stages/improve.json's trials)."""
+    board = json.loads(cluster.read(f"/runs/{run_id}/leaderboard.json"))
+    trials = json.loads(cluster.read(f"/runs/{run_id}/stages/improve.json"))["trials"]
+    spot = [r for r in board["rows"] if r["stage"] == "evaluate"]
+    assert {r["model"] for r in spot} == set(RAY_EXPERIMENT["classical"]["models"])
+    assert len(trials) == RAY_EXPERIMENT["classical"]["search"]["trials"]
+    rows = spot + trials
+    assert [r for r in rows if r["status"] not in ("ok", "early_stopped")] == []
+    return rows
+
+
+def test_ray_tunes_across_hosts_and_retries_the_trials_of_a_killed_worker(cluster, capsys):
+    run_id, _ = ray_job(cluster, workers=2)
+    wait_until("a trial on ray-worker-2", lambda: trials_on(cluster, "ray-worker-2") >= 1, 600, every=1)
+    cluster.kill("ray-worker-2")  # mid-trial: Tune retries its trials elsewhere (FailureConfig)
+    rows = finished_job(cluster, run_id)
+    per_node = collections.Counter(r["node"] for r in rows)
+    with capsys.disabled():
+        print(f"\n[container] ray: trials per Ray node {sorted(per_node.values(), reverse=True)}")
+    assert len(per_node) >= 2
+
+
+# ------------------------------------------------------------------------------------------- torch elastic
+ELASTIC_EXPERIMENT = {
+    "seed": 1,
+    "data": {"name": "iris"},
+    "lstm": {
+        "data": {"name": "synthetic", "synthetic_sites": 2, "synthetic_years": 3},
+        "sequence_length": 30,
+        "model": {"hidden_size": 16},
+        "train": {"epochs": 4, "steps_per_epoch": 40, "checkpoint_every": 10},
+        "elastic": {"min_nodes": 1, "max_nodes": 2, "nproc_per_node": 1},
+    },
+}
+
+
+def run_dir_of(template: dict) -> str:
+    """The run directory a training pod's torchrun command names (--run-dir)."""
+    args = template["spec"]["containers"][0]["args"]
+    return args[args.index("--run-dir") + 1]
+
+
+def training_record(cluster: Cluster, nodes: list[str], template: dict) -> dict:
+    """Wait for every node to finish (exit 0); the LSTM's training.json."""
+    for node in nodes:
+        assert cluster.wait(node, 900) == 0, cluster.logs(node)[-4000:]
+    return json.loads(cluster.read(f"{run_dir_of(template)}/models/lstm/training.json"))
+
+
+def steps_logged(cluster: Cluster, host: str) -> list[str]:
+    return [line for line in cluster.logs(host).splitlines() if line.startswith("[lstm] step")]
+
+
+CLIMATOLOGY_NSE = """
+import json, pathlib, sys
+from mlkube.trainer.lstm.baselines import climatology
+from mlkube.trainer.lstm.evaluate import score
+from mlkube.trainer.lstm.prepared import load_prepared
+from mlkube.trainer.spec import load_spec
+spec, run = load_spec("/spec/experiment.yaml"), pathlib.Path(sys.argv[1])
+prepared = load_prepared(spec, run)
+sim = climatology(prepared.data, spec.lstm.sequence_length, spec.lstm.horizon, spec.seed, "test")
+card = json.loads((run / "models/lstm/model.json").read_text())
+baseline = score(sim, prepared.data, "test", spec.lstm.horizon)["median"]["nse"]
+print("nse", baseline, card["metrics"]["median"]["nse"])
+"""
+
+
+def test_torch_elastic_across_hosts_loses_a_node_and_the_survivor_resumes_from_the_checkpoint(
+    cluster, capsys
+):
+    """The chart's PyTorchJob, two containers as two nodes at worker 0's c10d rendezvous; one killed after a
+    checkpoint: the survivor re-forms the group alone (min_nodes 1), resumes from the shared volume's last
+    checkpoint and finishes; training.json records both memberships; the LSTM still beats climatology."""
+    objs = chart(ray={"enabled": False}, serve={"enabled": False}, experiment=ELASTIC_EXPERIMENT)
+    job, config = only(objs, "PyTorchJob"), only(objs, "ConfigMap")
+    cluster.config_maps[config["metadata"]["name"]] = config["data"]
+    (template,) = pod_templates(job)
+    name = job["metadata"]["name"]
+    nodes = [pytorchjob_worker_service(name, i) for i in (0, 1)]  # pod name = its Service's name
+    for node in nodes:
+        cluster.start_pod(node, template, injected={"extra_env": pytorchjob_env(job)})
+    run_dir = run_dir_of(template)
+    listing = lambda: cluster.exec(nodes[0], "ls", f"{run_dir}/checkpoints", check=False)  # noqa: E731
+    wait_until("a checkpoint", lambda: "step-" in listing(), 600)
+    before = len(steps_logged(cluster, nodes[0]))
+    cluster.kill(nodes[1])
+    lost = time.monotonic()
+    wait_until(
+        "the survivor's next step", lambda: len(steps_logged(cluster, nodes[0])) > before, 300, every=0.5
+    )
+    resumed_after = time.monotonic() - lost
+    record = training_record(cluster, nodes[:1], template)
+    train = ELASTIC_EXPERIMENT["lstm"]["train"]
+    with capsys.disabled():
+        print(
+            f"\n[container] elastic: next step {resumed_after:.1f} s after a node died; {record['segments']}"
+        )
+    assert [s["world_size"] for s in record["segments"]] == [2, 1]
+    resumed = record["segments"][-1]["from_step"]
+    assert resumed > 0 and resumed % train["checkpoint_every"] == 0  # from a checkpoint, not from scratch
+    assert record["steps"] == train["epochs"] * train["steps_per_epoch"] and record["restarts"] >= 1
+    spec = ["--mount", f"type=bind,source={cluster.files / cluster.tag / 'spec'},target=/spec,readonly"]
+    out = docker(
+        "run",
+        "--rm",
+        "-v",
+        f"{cluster.volume}:/runs:ro",
+        *spec,
+        "-e",
+        "HOME=/tmp",
+        "-e",
+        "NUMBA_CACHE_DIR=/tmp",
+        "--entrypoint",
+        "python",
+        cluster.image,
+        "-c",
+        CLIMATOLOGY_NSE,
+        run_dir,
+    ).stdout
+    climatology_nse, lstm_nse = map(
+        float, next(x for x in out.splitlines() if x.startswith("nse ")).split()[1:]
+    )
+    assert lstm_nse > climatology_nse
+
+
+def test_trainjob_nodes_train_together_with_what_trainer_v2_gives_them(cluster):
+    objs = chart(training={"kind": "trainjob"}, ray={"enabled": False}, serve={"enabled": False})
+    job, runtime, config = only(objs, "TrainJob"), only(objs, "TrainingRuntime"), only(objs, "ConfigMap")
+    cluster.config_maps[config["metadata"]["name"]] = config["data"]
+    (template,) = pod_templates(runtime)
+    nodes = [trainjob_node(job, i) for i in range(job["spec"]["trainer"]["numNodes"])]
+    for i, node in enumerate(nodes):
+        cluster.start_pod(node, template, injected={"extra_env": trainjob_env(job, i)})
+    record = training_record(cluster, nodes, template)
+    assert record["world_size"] == len(nodes) == 2 and record["restarts"] == 0
+
+
+def test_elasticjob_nodes_meet_through_the_charts_etcd_and_train(cluster):
+    """The chart's etcd Deployment (its command and args; Debian's etcd binary, as no registry serves its
+    image here) and the ElasticJob's two workers meeting through it (torchrun's etcd rendezvous, v2 API)."""
+    objs = chart(training={"kind": "elasticjob"}, ray={"enabled": False}, serve={"enabled": False})
+    job, config = only(objs, "ElasticJob"), only(objs, "ConfigMap")
+    etcd = next(o for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-etcd"))
+    cluster.config_maps[config["metadata"]["name"]] = config["data"]
+    (etcd_pod,) = pod_templates(etcd)
+    binary = ["--mount", "type=bind,source=/usr/bin/etcd,target=/usr/local/bin/etcd,readonly"]
+    cluster.start_pod(etcd["metadata"]["name"], etcd_pod, flags=binary)
+    (template,) = pod_templates(job)
+    nodes = [f"{job['metadata']['name']}-worker-{i}" for i in (0, 1)]  # the controller's pod names
+    for node in nodes:
+        cluster.start_pod(node, template)
+    record = training_record(cluster, nodes, template)
+    assert record["world_size"] == 2
