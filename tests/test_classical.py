@@ -252,17 +252,17 @@ def test_nested_cv_equals_a_hand_written_nested_loop(ray_cluster, run_spec):
 
 
 def test_a_failing_trial_is_recorded_and_the_others_finish(ray_cluster, run_spec):
-    # each value is valid alone, the pair fails only when LogisticRegression fits
+    # valid for validation's probe fit (4 features); only the data (30 features) makes RF's fit refuse it
     run = run_spec(
         "data: {name: breast_cancer}\n"
-        "classical: {models: [GBM, LR], params: {LR: {solver: lbfgs, penalty: l1}}, max_failures: 0}\n"
+        "classical: {models: [GBM, RF], params: {RF: {monotonic_cst: [1, 0, 0, 0]}}, max_failures: 0}\n"
     )
     board = _board(run)
     status = {r["model"]: r for r in board["rows"]}
-    assert status["GBM"]["status"] == "ok" and status["LR"]["status"] == "failed"
-    assert "penalty" in status["LR"]["error"]
-    assert board["failed"] == [{"model": "LR", "error": status["LR"]["error"]}]
-    assert board["rows"][-1]["model"] == "LR"
+    assert status["GBM"]["status"] == "ok" and status["RF"]["status"] == "failed"
+    assert "monotonic_cst" in status["RF"]["error"]
+    assert board["failed"] == [{"model": "RF", "error": status["RF"]["error"]}]
+    assert board["rows"][-1]["model"] == "RF"
 
 
 def test_same_seed_gives_identical_scores_with_folds_in_trials_or_as_parallel_tasks(ray_cluster, run_spec):

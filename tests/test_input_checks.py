@@ -120,6 +120,23 @@ VALID_THEN_FAILED = {
         {},
         ["classical.search.space.KNN.n_neighbors: 99", "smallest training fold has 80 rows"],
     ),
+    "a parameter pair only fitting refuses (l1 with LR's default solver)": (
+        "data: {name: iris}\nclassical: {models: [LR], params: {LR: {penalty: l1}}}\n",
+        {},
+        [
+            "classical.params.LR: scikit-learn refuses these parameters together",
+            "Solver lbfgs supports only 'l2' or None penalties, got l1 penalty",
+        ],
+    ),
+    "a parameter pair only fitting refuses (elasticnet with liblinear, binary target)": (
+        "data: {name: breast_cancer}\n"
+        "classical: {models: [LR], params: {LR: {solver: liblinear, penalty: elasticnet}}}\n",
+        {},
+        [
+            "classical.params.LR: scikit-learn refuses these parameters together",
+            "Only 'saga' solver supports",
+        ],
+    ),
 }
 
 

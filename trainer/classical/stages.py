@@ -163,6 +163,7 @@ def check_classical(spec: Spec) -> None:
     spot_rows, search_rows = _fold_rows(spec, cd)
     for model in plans:
         zoo.check_fold_rows(model, spot_rows, f"classical.params.{model.name}")
+        zoo.check_param_pairs(model, n_classes)
     _check_missing(spec, cd, plans)
     _check_metric_methods(metrics_for(spec, task), plans)
     if c.search is not None:

@@ -177,6 +177,37 @@ def check_fold_rows(model: ModelPlan, rows: int, where: str) -> None:
             )
 
 
+PROBE_ROWS = 24  # rows of the probe fit of `check_param_pairs`: a few per class, enough for every zoo model
+
+
+def check_param_pairs(model: ModelPlan, n_classes: int) -> None:
+    """Parameters that scikit-learn accepts one by one but refuses together (LR `penalty: l1` with its default
+    solver lbfgs, LinearSVC's l1 with hinge) fail only when fitted: fit the model with its fixed parameters
+    on a small random problem of its task, and refuse what scikit-learn refuses, with its own words. Row
+    counts (`n_neighbors`, ...) are checked against the real folds instead (`check_fold_rows`)."""
+    import warnings
+
+    import numpy as np
+    from sklearn.multiclass import OneVsRestClassifier
+
+    rows = max(PROBE_ROWS, 3 * n_classes)
+    X = np.random.default_rng(0).normal(size=(rows, 4))
+    y = np.arange(rows) % max(n_classes, 2) if model.task == "classification" else X @ [1.0, -1, 0.5, 0]
+    params = {k: v for k, v in model.params.items() if k not in ROW_COUNT_PARAMS}
+    estimator = entry(model.name, model.task).cls()(**params)
+    if model.one_vs_rest:  # as build_pipeline wraps it
+        estimator = OneVsRestClassifier(estimator)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # convergence on random data says nothing about the user's
+            estimator.fit(X, y)
+    except (ValueError, TypeError) as exc:
+        raise MlkubeError(
+            f"classical.params.{model.name}: scikit-learn refuses these parameters together: {exc}",
+            f"change one of the parameters it names (see the {type(estimator).__name__} documentation)",
+        ) from None
+
+
 def takes_missing(model: ModelPlan) -> bool:
     """Whether the model (with its params) fits on features with NaN, by scikit-learn's `allow_nan` tag."""
     from sklearn.utils import get_tags
