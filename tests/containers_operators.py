@@ -129,3 +129,23 @@ def trainjob_env(trainjob: dict, index: int) -> dict[str, str]:
         "PET_MASTER_ADDR": trainjob_node(trainjob, 0),
         "PET_MASTER_PORT": "29400",
     }
+
+
+def kserve_predictor_pod(isvc: dict) -> dict[str, Any]:
+    """The pod KServe's Standard mode makes of a custom predictor: the predictor's PodSpec fields as they are,
+    its `labels` and `annotations` on the pod (pkg/apis/serving/v1beta1/predictor_custom.go keeps the PodSpec;
+    component.go's ComponentExtensionSpec fields are the Deployment's, not the pod's)."""
+    predictor = isvc["spec"]["predictor"]
+    extension = {"minReplicas", "maxReplicas", "deploymentStrategy", "labels", "annotations", "scaleTarget"}
+    return {
+        "metadata": {"labels": predictor.get("labels", {}), "annotations": predictor.get("annotations", {})},
+        "spec": {k: v for k, v in predictor.items() if k not in extension},
+    }
+
+
+def kserve_env(isvc: dict) -> dict[str, str]:
+    """What KServe v0.20.0 adds to every predictor container: INFERENCE_SERVICE_NAME, the InferenceService's
+    name (pkg/controller/v1beta1/inferenceservice/components/predictor.go, AddEnvVarToPodSpec). Its Service
+    `<name>-predictor` maps port 80 to the container's first port (reconcilers/service/service_reconciler.go,
+    createDefaultSvc); a Docker network alias cannot remap ports, so the tests reach the container port."""
+    return {"INFERENCE_SERVICE_NAME": isvc["metadata"]["name"]}

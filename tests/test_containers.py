@@ -169,3 +169,58 @@ def test_the_charts_serve_deployment_serves_to_other_hosts_and_passes_helm_test(
         assert refusal(trained, url) in {"400 InvalidKeyException", "401 InvalidKeyException"}
     finally:
         docker("rm", "-f", trained.container("serve"), trained.container("helm-test"), check=False)
+
+
+def test_the_charts_kserve_predictor_serves_the_open_inference_protocol_and_passes_helm_test(trained):
+    """serve.kind kserve: the InferenceService's predictor pod as KServe runs it (its PodSpec, what KServe
+    adds), reached by KServe's Service name from other hosts; the chart's helm test predicts through it, and
+    an Open Inference Protocol request with the key is answered."""
+    from tests.containers_operators import kserve_env, kserve_predictor_pod
+
+    values = deep_merge(kind_everything(), {"serve": {"enabled": True, "runId": QUICK, "kind": "kserve"}})
+    isvc = only(render(values, RELEASE, "mlkube").objects, "InferenceService")
+    template = kserve_predictor_pod(isvc)
+    (server,) = template["spec"]["containers"]
+    service = f"{isvc['metadata']['name']}-predictor"
+    port = {p["name"]: p["containerPort"] for p in server["ports"]}["inference"]
+    trained.start_pod("kserve", template, aliases=[service], injected={"extra_env": kserve_env(isvc)})
+    try:
+        startup = server["startupProbe"]
+        wait_until(
+            "the startup probe",
+            lambda: tcp_probe(trained, service, port),
+            timeout=startup["periodSeconds"] * startup["failureThreshold"],
+            every=3,
+        )
+        url = f"http://{service}:{port}"
+        test_pod = helm_test_pod(values)
+        trained.start_pod("kserve-test", test_pod, injected={"extra_env": {"URL": url}})
+        code = trained.wait("kserve-test", timeout=300)
+        assert code == 0, trained.logs("kserve-test")
+        oip = docker(
+            "run",
+            "--rm",
+            "--network",
+            trained.tag,
+            "-v",
+            f"{trained.volume}:/runs:ro",
+            "--entrypoint",
+            "python",
+            trained.image,
+            "-c",
+            "import json, urllib.request\n"
+            f"key = json.load(open('/runs/{QUICK}/serving/key_file.json'))['inference']['key']\n"
+            f"body = json.load(open('/runs/{QUICK}/serving/examples/classical.json'))\n"
+            "row = body['instances'][0]\n"
+            "inputs = [{'name': k, 'shape': [1], 'datatype': 'FP64', 'data': [v]} for k, v in row.items()]\n"
+            f"request = urllib.request.Request({url + '/v2/models/classical/infer'!r}, "
+            "data=json.dumps({'inputs': inputs}).encode(), "
+            "headers={'Authorization': 'Bearer ' + key, 'Content-Type': 'application/json'})\n"
+            "print(json.dumps(json.load(urllib.request.urlopen(request, timeout=30))))",
+            check=False,
+        )
+        assert oip.returncode == 0, oip.stderr[-2000:]
+        answer = json.loads(oip.stdout)
+        assert answer["model_name"] == "classical" and len(answer["outputs"][0]["data"]) == 1
+    finally:
+        docker("rm", "-f", trained.container("kserve"), trained.container("kserve-test"), check=False)
