@@ -23,10 +23,15 @@ def _has_cuda() -> bool:
         return False
 
 
-def _docker_engine() -> bool:
-    if not (shutil.which("docker") and shutil.which("kind")):
-        return False
-    return subprocess.run(["docker", "info"], check=False, capture_output=True).returncode == 0
+def _kind_missing() -> str | None:
+    """Why the kind tests cannot run here (None: they can): the kind binary, the Docker engine."""
+    if not shutil.which("kind"):
+        return "needs the kind binary (not on PATH; no registry here serves it or its node image)"
+    if not shutil.which("docker"):
+        return "needs a Docker engine (no docker client on PATH)"
+    if subprocess.run(["docker", "info"], check=False, capture_output=True).returncode != 0:
+        return "needs a Docker engine (docker info failed)"
+    return None
 
 
 def pytest_collection_modifyitems(config, items):
@@ -36,10 +41,9 @@ def pytest_collection_modifyitems(config, items):
     reasons = {}
     if marked["gpu"] and not _has_cuda():
         reasons["gpu"] = "needs a CUDA GPU (torch.cuda.is_available() is False on this machine)"
-    if marked["kind"] and not _docker_engine():
-        reasons["kind"] = (
-            "needs a Docker engine and the kind binary (docker info failed or kind is not on PATH)"
-        )
+    missing = _kind_missing() if marked["kind"] else None
+    if missing:
+        reasons["kind"] = missing
     for name, reason in reasons.items():
         for item in marked[name]:
             item.add_marker(pytest.mark.skip(reason=reason))
