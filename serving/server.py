@@ -177,51 +177,55 @@ def start(run: Run, serve: ServeSpec, names: list[str]) -> Server:
     write_examples(run, names, folder / "examples")
     atomic_write_text(folder / "metrics.yaml", metrics_yaml())
     private = private_folder()
-    tmpdir = java_tmpdir(folder / "tmp", private)
-    management = private / MANAGEMENT_SOCKET
-    config = atomic_write_text(
-        folder / "config.properties", config_properties(run, serve, names, tmpdir, management)
-    )
-    log_config = atomic_write_text(folder / "log4j2.xml", log4j2_xml())
-    env = {
-        **os.environ,
-        "TMPDIR": str(folder / "tmp"),
-        "LOG_LOCATION": str(folder / "logs"),
-        "METRICS_LOCATION": str(folder / "logs"),
-        KEY_ENV: str(key_file()),  # the workers check each model card's signature with it
-    }
-    env.setdefault("OMP_NUM_THREADS", str(worker_threads(len(names) * serve.workers)))
-    env.setdefault(WORKER_CPUS_ENV, str(worker_threads(serve.workers)))
-    command = [
-        sys.executable,
-        "-m",
-        "ts.model_server",
-        "--start",
-        "--foreground",
-        "--ncs",
-        "--ts-config",
-        str(config),
-        "--log-config",
-        str(log_config),
-        "--model-store",
-        str(run.model_store),
-    ]
-    model_log = folder / "logs" / "model_log.log"  # TorchServe appends to it across starts
-    log_start = model_log.stat().st_size if model_log.is_file() else 0
-    with open(
-        os.open(folder / "logs" / "torchserve.out", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab"
-    ) as out:
-        # umask 077: the key file, logs and unpacked models are the owner's only.
-        process = subprocess.Popen(
-            command,
-            cwd=folder,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            umask=0o077,
+    try:
+        tmpdir = java_tmpdir(folder / "tmp", private)
+        management = private / MANAGEMENT_SOCKET
+        config = atomic_write_text(
+            folder / "config.properties", config_properties(run, serve, names, tmpdir, management)
         )
+        log_config = atomic_write_text(folder / "log4j2.xml", log4j2_xml())
+        env = {
+            **os.environ,
+            "TMPDIR": str(folder / "tmp"),
+            "LOG_LOCATION": str(folder / "logs"),
+            "METRICS_LOCATION": str(folder / "logs"),
+            KEY_ENV: str(key_file()),  # the workers check each model card's signature with it
+        }
+        env.setdefault("OMP_NUM_THREADS", str(worker_threads(len(names) * serve.workers)))
+        env.setdefault(WORKER_CPUS_ENV, str(worker_threads(serve.workers)))
+        command = [
+            sys.executable,
+            "-m",
+            "ts.model_server",
+            "--start",
+            "--foreground",
+            "--ncs",
+            "--ts-config",
+            str(config),
+            "--log-config",
+            str(log_config),
+            "--model-store",
+            str(run.model_store),
+        ]
+        model_log = folder / "logs" / "model_log.log"  # TorchServe appends to it across starts
+        log_start = model_log.stat().st_size if model_log.is_file() else 0
+        with open(
+            os.open(folder / "logs" / "torchserve.out", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab"
+        ) as out:
+            # umask 077: the key file, logs and unpacked models are the owner's only.
+            process = subprocess.Popen(
+                command,
+                cwd=folder,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                umask=0o077,
+            )
+    except BaseException:
+        shutil.rmtree(private, ignore_errors=True)  # nothing of a start that did not happen stays behind
+        raise
     server = Server(
         folder,
         serve.host,

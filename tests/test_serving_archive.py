@@ -120,3 +120,24 @@ def test_worker_sockets_of_a_deep_run_folder_get_a_short_path_to_the_same_folder
         assert link.resolve() == deep.resolve()
     finally:
         shutil.rmtree(private)
+
+
+def test_a_start_that_fails_leaves_no_private_folder_behind(run, tmp_path, monkeypatch):
+    """The management socket's private folder is made before TorchServe starts; if the start fails (here: the
+    process cannot be spawned), the folder goes too."""
+    import subprocess
+    import tempfile
+
+    from mlkube.serving import server
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+
+    def cannot_spawn(*args, **kwargs):
+        raise OSError("no such interpreter")
+
+    monkeypatch.setattr(subprocess, "Popen", cannot_spawn)
+    with pytest.raises(OSError, match="no such interpreter"):
+        server.start(run, serve_spec(), ["classical"])
+    assert list(scratch.iterdir()) == []
