@@ -49,7 +49,9 @@ def connect_ray(ray_address: str | None, num_cpus: int | None, progress: Progres
         from mlkube.trainer.classical.reaper import children, start_reaper
 
         before = children()
-        ray.init(num_cpus=num_cpus, include_dashboard=False, **quiet)
+        # "local": a Ray of this process's own, even when another runs on this machine (another mlkube run,
+        # a `ray start`): ray.init() would join that one, and refuse num_cpus
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **quiet)
         _owned_ray = True
         start_reaper(children() - before)  # what ray.init started dies with this process, however it dies
     nodes = [n for n in ray.nodes() if n.get("Alive")]
