@@ -120,6 +120,18 @@ def from_another_host(cluster: Cluster, script: str) -> str:
     return proc.stdout.strip() if proc.returncode == 0 else ""
 
 
+def wait_for_startup_probe(cluster: Cluster, container: dict, host: str) -> None:
+    """Wait as the kubelet's startup probe of `container` would (its TCP port, period × failure threshold)."""
+    startup = container["startupProbe"]
+    port = {p["name"]: p["containerPort"] for p in container["ports"]}[startup["tcpSocket"]["port"]]
+    wait_until(
+        "the startup probe",
+        lambda: tcp_probe(cluster, host, port),
+        timeout=startup["periodSeconds"] * startup["failureThreshold"],
+        every=3,
+    )
+
+
 def tcp_probe(cluster: Cluster, host: str, port: int) -> bool:
     """What the kubelet's tcpSocket probe does: connect from outside the pod's network namespace."""
     return (
@@ -151,12 +163,7 @@ def test_the_charts_serve_deployment_serves_to_other_hosts_and_passes_helm_test(
     ports = {p["name"]: p["containerPort"] for p in server["ports"]}
     trained.start_pod("serve", template, aliases=[service])
     try:
-        startup = server["startupProbe"]
-        deadline = startup["periodSeconds"] * startup["failureThreshold"]
-        probe_port = ports[startup["tcpSocket"]["port"]]
-        wait_until(
-            "the startup probe", lambda: tcp_probe(trained, service, probe_port), timeout=deadline, every=3
-        )
+        wait_for_startup_probe(trained, server, service)
         assert all(tcp_probe(trained, service, port) for port in ports.values()), ports
         test_pod = helm_test_pod(values)
         trained.start_pod("helm-test", test_pod)
@@ -185,13 +192,7 @@ def test_the_charts_kserve_predictor_serves_the_open_inference_protocol_and_pass
     port = {p["name"]: p["containerPort"] for p in server["ports"]}["inference"]
     trained.start_pod("kserve", template, aliases=[service], injected={"extra_env": kserve_env(isvc)})
     try:
-        startup = server["startupProbe"]
-        wait_until(
-            "the startup probe",
-            lambda: tcp_probe(trained, service, port),
-            timeout=startup["periodSeconds"] * startup["failureThreshold"],
-            every=3,
-        )
+        wait_for_startup_probe(trained, server, service)
         url = f"http://{service}:{port}"
         test_pod = helm_test_pod(values)
         trained.start_pod("kserve-test", test_pod, injected={"extra_env": {"URL": url}})

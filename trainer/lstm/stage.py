@@ -15,7 +15,7 @@ from mlkube.trainer.lstm.baselines import simulate_baselines
 from mlkube.trainer.lstm.elastic import TRAINING_RECORD
 from mlkube.trainer.lstm.evaluate import observed, score, simulate
 from mlkube.trainer.lstm.prepared import Prepared, load_prepared
-from mlkube.trainer.run import LSTM_MODEL, atomic_write_json, read_json
+from mlkube.trainer.run import LSTM_MODEL, atomic_write_json, atomic_write_text, read_json
 
 PERIOD = "test"
 FIGURES = {"training": "lstm_training.png", "hydrographs": "hydrographs.png", "nse_cdf": "nse_cdf.png"}
@@ -141,7 +141,6 @@ def write_basin_scores(path, models: dict[str, dict[str, Any]]) -> None:
     import io
 
     from mlkube.trainer.lstm.scores import METRICS
-    from mlkube.trainer.run import atomic_write_text
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
