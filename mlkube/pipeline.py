@@ -1,4 +1,5 @@
-"""The stage pipeline: prepare → evaluate → improve → deep → present (→ serve), in one run directory.
+"""The stage pipeline: prepare → evaluate → improve → search_lstm → deep → present (→ serve), in one run
+directory.
 
 Each stage is one line in STAGES: a name, whether the spec enables it, and its function ("module:function",
 imported on use). A stage writes its outputs atomically and is marked done in stages.json only when it
@@ -22,6 +23,11 @@ STAGES: list[tuple[str, Callable[[Spec], bool], str]] = [
     ("prepare", lambda s: s.runs_classical or s.runs_lstm, "mlkube.stages:prepare"),
     ("evaluate", lambda s: s.runs_classical, "mlkube.trainer.classical.stages:evaluate"),
     ("improve", lambda s: s.runs_classical, "mlkube.trainer.classical.stages:improve"),
+    (
+        "search_lstm",
+        lambda s: s.runs_lstm and s.lstm is not None and s.lstm.search is not None,
+        "mlkube.trainer.lstm.search:search_stage",
+    ),
     ("deep", lambda s: s.runs_lstm, "mlkube.stages:deep"),
     ("present", lambda s: True, "mlkube.stages:present"),
 ]

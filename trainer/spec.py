@@ -22,6 +22,7 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -474,7 +475,14 @@ class LstmTrainSpec(Section):
     batch_size: StrictInt = Field(
         64, ge=1, description="Global batch (sequences), split evenly over workers."
     )
-    learning_rate: StrictFloat = Field(1e-3, gt=0, description="Adam learning rate.")
+    learning_rate: StrictFloat = Field(1e-3, gt=0, description="The optimiser's (initial) learning rate.")
+    optimizer: Literal["adam", "adamw", "sgd"] = Field(
+        "adam",
+        description="adam, adamw (decoupled weight decay, torch's default 0.01) or sgd (with `momentum`).",
+    )
+    momentum: StrictFloat = Field(
+        0.0, ge=0, lt=1, description="sgd's momentum (the other optimisers ignore it)."
+    )
     schedule: Literal["none", "step", "cosine"] = Field("none", description="Learning-rate schedule.")
     clip_grad_norm: StrictFloat | None = Field(1.0, gt=0, description="Gradient clipping; none: off.")
     loss: Literal["nse", "mse"] = Field(
@@ -509,6 +517,105 @@ class ElasticSpec(Section):
         return self
 
 
+# Searchable LSTM settings: a short name (lstm.search.space's key) → its dotted path under `lstm`.
+LSTM_SEARCHABLE = {
+    "learning_rate": "train.learning_rate",
+    "optimizer": "train.optimizer",
+    "momentum": "train.momentum",
+    "schedule": "train.schedule",
+    "batch_size": "train.batch_size",
+    "hidden_size": "model.hidden_size",
+    "num_layers": "model.num_layers",
+    "dropout": "model.dropout",
+    "sequence_length": "sequence_length",
+}
+
+
+def _lstm_search_key(key: str) -> str:
+    if key not in LSTM_SEARCHABLE:
+        raise ValueError(f"{key!r} is not searchable: choose from {', '.join(LSTM_SEARCHABLE)}")
+    return key
+
+
+class LstmSearchSpec(Section):
+    """Ray Tune over the LSTM (stage search_lstm): one trial is one training (one worker), reported every
+    epoch with its validation NSE; the best configuration is then trained by the deep stage under torch
+    elastic."""
+
+    algorithm: Literal["grid", "random", "tpe"] = Field(
+        "random", description="grid (every combination of lists), random, or tpe (Optuna TPE)."
+    )
+    space: dict[Annotated[str, AfterValidator(_lstm_search_key)], SearchAxis] = Field(
+        default_factory=dict,
+        description="Per setting (" + ", ".join(LSTM_SEARCHABLE) + "): a list of values, or "
+        "{loguniform|uniform: [lo, hi]}, {randint: [lo, hi]} (hi excluded), {choice: [...]}; every value "
+        "must be one the setting accepts, e.g. {learning_rate: {loguniform: [0.0001, 0.1]}, "
+        "optimizer: [adam, sgd]}.",
+    )
+    trials: StrictInt = Field(8, ge=1, description="Trials for random and tpe (grid runs every combination).")
+    scheduler: Literal["none", "asha"] = Field(
+        "asha", description="asha stops weak trials by epoch on the validation NSE."
+    )
+    grace_epochs: StrictInt = Field(
+        1, ge=1, description="ASHA: epochs every trial trains before it may be stopped."
+    )
+    max_concurrent: StrictInt | None = Field(
+        None, ge=1, description="Trials running at once; default: as many as the resources allow."
+    )
+    resources_per_trial: ResourcesSpec = Field(
+        default_factory=ResourcesSpec,
+        description="Resources one trial holds (gpu: trials train on a GPU of the Ray cluster).",
+    )
+    max_failures: StrictInt = Field(
+        1, ge=0, description="Retries of a trial whose process died; it resumes from its last epoch."
+    )
+
+    @field_validator("space")
+    @classmethod
+    def _space_values(cls, space: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        for key, axis in space.items():
+            problem = _lstm_axis_problem(key, axis, info.data.get("algorithm", "random"))
+            if problem:
+                raise ValueError(f"{key}: {problem}")
+        return space
+
+
+def _lstm_axis_problem(key: str, axis: Any, algorithm: str) -> str | None:
+    """Why `axis` cannot be searched for the LSTM setting `key` (None: it can): every value a trial may get
+    must be one the setting itself accepts."""
+    from pydantic import TypeAdapter
+
+    *sections, name = LSTM_SEARCHABLE[key].split(".")
+    model: type[BaseModel] = LstmSpec
+    for section in sections:
+        model = _section_type(model.model_fields[section].annotation) or model
+    info = model.model_fields[name]
+    field_type: Any = info.annotation
+    adapter = TypeAdapter(Annotated[field_type, info])  # the field's type and constraints (ge, lt …)
+    if isinstance(axis, list) or "choice" in axis:
+        values = axis if isinstance(axis, list) else axis["choice"]
+    else:
+        if algorithm == "grid":
+            return (
+                f"grid search takes a list of values, not {axis}: give a list, or use algorithm random or tpe"
+            )
+        kind, (lo, hi) = next(iter(axis.items()))
+        if kind == "randint":
+            values = [lo, hi - 1]  # Ray Tune's randint leaves hi out
+        else:
+            values = [float(lo), float(hi)]
+            try:
+                adapter.validate_python(0.5)
+            except ValidationError:
+                return f"{kind} draws fractions, and {key} takes integers or names: give a list, or randint"
+    for value in values:
+        try:
+            adapter.validate_python(value)
+        except ValidationError as err:
+            return f"{value!r} is not a valid {key}: {err.errors()[0]['msg']}"
+    return None
+
+
 Baseline = Literal["climatology", "Ridge", "GBM"]  # trainer.lstm.baselines.BASELINES (a test ties the two)
 
 
@@ -530,6 +637,11 @@ class LstmSpec(Section):
         default_factory=lambda: list(get_args(Baseline)),
         description="Baselines scored beside the LSTM on the test period: climatology (day-of-year means), "
         "Ridge and GBM on lagged forcings (at scale these fit millions of rows; [] skips them all).",
+    )
+    search: LstmSearchSpec | None = Field(
+        None,
+        description="Ray Tune over the LSTM's learning rate, optimiser and architecture (stage search_lstm); "
+        "the deep stage then trains the best configuration. None: train the settings as given.",
     )
 
 

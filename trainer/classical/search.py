@@ -10,7 +10,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
@@ -238,10 +238,8 @@ class SearchSettings:
     status_path: str | None = None  # status.json for `mlkube watch`; None: none
 
 
-def run_trials(
-    name: str, param_space: dict[str, Any], data: TrialData, settings: SearchSettings, progress: Progress
-) -> list[dict[str, Any]]:
-    """Run one Tune experiment and return one row per trial (see `trial_row`)."""
+def quiet_tune() -> None:
+    """Tune's settings for mlkube's experiments (before Tune is imported)."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's tables would drown the progress lines
     os.environ.setdefault(
         "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1"
@@ -249,6 +247,13 @@ def run_trials(
     os.environ.setdefault(
         "TUNE_DISABLE_SIGINT_HANDLER", "1"
     )  # Ctrl-C stops the run (resumable), not just the trials
+
+
+def run_trials(
+    name: str, param_space: dict[str, Any], data: TrialData, settings: SearchSettings, progress: Progress
+) -> list[dict[str, Any]]:
+    """Run one Tune experiment and return one row per trial (see `trial_row`)."""
+    quiet_tune()
     from ray import tune
 
     from mlkube.trainer.exporters import tune_metrics
@@ -320,8 +325,18 @@ def _scheduler(settings: SearchSettings, n_steps: int):
     )
 
 
-def _progress_callback(name: str, progress: Progress, settings: SearchSettings, n_steps: int):
+def _progress_callback(
+    name: str,
+    progress: Progress,
+    settings: SearchSettings,
+    n_steps: int,
+    describe: Callable[[dict[str, Any]], str] | None = None,
+    score: str = "mean_score",
+    unit: str = "folds",
+):
     """Progress lines, the exporter's counters and status.json, from Tune's trial events (in the driver).
+    `describe` shows a trial's config (default: model and params), `score` is the result's key shown and
+    tracked as the best, `unit` what a reported step is (n_steps of them make a finished trial).
 
     The callback is pickled with the Tuner's state, so it holds only plain data; the exporter is looked up at
     call time.
@@ -352,12 +367,13 @@ def _progress_callback(name: str, progress: Progress, settings: SearchSettings, 
             last = trial.last_result or {}
             folds_done = last.get("training_iteration", 0)
             state = "finished" if folds_done >= n_steps else "early_stopped"
+            label = "mean" if score == "mean_score" else score.replace("_", " ")
             self._ended(
                 trials,
                 trial,
                 state,
-                last.get("mean_score"),
-                f"mean {last.get('mean_score', float('nan')):.4f} ({folds_done} folds)",
+                last.get(score),
+                f"{label} {last.get(score, float('nan')):.4f} ({folds_done} {unit})",
             )
 
         def on_trial_error(self, iteration, trials, trial, **info):
@@ -372,9 +388,8 @@ def _progress_callback(name: str, progress: Progress, settings: SearchSettings, 
                 metrics.trial_ended(state, mean)
             ended = sum(self.counts[s] for s in ("finished", "failed", "early_stopped"))
             config = trial.config
-            progress.say(
-                f"{name}: trial {ended}/{len(trials)} {config['model']} {config.get('params') or ''} {what}"
-            )
+            shown = describe(config) if describe else f"{config['model']} {config.get('params') or ''}"
+            progress.say(f"{name}: trial {ended}/{len(trials)} {shown} {what}")
             self._write_status(trials)
 
         def _write_status(self, trials) -> None:

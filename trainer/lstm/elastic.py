@@ -14,6 +14,7 @@ import gc
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from mlkube.trainer.errors import MlkubeError
 from mlkube.trainer.lstm.exporter import metrics_hook
@@ -26,11 +27,13 @@ TRAINING_RECORD = "training.json"
 
 
 def train(spec_path: Path, run_dir: Path) -> None:
+    from mlkube.trainer.lstm.overrides import best_spec
     from mlkube.trainer.spec import load_spec
 
     spec = load_spec(spec_path)
     if spec.lstm is None:
         raise MlkubeError(f"{spec_path} has no `lstm` section", "add one (e.g. `lstm: {}`) to train the LSTM")
+    spec, searched = best_spec(spec, Path(run_dir))  # with lstm.search: the best trial's configuration
     worker = Worker.from_environ()
     import torch
 
@@ -38,10 +41,10 @@ def train(spec_path: Path, run_dir: Path) -> None:
     # resume tests pin bit-identical weights), and the flag cost 15-25 % of each LSTM step on CPU.
     torch.set_num_threads(cpu_share())
     with process_group(worker):
-        fit_and_save(spec, Path(run_dir), worker)
+        fit_and_save(spec, Path(run_dir), worker, {"search_config": searched} if searched else None)
 
 
-def fit_and_save(spec, run_dir: Path, worker: Worker) -> None:
+def fit_and_save(spec, run_dir: Path, worker: Worker, record: dict[str, Any] | None = None) -> None:
     """Train; rank 0 writes the model. The trainer (and its DDP reducer) is gone when this returns, before the
     process group is destroyed: a reducer outliving its gloo group hung a worker's exit here."""
     prepared = load_prepared(spec, run_dir)
@@ -53,7 +56,7 @@ def fit_and_save(spec, run_dir: Path, worker: Worker) -> None:
     trainer = Trainer(spec.lstm, spec.seed, prepared, worker, checkpoints, hooks=hooks)
     state = trainer.fit()
     if worker.rank == 0:
-        write_model(trainer, prepared, run_dir, state)
+        write_model(trainer, prepared, run_dir, state, extra=record)
     if exporter is not None:
         time.sleep(spec.metrics.linger_seconds)  # a short job's last values stay scrapeable
 
@@ -159,8 +162,16 @@ class ProgressLine:
         self.samples = self.seconds = 0.0
 
 
-def write_model(trainer: Trainer, prepared: Prepared, run_dir: Path, state: LoopState) -> Path:
-    """models/lstm/{model.pt, model.json} (test-period scores in `metrics`) and training.json."""
+def write_model(
+    trainer: Trainer,
+    prepared: Prepared,
+    run_dir: Path,
+    state: LoopState,
+    folder: Path | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """models/lstm/{model.pt, model.json} (test-period scores in `metrics`) and training.json (with `extra`'s
+    keys); `folder`: another folder than the run's models/lstm."""
     import torch
 
     from mlkube.trainer.lstm.evaluate import score, simulate
@@ -173,7 +184,7 @@ def write_model(trainer: Trainer, prepared: Prepared, run_dir: Path, state: Loop
     )
     test = score(sim, prepared.data, "test", lstm.horizon)
     metrics = {"period": "test", "median": test["median"], "mean": test["mean"]}
-    folder = Run(run_dir).model_dir(LSTM_MODEL)
+    folder = folder or Run(run_dir).model_dir(LSTM_MODEL)
     save_lstm_model(
         folder,
         trainer.net,
@@ -194,6 +205,8 @@ def write_model(trainer: Trainer, prepared: Prepared, run_dir: Path, state: Loop
         "seconds": round(state.seconds, 3),
         "samples_per_second": state.step * trainer.train.batch_size / max(state.seconds, 1e-9),
         "history": state.history,
+        "sites": list(prepared.data.sites),  # what it trained on (a fold of lstm.cv: its training sites)
+        **(extra or {}),
     }
     atomic_write_json(folder / TRAINING_RECORD, record)
     return folder

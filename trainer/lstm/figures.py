@@ -95,3 +95,81 @@ def lr_range_curve(curve: dict[str, Any], path: Path) -> Path:
     ax.set(xscale="log", title="Learning-rate range test", xlabel="learning rate", ylabel="training loss")
     ax.legend(fontsize="small")
     return save_figure(fig, path)
+
+
+STATUS_STYLE = {  # the search's trial statuses: colour, marker, label
+    "finished": ("C0", "o", "finished"),
+    "early_stopped": ("C0", "s", "early stopping"),
+    "stopped_by_asha": ("C3", "x", "stopped by ASHA"),
+    "failed": ("0.5", "v", "failed"),
+}
+
+
+def search_learning_rates(trials: list[dict[str, Any]], default_lr: float, path: Path) -> Path:
+    """The LSTM search: each trial's last validation NSE against its learning rate (log axis), by status; the
+    best finished trial ringed. Trials that failed before an epoch sit at the bottom edge."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    scored = [v for t in trials for v in t["curve"] if v is not None]
+    floor = min(scored, default=0.0) - 0.05
+    for status, (color, marker, label) in STATUS_STYLE.items():
+        chosen = [t for t in trials if t["status"] == status]
+        if not chosen:
+            continue
+        rates = [t["config"].get("train.learning_rate", default_lr) for t in chosen]
+        nse = [_last(t["curve"], floor) for t in chosen]
+        ax.scatter(rates, nse, color=color, marker=marker, label=f"{label} ({len(chosen)})")
+    done = [t for t in trials if t["status"] in ("finished", "early_stopped") and t["score"] is not None]
+    if done:
+        best = max(done, key=lambda t: t["score"])
+        rate = best["config"].get("train.learning_rate", default_lr)
+        ax.scatter(
+            [rate], [_last(best["curve"], floor)], s=160, facecolors="none", edgecolors="C2", label="best"
+        )
+    ax.set(xscale="log", title="LSTM search: validation NSE by learning rate", xlabel="learning rate")
+    ax.set(ylabel="median validation NSE (last epoch)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return save_figure(fig, path)
+
+
+def search_curves(trials: list[dict[str, Any]], path: Path) -> Path:
+    """The LSTM search's learning curves: validation NSE per epoch of every trial; trials ASHA stopped dashed
+    and ending in a red cross, the best finished trial bold."""
+    from matplotlib.ticker import MaxNLocator
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    done = [t for t in trials if t["status"] in ("finished", "early_stopped") and t["score"] is not None]
+    best = max(done, key=lambda t: t["score"])["trial"] if done else None
+    for t in trials:
+        epochs = np.arange(1, len(t["curve"]) + 1)
+        nse = [np.nan if v is None else v for v in t["curve"]]
+        if not len(epochs):
+            continue
+        stopped = t["status"] == "stopped_by_asha"
+        ax.plot(
+            epochs,
+            nse,
+            linestyle="--" if stopped else "-",
+            linewidth=2.5 if t["trial"] == best else 1,
+            color="C3" if stopped else ("C2" if t["trial"] == best else "C0"),
+            alpha=0.9 if t["trial"] == best else 0.6,
+        )
+        if stopped:
+            ax.plot(epochs[-1], nse[-1], marker="x", color="C3", markersize=8)
+    handles = [
+        plt.Line2D([], [], color="C0", label="finished"),
+        plt.Line2D([], [], color="C3", linestyle="--", marker="x", label="stopped by ASHA"),
+        plt.Line2D([], [], color="C2", linewidth=2.5, label="best"),
+    ]
+    ax.legend(handles=handles, fontsize="small")
+    ax.set(title="LSTM search: learning curves", xlabel="epoch", ylabel="median validation NSE")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def _last(curve: list[float | None], floor: float) -> float:
+    values = [v for v in curve if v is not None]
+    return values[-1] if values else floor

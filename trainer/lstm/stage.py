@@ -24,7 +24,11 @@ FIGURES = {"training": "lstm_training.png", "hydrographs": "hydrographs.png", "n
 def deep(ctx, train: Callable[[], None]) -> None:
     """Train (or resume) the LSTM with `train` (the launcher of the place it runs: torchrun on this machine),
     then compare it with the baselines; see the module docstring."""
-    spec, run, lstm = ctx.spec, ctx.run, ctx.spec.lstm
+    from mlkube.trainer.lstm.overrides import best_spec
+
+    run = ctx.run
+    spec = best_spec(ctx.spec, run.path)[0]  # with lstm.search: the best trial's settings, as the workers
+    lstm = spec.lstm
     prepared = load_prepared(spec, run.path)
     check_training(lstm, prepared)
     start = time.perf_counter()

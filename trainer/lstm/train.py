@@ -112,6 +112,17 @@ def schedule(optimizer, train, total_steps: int):
     return lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
+def make_optimizer(parameters, train):
+    """The spec's optimiser (`lstm.train.optimizer`) at its learning rate: Adam, AdamW (torch's default weight
+    decay) or SGD with `lstm.train.momentum`."""
+    import torch
+
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=train.learning_rate, momentum=train.momentum)
+    kind = torch.optim.AdamW if train.optimizer == "adamw" else torch.optim.Adam
+    return kind(parameters, lr=train.learning_rate)
+
+
 def autocast_dtype(train, device) -> Any:
     """bfloat16 (float16 where the GPU lacks it) on CUDA with `mixed_precision`; None (float32) otherwise."""
     import torch
@@ -145,7 +156,7 @@ class Trainer:
         torch.manual_seed(seed)
         self.net = build_model(architecture(lstm, self.data)).to(self.device)
         self.model = self.net  # wrapped in DDP by `fit` when there are several workers
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.train.learning_rate)
+        self.optimizer = make_optimizer(self.net.parameters(), self.train)
         self.scheduler = schedule(self.optimizer, self.train, self.total_steps)
         self.amp = autocast_dtype(self.train, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
