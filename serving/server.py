@@ -27,6 +27,7 @@ from typing import Any
 from mlkube.serving.archive import archive_run, model_names, verify_archives
 from mlkube.serving.client import Client, auth_header, unix_request
 from mlkube.serving.handlers.base import METRICS, WORKER_CPUS_ENV
+from mlkube.serving.plugin import METADATA_ENV, plugin_jar
 from mlkube.trainer.errors import MlkubeError
 from mlkube.trainer.run import Run, atomic_write_json, atomic_write_text, now_iso, read_json
 from mlkube.trainer.signing import KEY_ENV, key_file
@@ -172,7 +173,9 @@ def start(run: Run, serve: ServeSpec, names: list[str]) -> Server:
     ports = {"inference": serve.inference_port, "metrics": serve.metrics_port}
     for api, port in ports.items():
         check_port_free(serve.host, port, api)
-    for sub in ("logs", "tmp", "examples"):
+    agent = plugin_jar()  # before anything is written: it may refuse (no javac to build it)
+    shutil.rmtree(folder / "tmp" / "oip", ignore_errors=True)  # a former start's model metadata
+    for sub in ("logs", "tmp", "tmp/oip", "examples"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     write_examples(run, names, folder / "examples")
     atomic_write_text(folder / "metrics.yaml", metrics_yaml())
@@ -181,7 +184,8 @@ def start(run: Run, serve: ServeSpec, names: list[str]) -> Server:
         tmpdir = java_tmpdir(folder / "tmp", private)
         management = private / MANAGEMENT_SOCKET
         config = atomic_write_text(
-            folder / "config.properties", config_properties(run, serve, names, tmpdir, management)
+            folder / "config.properties",
+            config_properties(run, serve, names, tmpdir, management, agent=agent),
         )
         log_config = atomic_write_text(folder / "log4j2.xml", log4j2_xml())
         env = {
@@ -190,6 +194,7 @@ def start(run: Run, serve: ServeSpec, names: list[str]) -> Server:
             "LOG_LOCATION": str(folder / "logs"),
             "METRICS_LOCATION": str(folder / "logs"),
             KEY_ENV: str(key_file()),  # the workers check each model card's signature with it
+            METADATA_ENV: str(folder / "tmp" / "oip"),  # the handlers write, the plugin reads, model metadata
         }
         env.setdefault("OMP_NUM_THREADS", str(worker_threads(len(names) * serve.workers)))
         env.setdefault(WORKER_CPUS_ENV, str(worker_threads(serve.workers)))
@@ -403,9 +408,12 @@ def common_pool_parallelism() -> int:
     return max(2, (os.cpu_count() or 1) - 1)
 
 
-def config_properties(run: Run, serve: ServeSpec, names: list[str], tmpdir: Path, management: Path) -> str:
+def config_properties(
+    run: Run, serve: ServeSpec, names: list[str], tmpdir: Path, management: Path, agent: Path | None = None
+) -> str:
     """TorchServe's config.properties: loopback addresses, the management API on the Unix socket
-    `management`, token auth, Prometheus metrics, dynamic batching; each model's version is the run id."""
+    `management`, token auth, Prometheus metrics, dynamic batching; each model's version is the run id;
+    the Java agent `agent` (mlkube's Open Inference Protocol endpoints, serving/plugin.py)."""
     version, folder = run.id, run.serving
     models = {
         name: {
@@ -448,12 +456,12 @@ def config_properties(run: Run, serve: ServeSpec, names: list[str], tmpdir: Path
         "max_request_size": serve.max_request_bytes,
         # The handlers parse the raw body themselves, so malformed JSON and NaN get a 400 naming the problem.
         "decode_input_request": "false",
-        # The Open Inference Protocol's health and server metadata (GET /v2/health/live, /v2/health/ready,
-        # /v2) on the inference port; POST /v2/models/<m>/infer is served either way (the handlers answer it).
+        # The Open Inference Protocol on the inference port: POST /v2/models/<m>/infer reaches the handlers
+        # either way; with it, GET /v2, /v2/health/* and (mlkube's agent) /v2/models/<m>[/ready] answer.
         "ts_open_inference_protocol": "true",
         "install_py_dep_per_model": "false",
         "vmargs": (
-            f"-Djava.io.tmpdir={tmpdir} -XX:-UsePerfData "
+            f"-Djava.io.tmpdir={tmpdir} -XX:-UsePerfData {f'-javaagent:{agent} ' if agent else ''}"
             f"{FORK_JOIN_PARALLELISM}={common_pool_parallelism()} {serve.jvm_options}"
         ).strip(),
     }

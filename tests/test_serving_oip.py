@@ -438,3 +438,58 @@ def test_every_oip_problem_gets_400_naming_the_input_and_what_is_allowed(classic
     assert [status for status, _ in answers] == [200, 400, 200], answers[1]
     assert message in answers[1][1]["error"], answers[1][1]
     assert answers[1][1]["code"] == 400
+
+
+# ------------------------------------------------------- the frontend plugin (GET /v2/models/<m>[/ready])
+def test_the_plugin_is_built_from_source_into_an_agent_jar_that_replaces_torchserves_oip_handler(tmp_path):
+    """`plugin.build`: javac against the installed TorchServe; the jar names its agent in the manifest and
+    carries the replacement handler as a resource (a class file of TorchServe's handler's name)."""
+    import zipfile
+
+    from mlkube.serving import plugin
+
+    jar = plugin.build(tmp_path / "out", plugin.model_server_jar())
+    with zipfile.ZipFile(jar) as archive:
+        names = set(archive.namelist())
+        manifest = archive.read("META-INF/MANIFEST.MF").decode()
+        replacement = archive.read(plugin.REPLACEMENT)
+    assert f"Premain-Class: {plugin.AGENT}" in manifest.splitlines()
+    assert "mlkube/torchserve/Agent.class" in names
+    assert plugin.REPLACED not in names  # TorchServe's own class stays the one on the class path
+    assert replacement[:4] == bytes.fromhex("cafebabe")
+    assert plugin.REPLACED.removesuffix(".class").encode() in replacement
+    assert sorted(p.name for p in jar.parent.iterdir()) == [plugin.JAR]  # nothing half-written beside it
+
+
+def test_serving_without_javac_or_a_built_plugin_is_refused_naming_the_fix(tmp_path, monkeypatch):
+    from mlkube.serving import plugin
+    from mlkube.trainer.errors import MlkubeError
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no javac
+    monkeypatch.delenv(plugin.PLUGIN_ENV, raising=False)
+    with pytest.raises(MlkubeError, match="needs javac") as err:
+        plugin.plugin_jar()
+    assert "openjdk-17-jdk-headless" in err.value.fix
+    assert not list((tmp_path / "cache").rglob("*.jar"))
+
+    monkeypatch.setenv(plugin.PLUGIN_ENV, str(tmp_path / "empty"))
+    with pytest.raises(MlkubeError, match=f"{plugin.PLUGIN_ENV}=.*empty holds no {plugin.JAR}"):
+        plugin.plugin_jar()
+
+
+def test_a_built_plugin_is_reused_and_rebuilt_when_its_source_changes(tmp_path, monkeypatch):
+    from mlkube.serving import plugin
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv(plugin.PLUGIN_ENV, raising=False)
+    first = plugin.plugin_jar()
+    built = first.stat().st_mtime_ns
+    assert plugin.plugin_jar() == first and first.stat().st_mtime_ns == built
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    for path in plugin.SOURCES.glob("*.java"):
+        (sources / path.name).write_text(path.read_text() + "\n// changed\n")
+    monkeypatch.setattr(plugin, "SOURCES", sources)
+    second = plugin.plugin_jar()
+    assert second != first and second.is_file()

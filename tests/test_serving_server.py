@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from tests.serving_fixtures import (
+    TABLES_MODEL,
     expected_lstm,
     forcing_windows,
     iris_instances,
@@ -513,19 +514,129 @@ def test_a_bad_oip_request_through_torchserve_gets_400_naming_the_input_and_the_
     assert worker_pids(server, "lstm") == workers
 
 
-def test_torchserve_answers_the_oip_health_and_server_metadata_with_the_inference_key(server):
-    """With ts_open_inference_protocol, TorchServe 0.12 answers GET /v2/health/live, /v2/health/ready and /v2
-    itself (behind the inference key, like /ping), but has no model readiness or model metadata endpoint
-    (docs/serving.md: KServe's runtime serves those in a cluster)."""
+def test_the_oip_health_and_server_metadata_answer_with_the_inference_key(server):
+    """GET /v2/health/live, /v2/health/ready and /v2 answer behind the inference key, like /ping; ready
+    says every model has a worker (mlkube's agent: TorchServe's own answered a constant true)."""
     assert (v2(server, "v2/health/live").status_code, v2(server, "v2/health/live").json()) == (
         200,
         {"live": True},
     )
-    assert v2(server, "v2/health/ready").json() == {"ready": True}
-    assert v2(server, "v2").json()["name"] == "Torchserve"
+    assert (v2(server, "v2/health/ready").status_code, v2(server, "v2/health/ready").json()) == (
+        200,
+        {"ready": True},
+    )
+    assert v2(server, "v2").json() == {"name": "mlkube (TorchServe)", "version": "0.12.0", "extensions": []}
     assert v2(server, "v2/health/live", key=False).json()["type"] == "InvalidKeyException"
-    for path in ("v2/models/lstm/ready", "v2/models/lstm"):
-        assert v2(server, path).status_code == 404, path
+
+
+@pytest.mark.parametrize("model", ["classical", "lstm", TABLES_MODEL])
+def test_oip_model_metadata_over_http_is_the_handlers_metadata_from_the_card(server, model):
+    """GET /v2/models/<m> (and .../versions/<run id>) answers the protocol's $metadata_model_response: what
+    the model's handler derives from its signed card, each input and output with its datatype and shape."""
+    from mlkube.serving.handlers import InProcess
+    from mlkube.trainer.artifacts import read_model_card
+
+    folder = server.folder.parent / "models" / model
+    run_id = server.folder.parent.name
+    expected = InProcess(folder, version=run_id).metadata()
+    for path in (f"v2/models/{model}", f"v2/models/{model}/versions/{run_id}"):
+        answer = v2(server, path)
+        assert (answer.status_code, answer.json()) == (200, expected), path
+    metadata = expected
+    assert set(metadata) == {"name", "versions", "platform", "inputs", "outputs"}
+    assert (metadata["name"], metadata["versions"]) == (model, [run_id])
+    card = read_model_card(folder)
+    inputs = [(t["name"], t["datatype"], t["shape"]) for t in metadata["inputs"]]
+    if model == "lstm":
+        days = card.preprocessing.sequence_length
+        assert inputs == [(n, "FP64", [-1, days]) for n in card.preprocessing.dynamic_inputs] + [
+            (n, "FP64", [-1]) for n in card.preprocessing.static_inputs
+        ]
+        assert metadata["outputs"] == [{"name": card.target, "datatype": "FP64", "shape": [-1]}]
+    else:
+        assert [name for name, _, shape in inputs] == card.features
+        assert {tuple(shape) for _, _, shape in inputs} == {(-1,)}
+    if model == "classical":
+        assert metadata["outputs"] == [
+            {"name": card.target, "datatype": "BYTES", "shape": [-1]},
+            {"name": "probabilities", "datatype": "FP64", "shape": [-1, len(card.classes)]},
+        ]
+
+
+def test_oip_model_ready_follows_the_models_workers(server):
+    """GET /v2/models/<m>/ready is 200 while a worker has the model loaded and 400 (the protocol: a 4xx is
+    false) once it has none, like /v2/health/ready; the metadata stays; scaled back, both are 200 again."""
+    from mlkube.serving.server import models_ready
+
+    model = TABLES_MODEL
+    assert (
+        v2(server, f"v2/models/{model}/ready").status_code,
+        v2(server, "v2/health/ready").status_code,
+    ) == (
+        200,
+        200,
+    )
+    assert v2(server, f"v2/models/{model}/ready").json() == {"name": model, "ready": True}
+    scale = {"synchronous": "true"}
+    try:
+        status, body = server.manage(
+            "PUT", f"/models/{model}", params={**scale, "min_worker": 0, "max_worker": 0}
+        )
+        assert status == 200, body
+        ready = v2(server, f"v2/models/{model}/ready")
+        assert (ready.status_code, ready.json()["ready"]) == (400, False)
+        assert f"model '{model}' has no worker with the model loaded" in ready.json()["error"]
+        server_ready = v2(server, "v2/health/ready")
+        assert (server_ready.status_code, server_ready.json()["ready"]) == (400, False)
+        assert model in server_ready.json()["error"]
+        assert v2(server, "v2/models/lstm/ready").status_code == 200  # the other models are unaffected
+        assert v2(server, f"v2/models/{model}").status_code == 200
+        assert v2(server, f"v2/models/{model}/infer", b'{"inputs": []}').status_code == 503
+    finally:
+        server.manage("PUT", f"/models/{model}", params={**scale, "min_worker": 1, "max_worker": 1})
+        deadline = time.monotonic() + 120
+        while not models_ready(server) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    assert (
+        v2(server, f"v2/models/{model}/ready").status_code,
+        v2(server, "v2/health/ready").status_code,
+    ) == (
+        200,
+        200,
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "named"),
+    [
+        ("v2/models/nonesuch", "no model named 'nonesuch' is served here"),
+        ("v2/models/nonesuch/ready", "no model named 'nonesuch' is served here"),
+        ("v2/models/lstm/versions/v9", "model 'lstm' has no version 'v9'"),
+        ("v2/models/lstm/versions/v9/ready", "model 'lstm' has no version 'v9'"),
+    ],
+)
+def test_an_unknown_oip_model_or_version_gets_404_naming_it_and_the_server_keeps_serving(server, path, named):
+    answer = v2(server, path)
+    assert answer.status_code == 404
+    assert answer.json()["error"].startswith(named)
+    assert answer.json()["code"] == 404
+    assert v2(server, "v2/models/lstm/ready").status_code == 200
+    assert post(server, "classical", request([IRIS_ROW])).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["v2/models/lstm", "v2/models/lstm/ready", "v2/models/nonesuch"])
+@pytest.mark.parametrize("key", ["none", "wrong", "management"])
+def test_the_oip_model_endpoints_refuse_requests_without_the_inference_key(server, path, key):
+    from mlkube.serving.client import auth_header
+
+    headers = {
+        "none": {},
+        "wrong": {"Authorization": "Bearer not-the-key"},
+        "management": auth_header(server.token_file, "management"),
+    }[key]
+    answer = requests.get(f"{server.url('inference')}/{path}", headers=headers, timeout=60)
+    assert (answer.status_code, answer.json()["type"]) == (400, "InvalidKeyException")
+    assert "name" not in answer.json()  # nothing of the model leaks
 
 
 # ------------------------------------------------------------------------------------ the management API

@@ -23,13 +23,16 @@ import contextlib
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlkube.serving.plugin import METADATA_ENV
 from mlkube.trainer.card import ModelCard
 from mlkube.trainer.errors import MlkubeError
+from mlkube.trainer.run import atomic_write_json
 
 # Custom metrics (declared for TorchServe's Prometheus endpoint in serving/server.py): name → (type,
 # unit).
@@ -519,6 +522,15 @@ class ModelHandler:
         self.header = {"model": self.card.name, "version": manifest.get("modelVersion")}
         version = manifest.get("modelVersion")
         self.oip_header = {"model_name": self.card.name, **({"model_version": version} if version else {})}
+        self.publish_metadata()
+
+    def publish_metadata(self) -> None:
+        """Write `metadata()` as `<name>.json` into the folder METADATA_ENV names (set for TorchServe's
+        workers; mlkube's frontend plugin answers `GET /v2/models/<name>` with it). Each worker of the model
+        writes it, atomically."""
+        folder = os.environ.get(METADATA_ENV)
+        if folder and self.card is not None:
+            atomic_write_json(Path(folder) / f"{self.card.name}.json", self.metadata())
 
     def handle(self, data: list[dict], context: Any) -> list[str]:
         """Answer every request of the batch: a JSON string each; bad ones get HTTP 400 through `context`.
