@@ -52,6 +52,8 @@ def build_leaderboard(run: Run) -> dict[str, Any] | None:
             "rows": deep["ranking"],
             "artifact": deep["artifact"],
         }
+    if run.stage_file("search_lstm").exists():
+        board["lstm_search"] = lstm_search_board(read_json(run.stage_file("search_lstm")))
     return board or None
 
 
@@ -140,6 +142,18 @@ def leaderboard_table(board: dict[str, Any]) -> str:
             f"{r['model']:<12} {_num(r['median_nse']):>10} {_num(r['mean_nse']):>9} "
             f"{_num(r['median_kge']):>10}"
             for r in deep["rows"]
+        ]
+    if "lstm_search" in board:
+        search = board["lstm_search"]
+        lines += [
+            "",
+            f"LSTM search ({search['algorithm']}, scheduler {search['scheduler']}), {search['metric']}:",
+        ]
+        lines += [f"{'trial':>5} {'status':<16} {'epochs':>6} {'score':>8}  config"]
+        lines += [
+            f"{t['trial']:>5} {t['status']:<16} {t['epochs']:>6} {_num(t['score']):>8}  "
+            f"{_search_config(t['config'])}{'  (best)' if t['trial'] == search['best'] else ''}"
+            for t in search["trials"]
         ]
     return "\n".join(lines)
 
@@ -515,6 +529,9 @@ def present(run: Run) -> dict[str, Any] | None:
     if board and "rows" in board:
         write_cv_scores(run.cv_scores_file, board["rows"], board.get("metrics"))
         sections.append(("Classical models", _classical_section(run, board, prepared.get("classical", {}))))
+    if board and "lstm_search" in board:
+        search = read_json(run.stage_file("search_lstm"))
+        sections.append(("LSTM search (Ray Tune)", _lstm_search_section(run, board["lstm_search"], search)))
     if run.stage_file("deep").exists():
         sections.append(("LSTM and baselines", _deep_section(run, read_json(run.stage_file("deep")))))
     sections.append(("Serving", _serving_section(run)))
@@ -558,6 +575,65 @@ def _classical_section(run: Run, board: dict[str, Any], summary: dict[str, Any])
         parts.append("<h3>Nested cross-validation</h3>" + _nested_table(improved["nested"]))
     parts.append("".join(_img(f) for f in figures if f))
     return "".join(parts)
+
+
+def lstm_search_board(search: dict[str, Any]) -> dict[str, Any]:
+    """The LSTM search in leaderboard.json: every trial (config, per-epoch median validation NSE, status:
+    finished | early_stopped (patience) | stopped_by_asha | failed, score) in trial order, and the best."""
+    keys = ("trial", "config", "status", "epochs", "curve", "score", "error")
+    return {
+        "metric": "median validation NSE",
+        "algorithm": search["algorithm"],
+        "scheduler": search["scheduler"],
+        "epochs": search["epochs"],
+        "best": search["best"]["trial"],
+        "best_config": search["best"]["config"],
+        "trials": [{k: t[k] for k in keys if k in t} for t in search["trials"]],
+    }
+
+
+STATUS_TEXT = {
+    "finished": "finished",
+    "early_stopped": "early stopping",
+    "stopped_by_asha": "stopped by ASHA",
+    "failed": "failed",
+}
+
+
+def _search_config(config: dict[str, Any]) -> str:
+    """A trial's config as `learning_rate 0.0031, optimizer sgd` (the last part of each dotted path)."""
+    return ", ".join(
+        f"{k.rsplit('.', 1)[-1]} {f'{v:.3g}' if isinstance(v, float) else v}" for k, v in config.items()
+    )
+
+
+def _lstm_search_section(run: Run, board: dict[str, Any], search: dict[str, Any]) -> str:
+    rows = [
+        [
+            f"{t['trial']}{' (best)' if t['trial'] == board['best'] else ''}",
+            _search_config(t["config"]),
+            STATUS_TEXT.get(t["status"], t["status"]) + (f": {t['error']}" if t.get("error") else ""),
+            t["epochs"],
+            " ".join(_num(v, 3) for v in t["curve"]),
+            _num(t["score"]),
+        ]
+        for t in board["trials"]
+    ]
+    table = _html_table(
+        ["trial", "config", "status", "epochs", f"{board['metric']} per epoch", "score"], rows, "lstm-search"
+    )
+    counts = {s: sum(t["status"] == s for t in board["trials"]) for s in STATUS_TEXT}
+    facts = _facts(
+        {
+            "algorithm": board["algorithm"],
+            "scheduler": board["scheduler"],
+            "epochs per trial": board["epochs"],
+            "trials": ", ".join(f"{n} {STATUS_TEXT[s]}" for s, n in counts.items() if n),
+            "best (trained by the deep stage)": _search_config(board["best_config"]),
+        }
+    )
+    figures = [run.path / f for f in search.get("figures", {}).values() if (run.path / f).exists()]
+    return facts + table + "".join(_img(f) for f in figures)
 
 
 def compare(a: dict[str, Any], b: dict[str, Any], names: tuple[str, str]) -> str:
