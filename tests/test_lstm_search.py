@@ -228,3 +228,24 @@ def test_the_example_search_spec_validates():
 
     spec = load_spec(ROOT / "examples" / "hydrology_search.yaml")
     assert spec.lstm.search is not None and "learning_rate" in spec.lstm.search.space
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        (
+            "{batch_size: [1, 16]}",
+            r"lstm.search.space allows \{'train.batch_size': 1\}.*smaller than the number",
+        ),
+        (
+            "{sequence_length: {randint: [30, 5000]}}",
+            r"allows \{'sequence_length': 4999\}.*no window of 4999 days",
+        ),
+    ],
+)
+def test_a_space_whose_trials_could_not_train_on_this_data_is_refused_before_any_trial(space, message):
+    from mlkube.pipeline import check_inputs
+
+    with pytest.raises(MlkubeError, match=message):
+        check_inputs(parse_spec(search_spec(space)))

@@ -106,8 +106,9 @@ STATUS_STYLE = {  # the search's trial statuses: colour, marker, label
 
 
 def search_learning_rates(trials: list[dict[str, Any]], default_lr: float, path: Path) -> Path:
-    """The LSTM search: each trial's last validation NSE against its learning rate (log axis), by status; the
-    best finished trial ringed. Trials that failed before an epoch sit at the bottom edge."""
+    """The LSTM search: each trial's last validation NSE against its learning rate (log axis), by status (and
+    named by its optimiser when that is searched); the best finished trial ringed. Trials that failed before
+    an epoch sit at the bottom edge."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     scored = [v for t in trials for v in t["curve"] if v is not None]
@@ -119,6 +120,15 @@ def search_learning_rates(trials: list[dict[str, Any]], default_lr: float, path:
         rates = [t["config"].get("train.learning_rate", default_lr) for t in chosen]
         nse = [_last(t["curve"], floor) for t in chosen]
         ax.scatter(rates, nse, color=color, marker=marker, label=f"{label} ({len(chosen)})")
+        for t, x, y in zip(chosen, rates, nse, strict=True):  # a searched optimiser, by its name
+            if "train.optimizer" in t["config"]:
+                ax.annotate(
+                    t["config"]["train.optimizer"],
+                    (x, y),
+                    fontsize=7,
+                    xytext=(4, 3),
+                    textcoords="offset points",
+                )
     done = [t for t in trials if t["status"] in ("finished", "early_stopped") and t["score"] is not None]
     if done:
         best = max(done, key=lambda t: t["score"])

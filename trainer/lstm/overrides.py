@@ -65,3 +65,28 @@ def best_spec(spec, run_path: Path):
         )
     config = read_json(path)["best"]["config"]
     return trial_spec(spec, config), config
+
+
+def search_extremes(lstm) -> list[tuple[dict[str, Any], Any]]:
+    """The hardest settings `lstm.search.space` may give a trial (and then the deep stage): its smallest
+    batch and its longest sequence, as (overrides, lstm with them and no search) pairs, checked before any
+    trial."""
+    from mlkube.trainer.spec import LSTM_SEARCHABLE
+
+    if lstm.search is None:
+        return []
+    overrides: dict[str, Any] = {}
+    for key, pick in (("batch_size", min), ("sequence_length", max)):
+        axis = lstm.search.space.get(key)
+        if axis is not None:
+            overrides[LSTM_SEARCHABLE[key]] = pick(_candidates(axis))
+    plain = lstm.model_copy(update={"search": None})
+    return [(overrides, apply_overrides(plain, overrides))] if overrides else []
+
+
+def _candidates(axis: Any) -> list[Any]:
+    """The values an integer axis may give: a list's or choice's values, randint's lo and hi - 1."""
+    if isinstance(axis, list):
+        return axis
+    ((kind, values),) = axis.items()
+    return values if kind == "choice" else [values[0], values[1] - 1]

@@ -83,6 +83,15 @@ def check_training(lstm, prepared: Prepared) -> None:
             f"({workers} = nproc_per_node × max_nodes): some would get no sequence",
             f"raise batch_size to at least {workers}, or lower nproc_per_node",
         )
+    from mlkube.trainer.lstm.overrides import search_extremes
+
+    for overrides, hardest in search_extremes(lstm):  # what a trial, then the deep stage, may train with
+        try:
+            check_training(hardest, prepared)
+        except MlkubeError as err:
+            raise MlkubeError(
+                f"lstm.search.space allows {overrides}, and then: {err.message}", err.fix
+            ) from None
 
 
 def gpu_count() -> int:
