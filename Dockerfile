@@ -40,6 +40,21 @@ RUN if [[ "$TORCH_FROM" == base ]]; then python3 -m venv --system-site-packages 
       "ray[default,tune]==${RAY_VERSION}" "python-etcd==0.4.5" "setuptools>=77" wheel \
  && bash /opt/slim.sh /opt/venv
 
+# ---- plugin: mlkube's TorchServe agent (the Open Inference Protocol's model endpoints), compiled from its Java
+# source against the environment's TorchServe; only the jar leaves this stage (the image has a JRE, no JDK).
+# hadolint ignore=DL3006
+FROM ${BASE} AS plugin
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# hadolint ignore=DL3008
+RUN mkdir -p /usr/share/man/man1 \
+ && apt-get update \
+ && apt-get install -y --no-install-recommends openjdk-17-jdk-headless \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=deps /opt/venv/lib/python3*/site-packages/ts/frontend/model-server.jar /opt/ts/
+COPY serving/plugin.py /opt/plugin/
+COPY serving/oip_plugin /opt/plugin/oip_plugin
+RUN python3 /opt/plugin/plugin.py /opt/mlkube-plugin /opt/ts/model-server.jar
+
 # ---- the image: Java for TorchServe, the environment, then mlkube itself (the only layer a code change rebuilds).
 # hadolint ignore=DL3006
 FROM ${BASE}
@@ -61,6 +76,8 @@ RUN mkdir -p /usr/share/man/man1 \
 RUN useradd --uid 1000 --user-group --create-home --shell /bin/bash mlkube \
  && mkdir -p /runs && chown 1000:1000 /runs
 COPY --from=deps /opt/venv /opt/venv
+COPY --from=plugin /opt/mlkube-plugin /opt/mlkube-plugin
+ENV MLKUBE_TORCHSERVE_PLUGIN_DIR=/opt/mlkube-plugin
 
 COPY pyproject.toml constraints.txt README.md /opt/mlkube/
 # The source folders the wheel maps under `mlkube` (trainer/ → mlkube.trainer, helm/mlkube/ → mlkube/chart).
@@ -75,6 +92,7 @@ RUN pip install --no-deps --no-build-isolation /opt/mlkube \
  && rm -rf /opt/mlkube \
  && python -m compileall -q "$(python -c 'import mlkube, os; print(os.path.dirname(mlkube.__file__))')" \
  && mlkube --help > /dev/null \
+ && python -c "from mlkube.serving.plugin import plugin_jar; plugin_jar()" \
  && python -c "from mlkube.cluster.chart import chart_path; chart_path()"
 
 USER 1000:1000

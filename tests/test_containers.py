@@ -181,7 +181,8 @@ def test_the_charts_serve_deployment_serves_to_other_hosts_and_passes_helm_test(
 def test_the_charts_kserve_predictor_serves_the_open_inference_protocol_and_passes_helm_test(trained):
     """serve.kind kserve: the InferenceService's predictor pod as KServe runs it (its PodSpec, what KServe
     adds), reached by KServe's Service name from other hosts; the chart's helm test predicts through it, and
-    an Open Inference Protocol request with the key is answered."""
+    the Open Inference Protocol answers with the key: inference, model metadata from the card, model and
+    server readiness (mlkube's agent, built in the image), 404 for an unknown model; no key is refused."""
     from tests.containers_operators import kserve_env, kserve_predictor_pod
 
     values = deep_merge(kind_everything(), {"serve": {"enabled": True, "runId": QUICK, "kind": "kserve"}})
@@ -209,19 +210,46 @@ def test_the_charts_kserve_predictor_serves_the_open_inference_protocol_and_pass
             "python",
             trained.image,
             "-c",
-            "import json, urllib.request\n"
+            "import json, urllib.request, urllib.error\n"
             f"key = json.load(open('/runs/{QUICK}/serving/key_file.json'))['inference']['key']\n"
             f"body = json.load(open('/runs/{QUICK}/serving/examples/classical.json'))\n"
             "row = body['instances'][0]\n"
             "inputs = [{'name': k, 'shape': [1], 'datatype': 'FP64', 'data': [v]} for k, v in row.items()]\n"
-            f"request = urllib.request.Request({url + '/v2/models/classical/infer'!r}, "
-            "data=json.dumps({'inputs': inputs}).encode(), "
-            "headers={'Authorization': 'Bearer ' + key, 'Content-Type': 'application/json'})\n"
-            "print(json.dumps(json.load(urllib.request.urlopen(request, timeout=30))))",
+            "def call(path, data=None, auth=True):\n"
+            "    headers = {'Content-Type': 'application/json'}\n"
+            "    headers.update({'Authorization': 'Bearer ' + key} if auth else {})\n"
+            f"    request = urllib.request.Request({url!r} + path, data=data, headers=headers)\n"
+            "    try: response = urllib.request.urlopen(request, timeout=30)\n"
+            "    except urllib.error.HTTPError as err: response = err\n"
+            "    return [response.status, json.load(response)]\n"
+            "print(json.dumps({\n"
+            "    'infer': call('/v2/models/classical/infer', json.dumps({'inputs': inputs}).encode()),\n"
+            "    'metadata': call('/v2/models/classical'), 'ready': call('/v2/models/classical/ready'),\n"
+            "    'server ready': call('/v2/health/ready'), 'unknown': call('/v2/models/nonesuch/ready'),\n"
+            "    'no key': call('/v2/models/classical', auth=False),\n"
+            f"    'card': json.load(open('/runs/{QUICK}/models/classical/model.json')),\n"
+            "}))",
             check=False,
         )
         assert oip.returncode == 0, oip.stderr[-2000:]
-        answer = json.loads(oip.stdout)
-        assert answer["model_name"] == "classical" and len(answer["outputs"][0]["data"]) == 1
+        answers = json.loads(oip.stdout)
+        status, answer = answers["infer"]
+        assert (
+            status == 200 and answer["model_name"] == "classical" and len(answer["outputs"][0]["data"]) == 1
+        )
+        status, metadata = answers["metadata"]
+        assert status == 200 and metadata["name"] == "classical" and metadata["versions"] == [QUICK]
+        assert [(i["name"], i["shape"]) for i in metadata["inputs"]] == [
+            (name, [-1]) for name in answers["card"]["features"]
+        ]
+        assert metadata["outputs"][0] == {
+            "name": answers["card"]["target"],
+            "datatype": "BYTES",
+            "shape": [-1],
+        }
+        assert answers["ready"] == [200, {"name": "classical", "ready": True}]
+        assert answers["server ready"] == [200, {"ready": True}]
+        assert answers["unknown"][0] == 404 and "no model named 'nonesuch'" in answers["unknown"][1]["error"]
+        assert answers["no key"][0] in {400, 401} and answers["no key"][1]["type"] == "InvalidKeyException"
     finally:
         docker("rm", "-f", trained.container("kserve"), trained.container("kserve-test"), check=False)
