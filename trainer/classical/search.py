@@ -286,7 +286,8 @@ def run_trials(
         )
         results = tuner.fit()
         # ResultGrid is indexable but declares no __iter__
-        return [trial_row(results[i], data) for i in range(len(results))]
+        attempts = settings.max_failures + 1  # Tune retries a failed trial max_failures times
+        return [trial_row(results[i], data, attempts) for i in range(len(results))]
 
 
 def _trial_resources(settings: SearchSettings, data: TrialData):
@@ -408,8 +409,10 @@ def _progress_callback(
     return TrialProgress()
 
 
-def trial_row(result, data: TrialData) -> dict[str, Any]:
-    """A leaderboard row: model, params, mean, std, per-fold scores, fit time, node, status (and error)."""
+def trial_row(result, data: TrialData, attempts: int = 1) -> dict[str, Any]:
+    """A leaderboard row: model, params, mean, std, per-fold scores, fit time, node, status (and error).
+    A trial whose Ray worker was lost on each of its `attempts` (its node died or was cut off) is a failed row
+    that names the node, like any other failed trial: the other trials are scored and the run goes on."""
     config = result.config
     plan = trial_plan(config, data)
     last = result.metrics or {}
@@ -429,8 +432,45 @@ def trial_row(result, data: TrialData) -> dict[str, Any]:
         "metrics": metric_summary(last.get("metric_scores", {})),
     }
     if result.error:
-        row["error"] = _error_message(result.error)
+        lost = lost_worker(result.error)
+        if lost is not None:
+            row["node"] = row["node"] or lost["node"]
+            tries = f"{attempts} attempts" if attempts > 1 else "1 attempt"
+            row["error"] = (
+                f"its Ray worker on node {lost['where']} was lost ({lost['what']}) on the last of {tries}; "
+                "raise classical.max_failures to retry more, and check that node"
+            )
+        else:
+            row["error"] = _error_message(result.error)
     return row
+
+
+def lost_worker(error: BaseException) -> dict[str, str] | None:
+    """For a trial that failed because its Ray worker (the trial's actor) was lost: the node it ran on
+    (hostname and address, as the GCS's actor and node tables record them), and what happened to it; None
+    for any other error (the trial's own exception)."""
+    import ray
+    from ray.exceptions import ActorUnavailableError, RayActorError
+
+    if not isinstance(error, RayActorError):
+        return None
+    node_id, address = None, "an unknown address"
+    try:  # the GCS's actor table (ray.util.state needs the dashboard, which a local Ray runs without)
+        actor = ray._private.state.actors(actor_id=error.actor_id) if error.actor_id else {}
+        node_id, address = actor["Address"]["NodeID"], actor["Address"]["IPAddress"]
+    except Exception:  # the actor's record is gone with its cluster: say what the error says
+        pass
+    node: dict[str, Any] = next((n for n in ray.nodes() if n["NodeID"] == node_id), {}) if node_id else {}
+    where = f"{node.get('NodeManagerHostname', '?')} ({address})" if node else address
+    if node and not node.get("Alive"):
+        what = "the node is dead" + (
+            "" if isinstance(error, ActorUnavailableError) else f": {_error_message(error)}"
+        )
+    elif isinstance(error, ActorUnavailableError):
+        what = "unreachable: " + _error_message(error)
+    else:
+        what = "the worker process died: " + _error_message(error)
+    return {"node": node_id or "", "where": where, "what": what}
 
 
 def metric_summary(per_metric: dict[str, list[float | None]]) -> dict[str, dict[str, Any]]:
