@@ -174,8 +174,7 @@ def start(run: Run, serve: ServeSpec, names: list[str]) -> Server:
     for api, port in ports.items():
         check_port_free(serve.host, port, api)
     agent = plugin_jar()  # before anything is written: it may refuse (no javac to build it)
-    shutil.rmtree(folder / "tmp" / "oip", ignore_errors=True)  # a former start's model metadata
-    for sub in ("logs", "tmp", "tmp/oip", "examples"):
+    for sub in ("logs", "tmp", "examples"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     write_examples(run, names, folder / "examples")
     atomic_write_text(folder / "metrics.yaml", metrics_yaml())
@@ -183,6 +182,8 @@ def start(run: Run, serve: ServeSpec, names: list[str]) -> Server:
     try:
         tmpdir = java_tmpdir(folder / "tmp", private)
         management = private / MANAGEMENT_SOCKET
+        metadata = private / "oip"  # the models' OIP metadata: written by the workers, read by the agent
+        metadata.mkdir()
         config = atomic_write_text(
             folder / "config.properties",
             config_properties(run, serve, names, tmpdir, management, agent=agent),
@@ -194,7 +195,7 @@ def start(run: Run, serve: ServeSpec, names: list[str]) -> Server:
             "LOG_LOCATION": str(folder / "logs"),
             "METRICS_LOCATION": str(folder / "logs"),
             KEY_ENV: str(key_file()),  # the workers check each model card's signature with it
-            METADATA_ENV: str(folder / "tmp" / "oip"),  # the handlers write, the plugin reads, model metadata
+            METADATA_ENV: str(metadata),
         }
         env.setdefault("OMP_NUM_THREADS", str(worker_threads(len(names) * serve.workers)))
         env.setdefault(WORKER_CPUS_ENV, str(worker_threads(serve.workers)))
@@ -582,7 +583,8 @@ def describe(server: Server) -> str:
     lines = [
         f"TorchServe (pid {server.pid}) serves {', '.join(server.models)}",
         f"  inference:  {server.url('inference')}/predictions/<model>",
-        f"  open inference protocol: {server.url('inference')}/v2/models/<model>/infer",
+        f"  open inference protocol: {server.url('inference')}/v2/models/<model>/infer "
+        "(GET /v2/models/<model>: metadata, .../ready)",
         f"  management: Unix socket {server.management_socket} (this user only)",
         f"  metrics:    {server.url('metrics')}/metrics",
         f"  logs:       {server.folder / 'logs'}",
