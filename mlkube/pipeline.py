@@ -29,6 +29,11 @@ STAGES: list[tuple[str, Callable[[Spec], bool], str]] = [
         "mlkube.trainer.lstm.search:search_stage",
     ),
     ("deep", lambda s: s.runs_lstm, "mlkube.stages:deep"),
+    (
+        "basin_cv",
+        lambda s: s.runs_lstm and s.lstm is not None and s.lstm.cv is not None,
+        "mlkube.trainer.lstm.basin_cv:basin_cv",
+    ),
     ("present", lambda s: True, "mlkube.stages:present"),
 ]
 
@@ -86,9 +91,10 @@ def _stage_function(name: str) -> Callable[[StageContext], None]:
 def check_inputs(spec: Spec) -> None:
     """Every check that needs only the spec and the data, run by `mlkube validate` and by `mlkube run` before
     it creates the run directory: the classical data, task, models, params, metric, scheme and folds; the
-    LSTM's series (sites, variables, periods and lengths, targets) and its training set-up (windows, batch
-    vs workers, GPUs). The series are loaded here and again by the prepare stage (a fraction of a second for
-    the samples); the classical data are cached between the two in one process."""
+    LSTM's series (sites, variables, periods and lengths, targets), its training set-up (windows, batch
+    vs workers, GPUs) and its cross-validation over sites (folds vs sites or groups, global statistics).
+    The series are loaded here and again by the prepare stage (a fraction of a second for the samples); the
+    classical data are cached between the two in one process."""
     if spec.runs_classical:
         from mlkube.trainer.classical.stages import check_classical
 
@@ -98,4 +104,9 @@ def check_inputs(spec: Spec) -> None:
         from mlkube.trainer.lstm.stage import check_training
 
         assert spec.lstm is not None  # runs_lstm says so
-        check_training(spec.lstm, prepare(spec))
+        prepared = prepare(spec)
+        check_training(spec.lstm, prepared)
+        if spec.lstm.cv is not None:
+            from mlkube.trainer.lstm.basin_cv import check_cv
+
+            check_cv(spec, prepared.data.sites)

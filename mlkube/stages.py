@@ -42,12 +42,16 @@ def prepare(ctx) -> None:
 
 
 def deep(ctx) -> None:
-    """Train the LSTM under torchrun on this machine, then score it beside the baselines
-    (stages/deep.json)."""
+    """Train the LSTM under torchrun on this machine (an ensemble's members as Ray Tune trials, side by side),
+    then score it beside the baselines (stages/deep.json)."""
     from mlkube.torchrun import launch
+    from mlkube.trainer.lstm.ensemble import train_ensemble
     from mlkube.trainer.lstm.stage import deep as train_and_score
 
-    train_and_score(ctx, lambda: launch(ctx.spec.lstm.elastic, ctx.run, ctx.progress))
+    if ctx.spec.lstm.ensemble > 1:
+        train_and_score(ctx, lambda: train_ensemble(ctx))
+    else:
+        train_and_score(ctx, lambda: launch(ctx.spec.lstm.elastic, ctx.run, ctx.progress))
 
 
 def present(ctx) -> None:

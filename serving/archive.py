@@ -1,8 +1,8 @@
 """Run artifact → TorchServe model archive: `models/<name>/` → `serving/model-store/<name>.mar`.
 
-Each archive holds the framework's handler, model.json and the weights, with the run id as its version. The
-model's SHA-256 is checked before packing, and each archive's own SHA-256 is recorded in
-`model-store/archives.json`, which the server checks before it loads anything.
+Each archive holds the framework's handler, model.json and the weights (every member's, for an LSTM
+ensemble), with the run id as its version. The model's SHA-256 is checked before packing, and each archive's
+own SHA-256 is recorded in `model-store/archives.json`, which the server checks before it loads anything.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def archive_model(folder: Path, card: ModelCard, mar: Path, version: str) -> dic
             "--serialized-file",
             str(folder / card.weights),
             "--extra-files",
-            str(folder / MODEL_JSON),
+            ",".join(str(folder / name) for name in [MODEL_JSON, *extra_weights(card)]),
             "--export-path",
             tmp,
         ]
@@ -99,6 +99,12 @@ def archive_model(folder: Path, card: ModelCard, mar: Path, version: str) -> dic
         "framework": card.framework,
         "model_sha256": card.sha256,
     }
+
+
+def extra_weights(card: ModelCard) -> list[str]:
+    """The weights files beside the card's `weights` that the model loads too (an ensemble's other
+    members)."""
+    return [name for name, _ in card.weight_files()[1:]]
 
 
 def read_archives(run: Run) -> dict[str, Any]:

@@ -157,10 +157,31 @@ def tables_model(folder: Path, data_folder: Path):
     return pipeline, data
 
 
-def make_run(root: Path, serve=None, run_id: str = RUN_ID, tables: bool = False, **lstm) -> Path:
+ENSEMBLE_MODEL = "lstm_ensemble"  # the LSTM ensemble of `make_run(ensemble=N)`
+
+
+def ensemble_model(run, members: int) -> list[Path]:
+    """models/lstm_ensemble: `members` networks of seeds 0..N-1 saved as training saves each member (its own
+    signed card, under the run's ensemble/), assembled by `trainer.lstm.ensemble.assemble`; the members'
+    folders."""
+    from mlkube.trainer.lstm.ensemble import assemble
+    from mlkube.trainer.lstm.jobs import Job
+    from mlkube.trainer.lstm.model import save_lstm_model
+
+    jobs = [Job(f"member-{k}", k, run.ensemble_member(k)) for k in range(members)]
+    for job in jobs:
+        network, fields = lstm_network(seed=job.seed)
+        save_lstm_model(job.folder, network, fields)
+    assemble(run.model_dir(ENSEMBLE_MODEL), jobs, {"nse": 0.75})
+    return [job.folder for job in jobs]
+
+
+def make_run(
+    root: Path, serve=None, run_id: str = RUN_ID, tables: bool = False, ensemble: int = 0, **lstm
+) -> Path:
     """A finished-looking run folder with models/classical and models/lstm (and, with `tables`,
-    models/tables: `tables_model`), written by the contract functions (`lstm`: hidden_size, days for
-    `lstm_network`)."""
+    models/tables: `tables_model`; with `ensemble` N, models/lstm_ensemble: `ensemble_model`), written by the
+    contract functions (`lstm`: hidden_size, days for `lstm_network`)."""
     from mlkube.trainer.artifacts import save_sklearn_model
     from mlkube.trainer.lstm.model import save_lstm_model
     from mlkube.trainer.run import CLASSICAL_MODEL, LSTM_MODEL, Run
@@ -174,6 +195,8 @@ def make_run(root: Path, serve=None, run_id: str = RUN_ID, tables: bool = False,
         save_lstm_model(run.model_dir(LSTM_MODEL), network, fields)
         if tables:
             tables_model(run.model_dir(TABLES_MODEL), run.path)
+        if ensemble:
+            ensemble_model(run, ensemble)
     return run.path
 
 

@@ -95,18 +95,20 @@ def _problem(error: Any) -> str:
 
 
 def verify_weights(folder: Path, card: ModelCard) -> Path:
-    """The weights file of `card`, after checking it against the card's SHA-256."""
-    weights = Path(folder) / card.weights
-    if not weights.is_file():
-        raise MlkubeError(f"weights file {weights} is missing", RECREATE)
-    actual = sha256_file(weights)
-    if actual != card.sha256:
-        raise MlkubeError(
-            f"integrity check failed for {weights}: SHA-256 {actual[:12]}… differs from "
-            f"model.json's {card.sha256[:12]}…",
-            "the file was changed or truncated; re-create the model, never edit it by hand",
-        )
-    return weights
+    """The weights file of `card`, after checking it (and an ensemble's every member) against the card's
+    SHA-256."""
+    for name, expected in card.weight_files():
+        weights = Path(folder) / name
+        if not weights.is_file():
+            raise MlkubeError(f"weights file {weights} is missing", RECREATE)
+        actual = sha256_file(weights)
+        if actual != expected:
+            raise MlkubeError(
+                f"integrity check failed for {weights}: SHA-256 {actual[:12]}… differs from "
+                f"model.json's {expected[:12]}…",
+                "the file was changed or truncated; re-create the model, never edit it by hand",
+            )
+    return Path(folder) / card.weights
 
 
 def save_sklearn_model(folder: Path, pipeline: Any, fields: dict[str, Any]) -> SklearnCard:

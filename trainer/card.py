@@ -52,6 +52,10 @@ class ModelCard(Part):
         "serving refuses a card without it or with one its key does not give.",
     )
 
+    def weight_files(self) -> list[tuple[str, str]]:
+        """(file name, SHA-256) of every weights file the model loads, `weights` first."""
+        return [(self.weights, self.sha256)]
+
 
 class InputColumn(Part):
     """One input column of a scikit-learn pipeline, as a request sends it."""
@@ -205,13 +209,41 @@ def _shape(value: Any) -> tuple[int, ...]:
     return (len(value), *(inner.pop() if inner else ()))
 
 
+class EnsembleMember(Part):
+    """One seed of an LSTM ensemble: its weights beside model.json, hashed like a single model's."""
+
+    seed: int = Field(ge=0, description="The seed it trained with (batches, dropout, initial weights).")
+    weights: str = Field(pattern=r"^[^/\\]+$", description="File name of its state dict, beside model.json.")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of its weights file (hex).")
+    metrics: dict[str, Any] = Field(default_factory=dict, description="Its own test-period scores.")
+
+
 class LstmCard(ModelCard):
-    """The hydrology LSTM: a state dict (`torch.load(weights_only=True)`) and how to rebuild and feed it."""
+    """The hydrology LSTM: a state dict (`torch.load(weights_only=True)`) and how to rebuild and feed it; or
+    an ensemble of such networks (`members`), served as the mean of their predictions in the target's
+    units."""
 
     framework: Literal["torch"] = Field("torch", description="Served by the LSTM handler.")
     task: Literal["regression"] = Field("regression", description="The LSTM predicts a number.")
     architecture: Architecture = Field(description="The network's constructor arguments.")
     preprocessing: Preprocessing = Field(description="Window, statistics and target transform.")
+    members: list[EnsembleMember] | None = Field(
+        None,
+        min_length=2,
+        description="An ensemble (lstm.ensemble): every member's seed, weights and SHA-256 (the first is "
+        "`weights`); all share `architecture` and `preprocessing`. None: one network.",
+    )
+
+    @model_validator(mode="after")
+    def _first_member_is_weights(self) -> LstmCard:
+        if self.members and (self.members[0].weights, self.members[0].sha256) != (self.weights, self.sha256):
+            raise ValueError("an ensemble's first member must be the card's `weights` with its `sha256`")
+        return self
+
+    def weight_files(self) -> list[tuple[str, str]]:
+        if not self.members:
+            return super().weight_files()
+        return [(m.weights, m.sha256) for m in self.members]
 
 
 # framework → its card

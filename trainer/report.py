@@ -54,7 +54,40 @@ def build_leaderboard(run: Run) -> dict[str, Any] | None:
         }
     if run.stage_file("search_lstm").exists():
         board["lstm_search"] = lstm_search_board(read_json(run.stage_file("search_lstm")))
+    if run.stage_file("basin_cv").exists():
+        board["basin_cv"] = basin_cv_board(read_json(run.stage_file("basin_cv")))
     return board or None
+
+
+def basin_cv_board(cv: dict[str, Any]) -> dict[str, Any]:
+    """The cross-validation over sites in leaderboard.json: every metric's median pooled over the held-out
+    sites (ungauged), over the same sites trained gauged, and per fold."""
+    rows = [
+        {
+            "setting": "ungauged",
+            "fold": None,
+            "sites": list(cv["pooled"]["sites"]),
+            "medians": cv["pooled"]["median"],
+        },
+        {
+            "setting": "gauged",
+            "fold": None,
+            "model": cv["gauged"]["model"],
+            "sites": list(cv["gauged"]["sites"]),
+            "medians": cv["gauged"]["median"],
+        },
+    ]
+    rows += [
+        {
+            "setting": "fold",
+            "fold": f["fold"],
+            "sites": f["test_sites"],
+            "trained_on": f["train_sites"],
+            "medians": f["median"],
+        }
+        for f in cv["folds"]
+    ]
+    return {"scheme": cv["scheme"], "period": cv["period"], "metric": "median_nse", "rows": rows}
 
 
 def _rank_rows(rows: list[dict]) -> list[dict]:
@@ -154,6 +187,15 @@ def leaderboard_table(board: dict[str, Any]) -> str:
             f"{t['trial']:>5} {t['status']:<16} {t['epochs']:>6} {_num(t['score']):>8}  "
             f"{_search_config(t['config'])}{'  (best)' if t['trial'] == search['best'] else ''}"
             for t in search["trials"]
+        ]
+    if "basin_cv" in board:
+        cv = board["basin_cv"]
+        lines += ["", f"Cross-validation over sites ({cv['scheme']}), {cv['period']} period:"]
+        lines += [f"{'setting':<10} {'fold':>4} {'median NSE':>10} {'median KGE':>10}  sites"]
+        lines += [
+            f"{r['setting']:<10} {'' if r['fold'] is None else r['fold']:>4} {_num(r['medians']['nse']):>10} "
+            f"{_num(r['medians']['kge']):>10}  {', '.join(r['sites'])}"
+            for r in cv["rows"]
         ]
     return "\n".join(lines)
 
@@ -473,10 +515,40 @@ def _deep_section(run: Run, deep: dict[str, Any]) -> str:
             "cuDNN": training["cudnn"],
             "sequences/s": _num(training["samples_per_second"], 1),
             "training seconds": training["seconds"],
+            "ensemble (seeds)": _ensemble_seeds(training),
         }
     )
     figures = [run.path / f for f in deep.get("figures", {}).values() if (run.path / f).exists()]
     return ranking + facts + "".join(_img(f) for f in figures)
+
+
+def _ensemble_seeds(training: dict[str, Any]) -> str | None:
+    """`N (seed, ...)` for an ensemble's training record (its members' rows are in the ranking), else None."""
+    members = training.get("members")
+    return f"{len(members)} ({', '.join(str(m.get('seed', '?')) for m in members)})" if members else None
+
+
+def _basin_cv_section(run: Run, board: dict[str, Any], cv: dict[str, Any]) -> str:
+    """Every metric's median held out (pooled and per fold) and trained gauged, NSE per site both ways, and
+    the NSE CDF of both."""
+    metrics = list(board["rows"][0]["medians"])  # every metric of trainer.lstm.scores, in its order
+    medians = _html_table(
+        ["setting", "fold", "held-out sites", *metrics],
+        [
+            [r["setting"], "" if r["fold"] is None else r["fold"], ", ".join(r["sites"])]
+            + [_num(r["medians"][m]) for m in metrics]
+            for r in board["rows"]
+        ],
+    )
+    sites = _html_table(
+        ["site", "fold holding it out", "NSE ungauged", f"NSE gauged ({cv['gauged']['model']})"],
+        [
+            [site, cv["pooled"]["fold_of"][site], _num(row["nse"]), _num(cv["gauged"]["sites"][site]["nse"])]
+            for site, row in cv["pooled"]["sites"].items()
+        ],
+    )
+    figures = [run.path / f for f in cv.get("figures", {}).values() if (run.path / f).exists()]
+    return medians + sites + "".join(_img(f) for f in figures)
 
 
 def _serving_section(run: Run) -> str:
@@ -534,6 +606,11 @@ def present(run: Run) -> dict[str, Any] | None:
         sections.append(("LSTM search (Ray Tune)", _lstm_search_section(run, board["lstm_search"], search)))
     if run.stage_file("deep").exists():
         sections.append(("LSTM and baselines", _deep_section(run, read_json(run.stage_file("deep")))))
+    if board and "basin_cv" in board:
+        cv = read_json(run.stage_file("basin_cv"))
+        sections.append(
+            ("Cross-validation over basins (ungauged)", _basin_cv_section(run, board["basin_cv"], cv))
+        )
     sections.append(("Serving", _serving_section(run)))
     sections.append(("Environment and timings", _environment_section(run)))
     write_html(run, [(title, body) for title, body in sections if body])

@@ -197,6 +197,19 @@ class Run:
         return self.path / "basin_scores.csv"
 
     @property
+    def basin_cv_scores_file(self) -> Path:
+        """The basin_cv stage's scores: one row per held-out site (its fold) and per metric, beside gauged."""
+        return self.path / "basin_cv_scores.csv"
+
+    def basin_fold(self, index: int) -> Path:
+        """One fold of the cross-validation over sites: fold.json (its sites), its model and checkpoints."""
+        return self.path / "basin_cv" / f"fold-{index}"
+
+    def ensemble_member(self, index: int) -> Path:
+        """One seed of the LSTM ensemble: its model, training record and checkpoints."""
+        return self.path / "ensemble" / f"member-{index}"
+
+    @property
     def report_file(self) -> Path:
         """The self-contained HTML report."""
         return self.path / "report.html"

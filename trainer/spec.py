@@ -509,11 +509,58 @@ class ElasticSpec(Section):
         "c10d", description="Rendezvous backend."
     )
     rdzv_endpoint: str | None = Field(None, description="host:port of the rendezvous; default: local.")
+    timeout_seconds: StrictInt = Field(
+        300,
+        ge=10,
+        description="How long a worker waits for the others in a training step's collective before the "
+        "group gives up and torchrun re-forms it, from the last checkpoint, without a node that stopped "
+        "answering (a network cut; torch's default is 30 minutes). Rank 0's validation and final scoring "
+        "do not count against it (the others wait for those without this limit).",
+    )
 
     @model_validator(mode="after")
     def _min_le_max(self) -> ElasticSpec:
         if self.min_nodes > self.max_nodes:
             raise ValueError(f"min_nodes ({self.min_nodes}) must be ≤ max_nodes ({self.max_nodes})")
+        return self
+
+
+class BasinCVSpec(Section):
+    """Cross-validation over sites (prediction in ungauged basins, as Kratzert et al. 2019 for CAMELS-US):
+    each fold trains the deep stage's configuration on the other folds' sites, with statistics from those
+    sites alone, and is scored on its held-out sites' test period (stage basin_cv)."""
+
+    scheme: Literal["kfold", "group"] = Field(
+        "kfold",
+        description="kfold: sites split into `folds` (scikit-learn's KFold); group: whole groups of sites "
+        "held out together (GroupKFold), e.g. a region, so no basin of a held-out region trains.",
+    )
+    folds: StrictInt | None = Field(
+        None,
+        ge=2,
+        description="Folds (k); none: one per site (kfold: leave-one-basin-out) or per group (group).",
+    )
+    shuffle: StrictBool = Field(
+        True, description="kfold: shuffle the sites before splitting (seeded by `seed`); false: in order."
+    )
+    groups: str | dict[str, str] | None = Field(
+        None,
+        description="group: a static attribute of the data set that names each site's group (CAMELS-US: "
+        "huc_02, the hydrologic region; it need not be a model input), or a mapping site → group.",
+    )
+    max_concurrent: StrictInt | None = Field(
+        None, ge=1, description="Folds training at once (Ray Tune trials); default: as the CPUs allow."
+    )
+
+    @model_validator(mode="after")
+    def _groups_for_group(self) -> BasinCVSpec:
+        if self.scheme == "group" and self.groups is None:
+            raise ValueError(
+                "scheme group needs `groups`: a static attribute naming each site's group (e.g. huc_02) "
+                "or a mapping site → group"
+            )
+        if self.scheme != "group" and self.groups is not None:
+            raise ValueError(f"`groups` applies to scheme group, not {self.scheme}")
         return self
 
 
@@ -642,6 +689,19 @@ class LstmSpec(Section):
         None,
         description="Ray Tune over the LSTM's learning rate, optimiser and architecture (stage search_lstm); "
         "the deep stage then trains the best configuration. None: train the settings as given.",
+    )
+    cv: BasinCVSpec | None = Field(
+        None,
+        description="Cross-validation over sites (stage basin_cv): ungauged prediction of held-out basins, "
+        "scored beside the same basins trained gauged; none: no such stage.",
+    )
+    ensemble: StrictInt = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Seeds of the configuration trained side by side (Ray Tune trials, seeds seed .. "
+        "seed + N - 1); the deep stage scores, archives and serves their mean. 1: one model under "
+        "torch elastic.",
     )
 
 

@@ -1,5 +1,6 @@
 """TorchServe handler for the hydrology LSTM (`models/lstm/`): weights loaded with
-`torch.load(weights_only=True)`.
+`torch.load(weights_only=True)`. An ensemble's card (`members`) names several networks: each runs the window
+and the answer is the mean of their predictions in the target's units (what each member alone would answer).
 
 Request:  {"instances": [{"dynamic": {"<input>": [<sequence_length daily values>], ...},
                           "static": {"<attribute>": <number>, ...}, "site": "<site id>"}, ...]}
@@ -63,9 +64,10 @@ class LstmHandler(ModelHandler):
         import numpy as np
         import torch
 
-        from mlkube.trainer.lstm.model import load_lstm_model
+        from mlkube.trainer.lstm.ensemble import load_lstm_members
 
-        model, card = load_lstm_model(model_dir)
+        # one network, or an ensemble's members (each one's weights checked against the signed card)
+        self.members, card = load_lstm_members(model_dir)
         p = card.preprocessing
         # site id → statistics row, under per-site normalization (the card names the sites there)
         self.sites: dict[str, int] | None = (
@@ -104,8 +106,9 @@ class LstmHandler(ModelHandler):
             torch.set_num_threads(1)
             self.pool = ThreadPoolExecutor(self.shards - 1, thread_name_prefix="mlkube-lstm-shard")
         with torch.inference_mode():  # a first pass, so that the first request does not pay for lazy set-up
-            model(torch.zeros(1, self.days, self.n_inputs))
-        return model, card
+            for member in self.members:
+                member(torch.zeros(1, self.days, self.n_inputs))
+        return self.members, card
 
     def site_row(self, site: Any, where: str) -> int:
         """The statistics row of a request's site id, or RequestError naming the known sites."""
@@ -273,15 +276,17 @@ class LstmHandler(ModelHandler):
         if others:
             assert self.pool is not None  # more than one shard: self.shards > 1, so `load` made the pool
             running = [self.pool.submit(self.last_day, shard) for shard in others]
-        last_day = torch.cat([self.last_day(first), *(shard.result() for shard in running)]).double().numpy()
+        # [members, windows]; the ensemble's answer is its members' mean in the target's units
+        last_day = torch.cat([self.last_day(first), *(s.result() for s in running)], dim=1).double().numpy()
         y = last_day * self.target_std[row] + self.target_mean[row]
-        return self.transform.inverse(y)
+        return self.transform.inverse(y).mean(axis=0)
 
     def last_day(self, x: Any) -> Any:
+        """Each member's standardised output on the windows' last day: [members, windows]."""
         import torch
 
         with torch.inference_mode():  # per thread
-            return self.model.last_day(x)
+            return torch.stack([member.last_day(x) for member in self.members])
 
     def answer(self, outputs: Any) -> dict[str, Any]:
         return {**self.fields, "predictions": outputs.tolist()}

@@ -59,6 +59,18 @@ def load_prepared(spec, run_path: Path) -> Prepared:
     return read_prepared(path) if path.is_file() else prepare(spec)
 
 
+def select_sites(data: TimeSeriesData, sites: tuple[str, ...]) -> TimeSeriesData:
+    """The same series for `sites` only, in that order (every one a site of `data`)."""
+    rows = [data.sites.index(site) for site in sites]
+    return dataclasses.replace(
+        data,
+        dynamic=np.ascontiguousarray(data.dynamic[rows]),
+        static=np.ascontiguousarray(data.static[rows]),
+        target=np.ascontiguousarray(data.target[rows]),
+        sites=tuple(sites),
+    )
+
+
 def summary(prepared: Prepared) -> dict[str, Any]:
     """What the prepare stage records about the series (stages/prepare.json, key `lstm`)."""
     data = prepared.data

@@ -13,7 +13,7 @@ import numpy as np
 from mlkube.trainer.errors import MlkubeError
 from mlkube.trainer.lstm.baselines import simulate_baselines
 from mlkube.trainer.lstm.elastic import TRAINING_RECORD
-from mlkube.trainer.lstm.evaluate import observed, score, simulate
+from mlkube.trainer.lstm.evaluate import observed, score
 from mlkube.trainer.lstm.prepared import Prepared, load_prepared
 from mlkube.trainer.run import LSTM_MODEL, atomic_write_json, atomic_write_text, read_json
 
@@ -105,22 +105,12 @@ def gpu_count() -> int:
 
 
 def simulate_all(spec, prepared: Prepared, artifact) -> dict[str, np.ndarray]:
-    """The test-period target [sites, days] of the trained LSTM and of the spec's baselines."""
-    from mlkube.trainer.lstm.model import load_lstm_model
-    from mlkube.trainer.preprocess import standardize
+    """The test-period target [sites, days] of the trained LSTM (an ensemble's mean, and each member's under
+    its own name) and of the spec's baselines."""
+    from mlkube.trainer.lstm.ensemble import simulate_members
 
     lstm = spec.lstm
-    net, _ = load_lstm_model(artifact)
-    out = {
-        "lstm": simulate(
-            net,
-            standardize(prepared.data, prepared.stats),
-            prepared.stats,
-            PERIOD,
-            lstm.sequence_length,
-            lstm.horizon,
-        )
-    }
+    out = simulate_members(artifact, prepared, lstm, PERIOD)
     return out | simulate_baselines(
         lstm.baselines, prepared.data, lstm.sequence_length, lstm.horizon, spec.seed, PERIOD
     )
