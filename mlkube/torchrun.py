@@ -33,6 +33,11 @@ LOCAL_RENDEZVOUS = {
     "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",  # rank 0 hosts the workers' store, on MASTER_ADDR only
     "GLOO_SOCKET_IFNAME": "lo",
 }
+# with other nodes: rank 0 hosts each formation's own store (see elastic.process_group.store). On torchrun's
+# shared store, a node joining a later round waits forever for the address its agent reads there: torch's
+# rank-0 agent publishes it in the first round only (DynamicRendezvousHandler.next_rendezvous), and the
+# survivor's agent then fails with `DistStoreError: wait timeout ... role_info/0, role_info/1`
+NODES_RENDEZVOUS = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
 FAILURE_MARK = (
     "failed (exitcode"  # torchrun's line when a worker died (it restarts the group, up to max_restarts)
 )
@@ -75,7 +80,7 @@ def launch(elastic, run: Run, progress: Progress) -> None:
     tmp = tempfile.mkdtemp(prefix="mlkube-torchrun-")
     local = not elastic.rdzv_endpoint
     store = tcp_store_server(LOOPBACK, 0, multi_tenant=True, wait_for_workers=False) if local else None
-    env = {**os.environ, "TMPDIR": tmp, **(LOCAL_RENDEZVOUS if local else {})}
+    env = {**os.environ, "TMPDIR": tmp, **(LOCAL_RENDEZVOUS if local else NODES_RENDEZVOUS)}
     try:
         with (
             open(log, "a") as out,

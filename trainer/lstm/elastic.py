@@ -10,6 +10,8 @@ Without torchrun's variables it trains alone in this process.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import gc
 import os
 import time
@@ -23,6 +25,8 @@ from mlkube.trainer.lstm.train import LoopState, StepInfo, Trainer, Worker
 from mlkube.trainer.run import LSTM_MODEL, Run
 
 PREFIX = "[lstm]"  # progress lines of rank 0, which the local launcher shows
+# how long the other workers wait for rank 0's own work (validation, the final scores) before giving up
+RANK0_WORK_TIMEOUT = datetime.timedelta(hours=6)
 TRAINING_RECORD = "training.json"
 
 
@@ -40,7 +44,7 @@ def train(spec_path: Path, run_dir: Path) -> None:
     # No use_deterministic_algorithms: the CPU kernels here are deterministic at a fixed thread count (the
     # resume tests pin bit-identical weights), and the flag cost 15-25 % of each LSTM step on CPU.
     torch.set_num_threads(cpu_share())
-    with process_group(worker):
+    with process_group(worker, spec.lstm.elastic.timeout_seconds) as worker:
         fit_and_save(spec, Path(run_dir), worker, {"search_config": searched} if searched else None)
 
 
@@ -62,44 +66,58 @@ def fit_and_save(spec, run_dir: Path, worker: Worker, record: dict[str, Any] | N
 
 
 class process_group:
-    """Join torchrun's worker group (with several workers) and leave it cleanly."""
+    """Join torchrun's worker group (with several workers) and leave it cleanly; the worker, with its group
+    for waiting on rank 0.
 
-    def __init__(self, worker: Worker):
-        self.worker = worker
+    A collective of the group gives up after `timeout_seconds` (torch's default is 30 minutes): a peer cut off
+    the network then fails this worker, and torchrun re-forms the group without it, from the last checkpoint.
+    Rank 0 alone scores each epoch's validation period and, at the end, the test period (minutes with
+    hundreds of basins); the others wait for that in a second group whose timeout is RANK0_WORK_TIMEOUT, so
+    the short timeout of the training steps never counts rank 0's own work."""
 
-    def __enter__(self) -> None:
-        if self.worker.world_size > 1:
-            import torch
-            import torch.distributed as dist
+    def __init__(self, worker: Worker, timeout_seconds: float = 300):
+        self.worker, self.timeout = worker, timeout_seconds
+        self.rank0_group: Any = None
 
-            if self.worker.device.startswith("cuda"):
-                torch.cuda.set_device(torch.device(self.worker.device))
-            dist.init_process_group(
-                "nccl" if self.worker.device.startswith("cuda") else "gloo",
-                store=self.store(),
-                rank=self.worker.rank,
-                world_size=self.worker.world_size,
-            )
+    def __enter__(self) -> Worker:
+        if self.worker.world_size <= 1:
+            return self.worker
+        import torch
+        import torch.distributed as dist
+
+        if self.worker.device.startswith("cuda"):
+            torch.cuda.set_device(torch.device(self.worker.device))
+        dist.init_process_group(
+            "nccl" if self.worker.device.startswith("cuda") else "gloo",
+            store=self.store(),
+            rank=self.worker.rank,
+            world_size=self.worker.world_size,
+            timeout=datetime.timedelta(seconds=self.timeout),
+        )
+        self.rank0_group = dist.new_group(timeout=RANK0_WORK_TIMEOUT)
+        return dataclasses.replace(self.worker, rank0_group=self.rank0_group)
 
     def store(self):
-        """torchrun's store, with keys of their own for this attempt: the agent's store outlives a restart of
-        the workers, and without a prefix the new workers may read the dead ones' addresses (gloo: connection
-        refused)."""
+        """The workers' store. Launched as mlkube launches torchrun (TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1),
+        rank 0 hosts a new one for each formation of the group, at the address and free port that torchrun's
+        rendezvous round publishes. On torchrun's shared agent store instead (which outlives a restart of the
+        workers), keys of this attempt's own: without a prefix the new workers may read the dead ones'
+        addresses (gloo: connection refused)."""
         import torch.distributed as dist
 
         agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"  # else rank 0 hosts the store
         addr, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
-        if not agent and self.worker.rank == 0 and is_loopback(addr):
-            store = tcp_store_server(addr, port, world_size=self.worker.world_size, multi_tenant=True)
-        else:
-            store = dist.TCPStore(
-                addr,
-                port,
-                self.worker.world_size,
-                is_master=not agent and self.worker.rank == 0,
-                multi_tenant=not agent,
-            )
-        return dist.PrefixStore(f"mlkube/attempt-{self.worker.restart}", store)
+        if agent:
+            store = dist.TCPStore(addr, port, self.worker.world_size, is_master=False)
+            return dist.PrefixStore(f"mlkube/attempt-{self.worker.restart}", store)
+        if self.worker.rank == 0 and is_loopback(addr):
+            return tcp_store_server(addr, port, world_size=self.worker.world_size, multi_tenant=True)
+        # no prefix: the store is this formation's own, and the nodes' restart counts differ (a node that
+        # joined later, or one whose workers failed, counts its own restarts), so a prefix of it would split
+        # the group
+        return dist.TCPStore(
+            addr, port, self.worker.world_size, is_master=self.worker.rank == 0, multi_tenant=True
+        )
 
     def __exit__(self, *exc: object) -> None:
         if self.worker.world_size > 1:
@@ -107,7 +125,9 @@ class process_group:
 
             gc.collect()  # DDP's reducer sits in reference cycles; free it while its group is alive
             if exc[0] is None:
-                dist.barrier()  # without it, gloo sometimes aborts rank 0 in destroy_process_group
+                # the others wait here while rank 0 writes the model (the test period's scores: minutes with
+                # many basins); without it, gloo sometimes aborts rank 0 in destroy_process_group
+                dist.barrier(group=self.rank0_group)
             dist.destroy_process_group()
 
 

@@ -56,6 +56,8 @@ class Worker:
     world_size: int = 1
     device: str = "cpu"
     restart: int = 0  # torchrun's TORCHELASTIC_RESTART_COUNT
+    # the group in which the others wait for rank 0's own work (elastic.process_group)
+    rank0_group: Any = None
 
     @classmethod
     def from_environ(cls) -> Worker:
@@ -339,7 +341,7 @@ class Trainer:
         import torch.distributed as dist
 
         tensor = torch.tensor([value], dtype=torch.float64, device=self.device)
-        dist.broadcast(tensor, src=0)
+        dist.broadcast(tensor, src=0, group=self.worker.rank0_group)  # rank 0 validated meanwhile
         return float(tensor.item())
 
     def _say(self, message: str) -> None:

@@ -211,6 +211,9 @@ spec:
       env:
         {{- include "mlkube.env" $root | nindent 8 }}
         {{- include "mlkube.signingEnv" $root | nindent 8 }}
+        {{- /* rank 0 hosts each formation's store: on torchrun's shared one, a node that joins later is never
+        admitted (mlkube/torchrun.py, NODES_RENDEZVOUS) */}}
+        - {name: TORCH_DISABLE_SHARE_RDZV_TCP_STORE, value: "1"}
       ports:
         - {name: rdzv, containerPort: {{ .port | default $v.rdzvPort }}}
         {{- include "mlkube.metricsPorts" (dict "root" $root "count" (include "mlkube.processesPerNode" $root)) | nindent 8 }}
