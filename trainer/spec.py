@@ -517,14 +517,6 @@ class ElasticSpec(Section):
         "answering (a network cut; torch's default is 30 minutes). Rank 0's validation and final scoring "
         "do not count against it (the others wait for those without this limit).",
     )
-    timeout_seconds: StrictInt = Field(
-        300,
-        ge=10,
-        description="How long a worker waits for the others in a training step's collective before the "
-        "group gives up and torchrun re-forms it, from the last checkpoint, without a node that stopped "
-        "answering (a network cut; torch's default is 30 minutes). Rank 0's validation and final scoring "
-        "do not count against it (the others wait for those without this limit).",
-    )
 
     @model_validator(mode="after")
     def _min_le_max(self) -> ElasticSpec:
