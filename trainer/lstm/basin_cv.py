@@ -213,7 +213,7 @@ def basin_cv(ctx) -> None:
 
 def configured_spec(ctx):
     """The spec whose configuration the folds train: the search's best where the run searched."""
-    from mlkube.trainer.lstm.search import best_spec
+    from mlkube.trainer.lstm.overrides import best_spec
 
     return best_spec(ctx.spec, ctx.run.path)[0]
 

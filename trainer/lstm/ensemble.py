@@ -48,7 +48,7 @@ def member_jobs(run, seed: int, n: int) -> list[Job]:
 def train_ensemble(ctx) -> None:
     """The deep stage's training under `lstm.ensemble` > 1: every member as a Ray Tune trial (side by side),
     then the ensemble's model folder `models/lstm/` assembled from them."""
-    from mlkube.trainer.lstm.search import best_spec
+    from mlkube.trainer.lstm.overrides import best_spec
 
     spec, run = best_spec(ctx.spec, ctx.run.path)[0], ctx.run
     prepared = load_prepared(spec, run.path)
