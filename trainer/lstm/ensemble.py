@@ -59,7 +59,8 @@ def train_ensemble(ctx) -> None:
     metrics = {"period": PERIOD, "median": test["median"], "mean": test["mean"]}
     assemble(run.model_dir(LSTM_MODEL), jobs, metrics)
     write_training_record(run.model_dir(LSTM_MODEL), jobs)
-    ctx.progress.say(f"ensemble of {len(jobs)}: test median NSE {test['median']['nse']}")
+    members = ", ".join(_median_nse(read_model_card(job.folder).metrics) for job in jobs)
+    ctx.progress.say(f"ensemble of {len(jobs)}: test median NSE {_median_nse(test)} (members {members})")
 
 
 def assemble(folder: Path, jobs: list[Job], metrics: dict[str, Any]) -> LstmCard:
@@ -121,3 +122,8 @@ def simulate_members(folder: Path, prepared: Prepared, lstm, period: str) -> dic
 def mean_prediction(sims: list[np.ndarray]) -> np.ndarray:
     """The members' mean, day by day (NaN where the members are not scored: the same days for all)."""
     return np.mean(np.stack(sims), axis=0)
+
+
+def _median_nse(scores: dict[str, Any]) -> str:
+    value = scores["median"]["nse"]
+    return "-" if value is None else f"{value:.3f}"
