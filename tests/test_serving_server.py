@@ -542,9 +542,8 @@ def test_oip_model_metadata_over_http_is_the_handlers_metadata_from_the_card(ser
     for path in (f"v2/models/{model}", f"v2/models/{model}/versions/{run_id}"):
         answer = v2(server, path)
         assert (answer.status_code, answer.json()) == (200, expected), path
-    written = (
-        Path(server.management_socket).parent / "oip" / f"{model}.json"
-    )  # private, not on the runs volume
+    # what the workers wrote, in the server's private folder (not on the runs volume)
+    written = Path(server.management_socket).parent / "oip" / f"{model}.json"
     assert json.loads(written.read_text()) == expected
     metadata = expected
     assert set(metadata) == {"name", "versions", "platform", "inputs", "outputs"}
