@@ -180,6 +180,10 @@ class Cluster:
     def kill(self, host: str) -> None:
         docker("kill", self.container(host))
 
+    def remove(self, host: str) -> None:
+        """Remove a (dead) container, so that a replacement can take its name."""
+        docker("rm", "-f", self.container(host))
+
     def disconnect(self, host: str) -> None:
         docker("network", "disconnect", self.tag, self.container(host))
 
@@ -318,3 +322,60 @@ def expand(word: str, env: dict[str, str]) -> str:
 
 def read_json(cluster: Cluster, path: str) -> Any:
     return json.loads(cluster.read(path))
+
+
+# Every pod the chart makes, for each kind of workload it can render (training.kind × ray.mode × serve.kind),
+# and the container test that runs it: "<kind>/<object name without the release>/<first container>" → test.
+# tests/test_container_coverage.py fails when the chart renders a pod missing here (a new workload), or when
+# a test named here is gone.
+WORKLOAD_VARIANTS: dict[str, dict[str, Any]] = {
+    "kind values": {},
+    "trainjob": {"training": {"kind": "trainjob"}},
+    "elasticjob": {"training": {"kind": "elasticjob"}},
+    "raycluster": {"ray": {"mode": "cluster"}},
+    "kserve": {"serve": {"kind": "kserve"}},
+}
+_DISTRIBUTED = "tests/test_containers_distributed.py"
+_RAY_JOB = f"{_DISTRIBUTED}::test_ray_tunes_across_hosts_and_retries_the_trials_of_a_killed_worker"
+_RAY_CLUSTER = f"{_DISTRIBUTED}::test_raycluster_mode_a_driver_elsewhere_tunes_through_the_ray_client_address"
+_ELASTIC_JOB = f"{_DISTRIBUTED}::test_elasticjob_nodes_meet_through_the_charts_etcd_and_train"
+RUN_IN_CONTAINERS = {
+    "RayJob/tune/ray-job-submitter": _RAY_JOB,
+    "RayJob/tune/ray-head": _RAY_JOB,
+    "RayJob/tune/ray-worker": _RAY_JOB,
+    "RayCluster/ray/ray-head": _RAY_CLUSTER,
+    "RayCluster/ray/ray-worker": _RAY_CLUSTER,
+    "PyTorchJob/train/pytorch": f"{_DISTRIBUTED}::"
+    "test_torch_elastic_across_hosts_loses_a_node_the_survivor_resumes_and_a_replacement_joins",
+    "TrainingRuntime/train/node": f"{_DISTRIBUTED}::"
+    "test_trainjob_nodes_train_together_with_what_trainer_v2_gives_them",
+    "ElasticJob/train/elasticjob-worker": _ELASTIC_JOB,
+    "Deployment/etcd/etcd": _ELASTIC_JOB,
+    "Deployment/serve/torchserve": "tests/test_containers.py::"
+    "test_the_charts_serve_deployment_serves_to_other_hosts_and_passes_helm_test",
+    "InferenceService/serve/kserve-container": "tests/test_containers.py::"
+    "test_the_charts_kserve_predictor_serves_the_open_inference_protocol_and_passes_helm_test",
+}
+
+
+def pod_specs(obj: Any, found: list[dict] | None = None) -> list[dict]:
+    """Every pod spec (a mapping with `containers`) anywhere inside a rendered object, whatever its kind."""
+    found = [] if found is None else found
+    if isinstance(obj, dict):
+        if isinstance(obj.get("containers"), list):
+            found.append(obj)
+        for value in obj.values():
+            pod_specs(value, found)
+    elif isinstance(obj, list):
+        for value in obj:
+            pod_specs(value, found)
+    return found
+
+
+def workload_pods(objs: list[dict]) -> set[str]:
+    """The chart's pods as RUN_IN_CONTAINERS names them."""
+    return {
+        f"{o['kind']}/{o['metadata']['name'].removeprefix(RELEASE + '-')}/{spec['containers'][0]['name']}"
+        for o in objs
+        for spec in pod_specs(o.get("spec", {}))
+    }

@@ -1,7 +1,8 @@
 """The chart's distributed workloads across real containers (one network, one runs volume, a hostname each),
 started with what their operators add (tests/containers_operators.py): Ray over three hosts with a worker
 killed, torch elastic losing a node, Trainer v2's TrainJob, the ElasticJob meeting through the chart's etcd.
-What network cuts do is written in docs/cluster.md (not tested here: their outcome was not repeatable)."""
+A training node cut off the network is tested here; what a Ray worker's cut does is written in
+docs/cluster.md."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from tests.containers_operators import (
     head_service,
     pytorchjob_env,
     pytorchjob_worker_service,
+    ray_auth_env,
     ray_pod,
     ray_submitter,
     trainjob_env,
@@ -144,6 +146,104 @@ def test_ray_tunes_across_hosts_and_retries_the_trials_of_a_killed_worker(cluste
     assert len(per_node) >= 2
 
 
+def test_ray_worker_cut_off_the_network_mid_trial_ends_recovered_or_with_failed_rows_naming_it(
+    cluster, capsys
+):
+    """A head and one worker; the worker cut off the network (`docker network disconnect`) while a trial runs
+    on it. Either Ray declares the node dead before Tune retries there and the trial is rerun on the head, or
+    a retry lands on the cut node first and the trial exhausts classical.max_failures: then its row is failed
+    and names the lost node. Either way the job succeeds and every other trial is scored."""
+    run_id, _ = ray_job(cluster, workers=1)
+    wait_until("a trial on ray-worker-1", lambda: trials_on(cluster, "ray-worker-1") >= 1, 600, every=1)
+    cluster.disconnect("ray-worker-1")
+    cut = time.monotonic()
+    code = cluster.wait("ray-submitter", timeout=900)
+    ended_after = time.monotonic() - cut
+    assert code == 0, cluster.logs("ray-submitter")[-4000:]
+    board = json.loads(cluster.read(f"/runs/{run_id}/leaderboard.json"))
+    trials = json.loads(cluster.read(f"/runs/{run_id}/stages/improve.json"))["trials"]
+    rows = [r for r in board["rows"] if r["stage"] == "evaluate"] + trials
+    failed = [r for r in rows if r["status"] == "failed"]
+    with capsys.disabled():
+        print(
+            f"\n[container] ray: job ended {ended_after:.0f} s after a worker's cut; {len(rows)} trials, "
+            f"{len(failed)} failed: {[r['error'] for r in failed]}"
+        )
+    assert {r["model"] for r in rows} == set(RAY_EXPERIMENT["classical"]["models"])
+    assert len(trials) == RAY_EXPERIMENT["classical"]["search"]["trials"]
+    for row in failed:
+        assert "Ray worker on node ray-worker-1" in row["error"] and "was lost" in row["error"], row["error"]
+    assert len(failed) < len(rows)
+
+
+def test_raycluster_mode_a_driver_elsewhere_tunes_through_the_ray_client_address(cluster, capsys):
+    """ray.mode cluster: the chart's long-lived RayCluster (a head and one worker, started as KubeRay starts
+    them); a driver in a container of its own runs `mlkube run` of a spec with the `cluster.ray_address` the
+    chart's NOTES print (Ray Client, through the head's Service) and the token they say to export: every
+    trial is scored on the cluster's nodes and the run lands on the shared volume."""
+    import re
+
+    import yaml
+
+    from mlkube.cluster.chart import deep_merge, render
+    from tests.containers import RELEASE
+    from tests.test_chart import kind_everything
+
+    token = secrets.token_hex(16)
+    values = {"ray": {"mode": "cluster", "workers": {"replicas": 1, "minReplicas": 1, "maxReplicas": 1}}}
+    rendered = render(deep_merge(kind_everything(), values), RELEASE, "mlkube")
+    ray, config = only(rendered.objects, "RayCluster"), only(rendered.objects, "ConfigMap")
+    cluster.config_maps[config["metadata"]["name"]] = config["data"]
+    address = re.search(r'ray_address: "(ray://[^"]+)"', rendered.notes).group(1)  # type: ignore[union-attr]
+    service = address.removeprefix("ray://").split(":")[0]  # <head-svc>.<namespace>.svc
+    name, spec = ray["metadata"]["name"], ray["spec"]
+    head, worker = pod_templates(ray)
+    assert service.split(".")[0] == head_service(name)  # NOTES name the Service KubeRay makes
+    cluster.start_pod(
+        "ray-head",
+        head,
+        aliases=[head_service(name), service],
+        injected=ray_pod(spec["headGroupSpec"], True, name, token),
+    )
+    cluster.start_pod(
+        "ray-worker-1", worker, injected=ray_pod(spec["workerGroupSpecs"][0], False, name, token)
+    )
+    wait_until("2 Ray nodes", lambda: alive_nodes(cluster) == 2, timeout=180, every=3)
+    charts = yaml.safe_load(config["data"]["experiment.yaml"])  # its run_dir and cluster settings
+    experiment = {
+        **RAY_CLUSTER_EXPERIMENT,
+        "run_dir": charts["run_dir"],
+        "cluster": {**charts.get("cluster", {}), "ray_address": address},
+    }
+    folder = cluster.write("driver-spec", {"experiment.yaml": yaml.safe_dump(experiment)}, 0o444)
+    out = cluster.run(
+        "driver",
+        ["run", "/spec/experiment.yaml", "--run-id", "rc"],
+        entrypoint="mlkube",
+        env={
+            "HOME": "/tmp",
+            "NUMBA_CACHE_DIR": "/tmp/numba",
+            "MPLCONFIGDIR": "/tmp/mpl",
+            **ray_auth_env(token),
+        },
+        flags=["--workdir", "/tmp", "--mount", f"type=bind,source={folder},target=/spec,readonly"],
+        timeout=600,
+    )
+    assert f"joining the Ray cluster at {address}" in out
+    board = json.loads(cluster.read(f"{experiment['run_dir']}/rc/leaderboard.json"))
+    per_node = collections.Counter(r["node"] for r in board["rows"])
+    with capsys.disabled():
+        print(f"\n[container] raycluster: trials per Ray node {sorted(per_node.values(), reverse=True)}")
+    assert {r["model"] for r in board["rows"]} == set(RAY_CLUSTER_EXPERIMENT["classical"]["models"])
+    assert [r for r in board["rows"] if r["status"] != "ok"] == []
+
+
+RAY_CLUSTER_EXPERIMENT = {
+    "data": {"name": "breast_cancer"},
+    "classical": {"models": ["LR", "CART", "RF", "KNN"]},
+}
+
+
 # ------------------------------------------------------------------------------------------- torch elastic
 ELASTIC_EXPERIMENT = {
     "seed": 1,
@@ -192,13 +292,10 @@ print("nse", baseline, card["metrics"]["median"]["nse"])
 """
 
 
-def test_torch_elastic_across_hosts_loses_a_node_and_the_survivor_resumes_from_the_checkpoint(
-    cluster, capsys
-):
-    """The chart's PyTorchJob, two containers as two nodes at worker 0's c10d rendezvous; one killed after a
-    checkpoint: the survivor re-forms the group alone (min_nodes 1), resumes from the shared volume's last
-    checkpoint and finishes; training.json records both memberships; the LSTM still beats climatology."""
-    objs = chart(ray={"enabled": False}, serve={"enabled": False}, experiment=ELASTIC_EXPERIMENT)
+def elastic_job(cluster: Cluster, experiment: dict) -> tuple[dict, list[str], dict[str, str]]:
+    """The chart's PyTorchJob for `experiment`, its two nodes started at worker 0's c10d rendezvous, once the
+    first checkpoint exists: (the pod template, the two node names, what the operator injects)."""
+    objs = chart(ray={"enabled": False}, serve={"enabled": False}, experiment=experiment)
     job, config = only(objs, "PyTorchJob"), only(objs, "ConfigMap")
     cluster.config_maps[config["metadata"]["name"]] = config["data"]
     (template,) = pod_templates(job)
@@ -209,22 +306,52 @@ def test_torch_elastic_across_hosts_loses_a_node_and_the_survivor_resumes_from_t
     run_dir = run_dir_of(template)
     listing = lambda: cluster.exec(nodes[0], "ls", f"{run_dir}/checkpoints", check=False)  # noqa: E731
     wait_until("a checkpoint", lambda: "step-" in listing(), 600)
-    before = len(steps_logged(cluster, nodes[0]))
+    return template, nodes, {"extra_env": pytorchjob_env(job)}
+
+
+def resumed_after(record: dict, fault_at: float) -> float:
+    """Seconds from a fault (unix time here; the containers share this machine's clock) to the first step of
+    the group re-formed without the node."""
+    return record["segments"][1]["first_step_at"] - fault_at
+
+
+# long enough that a replacement node is admitted before the survivor alone finishes
+REPLACED_EXPERIMENT = {
+    **ELASTIC_EXPERIMENT,
+    "lstm": {
+        **ELASTIC_EXPERIMENT["lstm"],
+        "train": {**ELASTIC_EXPERIMENT["lstm"]["train"], "epochs": 50},
+    },
+}
+
+
+def test_torch_elastic_across_hosts_loses_a_node_the_survivor_resumes_and_a_replacement_joins(
+    cluster, capsys
+):
+    """The chart's PyTorchJob, two containers as two nodes at worker 0's c10d rendezvous; one killed after a
+    checkpoint: the survivor re-forms the group alone (min_nodes 1) and resumes from the shared volume's last
+    checkpoint; a replacement node started then is admitted (world size 2 again, from a later checkpoint),
+    and they finish; training.json records the three memberships; the LSTM still beats climatology."""
+    template, nodes, injected = elastic_job(cluster, REPLACED_EXPERIMENT)
+    killed_at = time.time()
     cluster.kill(nodes[1])
-    lost = time.monotonic()
-    wait_until(
-        "the survivor's next step", lambda: len(steps_logged(cluster, nodes[0])) > before, 300, every=0.5
-    )
-    resumed_after = time.monotonic() - lost
-    record = training_record(cluster, nodes[:1], template)
-    train = ELASTIC_EXPERIMENT["lstm"]["train"]
+    before = len(steps_logged(cluster, nodes[0]))
+    wait_until("the survivor's next step", lambda: len(steps_logged(cluster, nodes[0])) > before, 300)
+    cluster.remove(nodes[1])
+    started_at = time.time()
+    cluster.start_pod(nodes[1], template, injected=injected)
+    record = training_record(cluster, nodes, template)
+    train = REPLACED_EXPERIMENT["lstm"]["train"]
     with capsys.disabled():
         print(
-            f"\n[container] elastic: next step {resumed_after:.1f} s after a node died; {record['segments']}"
+            f"\n[container] elastic: next step {resumed_after(record, killed_at):.1f} s after a node died, "
+            f"{record['segments'][2]['first_step_at'] - started_at:.1f} s after its replacement started; "
+            f"{record['segments']}"
         )
-    assert [s["world_size"] for s in record["segments"]] == [2, 1]
-    resumed = record["segments"][-1]["from_step"]
-    assert resumed > 0 and resumed % train["checkpoint_every"] == 0  # from a checkpoint, not from scratch
+    assert [s["world_size"] for s in record["segments"]] == [2, 1, 2]
+    alone, rejoined = record["segments"][1]["from_step"], record["segments"][2]["from_step"]
+    assert 0 < alone < rejoined  # from checkpoints, not from scratch
+    assert alone % train["checkpoint_every"] == 0 and rejoined % train["checkpoint_every"] == 0
     assert record["steps"] == train["epochs"] * train["steps_per_epoch"] and record["restarts"] >= 1
     spec = ["--mount", f"type=bind,source={cluster.files / cluster.tag / 'spec'},target=/spec,readonly"]
     out = docker(
@@ -242,12 +369,42 @@ def test_torch_elastic_across_hosts_loses_a_node_and_the_survivor_resumes_from_t
         cluster.image,
         "-c",
         CLIMATOLOGY_NSE,
-        run_dir,
+        run_dir_of(template),
     ).stdout
     climatology_nse, lstm_nse = map(
         float, next(x for x in out.splitlines() if x.startswith("nse ")).split()[1:]
     )
     assert lstm_nse > climatology_nse
+
+
+CUT_EXPERIMENT = {
+    **ELASTIC_EXPERIMENT,
+    "lstm": {
+        **ELASTIC_EXPERIMENT["lstm"],
+        "elastic": {**ELASTIC_EXPERIMENT["lstm"]["elastic"], "timeout_seconds": 20},
+    },
+}
+
+
+def test_torch_elastic_node_cut_off_the_network_the_survivor_gives_up_on_it_and_resumes(cluster, capsys):
+    """The PyTorchJob's second node cut off the network (`docker network disconnect`) after a checkpoint: the
+    survivor's step waits lstm.elastic.timeout_seconds for it, gives up, and torchrun re-forms the group
+    alone from the last checkpoint; it finishes."""
+    template, nodes, _ = elastic_job(cluster, CUT_EXPERIMENT)
+    cut_at = time.time()
+    cluster.disconnect(nodes[1])
+    record = training_record(cluster, nodes[:1], template)
+    train = CUT_EXPERIMENT["lstm"]["train"]
+    with capsys.disabled():
+        print(
+            f"\n[container] elastic: next step {resumed_after(record, cut_at):.1f} s after a node's cut; "
+            f"{record['segments']}"
+        )
+    assert [s["world_size"] for s in record["segments"]] == [2, 1]
+    resumed = record["segments"][-1]["from_step"]
+    assert resumed > 0 and resumed % train["checkpoint_every"] == 0
+    assert "Timed out waiting 20000ms" in cluster.logs(nodes[0])  # the step's collective gave up on it
+    assert record["steps"] == train["epochs"] * train["steps_per_epoch"]
 
 
 def test_trainjob_nodes_train_together_with_what_trainer_v2_gives_them(cluster):
