@@ -26,7 +26,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/mlkube run $(SPEC) --serve
 
-## System services the integration tests start for real (Prometheus, etcd, shellcheck).
+## System services the integration tests start for real (Prometheus, etcd, Chromium, a JDK for the TorchServe agent).
 system-deps:
 	@bash deploy/system-deps.sh
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the integration tests start for real: Prometheus (metrics server), etcd (torchrun's etcd
-# rendezvous, as on an ElasticJob), chromium + chromedriver (the HTML report in a real browser). Installs only
+# rendezvous, as on an ElasticJob), chromium + chromedriver (the HTML report in a real browser), a JDK (javac builds
+# mlkube's TorchServe agent for the Open Inference Protocol's model endpoints). Installs only
 # what is missing; needs root (CI runs as root); otherwise prints the apt-get line to run.
 set -euo pipefail
 declare -A want=(
@@ -8,6 +9,7 @@ declare -A want=(
   [etcd]=etcd-server
   [chromium]=chromium
   [chromedriver]=chromium-driver
+  [javac]=openjdk-17-jdk-headless
 )
 missing=()
 for bin in "${!want[@]}"; do
