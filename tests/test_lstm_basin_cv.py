@@ -130,3 +130,31 @@ def test_the_trained_ensemble_answers_the_mean_of_its_members_answers(cv_run):
     assert status == 200, answer
     members = [InProcess(cv_run.ensemble_member(k))([body])[0][1]["predictions"] for k in (0, 1)]
     np.testing.assert_allclose(answer["predictions"], np.mean(members, axis=0), rtol=1e-12)
+
+
+def test_a_rerun_basin_cv_stage_scores_the_trained_folds_again_without_training_them(cv_run):
+    """A resumed run redoes an interrupted stage: folds whose model is written are not trained again."""
+    from mlkube.pipeline import StageContext
+    from mlkube.trainer.lstm.basin_cv import basin_cv
+    from mlkube.trainer.progress import Progress
+    from mlkube.trainer.run import sha256_file
+    from mlkube.trainer.spec import parse_spec
+
+    def fold_models() -> list[tuple[str, int]]:
+        return [
+            (
+                sha256_file(cv_run.basin_fold(k) / "model.pt"),
+                (cv_run.basin_fold(k) / "model.pt").stat().st_mtime_ns,
+            )
+            for k in range(len(SITES))
+        ]
+
+    def experiments() -> list[str]:  # what Ray Tune wrote for the stage: its experiments and their trials
+        tune = cv_run.path / "basin_cv" / "tune"
+        return sorted(str(p.relative_to(tune)) for p in tune.rglob("*") if p.is_dir())
+
+    before, tuned = fold_models(), experiments()
+    scores = json.loads(cv_run.stage_file("basin_cv").read_text())
+    basin_cv(StageContext(parse_spec(SPEC), cv_run, Progress(quiet=True)))
+    assert fold_models() == before and experiments() == tuned
+    assert json.loads(cv_run.stage_file("basin_cv").read_text())["pooled"] == scores["pooled"]

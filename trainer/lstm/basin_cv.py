@@ -284,8 +284,8 @@ def draw(run, pooled: dict[str, Any], gauged: dict[str, Any], folds: int) -> str
 
     path = nse_cdf(
         {
-            f"ungauged ({folds} folds)": [row["nse"] for row in pooled["sites"].values()],
-            f"gauged ({gauged['model']})": [row["nse"] for row in gauged["sites"].values()],
+            f"ungauged, {folds} folds": [row["nse"] for row in pooled["sites"].values()],
+            f"gauged, {gauged['model']}": [row["nse"] for row in gauged["sites"].values()],
         },
         run.figures / FIGURE,
     )
