@@ -158,3 +158,22 @@ def test_a_rerun_basin_cv_stage_scores_the_trained_folds_again_without_training_
     basin_cv(StageContext(parse_spec(SPEC), cv_run, Progress(quiet=True)))
     assert fold_models() == before and experiments() == tuned
     assert json.loads(cv_run.stage_file("basin_cv").read_text())["pooled"] == scores["pooled"]
+
+
+def test_regions_held_out_beside_the_torchrun_trained_model(ray_cluster, run_spec):
+    """scheme group over CAMELS' hydrologic regions (huc_02: one region per shipped basin), beside the deep
+    stage's single model trained under torchrun by two workers."""
+    spec = SPEC.replace("cv: {}", "cv: {scheme: group, groups: huc_02}").replace(
+        "ensemble: 2", "ensemble: 1\n  elastic: {nproc_per_node: 2}"
+    )
+    run = run_spec(spec.replace("epochs: 2, steps_per_epoch: 4", "epochs: 1, steps_per_epoch: 3"))
+    training = json.loads((run.model_dir("lstm") / "training.json").read_text())
+    assert training["world_size"] == 2 and training["sites"] == list(SITES)
+    result = json.loads(run.stage_file("basin_cv").read_text())
+    assert result["scheme"] == "group" and result["gauged"]["model"] == "lstm"
+    assert sorted(tuple(f["test_sites"]) for f in result["folds"]) == [(s,) for s in SITES]
+    for record in folds(run):
+        trained = json.loads((run.basin_fold(record["fold"]) / "training.json").read_text())
+        assert trained["sites"] == record["train_sites"] and not set(trained["sites"]) & set(
+            record["test_sites"]
+        )
