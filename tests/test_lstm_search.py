@@ -249,3 +249,24 @@ def test_a_space_whose_trials_could_not_train_on_this_data_is_refused_before_any
 
     with pytest.raises(MlkubeError, match=message):
         check_inputs(parse_spec(search_spec(space)))
+
+
+@pytest.mark.integration
+def test_a_trial_that_cannot_train_is_a_failed_row_naming_why(ray_cluster, tmp_path):
+    from mlkube.trainer.lstm.prepared import prepare
+    from mlkube.trainer.lstm.search import TrialData, run_trials, search_settings
+    from mlkube.trainer.progress import Progress
+
+    spec = parse_spec(search_spec("{}", "    trials: 1\n    max_failures: 0\n"))
+    rows = run_trials(
+        "failing",
+        {
+            "model.hiden_size": 4
+        },  # a trial config from code (folds, ensembles) is checked when the trial starts
+        TrialData(spec, prepare(spec)),
+        search_settings(spec),
+        Progress(quiet=True),
+        tmp_path / "failing",
+    )
+    assert [(r["trial"], r["status"]) for r in rows] == [(0, "failed")]
+    assert "lstm has no field 'model.hiden_size'" in rows[0]["error"] and rows[0]["curve"] == []

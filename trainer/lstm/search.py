@@ -37,7 +37,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ import numpy as np
 from mlkube.trainer.errors import MlkubeError
 from mlkube.trainer.lstm.overrides import STAGE, trial_spec
 from mlkube.trainer.lstm.overrides import best_spec as best_spec  # re-exported: the deep stage's spec
-from mlkube.trainer.lstm.prepared import Prepared
+from mlkube.trainer.lstm.prepared import Prepared, select_sites
 from mlkube.trainer.progress import Progress
 from mlkube.trainer.spec import LSTM_SEARCHABLE
 
@@ -72,14 +72,7 @@ def site_subset(prepared: Prepared, sites: Sequence[str], preprocess) -> Prepare
     unknown = [s for s in sites if s not in data.sites]
     if unknown or not sites:
         raise MlkubeError(f"trial sites {list(sites)}: not in the data: {unknown}", "choose among data.sites")
-    index = np.array([data.sites.index(s) for s in sites])
-    subset = replace(
-        data,
-        dynamic=data.dynamic[index],
-        static=data.static[index],
-        target=data.target[index],
-        sites=tuple(sites),
-    )
+    subset = select_sites(data, tuple(sites))
     return Prepared(subset, fit_statistics(subset, preprocess), subset.data_hash())
 
 
@@ -215,8 +208,9 @@ def run_trials(
         ),
     )
     results = tuner.fit()
-    rows = [trial_row(results[i], epochs) for i in range(len(results))]
-    return sorted(rows, key=lambda r: r["trial"])
+    rows = [trial_row(results[i], epochs) for i in range(len(results))]  # ResultGrid's order varies
+    first = min((r["trial"] for r in rows), default=0)  # Tune counts from 0 (variants) or 1 (searchers)
+    return sorted(({**r, "trial": r["trial"] - first} for r in rows), key=lambda r: r["trial"])
 
 
 def describe_config(config: dict[str, Any]) -> str:
@@ -231,21 +225,38 @@ def _short(value: Any) -> str:
 
 
 def _epoch_lines(name: str, progress: Progress):
-    """A progress line per trial epoch (trials take minutes; the shared callback speaks at their ends)."""
+    """Progress lines while trials train (the shared callback speaks at their ends): a trial's validation NSE
+    at its first epoch and at every quarter of its epochs."""
     from ray import tune
 
     class EpochLines(tune.Callback):
         def on_trial_result(self, iteration, trials, trial, result, **info):
+            epoch, every = result["epoch"], max(1, result["epochs"] // 4)
+            if epoch > 1 and epoch % every:
+                return
             progress.say(
-                f"{name}: trial {_index(trial.trial_id)} epoch {result['epoch']}/{result['epochs']} "
+                f"{name}: trial {_counter(trial.experiment_tag)} epoch {result['epoch']}/{result['epochs']} "
                 f"validation NSE {result['validation_nse']:.3f}"
             )
 
     return EpochLines()
 
 
-def _index(trial_id: str) -> int:
-    return int(trial_id.rsplit("_", 1)[-1])
+def _counter(experiment_tag: str) -> int:
+    """Tune's creation counter of a trial, the start of its experiment tag (`3_train.learning_rate=…`)."""
+    return int(experiment_tag.split("_", 1)[0])
+
+
+def _trial_number(result) -> int:
+    """The trial's creation counter: from its results, or (none reported) its folder's name, which Tune makes
+    `<trainable>_<trial id>_<experiment tag>_<date>`."""
+    import re
+
+    tag = (result.metrics or {}).get("experiment_tag")
+    if tag:
+        return _counter(tag)
+    found = re.match(r"\w+?_(?:[0-9a-f]{5}_\d{5}|[0-9a-f]{8})_(\d+)", Path(result.path).name)
+    return int(found.group(1)) if found else -1
 
 
 def trial_row(result, epochs: int) -> dict[str, Any]:
@@ -271,20 +282,18 @@ def trial_row(result, epochs: int) -> dict[str, Any]:
         "node": last.get("node"),
     }
     if result.error:
-        lines = [line for line in str(result.error).splitlines() if line.strip()]
-        row["error"] = lines[-1][:500] if lines else type(result.error).__name__
+        row["error"] = _error_text(result.error)
     return row
 
 
-def _trial_number(result) -> int:
-    """The trial's number in its experiment (Tune's trial ids end in it: `abc12_00003`)."""
-    import re
-
-    trial_id = (result.metrics or {}).get("trial_id")
-    if trial_id:
-        return _index(trial_id)
-    found = re.search(r"_[0-9a-f]{5}_(\d{5})_", Path(result.path).name)
-    return int(found.group(1)) if found else -1
+def _error_text(error: BaseException) -> str:
+    """The trial's own exception (its `Error: ` line and what follows, e.g. mlkube's fix), not Ray's wrapping
+    traceback."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for i in range(len(lines) - 1, -1, -1):
+        if "Error: " in lines[i]:
+            return " ".join([lines[i].split("Error: ", 1)[1], *lines[i + 1 :]])[:500]
+    return lines[-1][:500] if lines else type(error).__name__
 
 
 def _plain(value: Any) -> Any:
