@@ -109,6 +109,8 @@ def search_learning_rates(trials: list[dict[str, Any]], default_lr: float, path:
     """The LSTM search: each trial's last validation NSE against its learning rate (log axis), by status (and
     named by its optimiser when that is searched); the best finished trial ringed. Trials that failed before
     an epoch sit at the bottom edge."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     scored = [v for t in trials for v in t["curve"] if v is not None]
@@ -137,6 +139,11 @@ def search_learning_rates(trials: list[dict[str, Any]], default_lr: float, path:
             [rate], [_last(best["curve"], floor)], s=160, facecolors="none", edgecolors="C2", label="best"
         )
     ax.set(xscale="log", title="LSTM search: validation NSE by learning rate", xlabel="learning rate")
+    ax.xaxis.set_major_locator(
+        LogLocator(subs=(1.0, 3.0))
+    )  # 1, 3, 10, 30 …: a narrow range still gets labels
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set(ylabel="median validation NSE (last epoch)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")

@@ -367,15 +367,12 @@ def search_settings(spec, status_path: str | None = None):
     from mlkube.trainer.classical.search import SearchSettings
 
     s = spec.lstm.search
+    same = ("algorithm", "trials", "scheduler", "max_concurrent", "max_failures")  # spelled alike in both
     return SearchSettings(
-        algorithm=s.algorithm,
-        trials=s.trials,
-        scheduler=s.scheduler,
+        **{name: getattr(s, name) for name in same},
         grace_folds=s.grace_epochs,
-        max_concurrent=s.max_concurrent,
         cpu=s.resources_per_trial.cpu,
         gpu=s.resources_per_trial.gpu,
-        max_failures=s.max_failures,
         metrics_port=spec.metrics.port,
         status_path=status_path,
     )
