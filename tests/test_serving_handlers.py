@@ -131,13 +131,14 @@ def test_lstm_runs_a_batch_as_shards_on_the_workers_cpus_with_the_same_predictio
     handler = sharded.handler
     assert (handler.shards, torch.get_num_threads()) == (2, 1)  # one intra-op thread per shard
     threads = []
-    model_last_day = handler.model.last_day
+    [member] = handler.members  # one network: its own last_day runs on each shard
+    model_last_day = member.last_day
 
     def recording(x):
         threads.append((threading.current_thread().name, len(x)))
         return model_last_day(x)
 
-    handler.model.last_day = recording
+    member.last_day = recording
     instances = forcing_windows(5, seed=3)
     answers = sharded([body([instance]) for instance in instances])
     assert [status for status, _ in answers] == [200] * 5
