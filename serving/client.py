@@ -20,6 +20,11 @@ def read_key(token_file: Path, api: str = "inference") -> str:
             f"no token file at {token_file}",
             "start the server with `mlkube serve RUN`, or point at the key_file.json that TorchServe wrote",
         ) from None
+    except ValueError:  # mlkube makes the file empty before TorchServe writes its keys into it
+        raise MlkubeError(
+            f"the token file {token_file} holds no keys yet",
+            "wait until `mlkube serve RUN` says the server is ready, then try again",
+        ) from None
 
 
 def auth_header(token_file: Path | None, api: str = "inference") -> dict[str, str]:

@@ -6,6 +6,9 @@ Everything lives in the run's `serving/` folder: `config.properties`, `log4j2.xm
 and `server.json` (pid, addresses) while a server runs. Addresses are loopback by default, token authorization
 is on, the model-management API stays off, metrics are in Prometheus format. The management API listens on a
 Unix socket in a private folder (mode 0700) only: no address of any network reaches it (see `manage`).
+TorchServe runs in that private folder, not in the serving folder: its launcher puts the working directory
+first on the Java frontend's classpath (and `python -m` on the launcher's sys.path), so whoever can write the
+runs folder could otherwise have the server load their code (see `start`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from mlkube.serving.archive import archive_run, model_names, verify_archives
-from mlkube.serving.client import Client, auth_header, unix_request
+from mlkube.serving.client import Client, auth_header, read_key, unix_request
 from mlkube.serving.handlers.base import METRICS, WORKER_CPUS_ENV
 from mlkube.serving.plugin import METADATA_ENV, plugin_jar
 from mlkube.trainer.errors import MlkubeError
@@ -34,7 +37,9 @@ from mlkube.trainer.signing import KEY_ENV, key_file
 from mlkube.trainer.spec import ServeSpec, parse_spec
 
 SERVER_JSON = "server.json"
-KEY_FILE = "key_file.json"  # TorchServe writes it in its working directory, the serving folder
+KEY_FILE = (
+    "key_file.json"  # in the serving folder; TorchServe writes it through a link in its working directory
+)
 SOCKET_PATH_MAX = 107  # bytes of a Unix socket path (sun_path holds 108 with the NUL)
 PRIVATE_PREFIX = "mlkube-ts-"
 MANAGEMENT_SOCKET = "management.sock"
@@ -167,7 +172,7 @@ def run_serve_spec(run: Run) -> ServeSpec:
 
 def start(run: Run, serve: ServeSpec, names: list[str]) -> Server:
     """Write the configuration and start TorchServe in its own process group (returns at once)."""
-    run = Run(run.path.resolve())  # TorchServe runs in the serving folder: every path it gets is absolute
+    run = Run(run.path.resolve())  # TorchServe runs in a private folder: every path it gets is absolute
     folder = run.serving
     refuse_if_running(folder)
     ports = {"inference": serve.inference_port, "metrics": serve.metrics_port}
@@ -180,6 +185,8 @@ def start(run: Run, serve: ServeSpec, names: list[str]) -> Server:
     atomic_write_text(folder / "metrics.yaml", metrics_yaml())
     private = private_folder()
     try:
+        if serve.token_auth:
+            key_file_link(folder / KEY_FILE, private / KEY_FILE)
         tmpdir = java_tmpdir(folder / "tmp", private)
         management = private / MANAGEMENT_SOCKET
         metadata = private / "oip"  # the models' OIP metadata: written by the workers, read by the agent
@@ -218,10 +225,13 @@ def start(run: Run, serve: ServeSpec, names: list[str]) -> Server:
         with open(
             os.open(folder / "logs" / "torchserve.out", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab"
         ) as out:
-            # umask 077: the key file, logs and unpacked models are the owner's only.
+            # umask 077: the key file, logs and unpacked models are the owner's only. The working directory is
+            # the private folder: TorchServe's launcher starts Java with `-cp .:<frontend jars>` and runs with
+            # `python -m` (the working directory first on sys.path), so in the serving folder a .class or .py
+            # that anyone who can write the runs volume drops there would run in the server.
             process = subprocess.Popen(
                 command,
-                cwd=folder,
+                cwd=private,
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -231,6 +241,8 @@ def start(run: Run, serve: ServeSpec, names: list[str]) -> Server:
             )
     except BaseException:
         shutil.rmtree(private, ignore_errors=True)  # nothing of a start that did not happen stays behind
+        if serve.token_auth:
+            (folder / KEY_FILE).unlink(missing_ok=True)
         raise
     server = Server(
         folder,
@@ -374,8 +386,9 @@ def free_port(host: str) -> int:
 
 
 def private_folder() -> Path:
-    """A new folder only this user can enter (mode 0700), under the temporary directory: the management
-    socket and, for deep run folders, the tmp link."""
+    """A new folder only this user can enter (mode 0700), under the temporary directory: TorchServe's working
+    directory (so the first entry of its classpath), the management socket, the key file's link and, for deep
+    run folders, the tmp link."""
     private = Path(tempfile.mkdtemp(prefix=PRIVATE_PREFIX))
     if len(os.fsencode(private / MANAGEMENT_SOCKET)) > SOCKET_PATH_MAX:
         shutil.rmtree(private)
@@ -384,6 +397,17 @@ def private_folder() -> Path:
             "set TMPDIR to a shorter folder (e.g. /tmp)",
         )
     return private
+
+
+def key_file_link(key_file: Path, link: Path) -> None:
+    """TorchServe writes its keys to `key_file.json` in its working directory (the private folder), and
+    again at each key renewal: `link` there points it at `key_file` in the serving folder, the one file where
+    every client (`mlkube predict`, the printed curl line, the chart's helm test) reads them. TorchServe only
+    writes an existing file through a link, so `key_file` is made empty (owner-only) here, anew: whatever was
+    at its name (a stale file, a planted link) is removed, not followed."""
+    key_file.unlink(missing_ok=True)
+    os.close(os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+    link.symlink_to(key_file)
 
 
 def java_tmpdir(tmp: Path, private: Path) -> Path:
@@ -530,8 +554,11 @@ def wait_ready(server: Server, timeout: float) -> None:
 
 def models_ready(server: Server) -> bool:
     """Whether every model of `server` has all its workers READY (asked on the management API)."""
-    if server.token_file is not None and not server.token_file.is_file():
-        return False  # TorchServe has not written its keys yet
+    if server.token_file is not None:
+        try:
+            read_key(server.token_file, "management")
+        except MlkubeError:
+            return False  # TorchServe has not written its keys yet (the file is empty, or half written)
     try:
         for name in server.models:
             status, body = server.manage("GET", f"/models/{name}")

@@ -141,3 +141,27 @@ def test_a_start_that_fails_leaves_no_private_folder_behind(run, tmp_path, monke
     with pytest.raises(OSError, match="no such interpreter"):
         server.start(run, serve_spec(), ["classical"])
     assert list(scratch.iterdir()) == []
+    assert not (run.serving / "key_file.json").exists()  # nor the empty key file TorchServe would have filled
+
+
+def test_the_key_file_is_made_anew_and_a_link_planted_at_its_name_is_removed_not_followed(tmp_path):
+    """TorchServe writes its keys through the link in its private working directory; what someone who can
+    write the runs folder left at the key file's name (here: a link to a file of the serving user's) is gone,
+    and its target untouched."""
+    from mlkube.serving.server import key_file_link
+
+    victim = tmp_path / "victim"
+    victim.write_text("kept")
+    serving, private = tmp_path / "serving", tmp_path / "private"
+    serving.mkdir()
+    private.mkdir()
+    (serving / "key_file.json").symlink_to(victim)
+    key_file_link(serving / "key_file.json", private / "key_file.json")
+    assert victim.read_text() == "kept"
+    key_file = serving / "key_file.json"
+    assert (
+        not key_file.is_symlink()
+        and key_file.read_text() == ""
+        and (key_file.stat().st_mode & 0o777) == 0o600
+    )
+    assert (private / "key_file.json").readlink() == key_file

@@ -36,9 +36,21 @@ def server(tmp_path_factory):
     from mlkube.trainer.run import Run
 
     path = make_run(tmp_path_factory.mktemp("runs"), serve=serve_spec(**SPEC), tables=True)
+    plant_in_serving_folder(Run.open(path).serving)
     server = serve_run(Run.open(path))
     yield server
     server.stop()
+
+
+# What someone who can write the runs folder, but not read the signing key, drops into the serving folder
+# before the server starts: a resource the Java frontend reads from the first entry of its classpath (log4j2's
+# component properties; log4j2.debug is harmless, but the same file can name a class log4j2 instantiates).
+PLANTED = "log4j2.component.properties"
+
+
+def plant_in_serving_folder(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / PLANTED).write_text("log4j2.debug=true\n")
 
 
 def post(server, model: str, body: bytes, headers: dict | None = None) -> requests.Response:
@@ -674,6 +686,35 @@ def test_renewing_the_inference_key_refuses_the_old_one_and_clients_read_the_new
     assert new != old
     stale = post(server, "classical", GOOD["classical"], {"Authorization": f"Bearer {old}"})
     assert stale.status_code in (400, 401) and stale.json()["type"] == "InvalidKeyException"
+    assert post(server, "classical", GOOD["classical"]).status_code == 200
+
+
+def test_nothing_in_the_serving_folder_is_on_the_servers_classpath_or_sys_path(server):
+    """TorchServe's launcher starts Java with `-cp .:<frontend jars>` and itself runs as `python -m`: both
+    take code from their working directory, which is the private folder (0700), not the serving folder on
+    the runs volume; the planted resource there was not read, and the keys still reach the serving folder."""
+    import psutil
+
+    private = Path(server.management_socket).parent
+    processes = {psutil.Process(pid).name(): psutil.Process(pid) for pid in group_pids(server.pid)}
+    java = processes["java"]
+    command = java.cmdline()
+    classpath = command[command.index("-cp") + 1].split(":")
+    assert "." in classpath  # the launcher's, unchanged: the working directory is what makes it safe
+    cwd = Path(java.cwd())
+    entries = [(cwd / entry.removesuffix("*")).resolve() for entry in classpath]
+    assert (
+        cwd == private and (private.stat().st_mode & 0o777) == 0o700 and private.stat().st_uid == os.getuid()
+    )
+    assert Path(psutil.Process(server.pid).cwd()) == private  # the Python launcher's sys.path[0]
+    assert not any(entry == server.folder or entry in server.folder.parents for entry in entries)
+    assert not any(server.folder in entry.parents for entry in entries)
+    assert (server.folder / PLANTED).is_file() and not any((entry / PLANTED).exists() for entry in entries)
+    assert "StatusLogger" not in (server.folder / "logs" / "torchserve.out").read_text(errors="replace")
+    # TorchServe wrote its keys through the link in its working directory, into the serving folder.
+    key_file = server.folder / "key_file.json"
+    assert (private / "key_file.json").readlink() == key_file and not key_file.is_symlink()
+    assert (key_file.stat().st_mode & 0o777) == 0o600 and json.loads(key_file.read_text())["inference"]["key"]
     assert post(server, "classical", GOOD["classical"]).status_code == 200
 
 
