@@ -471,7 +471,16 @@ def test_a_tabular_request_outside_what_the_model_takes_never_gets_nan_and_spoil
     }
     good = body([row])
     answers = classical([good, body([{**row, "petal width (cm)": value}]), good])
-    assert [answers[0], answers[2]] == [classical([good])[0]] * 2
+    alone = classical([good])[0]
+    for status, answer in (answers[0], answers[2]):
+        assert (status, answer["predictions"], set(answer)) == (
+            alone[0],
+            alone[1]["predictions"],
+            set(alone[1]),
+        )
+        # a batch's BLAS path may differ from a lone row's in the last bit (seen on some CPUs)
+        [probabilities], [expected] = answer["probabilities"], alone[1]["probabilities"]
+        assert probabilities == pytest.approx(expected, rel=1e-12, abs=1e-300)
     status, answer = answers[1]
     assert (status, answer.get("error", "")) == ((400, answer.get("error")) if message else (200, ""))
     assert message in answer.get("error", "")
