@@ -207,6 +207,22 @@ def test_submit_elastic_without_trainer_v2_names_it(mlkube, cluster):
     assert "Kubeflow Trainer v2 is not installed" in proc.stderr and cluster.stored("configmaps") == []
 
 
+@pytest.mark.parametrize(
+    ("lstm", "named"),
+    [
+        ("{search: {space: {learning_rate: [0.001, 0.01]}}}", "lstm.search"),
+        ("{ensemble: 3}", "lstm.ensemble: 3"),
+        ("{cv: {scheme: kfold, folds: 2}}", "lstm.cv"),
+    ],
+)
+def test_submit_elastic_refuses_what_only_mlkube_run_does(mlkube, cluster, tmp_path, lstm, named):
+    (tmp_path / "trials.yaml").write_text(f"lstm: {lstm}\n")
+    proc = mlkube("submit", "trials.yaml", "--kind", "elastic", "--run-id", "e1", *FAST)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"--kind elastic runs one elastic training, not {named}" in proc.stderr
+    assert "submit with --kind ray" in proc.stderr and cluster.created() == []
+
+
 def test_submit_serve_waits_for_the_replicas_and_prints_how_to_predict(mlkube, cluster):
     cluster.script("deployments", "mlkube-t1-serve", {"availableReplicas": 0}, {"availableReplicas": 1})
     proc = mlkube("submit", "experiment.yaml", "--kind", "serve", "--run-id", "t1", *FAST)

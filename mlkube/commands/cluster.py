@@ -24,6 +24,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     spec = read_spec(args.spec)
     if args.kind == "serve" and not args.run_id:
         raise MlkubeError("--kind serve needs the run to serve", "give its id: --run-id RUN_ID")
+    if args.kind == "elastic":
+        check_elastic_alone(spec)
     run_id = check_run_id(args.run_id or new_run_id())
     namespace = args.namespace or spec.cluster.namespace
     values = values_for(spec, args.kind, run_id, [read_values_file(f) for f in args.values or []])
@@ -48,6 +50,29 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if state.ok and args.kind == "serve":
         print(rendered.notes)
     return 0 if state.ok else 1
+
+
+def check_elastic_alone(spec) -> None:
+    """The training job runs one elastic training of the spec's network and nothing else: the LSTM's search,
+    basin folds and ensemble members are Ray Tune trials, which only `mlkube run` (the RayJob) runs."""
+    lstm = spec.lstm
+    if lstm is None:
+        raise MlkubeError("--kind elastic trains the LSTM, and the spec has no `lstm` section", "add one")
+    wanted = [
+        name
+        for name, on in (
+            ("lstm.search", lstm.search is not None),
+            ("lstm.cv", lstm.cv is not None),
+            (f"lstm.ensemble: {lstm.ensemble}", lstm.ensemble > 1),
+        )
+        if on
+    ]
+    if wanted:
+        raise MlkubeError(
+            f"--kind elastic runs one elastic training, not {', '.join(wanted)}: those run as Ray Tune "
+            "trials inside `mlkube run`",
+            "submit with --kind ray (the RayJob runs every stage of the spec), or drop them from the spec",
+        )
 
 
 def cmd_status(args: argparse.Namespace) -> int:
