@@ -1,14 +1,16 @@
 """A local TorchServe for a run's model archives: config.properties, start, health, stop.
 
-Everything lives in the run's `serving/` folder: `config.properties`, `log4j2.xml`, `metrics.yaml`,
-`model-store/` (the .mar files), `key_file.json` (TorchServe's token file, readable by the owner only),
-`logs/`, `tmp/` (TMPDIR and java.io.tmpdir, where TorchServe unpacks the models and puts its worker sockets)
-and `server.json` (pid, addresses) while a server runs. Addresses are loopback by default, token authorization
-is on, the model-management API stays off, metrics are in Prometheus format. The management API listens on a
-Unix socket in a private folder (mode 0700) only: no address of any network reaches it (see `manage`).
-TorchServe runs in that private folder, not in the serving folder: its launcher puts the working directory
-first on the Java frontend's classpath (and `python -m` on the launcher's sys.path), so whoever can write the
-runs folder could otherwise have the server load their code (see `start`).
+The run's `serving/` folder holds `config.properties`, `log4j2.xml`, `metrics.yaml`, `model-store/` (the .mar
+files), `key_file.json` (TorchServe's token file, readable by the owner only), `logs/` and `server.json` (pid,
+addresses) while a server runs. Addresses are loopback by default, token authorization is on, the
+model-management API stays off, metrics are in Prometheus format. Each start makes a private folder (mode
+0700, under the temporary directory) for what TorchServe runs from: the management API's Unix socket (no
+address of any network reaches it, see `manage`), `model-store/` (the checked copies of the archives
+TorchServe serves, see serving/archive.py's `stage_archives`) and `tmp/` (TMPDIR and java.io.tmpdir, where
+TorchServe unpacks the models, which its workers import from, and puts its worker sockets). TorchServe runs in
+that folder, not in the serving folder: its launcher puts the working directory first on the Java frontend's
+classpath (and `python -m` on the launcher's sys.path), so whoever can write the runs folder could otherwise
+have the server load their code (see `start`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlkube.serving.archive import archive_run, model_names, verify_archives
+from mlkube.serving.archive import archive_run, model_names, stage_archives
 from mlkube.serving.client import Client, auth_header, read_key, unix_request
 from mlkube.serving.handlers.base import METRICS, WORKER_CPUS_ENV
 from mlkube.serving.plugin import METADATA_ENV, plugin_jar
@@ -58,7 +60,7 @@ class Server:
     models: list[str]
     token_auth: bool
     pid: int
-    tmpdir: str  # java.io.tmpdir: the folder's tmp/, or a short link to it (see java_tmpdir)
+    tmpdir: str  # java.io.tmpdir: tmp/ in the private folder
     management_socket: str = ""  # the management API's Unix socket, in the server's private folder
     started: str = field(default_factory=now_iso)
     process: subprocess.Popen | None = field(default=None, repr=False, compare=False)
@@ -101,11 +103,10 @@ class Server:
                 os.killpg(self.pid, signal.SIGKILL)
         if self.process is not None:
             self.process.wait()
-        # What TorchServe's own --stop removes (the keys), and the models it unpacked.
+        # What TorchServe's own --stop removes (the keys).
         for path in (self.folder / SERVER_JSON, self.folder / KEY_FILE):
             path.unlink(missing_ok=True)
-        shutil.rmtree(self.folder / "tmp", ignore_errors=True)
-        # The private folder: the management socket and the tmp link (the link, not its target).
+        # The private folder: the management socket, the archives' copies and the models TorchServe unpacked.
         for private in {Path(self.tmpdir).parent, Path(self.management_socket).parent}:
             if private != self.folder and private.name.startswith(PRIVATE_PREFIX):
                 shutil.rmtree(private, ignore_errors=True)
@@ -153,8 +154,7 @@ def serve_run(
         serve = serve or run_serve_spec(run)
         names = model_names(run, names)
         archive_run(run, names)
-        verify_archives(run, names)
-        server = start(run, serve, names)
+        server = start(run, serve, names)  # checks the archives (stage_archives)
         try:
             wait_ready(server, timeout)
         except BaseException:
@@ -171,7 +171,9 @@ def run_serve_spec(run: Run) -> ServeSpec:
 
 
 def start(run: Run, serve: ServeSpec, names: list[str]) -> Server:
-    """Write the configuration and start TorchServe in its own process group (returns at once)."""
+    """Check the archives and copy them into a new private folder (`stage_archives`: MlkubeError naming the
+    archive and the file it refuses), write the configuration and start TorchServe in its own process group
+    (returns at once)."""
     run = Run(run.path.resolve())  # TorchServe runs in a private folder: every path it gets is absolute
     folder = run.serving
     refuse_if_running(folder)
@@ -179,7 +181,7 @@ def start(run: Run, serve: ServeSpec, names: list[str]) -> Server:
     for api, port in ports.items():
         check_port_free(serve.host, port, api)
     agent = plugin_jar()  # before anything is written: it may refuse (no javac to build it)
-    for sub in ("logs", "tmp", "examples"):
+    for sub in ("logs", "examples"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     write_examples(run, names, folder / "examples")
     atomic_write_text(folder / "metrics.yaml", metrics_yaml())
@@ -187,18 +189,21 @@ def start(run: Run, serve: ServeSpec, names: list[str]) -> Server:
     try:
         if serve.token_auth:
             key_file_link(folder / KEY_FILE, private / KEY_FILE)
-        tmpdir = java_tmpdir(folder / "tmp", private)
+        store = private / "model-store"
+        stage_archives(run, names, store)
+        tmpdir = private / "tmp"
+        tmpdir.mkdir()
         management = private / MANAGEMENT_SOCKET
         metadata = private / "oip"  # the models' OIP metadata: written by the workers, read by the agent
         metadata.mkdir()
         config = atomic_write_text(
             folder / "config.properties",
-            config_properties(run, serve, names, tmpdir, management, agent=agent),
+            config_properties(run, serve, names, tmpdir, management, store, agent=agent),
         )
         log_config = atomic_write_text(folder / "log4j2.xml", log4j2_xml())
         env = {
             **os.environ,
-            "TMPDIR": str(folder / "tmp"),
+            "TMPDIR": str(tmpdir),
             "LOG_LOCATION": str(folder / "logs"),
             "METRICS_LOCATION": str(folder / "logs"),
             KEY_ENV: str(key_file()),  # the workers check each model card's signature with it
@@ -218,7 +223,7 @@ def start(run: Run, serve: ServeSpec, names: list[str]) -> Server:
             "--log-config",
             str(log_config),
             "--model-store",
-            str(run.model_store),
+            str(store),
         ]
         model_log = folder / "logs" / "model_log.log"  # TorchServe appends to it across starts
         log_start = model_log.stat().st_size if model_log.is_file() else 0
@@ -385,12 +390,16 @@ def free_port(host: str) -> int:
         return s.getsockname()[1]
 
 
+# The longest Unix socket path in the private folder: a worker's, `<java.io.tmpdir>/.ts.sock.<port>`.
+LONGEST_SOCKET = "tmp/.ts.sock.65535"
+
+
 def private_folder() -> Path:
     """A new folder only this user can enter (mode 0700), under the temporary directory: TorchServe's working
-    directory (so the first entry of its classpath), the management socket, the key file's link and, for deep
-    run folders, the tmp link."""
+    directory (so the first entry of its classpath), the management socket, the key file's link, the checked
+    copies of the archives and tmp/ (java.io.tmpdir: the unpacked models and the workers' sockets)."""
     private = Path(tempfile.mkdtemp(prefix=PRIVATE_PREFIX))
-    if len(os.fsencode(private / MANAGEMENT_SOCKET)) > SOCKET_PATH_MAX:
+    if len(os.fsencode(private / max(MANAGEMENT_SOCKET, LONGEST_SOCKET, key=len))) > SOCKET_PATH_MAX:
         shutil.rmtree(private)
         raise MlkubeError(
             f"the temporary directory {tempfile.gettempdir()} is too deep for a Unix socket path",
@@ -410,17 +419,6 @@ def key_file_link(key_file: Path, link: Path) -> None:
     link.symlink_to(key_file)
 
 
-def java_tmpdir(tmp: Path, private: Path) -> Path:
-    """`tmp`, or a link to it from the short `private` folder when the workers' socket paths
-    (`<tmpdir>/.ts.sock.<n>`) would be too long for Unix (deep run folders): TorchServe cannot start workers
-    then."""
-    if len(os.fsencode(tmp / ".ts.sock.65535")) <= SOCKET_PATH_MAX:
-        return tmp
-    link = private / "tmp"
-    link.symlink_to(tmp)
-    return link
-
-
 # TorchServe hands each batch to its worker through CompletableFuture.runAsync. Java's common pool gets CPUs -
 # 1 threads; with fewer than 2 (a 2-CPU pod or VM), runAsync starts a new thread for every batch, which cost
 # ~12 % of the unbatched LSTM's throughput on a 2-CPU machine. jvm_options may still set it (the last -D
@@ -434,11 +432,18 @@ def common_pool_parallelism() -> int:
 
 
 def config_properties(
-    run: Run, serve: ServeSpec, names: list[str], tmpdir: Path, management: Path, agent: Path | None = None
+    run: Run,
+    serve: ServeSpec,
+    names: list[str],
+    tmpdir: Path,
+    management: Path,
+    store: Path,
+    agent: Path | None = None,
 ) -> str:
     """TorchServe's config.properties: loopback addresses, the management API on the Unix socket
-    `management`, token auth, Prometheus metrics, dynamic batching; each model's version is the run id;
-    the Java agent `agent` (mlkube's Open Inference Protocol endpoints, serving/plugin.py)."""
+    `management`, the archives in `store` (the checked copies), token auth, Prometheus metrics, dynamic
+    batching; each model's version is the run id; the Java agent `agent` (mlkube's Open Inference Protocol
+    endpoints, serving/plugin.py)."""
     version, folder = run.id, run.serving
     models = {
         name: {
@@ -466,15 +471,15 @@ def config_properties(
         "grpc_inference_port": free_port(LOOPBACK),
         "grpc_management_address": LOOPBACK,
         "grpc_management_port": free_port(LOOPBACK),
-        "model_store": str(run.model_store),
+        "model_store": str(store),
         "load_models": ",".join(f"{name}.mar" for name in names),
         "models": json.dumps(models),
         "disable_token_authorization": str(not serve.token_auth).lower(),
         "token_expiration_min": serve.token_expiration_min,
         "enable_model_api": "false",
-        # Registration is off (the management API answers 405); were it on, only this run's archives could
+        # Registration is off (the management API answers 405); were it on, only the checked copies could
         # be registered (TorchServe's default allows any URL).
-        "allowed_urls": allowed_urls(run.model_store),
+        "allowed_urls": allowed_urls(store),
         "enable_envvars_config": "false",
         "metrics_mode": "prometheus",
         "metrics_config": str(folder / "metrics.yaml"),

@@ -20,6 +20,7 @@ from tests.serving_fixtures import (
     iris_instances,
     iris_pipeline,
     make_run,
+    record_archive,
     scrape,
     serve_spec,
 )
@@ -32,14 +33,53 @@ SPEC = {"batch_size": 8, "max_batch_delay_ms": 50}
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     """The session's TorchServe: both models of one run, stopped at the end."""
+    from mlkube.serving.archive import archive_run
     from mlkube.serving.server import serve_run
     from mlkube.trainer.run import Run
 
     path = make_run(tmp_path_factory.mktemp("runs"), serve=serve_spec(**SPEC), tables=True)
-    plant_in_serving_folder(Run.open(path).serving)
-    server = serve_run(Run.open(path))
+    run = Run.open(path)
+    plant_in_serving_folder(run.serving)
+    archive_run(run)
+    hide_in_archive(run, "classical", "numpy.py", planted_module(imported_marker(run.path)))
+    server = serve_run(run)
     yield server
     server.stop()
+
+
+def planted_module(marker: Path) -> bytes:
+    """A module that would run in the worker if it reached its sys.path: it leaves `marker`, then puts the
+    installed module in its place, so that the worker goes on as if nothing happened."""
+    return f"""import os, sys
+open({str(marker)!r}, "w").close()
+here = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
+del sys.modules[__name__]
+import numpy
+""".encode()
+
+
+def imported_marker(run_path: Path) -> Path:
+    return run_path / "planted-module-imported"
+
+
+def hide_in_archive(run, name: str, planted: str, data: bytes) -> None:
+    """Put a file entry before archive `name`'s own, outside its central directory, and record the archive's
+    new SHA-256 in archives.json, as a writer of the runs volume who cannot read the signing key could.
+    Python's zipfile reads the central directory and lists the honest entries only; TorchServe's Java unzip
+    (ZipInputStream) reads the local headers in order and would unpack `planted` too."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        z.writestr(planted, data)
+        local = buffer.getvalue()[: buffer.tell()]  # the entry, without the central directory close() adds
+    mar = run.model_store / f"{name}.mar"
+    mar.write_bytes(local + mar.read_bytes())
+    with zipfile.ZipFile(mar) as z:
+        assert planted not in z.namelist()
+    record_archive(run, name)
 
 
 # What someone who can write the runs folder, but not read the signing key, drops into the serving folder
@@ -427,7 +467,6 @@ def test_management_api_refuses_registering_models_and_allowed_urls_name_the_mod
     """With enable_model_api=false, TorchServe 0.12 refuses registering and unregistering (405) but still
     describes, scales and sets the default version; allowed_urls names this run's model store only."""
     from mlkube.serving.server import allowed_urls
-    from mlkube.trainer.run import Run
 
     for method, path, params in [
         ("POST", "/models", {"url": "https://example.com/model.mar"}),
@@ -436,7 +475,7 @@ def test_management_api_refuses_registering_models_and_allowed_urls_name_the_mod
     ]:
         status, body = server.manage(method, path, params=params)
         assert (status, body["type"]) == (405, "MethodNotAllowedException")
-    pinned = allowed_urls(Run(server.folder.parent).model_store)
+    pinned = allowed_urls(Path(server.management_socket).parent / "model-store")  # the checked copies
     assert f"allowed_urls={pinned}\n" in (server.folder / "config.properties").read_text()
     assert f"Allowed Urls: [{pinned}]" in (server.folder / "logs" / "ts_log.log").read_text()
     assert "example" not in pinned and ".*" not in pinned
@@ -729,3 +768,42 @@ def group_pids(pgid: int) -> list[int]:
         except (psutil.Error, ProcessLookupError):
             continue
     return pids
+
+
+# ------------------------------------------------------------------------------- what the archives may hold
+def test_a_file_hidden_from_pythons_zip_reader_never_reaches_the_worker(server):
+    """The fixture's classical archive carries a numpy.py before its own entries, outside its central
+    directory: TorchServe serves the copy of the checked entries, so the worker never imports it."""
+    private = Path(server.management_socket).parent
+    unpacked = list((private / "tmp" / "models").glob("*/model.json"))
+    assert len(unpacked) == len(server.models)  # unpacked in the private folder, not on the runs volume
+    assert not (server.folder / "tmp").exists()
+    assert not any((folder.parent / "numpy.py").exists() for folder in unpacked)
+    assert not imported_marker(server.folder.parent).exists()
+    assert post(server, "classical", GOOD["classical"]).status_code == 200
+
+
+def test_an_archive_with_a_planted_module_is_refused_before_any_worker_imports_it(tmp_path):
+    """A writer of the runs volume swaps in an archive with a numpy.py (which the worker would import from
+    the unpacked model folder, ahead of the installed NumPy) and an archives.json that matches it."""
+    import zipfile
+
+    from mlkube.serving.archive import archive_run
+    from mlkube.serving.server import running_server, serve_run
+    from mlkube.trainer.errors import MlkubeError
+    from mlkube.trainer.run import Run
+
+    run = Run.open(make_run(tmp_path / "runs", serve=serve_spec()))
+    [mar] = archive_run(run, ["classical"])
+    with zipfile.ZipFile(mar, "a") as z:
+        z.writestr("numpy.py", planted_module(imported_marker(run.path)))
+    record_archive(run, "classical")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("tempfile.tempdir", str(scratch))
+        with pytest.raises(MlkubeError, match=r"classical\.mar holds 'numpy\.py'") as refused:
+            serve_run(run, names=["classical"], timeout=60)
+    assert "mlkube archive" in (refused.value.fix or "")
+    assert not imported_marker(run.path).exists()
+    assert running_server(run.serving) is None and list(scratch.iterdir()) == []

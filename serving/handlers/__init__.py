@@ -1,7 +1,7 @@
 """TorchServe handlers, one per framework of the model contract (the model card's `framework`).
 
-A handler file is packed into its `.mar` and imported by the TorchServe worker under its bare file name;
-it imports `mlkube.serving.handlers.base` and `trainer`'s artifact contract from the installed mlkube.
+An archive holds no code: its manifest names the handler as the installed module
+(`mlkube.serving.handlers.<x>`), which the TorchServe worker imports by that name (serving/archive.py).
 `InProcess` calls a handler in this process exactly as a worker does (same TorchServe context object): the
 reference for tests and the benchmark.
 """
@@ -24,15 +24,16 @@ if TYPE_CHECKING:
 HANDLERS = {"sklearn": ("sklearn_handler", "SklearnHandler"), "torch": ("lstm_handler", "LstmHandler")}
 
 
-def handler_for(framework: str) -> tuple[Path, type[ModelHandler]]:
-    """The handler's source file (packed into the .mar) and its class, for a model card's `framework`."""
+def handler_for(framework: str) -> tuple[str, type[ModelHandler]]:
+    """The handler's module (what an archive's manifest names, for the worker to import) and its class, for a
+    model card's `framework`."""
     if framework not in HANDLERS:
         raise MlkubeError(
             f"no TorchServe handler for framework {framework!r}", f"mlkube serves {sorted(HANDLERS)} models"
         )
     module_name, class_name = HANDLERS[framework]
     module = importlib.import_module(f"{__name__}.{module_name}")
-    return _module_file(module), getattr(module, class_name)
+    return module.__name__, getattr(module, class_name)
 
 
 def _module_file(module: ModuleType) -> Path:
