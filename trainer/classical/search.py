@@ -44,7 +44,7 @@ def connect_ray(ray_address: str | None, num_cpus: int | None, progress: Progres
     quiet: _QuietRay = {"logging_level": logging.ERROR, "log_to_driver": False}
     if address:
         progress.say(f"joining the Ray cluster at {address}")
-        ray.init(address=address, **quiet)
+        _join_ray(address, quiet, progress)
     else:
         from mlkube.trainer.classical.reaper import children, start_reaper
 
@@ -56,6 +56,42 @@ def connect_ray(ray_address: str | None, num_cpus: int | None, progress: Progres
         start_reaper(children() - before)  # what ray.init started dies with this process, however it dies
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     progress.say(f"Ray: {len(nodes)} node(s), {int(ray.cluster_resources().get('CPU', 0))} CPU(s)")
+
+
+JOIN_ATTEMPTS = 3  # a Ray Client server that failed to start its session for us (a busy head) gets two more
+
+
+def _join_ray(address: str, quiet: _QuietRay, progress: Progress) -> None:
+    """ray.init on a cluster's address; a session the head's Ray Client server failed to start
+    (ConnectionAbortedError: its per-client server died while starting, seen on a loaded head) is asked for
+    again; a cluster that cannot be joined is a user-facing error naming the address, not a traceback."""
+    import ray
+
+    for attempt in range(1, JOIN_ATTEMPTS + 1):
+        try:
+            ray.init(address=address, **quiet)
+            return
+        except ConnectionAbortedError as err:
+            if attempt == JOIN_ATTEMPTS:
+                raise _unjoinable(address, err) from None
+            progress.say(f"the Ray cluster at {address} refused the session ({_last_line(err)}); again")
+            time.sleep(5 * attempt)
+        except ConnectionError as err:
+            raise _unjoinable(address, err) from None
+
+
+def _unjoinable(address: str, err: BaseException) -> MlkubeError:
+    return MlkubeError(
+        f"could not join the Ray cluster at {address}: {_last_line(err)}",
+        "check that its head is up and reachable from here (ray:// is the Ray Client port, 10001; the "
+        "head's logs ray_client_server*.err say why a session failed), or unset cluster.ray_address / "
+        "RAY_ADDRESS to run on a local Ray",
+    )
+
+
+def _last_line(err: BaseException) -> str:
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(err).__name__
 
 
 def release_ray() -> None:
