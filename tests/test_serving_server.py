@@ -617,19 +617,18 @@ def test_oip_model_metadata_over_http_is_the_handlers_metadata_from_the_card(ser
         ]
 
 
+def readiness(server, model: str) -> tuple[int, int]:
+    """The status codes of GET /v2/models/<model>/ready and GET /v2/health/ready."""
+    return v2(server, f"v2/models/{model}/ready").status_code, v2(server, "v2/health/ready").status_code
+
+
 def test_oip_model_ready_follows_the_models_workers(server):
     """GET /v2/models/<m>/ready is 200 while a worker has the model loaded and 400 (the protocol: a 4xx is
     false) once it has none, like /v2/health/ready; the metadata stays; scaled back, both are 200 again."""
     from mlkube.serving.server import models_ready
 
     model = TABLES_MODEL
-    assert (
-        v2(server, f"v2/models/{model}/ready").status_code,
-        v2(server, "v2/health/ready").status_code,
-    ) == (
-        200,
-        200,
-    )
+    assert readiness(server, model) == (200, 200)
     assert v2(server, f"v2/models/{model}/ready").json() == {"name": model, "ready": True}
     scale = {"synchronous": "true"}
     try:
@@ -651,13 +650,7 @@ def test_oip_model_ready_follows_the_models_workers(server):
         deadline = time.monotonic() + 120
         while not models_ready(server) and time.monotonic() < deadline:
             time.sleep(0.2)
-    assert (
-        v2(server, f"v2/models/{model}/ready").status_code,
-        v2(server, "v2/health/ready").status_code,
-    ) == (
-        200,
-        200,
-    )
+    assert readiness(server, model) == (200, 200)
 
 
 @pytest.mark.parametrize(
