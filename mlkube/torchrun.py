@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from mlkube.trainer.errors import MlkubeError
-from mlkube.trainer.lstm.elastic import PREFIX, tcp_store_server
+from mlkube.trainer.lstm.elastic import PREFIX, listen, tcp_store_server
 from mlkube.trainer.progress import Progress
 from mlkube.trainer.run import Run
 
@@ -79,13 +79,16 @@ def launch(elastic, run: Run, progress: Progress) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="mlkube-torchrun-")
     local = not elastic.rdzv_endpoint
-    store = tcp_store_server(LOOPBACK, 0, multi_tenant=True, wait_for_workers=False) if local else None
+    # torchrun starts before this process imports torch for the store (1.3 s here): the two imports overlap,
+    # and torchrun's agent waits in the socket's backlog until the store serves
+    listener = listen(LOOPBACK, 0) if local else None
+    store = None
     env = {**os.environ, "TMPDIR": tmp, **(LOCAL_RENDEZVOUS if local else NODES_RENDEZVOUS)}
     try:
         with (
             open(log, "a") as out,
             subprocess.Popen(
-                torchrun_command(elastic, run, store.port if store else 0),
+                torchrun_command(elastic, run, listener.getsockname()[1] if listener else 0),
                 env=env,
                 pass_fds=run.writer_fds,  # the run stays locked while torchrun lives, past a killed driver
                 text=True,
@@ -95,6 +98,10 @@ def launch(elastic, run: Run, progress: Progress) -> None:
         ):
             assert proc.stdout is not None  # stdout=PIPE
             try:
+                if listener is not None:
+                    store = tcp_store_server(
+                        LOOPBACK, 0, listener, multi_tenant=True, wait_for_workers=False
+                    )
                 for line in proc.stdout:
                     out.write(line)
                     out.flush()
@@ -107,6 +114,8 @@ def launch(elastic, run: Run, progress: Progress) -> None:
                     proc.terminate()  # torchrun stops its workers on SIGTERM
                 proc.wait()
     finally:
+        if listener is not None and store is None:
+            listener.close()  # torchrun failed to start, or the store did
         del store  # stops listening
         shutil.rmtree(tmp, ignore_errors=True)
     if proc.returncode != 0:
