@@ -2,10 +2,11 @@
 its log in the run.
 
 By default the rendezvous is local (c10d on a free loopback port, one node), and nothing of it listens
-beyond loopback: this process hosts the c10d store on a socket bound to 127.0.0.1 (TCPStore alone listens on
-every interface), and `LOCAL_RENDEZVOUS` keeps torchrun from hosting one (`is_host=false`), makes MASTER_ADDR
-loopback (`--local-addr`), has rank 0 host the workers' store there instead of torchrun's shared one (which
-would listen everywhere), and binds gloo to `lo`. With `lstm.elastic.rdzv_endpoint` set, the spec's backend,
+beyond loopback: torchrun's agent serves the c10d store on a socket this process bound to 127.0.0.1
+(`mlkube.commands.torchrun_agent`; TCPStore alone listens on every interface), `LOCAL_RENDEZVOUS` keeps
+torchrun from hosting another (`is_host=false`), makes MASTER_ADDR loopback (`--local-addr`), has rank 0 host
+the workers' store there instead of torchrun's shared one (which would listen everywhere), and binds gloo to
+`lo`. This process never imports torch for it. With `lstm.elastic.rdzv_endpoint` set, the spec's backend,
 endpoint and min..max nodes are used, so torchrun on other machines can join the group. Each launch gets its
 own TMPDIR (torchrun and inductor leave folders there), removed afterwards.
 """
@@ -20,11 +21,13 @@ import tempfile
 from pathlib import Path
 
 from mlkube.trainer.errors import MlkubeError
-from mlkube.trainer.lstm.elastic import PREFIX, listen, tcp_store_server
+from mlkube.trainer.lstm.elastic import PREFIX
+from mlkube.trainer.lstm.store import listen
 from mlkube.trainer.progress import Progress
 from mlkube.trainer.run import Run
 
 WORKER = "mlkube.commands.lstm_worker"  # the module each torchrun worker runs
+AGENT = "mlkube.commands.torchrun_agent"  # torchrun with the local rendezvous store in its process
 LOOPBACK = "127.0.0.1"
 # torchrun's flags as its PET_* variables, and the variables the workers read, for a local rendezvous
 LOCAL_RENDEZVOUS = {
@@ -43,21 +46,24 @@ FAILURE_MARK = (
 )
 
 
-def torchrun_command(elastic, run: Run, local_port: int) -> list[str]:
+def torchrun_command(elastic, run: Run, store_fd: int | None = None, local_port: int = 0) -> list[str]:
     """`python -m torch.distributed.run ... -m mlkube.commands.lstm_worker --spec ... --run-dir ...` for this
-    run."""
+    run; for a local rendezvous (`store_fd`: the loopback socket, bound to `local_port`, that the store
+    serves) `python -m mlkube.commands.torchrun_agent FD ...` with the same arguments."""
     if elastic.rdzv_endpoint:
         nodes, backend, endpoint = (
             f"{elastic.min_nodes}:{elastic.max_nodes}",
             elastic.rdzv_backend,
             elastic.rdzv_endpoint,
         )
+        launcher = ["torch.distributed.run"]
     else:
         nodes, backend, endpoint = "1", "c10d", f"{LOOPBACK}:{local_port}"
+        launcher = [AGENT, str(store_fd)]
     return [
         sys.executable,
         "-m",
-        "torch.distributed.run",
+        *launcher,
         f"--nnodes={nodes}",
         f"--nproc-per-node={elastic.nproc_per_node}",
         f"--rdzv-backend={backend}",
@@ -79,29 +85,32 @@ def launch(elastic, run: Run, progress: Progress) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="mlkube-torchrun-")
     local = not elastic.rdzv_endpoint
-    # torchrun starts before this process imports torch for the store (1.3 s here): the two imports overlap,
-    # and torchrun's agent waits in the socket's backlog until the store serves
+    # the local rendezvous store lives in torchrun's agent (mlkube.commands.torchrun_agent), on a socket bound
+    # to loopback here: this process never imports torch for it
     listener = listen(LOOPBACK, 0) if local else None
-    store = None
     env = {**os.environ, "TMPDIR": tmp, **(LOCAL_RENDEZVOUS if local else NODES_RENDEZVOUS)}
     try:
         with (
             open(log, "a") as out,
             subprocess.Popen(
-                torchrun_command(elastic, run, listener.getsockname()[1] if listener else 0),
+                torchrun_command(
+                    elastic,
+                    run,
+                    listener.fileno() if listener else None,
+                    listener.getsockname()[1] if listener else 0,
+                ),
                 env=env,
-                pass_fds=run.writer_fds,  # the run stays locked while torchrun lives, past a killed driver
+                # the run stays locked while torchrun lives, past a killed driver
+                pass_fds=(*run.writer_fds, *([listener.fileno()] if listener else [])),
                 text=True,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
             ) as proc,
         ):
             assert proc.stdout is not None  # stdout=PIPE
+            if listener is not None:
+                listener.close()  # the agent's now
             try:
-                if listener is not None:
-                    store = tcp_store_server(
-                        LOOPBACK, 0, listener, multi_tenant=True, wait_for_workers=False
-                    )
                 for line in proc.stdout:
                     out.write(line)
                     out.flush()
@@ -114,9 +123,8 @@ def launch(elastic, run: Run, progress: Progress) -> None:
                     proc.terminate()  # torchrun stops its workers on SIGTERM
                 proc.wait()
     finally:
-        if listener is not None and store is None:
-            listener.close()  # torchrun failed to start, or the store did
-        del store  # stops listening
+        if listener is not None:
+            listener.close()
         shutil.rmtree(tmp, ignore_errors=True)
     if proc.returncode != 0:
         raise MlkubeError(

@@ -269,9 +269,10 @@ def test_torchrun_command_carries_the_contract_flags(tmp_path):
 
     spec = parse_spec("lstm: {elastic: {nproc_per_node: 3, max_restarts: 5}}")
     run = Run.start(spec.to_yaml(), tmp_path, run_id="r-1")
-    command = torchrun_command(spec.lstm.elastic, run, 29511)
-    assert command[1:3] == ["-m", "torch.distributed.run"]
-    assert command[3:9] == [
+    command = torchrun_command(spec.lstm.elastic, run, 7, 29511)
+    # the local rendezvous: torchrun in mlkube's agent module, which serves the store on the socket (fd 7)
+    assert command[1:4] == ["-m", "mlkube.commands.torchrun_agent", "7"]
+    assert command[4:10] == [
         "--nnodes=1",
         "--nproc-per-node=3",
         "--rdzv-backend=c10d",
@@ -279,7 +280,7 @@ def test_torchrun_command_carries_the_contract_flags(tmp_path):
         "--rdzv-id=r-1",
         "--max-restarts=5",
     ]
-    assert command[9:] == [
+    assert command[10:] == [
         "-m",
         "mlkube.commands.lstm_worker",
         "--spec",
@@ -289,7 +290,9 @@ def test_torchrun_command_carries_the_contract_flags(tmp_path):
     ]
     spec.lstm.elastic.rdzv_endpoint, spec.lstm.elastic.rdzv_backend = "etcd-host:2379", "etcd-v2"
     spec.lstm.elastic.max_nodes = 4
-    assert torchrun_command(spec.lstm.elastic, run, 29511)[3:6] == [
+    command = torchrun_command(spec.lstm.elastic, run)
+    assert command[1:3] == ["-m", "torch.distributed.run"]  # other nodes' torchrun join the spec's endpoint
+    assert command[3:6] == [
         "--nnodes=1:4",
         "--nproc-per-node=3",
         "--rdzv-backend=etcd-v2",

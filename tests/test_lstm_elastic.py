@@ -103,6 +103,7 @@ def test_a_local_rendezvous_listens_on_loopback_only(calm_and_listeners):
     _, seen = calm_and_listeners
     holders = " ".join(seen.values())
     assert "mlkube.commands.lstm_worker" in holders, seen  # rank 0's store and gloo were seen
+    assert "mlkube.commands.torchrun_agent" in holders, seen  # the rendezvous store, in torchrun's agent
     assert {ip for ip, _ in seen if not ipaddress.ip_address(ip).is_loopback} == set(), seen
 
 

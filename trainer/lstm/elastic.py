@@ -21,6 +21,7 @@ from typing import Any
 from mlkube.trainer.errors import MlkubeError
 from mlkube.trainer.lstm.exporter import metrics_hook
 from mlkube.trainer.lstm.prepared import Prepared, load_prepared
+from mlkube.trainer.lstm.store import tcp_store_server
 from mlkube.trainer.lstm.train import LoopState, StepInfo, Trainer, Worker
 from mlkube.trainer.run import LSTM_MODEL, Run
 
@@ -145,25 +146,6 @@ def is_loopback(addr: str) -> bool:
         return ipaddress.ip_address(addr).is_loopback
     except ValueError:
         return addr == "localhost"
-
-
-def listen(addr: str, port: int):
-    """A listening socket bound to `addr` only (port 0: a free one), for `tcp_store_server`. Clients that
-    connect before the store serves it wait in its backlog."""
-    import socket
-
-    return socket.create_server((addr, port), family=socket.AF_INET6 if ":" in addr else socket.AF_INET)
-
-
-def tcp_store_server(addr: str, port: int, listener=None, **options):
-    """A TCPStore server that listens on `addr` only (port 0: a free one; `.port` says which). Given just a
-    host, TCPStore listens on every interface; here it gets a socket already bound to `addr` (`listener`,
-    from `listen`, or a new one), and owns it."""
-    import torch.distributed as dist
-
-    listener = listener if listener is not None else listen(addr, port)
-    port = listener.getsockname()[1]
-    return dist.TCPStore(addr, port, is_master=True, master_listen_fd=listener.detach(), **options)
 
 
 class ProgressLine:

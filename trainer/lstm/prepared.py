@@ -16,8 +16,7 @@ import numpy as np
 
 from mlkube.trainer.preprocess import Statistics, fill_series, fit_statistics
 from mlkube.trainer.run import Run, atomic_path
-from mlkube.trainer.series import TimeSeriesData, load_timeseries
-from mlkube.trainer.series.checks import check_target_not_input, check_targets
+from mlkube.trainer.series import TimeSeriesData
 
 if TYPE_CHECKING:
     from mlkube.trainer.spec import LstmSpec, PreprocessSpec
@@ -47,6 +46,9 @@ def prepare(spec, run_path: Path | None = None) -> Prepared:
 def load_filled(lstm: LstmSpec, preprocess: PreprocessSpec, seed: int) -> TimeSeriesData:
     """The series of `lstm.data`, checked against the spec, with gaps of up to `preprocess.fill_max_gap` days
     filled, and with a target to train on and to score in every period."""
+    from mlkube.trainer.series import load_timeseries  # the loaders (pandas): not in a worker's start-up
+    from mlkube.trainer.series.checks import check_target_not_input, check_targets
+
     data = fill_series(load_timeseries(lstm, seed), preprocess.fill_max_gap, preprocess.device)
     check_targets(data)  # after filling: filled days count as targets
     check_target_not_input(data, lstm.horizon)

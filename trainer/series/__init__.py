@@ -17,7 +17,19 @@ Gap filling is preprocessing (`mlkube.trainer.preprocess`), composed with loadin
 """
 
 from mlkube.trainer.series.contract import PERIODS, Source, TimeSeriesData
-from mlkube.trainer.series.load import BUILTIN_SOURCES, DATASETS, load_timeseries, open_source
+
+_LOAD = ("BUILTIN_SOURCES", "DATASETS", "load_timeseries", "open_source")
+
+
+def __getattr__(name: str):
+    """The loader's names, imported on first use: a training worker reads prepared arrays and needs neither
+    the loaders nor pandas (0.2 s of its start-up)."""
+    if name in _LOAD:
+        from mlkube.trainer.series import load
+
+        return getattr(load, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BUILTIN_SOURCES",

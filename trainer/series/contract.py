@@ -8,11 +8,14 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from mlkube.trainer.errors import MlkubeError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PERIODS = ("train", "validation", "test")
 
@@ -70,6 +73,8 @@ def stack_sites(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-site frames (indexed by date) as a `Reader`'s dates and [sites, days, variables] float32, on the
     days all sites cover."""
+    import pandas as pd
+
     first = max(f.index.min() for f in frames.values())
     last = min(f.index.max() for f in frames.values())
     if first > last:
