@@ -122,28 +122,56 @@ def every_day_float64_features(data, sequence_length: int) -> np.ndarray:
 
 def test_regression_baselines_score_as_on_every_day_float64_features(tiny):
     from mlkube.trainer.classical import zoo
-    from mlkube.trainer.lstm.baselines import lagged_rows, simulate_baselines
+    from mlkube.trainer.lstm.baselines import simulate_baselines, site_rows, training_rows
     from mlkube.trainer.lstm.evaluate import observed, score
 
     _, prepared = tiny
     data, horizon = prepared.data, 2
-    rows = lagged_rows(data, 30, horizon, "test")
     features = every_day_float64_features(data, 30)
     x = {}
     for period in ("train", "test"):
         first, last = max(data.periods[period][0], horizon - 1), data.periods[period][1]
         x[period] = features[:, first - (horizon - 1) : last - (horizon - 1)].reshape(-1, features.shape[2])
-    np.testing.assert_array_equal(rows.x_train, x["train"])
-    np.testing.assert_array_equal(rows.x_period, x["test"])
     y = observed(data, "train", horizon).reshape(-1).astype(np.float64)
+    rows, target = training_rows(data, 30, horizon, 0)
+    np.testing.assert_array_equal(rows, x["train"])
+    np.testing.assert_array_equal(target, y)
+    scored = np.concatenate([site_rows(data, site, 30, horizon, "test") for site in range(len(data.sites))])
+    np.testing.assert_array_equal(scored, x["test"])
     fit = np.isfinite(x["train"]).all(axis=1) & np.isfinite(y)
-    simulated = simulate_baselines(["Ridge", "climatology"], data, 30, horizon, 0, "test")
-    assert list(simulated) == ["Ridge", "climatology"]
     pipeline = zoo.build_pipeline(zoo.plan("Ridge", "regression", {}, "auto", 0, 0))
     reference = pipeline.fit(x["train"][fit], y[fit]).predict(x["test"]).reshape(len(data.sites), -1)
-    ours, theirs = (score(sim, data, "test", horizon)["sites"] for sim in (simulated["Ridge"], reference))
-    for site in data.sites:
-        np.testing.assert_allclose(list(ours[site].values()), list(theirs[site].values()), atol=1e-6)
+    theirs = score(reference, data, "test", horizon)["sites"]
+    # every row (max_rows at or above the rows there are) and predicted one site at a time: the same scores
+    for max_rows, block in ((None, 64), (len(y), 1)):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr("mlkube.trainer.lstm.baselines.SITE_BLOCK", block)
+            simulated = simulate_baselines(["Ridge", "climatology"], data, 30, horizon, 0, "test", max_rows)
+        assert list(simulated) == ["Ridge", "climatology"]
+        ours = score(simulated["Ridge"], data, "test", horizon)["sites"]
+        for site in data.sites:
+            np.testing.assert_allclose(list(ours[site].values()), list(theirs[site].values()), atol=1e-6)
+
+
+def test_regression_baselines_fit_a_seeded_sample_of_max_rows_training_days(tiny):
+    from mlkube.trainer.lstm.baselines import simulate_baselines, training_rows
+
+    _, prepared = tiny
+    data = prepared.data
+    every, target = training_rows(data, 30, 1, 0)
+    rows, sampled = training_rows(data, 30, 1, 0, max_rows=500)
+    assert rows.shape == (500, every.shape[1]) and sampled.shape == (500,)
+    # rows of the full set, each drawn once, in site and day order
+    index = {row.tobytes() + day.tobytes(): i for i, (row, day) in enumerate(zip(every, target, strict=True))}
+    positions = [index[row.tobytes() + day.tobytes()] for row, day in zip(rows, sampled, strict=True)]
+    assert positions == sorted(set(positions))
+    again, _ = training_rows(data, 30, 1, 0, max_rows=500)
+    other, _ = training_rows(data, 30, 1, 1, max_rows=500)
+    np.testing.assert_array_equal(again, rows)  # the seed's sample
+    assert not np.array_equal(other, rows)
+    sims = [simulate_baselines(["GBM"], data, 30, 1, 0, "test", n)["GBM"] for n in (500, None)]
+    assert sims[0].shape == sims[1].shape and np.isfinite(sims[0]).any()
+    assert not np.allclose(sims[0], sims[1], equal_nan=True)  # fitted on other rows
 
 
 def test_the_spec_names_exactly_the_baselines_there_are():

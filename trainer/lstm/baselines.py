@@ -6,14 +6,14 @@ prediction.
 - classical models of the zoo (trainer/classical/zoo.py), one model for all sites, fitted on the training
   period with lagged forcings as features: each input on the last `LAGS` days, its means over the last `MEANS`
   days (at most the LSTM's sequence length, so every model sees the same history), and the static attributes.
-  Their rows are built once for all of them (`simulate_baselines`), in float32, on the training period's and
-  the scored period's days only.
+  Their training rows are built once for all of them (`simulate_baselines`), in float32, on the training
+  days only (at scale a seeded sample of them: `lstm.baseline_max_rows`); the scored period is predicted a
+  block of sites at a time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -50,21 +50,10 @@ def regression(
     horizon: int,
     seed: int,
     period: str,
-    rows: LaggedRows | None = None,
+    max_rows: int | None = None,
 ) -> np.ndarray:
-    """A zoo regressor on lagged forcings, fitted on the training period's days, predicting `period`'s
-    (`rows`: the lagged rows built once for every regression baseline; built here when not given)."""
-    from mlkube.trainer.classical import zoo
-
-    if rows is None:
-        rows = lagged_rows(data, sequence_length, horizon, period)
-    fit = np.isfinite(rows.x_train).all(axis=1) & np.isfinite(rows.y_train)
-    pipeline = zoo.build_pipeline(zoo.plan(model, "regression", {}, "auto", 0, seed))
-    pipeline.fit(*((rows.x_train, rows.y_train) if fit.all() else (rows.x_train[fit], rows.y_train[fit])))
-    known = np.isfinite(rows.x_period).all(axis=1)
-    sim = np.full(len(rows.x_period), np.nan)
-    sim[known] = pipeline.predict(rows.x_period[known])
-    return sim.reshape(len(data.sites), -1)
+    """A zoo regressor on lagged forcings, fitted on the training period's days, predicting `period`'s."""
+    return regressions([model], data, sequence_length, horizon, seed, period, max_rows)[model]
 
 
 BASELINES: dict[str, Callable[..., np.ndarray]] = {
@@ -72,45 +61,99 @@ BASELINES: dict[str, Callable[..., np.ndarray]] = {
     "Ridge": partial(regression, "Ridge"),
     "GBM": partial(regression, "GBM"),
 }
-REGRESSIONS = ("Ridge", "GBM")  # the baselines that take the lagged rows
+REGRESSIONS = ("Ridge", "GBM")  # the baselines fitted on the lagged rows
+SITE_BLOCK = 64  # sites whose scored days are predicted at a time
 
 
 def simulate_baselines(
-    names: list[str], data: TimeSeriesData, sequence_length: int, horizon: int, seed: int, period: str
+    names: list[str],
+    data: TimeSeriesData,
+    sequence_length: int,
+    horizon: int,
+    seed: int,
+    period: str,
+    max_rows: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """{name: target [sites, period days]} of the named baselines; the lagged rows built once for all."""
-    needed = any(name in REGRESSIONS for name in names)
-    rows = lagged_rows(data, sequence_length, horizon, period) if needed else None
-    out = {}
-    for name in names:
-        shared = {"rows": rows} if name in REGRESSIONS else {}
-        out[name] = BASELINES[name](data, sequence_length, horizon, seed, period, **shared)
+    """{name: target [sites, period days]} of the named baselines, in their order; the regressions' training
+    rows built once for all of them (`max_rows`: see `training_rows`)."""
+    models = [name for name in names if name in REGRESSIONS]
+    fitted = regressions(models, data, sequence_length, horizon, seed, period, max_rows) if models else {}
+    return {
+        name: fitted[name]
+        if name in fitted
+        else BASELINES[name](data, sequence_length, horizon, seed, period)
+        for name in names
+    }
+
+
+def regressions(
+    models: list[str],
+    data: TimeSeriesData,
+    sequence_length: int,
+    horizon: int,
+    seed: int,
+    period: str,
+    max_rows: int | None = None,
+) -> dict[str, np.ndarray]:
+    """The zoo regressors `models`, fitted on the training rows (built once for all of them), each predicting
+    `period`'s days, SITE_BLOCK sites at a time: no array of every site's scored days' features is held."""
+    from mlkube.trainer.classical import zoo
+
+    x, y = training_rows(data, sequence_length, horizon, seed, max_rows)
+    fit = np.isfinite(x).all(axis=1) & np.isfinite(y)
+    if not fit.all():
+        x, y = x[fit], y[fit]
+    pipelines = {}
+    for model in models:
+        pipelines[model] = zoo.build_pipeline(zoo.plan(model, "regression", {}, "auto", 0, seed)).fit(x, y)
+    del x, y
+    first, last = _target_days(data, period, horizon)
+    out = {model: np.full((len(data.sites), last - first), np.nan) for model in models}
+    for block in range(0, len(data.sites), SITE_BLOCK):
+        sites = range(block, min(block + SITE_BLOCK, len(data.sites)))
+        rows = np.concatenate([site_rows(data, site, sequence_length, horizon, period) for site in sites])
+        known = np.isfinite(rows).all(axis=1)
+        for model, pipeline in pipelines.items():
+            sim = np.full(len(rows), np.nan)
+            sim[known] = pipeline.predict(rows[known])
+            out[model][sites.start : sites.stop] = sim.reshape(len(sites), -1)
     return out
 
 
-@dataclass(frozen=True)
-class LaggedRows:
-    """The regression baselines' rows, float32, on the days they use only: the features of each training
-    day's and each `period` day's last input day ([rows, features], site by site), and the training target."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray  # float64, as the regressors fit it
-    x_period: np.ndarray
-
-
-def lagged_rows(data: TimeSeriesData, sequence_length: int, horizon: int, period: str) -> LaggedRows:
-    """The rows of the training period and of `period`, built one site at a time (each site's features in
-    float64, as `site_features`), so that no array of every site's every day is ever held."""
-    spans = [_target_days(data, name, horizon) for name in ("train", period)]
-    windows = sorted({min(w, sequence_length) for w in MEANS})
-    width = data.dynamic.shape[2] * (min(LAGS, sequence_length) + len(windows)) + data.static.shape[1]
-    x = [np.empty((len(data.sites), last - first, width), np.float32) for first, last in spans]
+def training_rows(
+    data: TimeSeriesData, sequence_length: int, horizon: int, seed: int, max_rows: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The regressions' training rows, site by site: the float32 features [rows, features] of each training
+    day's last input day and its target (float64, as the regressors fit it). With more rows than `max_rows`,
+    a sample of `max_rows` of them drawn from `seed` (in site and day order); each site's features are built
+    one site at a time, so no array of every site's every day is ever held."""
+    first, last = _target_days(data, "train", horizon)
+    days = last - first
+    target = observed(data, "train", horizon).reshape(-1)
+    chosen = None
+    if max_rows is not None and target.size > max_rows:
+        chosen = np.sort(np.random.default_rng([seed, 17]).choice(target.size, max_rows, replace=False))
+        target = target[chosen]
+    bounds = np.arange(len(data.sites) + 1) * days  # site s: flat rows [s * days, (s + 1) * days)
+    cuts = bounds if chosen is None else np.searchsorted(chosen, bounds)
+    x = np.empty((len(target), _width(data, sequence_length)), np.float32)
     for site in range(len(data.sites)):
-        features = site_features(data.dynamic[site], data.static[site], sequence_length)
-        for rows, (first, last) in zip(x, spans, strict=True):
-            rows[site] = features[first - (horizon - 1) : last - (horizon - 1)]
-    y_train = observed(data, "train", horizon).reshape(-1).astype(np.float64)
-    return LaggedRows(x[0].reshape(-1, width), y_train, x[1].reshape(-1, width))
+        rows = site_rows(data, site, sequence_length, horizon, "train")
+        lo, hi = cuts[site], cuts[site + 1]
+        x[lo:hi] = rows if chosen is None else rows[chosen[lo:hi] - bounds[site]]
+    return x, target.astype(np.float64)
+
+
+def site_rows(data: TimeSeriesData, site: int, sequence_length: int, horizon: int, period: str) -> np.ndarray:
+    """One site's float32 features of each target day of `period` (its last input day's)."""
+    first, last = _target_days(data, period, horizon)
+    features = site_features(data.dynamic[site], data.static[site], sequence_length)
+    return features[first - (horizon - 1) : last - (horizon - 1)].astype(np.float32)
+
+
+def _width(data: TimeSeriesData, sequence_length: int) -> int:
+    windows = {min(w, sequence_length) for w in MEANS}
+    return data.dynamic.shape[2] * (min(LAGS, sequence_length) + len(windows)) + data.static.shape[1]
 
 
 def site_features(dynamic: np.ndarray, static: np.ndarray, sequence_length: int) -> np.ndarray:

@@ -59,6 +59,7 @@ def fit_and_save(spec, run_dir: Path, worker: Worker, record: dict[str, Any] | N
     )
     hooks = (ProgressLine(worker.rank, spec.lstm.train.steps_per_epoch),) + ((exporter,) if exporter else ())
     trainer = Trainer(spec.lstm, spec.seed, prepared, worker, checkpoints, hooks=hooks)
+    prepared = dataclasses.replace(prepared, data=trainer.scored)  # the raw inputs are freed while it trains
     state = trainer.fit()
     if worker.rank == 0:
         write_model(trainer, prepared, run_dir, state, extra=record)

@@ -16,7 +16,7 @@ from mlkube.trainer.lstm.scores import site_scores, summarize
 from mlkube.trainer.preprocess import Statistics, destandardize_target, period_batch
 from mlkube.trainer.series import TimeSeriesData
 
-WINDOWS_PER_PASS = 256  # sites run through the network at once (bounds memory)
+WINDOWS_PER_PASS = 128  # sites run through the network at once: 0.2 GB at 5 years (256: 0.4 GB), as fast
 
 
 def simulate(

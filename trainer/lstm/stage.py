@@ -29,11 +29,11 @@ def deep(ctx, train: Callable[[], None]) -> None:
     run = ctx.run
     spec = best_spec(ctx.spec, run.path)[0]  # with lstm.search: the best trial's settings, as the workers
     lstm = spec.lstm
-    prepared = load_prepared(spec, run.path)
-    check_training(lstm, prepared)
+    check_training(lstm, load_prepared(spec, run.path))
     start = time.perf_counter()
-    train()
+    train()  # the data is the workers' meanwhile: this process holds none of it while they train
     trained = time.perf_counter()
+    prepared = load_prepared(spec, run.path)
     simulations = simulate_all(spec, prepared, run.model_dir(LSTM_MODEL))
     models = {name: _scores(sim, prepared, lstm.horizon) for name, sim in simulations.items()}
     record = read_json(run.model_dir(LSTM_MODEL) / TRAINING_RECORD)
@@ -112,7 +112,13 @@ def simulate_all(spec, prepared: Prepared, artifact) -> dict[str, np.ndarray]:
     lstm = spec.lstm
     out = simulate_members(artifact, prepared, lstm, PERIOD)
     return out | simulate_baselines(
-        lstm.baselines, prepared.data, lstm.sequence_length, lstm.horizon, spec.seed, PERIOD
+        lstm.baselines,
+        prepared.data,
+        lstm.sequence_length,
+        lstm.horizon,
+        spec.seed,
+        PERIOD,
+        lstm.baseline_max_rows,
     )
 
 
