@@ -93,8 +93,8 @@ def check_inputs(spec: Spec) -> None:
     it creates the run directory: the classical data, task, models, params, metric, scheme and folds; the
     LSTM's series (sites, variables, periods and lengths, targets), its training set-up (windows, batch
     vs workers, GPUs) and its cross-validation over sites (folds vs sites or groups, global statistics).
-    The series are loaded here and again by the prepare stage (a fraction of a second for the samples); the
-    classical data are cached between the two in one process."""
+    The series and the classical data are loaded here once: the prepare stage of the same process takes
+    them."""
     if spec.runs_classical:
         from mlkube.trainer.classical.stages import check_classical
 
@@ -104,7 +104,7 @@ def check_inputs(spec: Spec) -> None:
         from mlkube.trainer.lstm.stage import check_training
 
         assert spec.lstm is not None  # runs_lstm says so
-        prepared = prepare(spec)
+        prepared = prepare(spec, keep=True)  # the prepare stage of `mlkube run` takes it from there
         check_training(spec.lstm, prepared)
         if spec.lstm.cv is not None:
             from mlkube.trainer.lstm.basin_cv import check_cv

@@ -327,6 +327,26 @@ def test_torchrun_command_carries_the_contract_flags(tmp_path):
     ]
 
 
+def test_mlkube_run_parses_the_series_once_for_its_checks_and_its_prepare_stage(tmp_path, monkeypatch):
+    from mlkube.pipeline import check_inputs
+    from mlkube.trainer.lstm import prepared as module
+    from mlkube.trainer.run import Run
+
+    parsed = []
+    load_filled = module.load_filled
+    monkeypatch.setattr(module, "load_filled", lambda *args: parsed.append(args) or load_filled(*args))
+    spec = parse_spec(TINY)
+    check_inputs(spec)  # `mlkube run` checks the spec on the series, then its prepare stage saves them
+    run = Run.start(spec.to_yaml(), tmp_path, run_id="r-1")
+    saved = module.prepare(spec, run.path)
+    assert len(parsed) == 1 and run.prepared_lstm.is_file()
+    assert module.load_prepared(spec, run.path).data_hash == saved.data_hash
+    module.prepare(spec)  # nothing held any more: parsed again
+    check_inputs(spec)
+    module.prepare(parse_spec(TINY.replace("seed: 3", "seed: 4")))  # another spec's series: its own
+    assert len(parsed) == 4
+
+
 def test_a_batch_smaller_than_the_workers_is_refused_before_torchrun_starts(tiny):
     from mlkube.trainer.lstm.stage import check_training
 

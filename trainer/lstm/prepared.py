@@ -8,6 +8,7 @@ data from the spec itself, which gives the same arrays (loading is deterministic
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,11 +34,26 @@ class Prepared:
     data_hash: str
 
 
-def prepare(spec, run_path: Path | None = None) -> Prepared:
+# the series `mlkube run` prepared to check its spec, held for its prepare stage (one entry; see `prepare`)
+_CHECKED: dict[str, Prepared] = {}
+
+
+def prepare(spec, run_path: Path | None = None, keep: bool = False) -> Prepared:
     """Load `spec.lstm.data` with its gaps filled, fit the statistics, and save both in the run at `run_path`
-    (when given)."""
-    data = load_filled(spec.lstm, spec.preprocess, spec.seed)
-    prepared = Prepared(data, fit_statistics(data, spec.preprocess), data.data_hash())
+    (when given). `keep`: hold the result for the next `prepare` of the same spec in this process, which takes
+    it instead of parsing the files again (`mlkube run` checks its spec, then its prepare stage saves the
+    series: 2 s each at 671 basins); `load_prepared` lets it go."""
+    key = json.dumps(
+        [spec.seed, spec.lstm.model_dump(mode="json"), spec.preprocess.model_dump(mode="json")],
+        sort_keys=True,
+    )
+    prepared = _CHECKED.pop(key, None)
+    if prepared is None:
+        data = load_filled(spec.lstm, spec.preprocess, spec.seed)
+        prepared = Prepared(data, fit_statistics(data, spec.preprocess), data.data_hash())
+    _CHECKED.clear()
+    if keep:
+        _CHECKED[key] = prepared
     if run_path is not None:
         save_prepared(Run(run_path).prepared_lstm, prepared)
     return prepared
@@ -57,6 +73,7 @@ def load_filled(lstm: LstmSpec, preprocess: PreprocessSpec, seed: int) -> TimeSe
 
 def load_prepared(spec, run_path: Path) -> Prepared:
     """The run's prepared data, or (no prepared file) the data loaded from the spec."""
+    _CHECKED.clear()  # the run's file is the prepared data from here on
     path = Run(run_path).prepared_lstm
     return read_prepared(path) if path.is_file() else prepare(spec)
 
