@@ -340,6 +340,7 @@ def test_mlkube_run_parses_the_series_once_for_its_checks_and_its_prepare_stage(
     run = Run.start(spec.to_yaml(), tmp_path, run_id="r-1")
     saved = module.prepare(spec, run.path)
     assert len(parsed) == 1 and run.prepared_lstm.is_file()
+    assert saved.seconds > 0 and module.summary(saved)["seconds"] == saved.seconds  # the parse, recorded
     assert module.load_prepared(spec, run.path).data_hash == saved.data_hash
     module.prepare(spec)  # nothing held any more: parsed again
     check_inputs(spec)

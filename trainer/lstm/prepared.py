@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,7 @@ class Prepared:
     data: TimeSeriesData
     stats: Statistics
     data_hash: str
+    seconds: float = 0.0  # reading the files, filling the gaps and fitting the statistics took (0: read back)
 
 
 # the series `mlkube run` prepared to check its spec, held for its prepare stage (one entry; see `prepare`)
@@ -49,8 +51,10 @@ def prepare(spec, run_path: Path | None = None, keep: bool = False) -> Prepared:
     )
     prepared = _CHECKED.pop(key, None)
     if prepared is None:
+        start = time.perf_counter()
         data = load_filled(spec.lstm, spec.preprocess, spec.seed)
-        prepared = Prepared(data, fit_statistics(data, spec.preprocess), data.data_hash())
+        stats = fit_statistics(data, spec.preprocess)
+        prepared = Prepared(data, stats, data.data_hash(), round(time.perf_counter() - start, 3))
     _CHECKED.clear()
     if keep:
         _CHECKED[key] = prepared
@@ -101,6 +105,7 @@ def summary(prepared: Prepared) -> dict[str, Any]:
         "target": data.target_name,
         "periods": {p: [str(d) for d in data.period_dates(p)] for p in data.periods},
         "missing_target_fraction": float(np.isnan(data.target).mean()),
+        "seconds": prepared.seconds,  # reading, gap filling and statistics (in `mlkube run`'s checks)
         "file": str(Run(Path()).prepared_lstm),  # relative to the run directory
     }
 
