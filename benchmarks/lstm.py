@@ -4,8 +4,9 @@
    270-day sequences, batch 256, NSE loss, the last day of each sequence scored, `--steps` steps, CPU):
    sequences per second of the training steps (best / median), start-up from the command to the first step,
    and the test period's median NSE, for neuralhydrology (with `--with-neuralhydrology`), mlkube with 1 worker
-   in each network setting (`input_layer` on and off), and mlkube with 2 workers. Each run is a fresh process
-   (`mlkube run SPEC`: prepare, torchrun, scores; neuralhydrology's trainer and tester).
+   in each network setting (`input_layer` on and off), with 1 worker in bfloat16 autocast
+   (`lstm.train.cpu_precision`, where the CPU runs it natively), and with 2 workers. Each run is a fresh
+   process (`mlkube run SPEC`: prepare, torchrun, scores; neuralhydrology's trainer and tester).
 2. `--scale SITES YEARS` (e.g. 671 20): the synthetic data set written in the CAMELS-US text layout
    (trainer.series.synthetic.write_camels_us, cached in build/bench/), read by both: loading before the first
    step, `--scale-steps` training steps, and the peak memory of the whole run (the summed RSS of the process
@@ -47,10 +48,11 @@ SAMPLE_PERIODS = {
     "test": ("2002-01-01", "2002-12-31"),
 }
 SEQUENCE, BATCH, HIDDEN, DROPOUT, FORGET_BIAS, LEARNING_RATE = 270, 256, 64, 0.4, 3.0, 1e-3
-SETTINGS = {  # mlkube's network settings (lstm.model)
+SETTINGS = {  # mlkube's network settings (lstm.model; cpu_precision goes to lstm.train)
     "CudaLSTM": {"input_layer": False, "initial_forget_bias": FORGET_BIAS},
     "input layer": {"input_layer": True, "initial_forget_bias": FORGET_BIAS},
 }
+BFLOAT16 = {**SETTINGS["CudaLSTM"], "cpu_precision": "bfloat16"}  # where the CPU runs it natively
 
 # --------------------------------------------------------------------------------------- neuralhydrology
 NH_DRIVER = '''
@@ -229,6 +231,8 @@ def mlkube_spec(
 ) -> str:
     import yaml
 
+    setting = dict(setting)
+    precision = setting.pop("cpu_precision", "float32")
     spec = {
         "seed": seed,
         "lstm": {
@@ -244,6 +248,7 @@ def mlkube_spec(
                 "warmup_days": SEQUENCE - 1,  # neuralhydrology's predict_last_n: 1
                 "checkpoint_every": steps,
                 "clip_grad_norm": 1.0,
+                "cpu_precision": precision,
             },
             "elastic": {"nproc_per_node": workers},
             "baselines": list(baselines),
@@ -331,9 +336,13 @@ def sample_benchmark(steps: int, repeats: int, with_nh: bool) -> None:
     camels = DATASETS / "camels_us_sample"
     sites = sorted(p.name.split("_")[0] for p in (camels / "streamflow").iterdir())
     runs: dict[str, list[dict]] = {}
+    from mlkube.trainer.lstm.train import cpu_bfloat16
+
     cases = {f"mlkube 1 worker, {name}": (1, setting) for name, setting in SETTINGS.items()} | {
         "mlkube 2 workers, CudaLSTM": (2, SETTINGS["CudaLSTM"])
     }
+    if cpu_bfloat16():
+        cases["mlkube 1 worker, CudaLSTM, bfloat16 autocast"] = (1, BFLOAT16)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         if with_nh:

@@ -503,3 +503,45 @@ def test_training_on_cuda_with_mixed_precision_lowers_the_loss(tiny):
     lstm.train.learning_rate, lstm.train.epochs = 0.01, 6
     state = Trainer(lstm, spec.seed, prepared, Worker(device="cuda:0")).fit()
     assert state.history[-1]["train_loss"] < state.history[0]["train_loss"]
+
+
+def cpu_runs_bfloat16() -> bool:
+    from mlkube.trainer.lstm.train import cpu_bfloat16
+
+    return cpu_bfloat16()
+
+
+@pytest.mark.skipif(
+    not cpu_runs_bfloat16(), reason="this CPU runs no bfloat16 natively (AVX-512 BF16 or AMX)"
+)
+def test_cpu_bfloat16_runs_the_lstm_in_bfloat16_and_lowers_the_loss(tiny):
+    import torch
+
+    from mlkube.trainer.lstm.train import Trainer
+
+    spec, prepared = tiny
+    lstm = spec.lstm.model_copy(deep=True)
+    lstm.train.learning_rate, lstm.train.epochs, lstm.train.cpu_precision = 0.01, 6, "bfloat16"
+    trainer = Trainer(lstm, spec.seed, prepared)
+    assert trainer.amp == torch.bfloat16
+    seen = []
+    hook = trainer.net.lstm.register_forward_hook(lambda module, args, out: seen.append(out[0].dtype))
+    trainer.train_step(0)
+    hook.remove()
+    assert seen == [torch.bfloat16]
+    state = trainer.fit()
+    assert state.history[-1]["train_loss"] < state.history[0]["train_loss"]
+    assert all(p.dtype == torch.float32 for p in trainer.net.parameters())  # weights stay float32
+
+
+def test_cpu_bfloat16_falls_back_to_float32_where_the_cpu_lacks_it_and_says_so(tiny, monkeypatch, capsys):
+    from mlkube.trainer.lstm import train
+
+    spec, prepared = tiny
+    lstm = spec.lstm.model_copy(deep=True)
+    assert train.Trainer(lstm, spec.seed, prepared).amp is None  # float32 by default
+    lstm.train.cpu_precision = "bfloat16"
+    monkeypatch.setattr(train, "cpu_bfloat16", lambda: False)
+    trainer = train.Trainer(lstm, spec.seed, prepared)
+    assert trainer.amp is None and train.precision(trainer.amp) == "float32"
+    assert "runs no bfloat16 natively" in capsys.readouterr().out

@@ -22,7 +22,7 @@ from mlkube.trainer.errors import MlkubeError
 from mlkube.trainer.lstm.exporter import metrics_hook
 from mlkube.trainer.lstm.prepared import Prepared, load_prepared
 from mlkube.trainer.lstm.store import tcp_store_server
-from mlkube.trainer.lstm.train import LoopState, StepInfo, Trainer, Worker
+from mlkube.trainer.lstm.train import LoopState, StepInfo, Trainer, Worker, precision
 from mlkube.trainer.run import LSTM_MODEL, Run
 
 PREFIX = "[lstm]"  # progress lines of rank 0, which the local launcher shows
@@ -211,6 +211,7 @@ def write_model(
         "segments": state.segments,
         "device": str(trainer.device),
         "cudnn": _cudnn(trainer.device),
+        "precision": precision(trainer.amp),  # of the training steps (autocast)
         "torch_threads": torch.get_num_threads(),
         "seconds": round(state.seconds, 3),
         "samples_per_second": state.step * trainer.train.batch_size / max(state.seconds, 1e-9),

@@ -126,12 +126,28 @@ def make_optimizer(parameters, train):
 
 
 def autocast_dtype(train, device) -> Any:
-    """bfloat16 (float16 where the GPU lacks it) on CUDA with `mixed_precision`; None (float32) otherwise."""
+    """bfloat16 (float16 where the GPU lacks it) on CUDA with `mixed_precision`; bfloat16 on a CPU with
+    `cpu_precision: bfloat16` that runs it natively (`cpu_bfloat16`); None (float32) otherwise."""
     import torch
 
+    if device.type == "cpu":
+        return torch.bfloat16 if train.cpu_precision == "bfloat16" and cpu_bfloat16() else None
     if device.type != "cuda" or not train.mixed_precision:
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def cpu_bfloat16() -> bool:
+    """Does oneDNN run bfloat16 natively on this CPU (AVX-512 BF16 or AMX)? Elsewhere it would emulate it,
+    slower than float32."""
+    import torch
+
+    return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def precision(amp) -> str:
+    """How the training steps run: "float32", or the autocast dtype's name."""
+    return "float32" if amp is None else str(amp).removeprefix("torch.")
 
 
 class Trainer:
@@ -164,6 +180,11 @@ class Trainer:
         self.optimizer = make_optimizer(self.net.parameters(), self.train)
         self.scheduler = schedule(self.optimizer, self.train, self.total_steps)
         self.amp = autocast_dtype(self.train, self.device)
+        if self.device.type == "cpu" and self.train.cpu_precision != precision(self.amp):
+            self._say(
+                f"lstm.train.cpu_precision is {self.train.cpu_precision}, but this CPU runs no bfloat16 "
+                "natively (AVX-512 BF16 or AMX): training in float32"
+            )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
         self.sampler = BatchSampler(
             self.data, lstm.sequence_length, seed, horizon=lstm.horizon, warmup_days=self.train.warmup_days
