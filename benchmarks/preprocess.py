@@ -8,6 +8,10 @@ reference and the Numba CPU kernels on 1 thread and on all of Numba's threads (2
 time (JIT compilation, or loading the on-disk cache) is reported apart.
 
     .venv/bin/python benchmarks/preprocess.py            # add --sites 50 for a quick run
+
+Where Numba sees a CUDA GPU, the CUDA twins (trainer/preprocess/gpu.py) run the same pipeline on it too, in
+the same interleaved repeats (the code path can be tried on the simulator: NUMBA_ENABLE_CUDASIM=1 with
+--sites 2 --years 1 --windows 20; its times mean nothing).
 """
 
 from __future__ import annotations
@@ -39,9 +43,11 @@ def make_data(sites: int, years: int, seed: int) -> tuple[np.ndarray, np.ndarray
 
 
 def run_pipeline(
-    k: ModuleType, values: np.ndarray, static: np.ndarray, windows: int, seed: int
+    k: ModuleType, values: np.ndarray, static: np.ndarray, windows: int, seed: int, device: str = "cpu"
 ) -> dict[str, float]:
-    """Seconds per stage of the preprocessing pipeline, with `k` the kernel module (cpu or reference)."""
+    """Seconds per stage of the preprocessing pipeline, with `k` the kernel module (cpu, reference, or gpu
+    with `device` "cuda": NumPy in and out of each stage, as `prepare` calls them, and the gathering from
+    arrays copied to the GPU once, as the sampler holds them)."""
     seconds: dict[str, float] = {}
 
     def timed(stage: str, work: Callable):
@@ -71,10 +77,15 @@ def run_pipeline(
     sites, offsets = np.divmod(chosen, starts)
 
     def gather() -> None:  # one batch at a time, dropped before the next, as a training loop does
+        from mlkube.trainer.preprocess.device import on_device
+
+        arrays = on_device((dynamic, static, target), device)
         for i in range(0, windows, BATCH):
-            k.gather(
-                dynamic, static, target, sites[i : i + BATCH], offsets[i : i + BATCH], SEQUENCE_LENGTH, 0
-            )
+            k.gather(*arrays, sites[i : i + BATCH], offsets[i : i + BATCH], SEQUENCE_LENGTH, 0)
+        if device == "cuda":
+            from numba import cuda
+
+            cuda.synchronize()  # the batches are the GPU's until then
 
     timed(f"gather {windows} windows", gather)
     seconds["total"] = sum(seconds.values())
@@ -114,13 +125,29 @@ def main() -> None:
     warm, how = warm_up(cpu, values, static)
     print(f"JIT warm-up: {warm:.2f} s ({how}); not counted below")
 
+    from numba import cuda
+
     threads = numba.get_num_threads()
     runs: dict[str, list[dict[str, float]]] = {"numpy": [], "1": [], str(threads): []}
+    if cuda.is_available():  # the CUDA twins on the device (or the simulator: NUMBA_ENABLE_CUDASIM=1)
+        from mlkube.trainer.preprocess import gpu
+
+        runs["cuda"] = []
+        warm = time.perf_counter()
+        run_pipeline(
+            gpu, np.ascontiguousarray(values[:2, :800]), np.ascontiguousarray(static[:2]), 2, 0, "cuda"
+        )
+        print(
+            "CUDA twins, first call of each (compilation or cache, context): "
+            f"{time.perf_counter() - warm:.2f} s"
+        )
     for _ in range(args.repeats):  # interleaved, so that load from other processes hits every variant alike
         runs["numpy"].append(run_pipeline(reference, values, static, args.windows, args.seed))
         for n in (1, threads):
             numba.set_num_threads(n)
             runs[str(n)].append(run_pipeline(cpu, values, static, args.windows, args.seed))
+        if "cuda" in runs:
+            runs["cuda"].append(run_pipeline(gpu, values, static, args.windows, args.seed, "cuda"))
     best = {
         name: {stage: min(r[stage] for r in results) for stage in results[0]}
         for name, results in runs.items()
@@ -137,6 +164,16 @@ def main() -> None:
             f"{numpy_s[stage] / one[stage]:>15.1f}×{numpy_s[stage] / many[stage]:>15.1f}×"
             f"{one[stage] / many[stage]:>9.2f}×"
         )
+    if "cuda" in best:
+        device = (
+            "the CUDA simulator" if numba.config.ENABLE_CUDASIM else cuda.get_current_device().name.decode()
+        )
+        print(f"\nCUDA twins on {device} (host arrays in and out of each stage), seconds")
+        print(f"{'stage':<22}{'CUDA':>8}{f'vs Numba {threads} thr':>18}{'vs NumPy':>10}")
+        for stage, seconds in best["cuda"].items():
+            print(
+                f"{stage:<22}{seconds:>8.3f}{many[stage] / seconds:>17.1f}×{numpy_s[stage] / seconds:>9.1f}×"
+            )
 
 
 if __name__ == "__main__":
