@@ -209,7 +209,7 @@ def test_a_temporary_directory_too_deep_for_the_worker_sockets_is_refused_naming
     assert list(deep.iterdir()) == []
 
 
-def test_a_start_that_fails_leaves_no_private_folder_behind(run, tmp_path, monkeypatch):
+def test_a_start_that_fails_leaves_no_private_folder_behind(run, scratch, monkeypatch):
     """The management socket's private folder is made before TorchServe starts; if the start fails (here: the
     process cannot be spawned), the folder goes too."""
     import subprocess
@@ -219,8 +219,6 @@ def test_a_start_that_fails_leaves_no_private_folder_behind(run, tmp_path, monke
     from mlkube.serving.archive import archive_run
 
     archive_run(run, ["classical"])
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
 
     def cannot_spawn(*args, **kwargs):

@@ -776,7 +776,7 @@ def test_a_file_hidden_from_pythons_zip_reader_never_reaches_the_worker(server):
     assert post(server, "classical", GOOD["classical"]).status_code == 200
 
 
-def test_an_archive_with_a_planted_module_is_refused_before_any_worker_imports_it(tmp_path):
+def test_an_archive_with_a_planted_module_is_refused_before_any_worker_imports_it(tmp_path, scratch):
     """A writer of the runs volume swaps in an archive with a numpy.py (which the worker would import from
     the unpacked model folder, ahead of the installed NumPy) and an archives.json that matches it."""
     import zipfile
@@ -791,8 +791,6 @@ def test_an_archive_with_a_planted_module_is_refused_before_any_worker_imports_i
     with zipfile.ZipFile(mar, "a") as z:
         z.writestr("numpy.py", planted_module(imported_marker(run.path)))
     record_archive(run, "classical")
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("tempfile.tempdir", str(scratch))
         with pytest.raises(MlkubeError, match=r"classical\.mar holds 'numpy\.py'") as refused:
