@@ -98,9 +98,9 @@ def iris_run(ray_cluster, tmp_path_factory):
 
 @pytest.fixture
 def scratch():
-    """A new empty folder with a short path (/tmp/mlkube-t-...): TorchServe's private folder made under it holds
-    Unix sockets, whose paths must stay within 107 bytes whatever the length of pytest's basetemp
-    (/tmp/pytest-of-root/pytest-108/<test name>0/ failed two tests on a machine that had run pytest 108 times)."""
+    """A new empty folder with a short path (/tmp/mlkube-t-...): TorchServe's private folder made under it
+    holds Unix sockets, whose paths must stay within 107 bytes whatever the length of pytest's basetemp
+    (/tmp/pytest-of-root/pytest-108/<test name>0/ failed two tests where pytest had run 108 times)."""
     import tempfile
 
     folder = Path(tempfile.mkdtemp(prefix="mlkube-t-", dir="/tmp"))
