@@ -136,9 +136,10 @@ def training_rows(
         target = target[chosen]
     bounds = np.arange(len(data.sites) + 1) * days  # site s: flat rows [s * days, (s + 1) * days)
     cuts = bounds if chosen is None else np.searchsorted(chosen, bounds)
-    x = np.empty((len(target), _width(data, sequence_length)), np.float32)
+    first_site = site_rows(data, 0, sequence_length, horizon, "train")  # its width is every site's
+    x = np.empty((len(target), first_site.shape[1]), np.float32)
     for site in range(len(data.sites)):
-        rows = site_rows(data, site, sequence_length, horizon, "train")
+        rows = first_site if site == 0 else site_rows(data, site, sequence_length, horizon, "train")
         lo, hi = cuts[site], cuts[site + 1]
         x[lo:hi] = rows if chosen is None else rows[chosen[lo:hi] - bounds[site]]
     return x, target.astype(np.float64)
@@ -149,11 +150,6 @@ def site_rows(data: TimeSeriesData, site: int, sequence_length: int, horizon: in
     first, last = _target_days(data, period, horizon)
     features = site_features(data.dynamic[site], data.static[site], sequence_length)
     return features[first - (horizon - 1) : last - (horizon - 1)].astype(np.float32)
-
-
-def _width(data: TimeSeriesData, sequence_length: int) -> int:
-    windows = {min(w, sequence_length) for w in MEANS}
-    return data.dynamic.shape[2] * (min(LAGS, sequence_length) + len(windows)) + data.static.shape[1]
 
 
 def site_features(dynamic: np.ndarray, static: np.ndarray, sequence_length: int) -> np.ndarray:
